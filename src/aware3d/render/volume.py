@@ -10,6 +10,14 @@ import torch
 
 from ._checks import ShapeError, check_tensor
 
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _accum_dtype(x: torch.Tensor) -> torch.Tensor:
+    """Transmittance is a long product: keep it in fp32 even when a bf16/fp16 network fed it."""
+    return x.float() if x.dtype in _LOW else x
+
+
 #: spacing given to the last sample of a padded ray: "to infinity" as in the NeRF code.
 FAR_DELTA = 1e10
 
@@ -52,7 +60,7 @@ def render_weights(sigmas: torch.Tensor, t: torch.Tensor | None = None, *,
         if t.shape != sigmas.shape:
             raise ShapeError(f"t: expected shape {tuple(sigmas.shape)} (that of sigmas), got {tuple(t.shape)}")
         deltas = deltas_from_t(t)
-    a = alphas_from_densities(sigmas, deltas)
+    a = alphas_from_densities(_accum_dtype(sigmas), _accum_dtype(deltas))
     T = transmittance(a)
     return T * a, T, a
 
@@ -64,14 +72,14 @@ def composite(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     if values.shape[:-1] != weights.shape:
         raise ShapeError(f"values: expected shape {(*weights.shape, 'C')} (weights + channels), "
                          f"got {tuple(values.shape)}")
-    return (weights.unsqueeze(-1) * values).sum(-2)
+    return (_accum_dtype(weights).unsqueeze(-1) * _accum_dtype(values)).sum(-2)
 
 
 def expected_depth(weights: torch.Tensor, t: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
     """sum_i w_i t_i (..., ). With ``normalize`` divides by the opacity (depth of the surface the
     ray did hit, ignoring the missing mass)."""
     check_tensor("t", t, tuple(weights.shape[-1:]), floating=True)
-    d = (weights * t).sum(-1)
+    d = (_accum_dtype(weights) * _accum_dtype(t)).sum(-1)
     return d / weights.sum(-1).clamp_min(1e-10) if normalize else d
 
 
