@@ -1,0 +1,155 @@
+"""The `aware3d` command line. It only parses arguments and calls into the package; every heavy
+import (torch, the methods) happens inside a handler so that `aware3d --help` answers fast."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+RECON_METHODS = ("nerf", "ngp", "nerfw")
+GAN_METHODS = ("giraffe", "graf", "pigan", "hologan", "cips3d")
+METHODS = RECON_METHODS + GAN_METHODS
+
+
+def _range(text: str) -> tuple[int, int]:
+    """'1-2' -> (1, 2); '3' -> (3, 3)."""
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or A-B (e.g. 1-2), got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or parts[0] < 1 or parts[1] < parts[0]:
+        raise argparse.ArgumentTypeError(f"expected N or A-B with 1 <= A <= B, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aware3d",
+        description="Neural scene representation: reconstruct radiance fields from posed photos "
+                    "(nerf, ngp, nerfw) and train controllable 3D-aware GANs (giraffe, graf, pigan, "
+                    "hologan, cips3d).")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"aware3d {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    # data ----------------------------------------------------------------------------------------
+    d = sub.add_parser("data", help="make built-in datasets")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    synth = dsub.add_parser("synth", help="render a dataset with the built-in analytic ray caster")
+    ssub = synth.add_subparsers(dest="synth_kind", metavar="KIND")
+    sc = ssub.add_parser("scene", help="posed multi-view scene in Blender format (train/val/test, depth, masks)")
+    sc.add_argument("out", help="output folder")
+    sc.add_argument("--views", type=int, default=100, help="number of views in all (default 100: 80/10/10)")
+    sc.add_argument("--resolution", type=int, default=128, help="image width and height (default 128)")
+    sc.add_argument("--sphere", action="store_true", help="cameras on the full sphere (default: upper hemisphere)")
+    sc.add_argument("--wild", action="store_true",
+                    help="per-image lighting/exposure changes and transient occluders in training views")
+    sc.add_argument("--seed", type=int, default=0)
+    ob = ssub.add_parser("objects", help="unposed CLEVR-like image collection with labels (for the GANs)")
+    ob.add_argument("out", help="output folder")
+    ob.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
+    ob.add_argument("--resolution", type=int, default=64, help="image size (default 64)")
+    ob.add_argument("--objects", type=_range, default=(1, 2), help="objects per scene, N or A-B (default 1-2)")
+    ob.add_argument("--seed", type=int, default=0)
+
+    # train ---------------------------------------------------------------------------------------
+    t = sub.add_parser("train", help="train a method on a dataset")
+    t.add_argument("method", choices=METHODS, help="method to train")
+    t.add_argument("--data", required=True, help="dataset folder (posed scene or image collection)")
+    t.add_argument("--out", default=None, help="run folder (default runs/METHOD-DATANAME)")
+    t.add_argument("--preset", default=None, help="named settings (see docs; e.g. paper, cpu)")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after N optimisation steps")
+    t.add_argument("--max-minutes", type=float, default=None, help="stop after M minutes of training")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--downscale", type=int, default=1, help="reconstruction: shrink images by N")
+    t.add_argument("--batch-size", type=int, default=None, help="rays (reconstruction) or images (GAN) per step")
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--cam", action="store_true", help="add coordinate-aware modulation to the field")
+    t.add_argument("--backbone", choices=("mlp", "ngp"), default=None, help="nerfw: field backbone")
+    t.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
+                   metavar="KEY=VALUE", help="override one config value (repeatable)")
+
+    # eval ----------------------------------------------------------------------------------------
+    e = sub.add_parser("eval", help="measure a trained run (PSNR/SSIM or FID/KID); writes RUN/eval/metrics.json")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--data", default=None, help="dataset to evaluate on (default: the training data)")
+    e.add_argument("--split", default="test", help="reconstruction split (default test)")
+    e.add_argument("--n-gen", type=int, default=5000, help="GANs: generated images for FID/KID (default 5000)")
+    e.add_argument("--appearance-half", choices=("left",), default=None,
+                   help="nerfw: optimise test appearance on the left half, measure on the right")
+
+    # render --------------------------------------------------------------------------------------
+    r = sub.add_parser("render", help="render images / MP4 / GIF from a run")
+    r.add_argument("run", help="run folder")
+    r.add_argument("--program", default=None, help="render program (e.g. turntable, test-views, path; GAN controls)")
+    r.add_argument("path", nargs="?", default=None, help="camera path JSON for --program path")
+    r.add_argument("--out", default=None, help="output folder (default RUN/render/PROGRAM)")
+    r.add_argument("--frames", type=int, default=None, help="number of frames")
+    r.add_argument("--seed", type=int, default=0, help="GANs: latent seed")
+    r.add_argument("--list", action="store_true", help="list the run's render programs")
+
+    # export --------------------------------------------------------------------------------------
+    x = sub.add_parser("export", help="export geometry")
+    xsub = x.add_subparsers(dest="export_kind", metavar="KIND")
+    m = xsub.add_parser("mesh", help="marching-cubes mesh as PLY")
+    m.add_argument("run", help="run folder")
+    m.add_argument("--resolution", type=int, default=256, help="grid resolution (default 256)")
+    m.add_argument("--threshold", type=float, default=None, help="density level (default per method)")
+    m.add_argument("--out", default=None, help="output PLY (default RUN/mesh.ply)")
+    m.add_argument("--seed", type=int, default=0, help="GANs: latent seed")
+    m.add_argument("--object", type=int, default=0, help="GIRAFFE: which object")
+
+    # fit -----------------------------------------------------------------------------------------
+    f = sub.add_parser("fit", help="fit a field to a signal")
+    fsub = f.add_subparsers(dest="fit_kind", metavar="KIND")
+    fi = fsub.add_parser("image", help="fit a 2D image with an MLP or hash-grid field (optionally --cam)")
+    fi.add_argument("path", help="image file")
+    fi.add_argument("--field", choices=("mlp", "hash"), default="mlp")
+    fi.add_argument("--cam", action="store_true")
+    fi.add_argument("--steps", type=int, default=1000)
+    fi.add_argument("--out", default=None)
+
+    # demo ----------------------------------------------------------------------------------------
+    dm = sub.add_parser("demo", help="the main job on built-in data: synthesise a scene, train ngp, render a turntable")
+    dm.add_argument("--out", default="aware3d-demo", help="output folder (default ./aware3d-demo)")
+    dm.add_argument("--minutes", type=float, default=2.0, help="training time (default 2)")
+    dm.add_argument("--device", default=None)
+    return p
+
+
+def _not_available(what: str) -> int:
+    print(f"aware3d: {what} is not available in this version yet", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        from . import commands
+        handler = getattr(commands, "cmd_" + args.command)
+        return int(handler(args, parser) or 0)
+    except KeyboardInterrupt:
+        print("\naware3d: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:  # user errors: one clear line, no traceback
+        if getattr(args, "debug", False):
+            raise
+        print(f"aware3d: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

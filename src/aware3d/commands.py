@@ -1,0 +1,159 @@
+"""Handlers of the `aware3d` subcommands (imported only once a command runs)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .cli import GAN_METHODS, RECON_METHODS
+
+_NOT_YET = {"nerfw", "graf", "pigan", "hologan", "cips3d"}
+
+
+def _method_of(run: str) -> str:
+    from .train.io import load_run_config
+
+    p = Path(run)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: run folder not found (expected the --out folder of `aware3d train`)")
+    return load_run_config(p)["method"]
+
+
+def _gan(method: str):
+    import importlib
+
+    return importlib.import_module(f"aware3d.methods.{method}")
+
+
+def cmd_data(args, parser) -> int:
+    if args.data_command != "synth" or not getattr(args, "synth_kind", None):
+        parser.parse_args(["data", "synth", "--help"])
+        return 2
+    from .data import synth
+
+    if args.synth_kind == "scene":
+        kw = dict(n_views=args.views, resolution=args.resolution, hemisphere=not args.sphere, seed=args.seed)
+        if args.wild:
+            kw["wild"] = True
+        out = synth.synth_scene(args.out, **kw)
+        print(f"wrote a posed scene (Blender format) to {out or args.out}")
+    else:
+        out = synth.synth_objects(args.out, count=args.count, resolution=args.resolution,
+                                  objects=args.objects, seed=args.seed)
+        print(f"wrote {args.count} images of {args.objects[0]}-{args.objects[1]} objects to {out or args.out}")
+    return 0
+
+
+def cmd_train(args, parser) -> int:
+    m = args.method
+    if m in _NOT_YET:
+        print(f"aware3d: method {m!r} is not implemented yet in this version; available: nerf, ngp, giraffe")
+        return 2
+    if m in RECON_METHODS:
+        from .train.recon import train
+
+        run = train(m, args.data, out=args.out, preset=args.preset, max_steps=args.max_steps,
+                    max_minutes=args.max_minutes, resume=args.resume, seed=args.seed,
+                    downscale=args.downscale, batch_size=args.batch_size, device=args.device,
+                    overrides=args.overrides)
+    else:
+        overrides = {k: v for k, v in args.overrides}
+        run = _gan(m).train(args.data, args.out or f"runs/{m}-{Path(args.data).name}",
+                            preset=args.preset or "cpu32", max_steps=args.max_steps,
+                            max_minutes=args.max_minutes, resume=args.resume, seed=args.seed,
+                            batch_size=args.batch_size, **overrides)
+    print(f"run folder: {run}")
+    return 0
+
+
+def cmd_eval(args, parser) -> int:
+    method = _method_of(args.run)
+    if method in RECON_METHODS:
+        from .train.recon import evaluate, print_metrics_table
+
+        metrics = evaluate(args.run, data=args.data, split=args.split)
+        print(print_metrics_table(metrics))
+    else:
+        metrics = _gan(method).evaluate(args.run, n_gen=args.n_gen, data=args.data)
+        print("\n".join(f"{k:<12}{v:>12.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
+    print(f"wrote {Path(args.run) / 'eval' / 'metrics.json'}")
+    return 0
+
+
+def cmd_render(args, parser) -> int:
+    method = _method_of(args.run)
+    if method in RECON_METHODS:
+        from .train.recon import PROGRAMS, render_program
+
+        if args.list:
+            print("\n".join(PROGRAMS))
+            return 0
+        files = render_program(args.run, args.program or "turntable", path=args.path, out=args.out,
+                               frames=args.frames)
+    else:
+        import importlib
+
+        prog = importlib.import_module(f"aware3d.programs.{method}")
+        if args.list or not args.program:
+            print("\n".join(prog.PROGRAMS))
+            return 0
+        kw = {} if args.frames is None else {"n_frames": args.frames}
+        files = prog.render(args.run, args.program, out_dir=args.out, seed=args.seed, **kw)
+    for k, v in (files.items() if isinstance(files, dict) else enumerate(files)):
+        print(f"{k}: {v}")
+    return 0
+
+
+def cmd_export(args, parser) -> int:
+    if args.export_kind != "mesh":
+        parser.parse_args(["export", "--help"])
+        return 2
+    method = _method_of(args.run)
+    if method in RECON_METHODS:
+        from .train.recon import export_mesh
+
+        info = export_mesh(args.run, resolution=args.resolution, threshold=args.threshold, out=args.out)
+    else:
+        mod = _gan(method)
+        out = args.out or str(Path(args.run) / f"mesh_seed{args.seed}_object{args.object}.ply")
+        info = mod.export_object_mesh(args.run, seed=args.seed, object_index=args.object,
+                                      resolution=args.resolution, out_path=out)
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_fit(args, parser) -> int:
+    print("aware3d: `fit image` is not implemented yet in this version")
+    return 2
+
+
+def cmd_demo(args, parser) -> int:
+    """Synthesise a scene, train ngp for a couple of minutes, render a turntable, print PSNR."""
+    from .data.synth import synth_scene
+    from .train.recon import evaluate, render_program, train
+
+    out = Path(args.out)
+    data = out / "scene"
+    t0 = time.time()
+    if not (data / "transforms_train.json").exists():
+        print(f"[1/4] synthesising a scene of analytic primitives in {data}")
+        synth_scene(data, n_views=100, resolution=96, hemisphere=True, seed=0)
+    run = out / "run"
+    print(f"[2/4] training ngp for {args.minutes:g} minutes")
+    resume = (run / "checkpoints").is_dir()
+    if resume:
+        print("      (an earlier demo run exists there: continuing it)")
+    train("ngp", str(data), out=str(run), max_minutes=args.minutes, resume=resume,
+          device=args.device, val_every=0)
+    print("[3/4] evaluating on the held-out test views")
+    metrics = evaluate(run, split="test", device=args.device)
+    print("[4/4] rendering a turntable")
+    files = render_program(run, "turntable", frames=48, device=args.device)
+    print()
+    print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {metrics['n_views']} views"
+          f" (took {(time.time() - t0) / 60:.1f} min)")
+    print(f"turntable video: {files['rgb_mp4']}  (GIF: {files['rgb_gif']})")
+    print(f"depth video:     {files['depth_mp4']}")
+    print(f"side-by-sides:   {run / 'eval'}")
+    print(f"metrics:         {run / 'eval' / 'metrics.json'}")
+    return 0

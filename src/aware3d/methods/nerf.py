@@ -1,0 +1,80 @@
+"""NeRF (Mildenhall et al., ECCV 2020): the reference reconstruction method.
+
+Coarse 64 stratified samples + fine 128 importance samples; the fine network sees all 192;
+loss = MSE(coarse) + MSE(fine); 4096 rays per batch; Adam (0.9, 0.999, eps 1e-7), lr 5e-4 decaying
+exponentially to 5e-5 over the run (PAPERS.md, card 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fields.nerf import NeRFMLP
+from ..render.samplers import hierarchical_samples, points_along_rays, stratified_samples
+from ..render.volume import volume_render
+
+PRESETS = {
+    # the paper's settings
+    "paper": dict(depth=8, width=256, n_coarse=64, n_fine=128, batch_size=4096, lr=5e-4,
+                  lr_final=5e-5, decay_steps=250_000, chunk=16384, max_steps=200_000),
+    # same architecture and sampling, a smaller batch so a 2-core CPU takes steps every second
+    "cpu": dict(depth=8, width=256, n_coarse=64, n_fine=128, batch_size=1024, lr=5e-4,
+                lr_final=5e-5, decay_steps=50_000, chunk=8192, max_steps=50_000),
+    # a narrow network for tests and quick looks
+    "tiny": dict(depth=4, width=64, n_coarse=32, n_fine=32, batch_size=512, lr=1e-3,
+                 lr_final=1e-4, decay_steps=5_000, chunk=8192, max_steps=2_000),
+}
+DEFAULT_PRESET = "cpu"
+
+
+class Model(nn.Module):
+    def __init__(self, cfg: dict, scene: dict):
+        super().__init__()
+        self.cfg = cfg
+        self.near, self.far = float(scene["near"]), float(scene["far"])
+        self.register_buffer("background", torch.as_tensor(scene["background"], dtype=torch.float32))
+        self.coarse = NeRFMLP(depth=cfg["depth"], width=cfg["width"])
+        self.fine = NeRFMLP(depth=cfg["depth"], width=cfg["width"]) if cfg["n_fine"] > 0 else None
+
+    # -- rendering -------------------------------------------------------------------------------
+    def _render(self, net, rays_o, rays_d, t, bg):
+        x = points_along_rays(rays_o, rays_d, t)
+        d = rays_d.unsqueeze(-2).expand_as(x)
+        sigma, rgb = net(x, d)
+        return volume_render(sigma, rgb, t, background=bg)
+
+    def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, training: bool = False,
+                background: torch.Tensor | None = None) -> dict:
+        bg = self.background if background is None else background
+        t, bins = stratified_samples(self.near, self.far, self.cfg["n_coarse"],
+                                     batch_shape=rays_o.shape[:-1], perturb=training,
+                                     dtype=rays_o.dtype, device=rays_o.device)
+        coarse = self._render(self.coarse, rays_o, rays_d, t, bg)
+        if self.fine is None:
+            return {**coarse, "color_coarse": coarse["color"]}
+        # fine-sampling PDF from the coarse weights of the interior samples (bins between them)
+        t_all, _ = hierarchical_samples(t, bins, coarse["weights"], self.cfg["n_fine"],
+                                        deterministic=not training)
+        fine = self._render(self.fine, rays_o, rays_d, t_all, bg)
+        return {**fine, "color_coarse": coarse["color"]}
+
+    def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
+        loss = F.mse_loss(out["color"], target)
+        if self.fine is not None:
+            loss = loss + F.mse_loss(out["color_coarse"], target)
+        return loss
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.fine or self.coarse).density(x)
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def make_optimizer(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg["lr"], betas=(0.9, 0.999), eps=1e-7)
+
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        return c["lr"] * (c["lr_final"] / c["lr"]) ** min(step / c["decay_steps"], 1.0)
+
+    def before_step(self, step: int) -> None:
+        pass

@@ -1,0 +1,144 @@
+"""Hash-grid NeRF in the spirit of Instant-NGP (Mueller et al., SIGGRAPH 2022): the default method.
+
+Multiresolution hash grid + tiny MLPs (:class:`aware3d.fields.nerf.HashGridField`), an occupancy
+grid refreshed every 16 steps from decayed densities so marching skips empty space, early ray
+termination (samples behind transmittance < 1e-4 are dropped before the network runs with
+gradients), batches sized by sample count rather than ray count, Adam (0.9, 0.99, eps 1e-15) with
+lr 1e-2 and weight decay 1e-6 on the MLPs only (PAPERS.md, card 3).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fields.nerf import HashGridField
+from ..render.samplers import near_far_aabb
+from ..render.volume import accumulate_packed, apply_background
+
+PRESETS = {
+    # the paper's settings (2^18 samples per batch, T = 2^19, 128^3 occupancy, step sqrt(3)/1024)
+    "paper": dict(levels=16, features=2, log2_table=19, base_res=16, max_res=2048, hidden=64,
+                  occ_res=128, step_scale=1.0 / 1024, samples_per_batch=2 ** 18, init_rays=4096,
+                  max_samples_per_ray=1024, lr=1e-2, lr_final=1e-3, decay_steps=30_000,
+                  weight_decay=1e-6, occ_every=16, occ_warmup=256, occ_threshold=0.01,
+                  early_stop_T=1e-4, bf16="auto", max_steps=30_000),
+    # the same model with CPU-sized batches and a coarser march for a 2-core machine
+    "cpu": dict(levels=16, features=2, log2_table=19, base_res=16, max_res=1024, hidden=64,
+                occ_res=128, step_scale=1.0 / 256, samples_per_batch=2 ** 16, init_rays=2048,
+                max_samples_per_ray=512, lr=1e-2, lr_final=1e-3, decay_steps=20_000,
+                weight_decay=1e-6, occ_every=16, occ_warmup=256, occ_threshold=0.01,
+                early_stop_T=1e-4, bf16="auto", max_steps=20_000),
+    # tests and quick looks
+    "tiny": dict(levels=8, features=2, log2_table=14, base_res=8, max_res=256, hidden=32,
+                 occ_res=32, step_scale=1.0 / 128, samples_per_batch=2 ** 13, init_rays=512,
+                 max_samples_per_ray=256, lr=1e-2, lr_final=1e-3, decay_steps=2_000,
+                 weight_decay=1e-6, occ_every=16, occ_warmup=64, occ_threshold=0.01,
+                 early_stop_T=1e-4, bf16="auto", max_steps=2_000),
+}
+DEFAULT_PRESET = "cpu"
+
+
+def bf16_is_fast() -> bool:
+    """bf16 matmuls are worth it on CPUs with AMX or avx512_bf16 (read from /proc/cpuinfo)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+class Model(nn.Module):
+    def __init__(self, cfg: dict, scene: dict):
+        super().__init__()
+        from ..kernels.marching import OccupancyGrid
+
+        self.cfg = cfg
+        aabb = torch.as_tensor(scene["aabb"], dtype=torch.float32)
+        self.register_buffer("aabb", aabb.clone())
+        self.register_buffer("background", torch.as_tensor(scene["background"], dtype=torch.float32))
+        self.near = float(scene.get("near", 0.0))
+        bf16 = cfg["bf16"]
+        use_bf16 = bf16_is_fast() if bf16 == "auto" else bool(bf16)
+        scale = float((aabb[3:] - aabb[:3]).max())
+        self.field = HashGridField(aabb, levels=cfg["levels"], features=cfg["features"],
+                                   log2_table=cfg["log2_table"], base_res=cfg["base_res"],
+                                   max_res=cfg["max_res"], hidden=cfg["hidden"],
+                                   autocast_bf16=use_bf16)
+        self.occ = OccupancyGrid(aabb, resolution=cfg["occ_res"])
+        self.step_size = math.sqrt(3) * cfg["step_scale"] * scale
+        self.n_rays = int(cfg["init_rays"])
+
+    # -- rendering -------------------------------------------------------------------------------
+    def _march(self, rays_o, rays_d):
+        from ..kernels.marching import march_rays
+
+        near, far, hit = near_far_aabb(rays_o, rays_d, self.aabb, min_near=self.near)
+        far = torch.where(hit, far, near)
+        return march_rays(rays_o, rays_d, near, far, self.occ, step_size=self.step_size,
+                          max_samples_per_ray=self.cfg["max_samples_per_ray"])
+
+    def _weights(self, sigmas, deltas, ray_indices, n_rays):
+        from ..kernels.marching import render_weights_packed
+
+        return render_weights_packed(sigmas, deltas, ray_indices, n_rays)
+
+    def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, training: bool = False,
+                background: torch.Tensor | None = None) -> dict:
+        bg = self.background if background is None else background
+        shape = rays_o.shape[:-1]
+        rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+        n = rays_o.shape[0]
+        idx, t0, t1 = self._march(rays_o, rays_d)
+        if idx.numel() and self.cfg["early_stop_T"] > 0:
+            # early ray termination: densities without gradients locate where T drops below 1e-4
+            with torch.no_grad():
+                x = rays_o[idx] + 0.5 * (t0 + t1)[:, None] * rays_d[idx]
+                _, T = self._weights(self.field.density(x), t1 - t0, idx, n)
+                keep = T > self.cfg["early_stop_T"]
+            idx, t0, t1 = idx[keep], t0[keep], t1[keep]
+        tm = 0.5 * (t0 + t1)
+        x = rays_o[idx] + tm[:, None] * rays_d[idx]
+        sigma, rgb = self.field(x, rays_d[idx])
+        w, _ = self._weights(sigma, t1 - t0, idx, n)
+        acc = accumulate_packed(w, idx, n)
+        color = apply_background(accumulate_packed(w[:, None] * rgb, idx, n), acc, bg)
+        depth = accumulate_packed(w * tm, idx, n)
+        return {"color": color.reshape(*shape, 3), "depth": depth.reshape(shape),
+                "opacity": acc.reshape(shape), "n_samples": int(idx.numel())}
+
+    def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out["color"], target)
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return self.field.density(x)
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def make_optimizer(self):
+        c = self.cfg
+        mlp = [p for n, p in self.field.named_parameters() if not n.startswith("grid.")]
+        return torch.optim.Adam([
+            {"params": list(self.field.grid.parameters()), "weight_decay": 0.0},
+            {"params": mlp, "weight_decay": c["weight_decay"]},
+        ], lr=c["lr"], betas=(0.9, 0.99), eps=1e-15)
+
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        return c["lr"] * (c["lr_final"] / c["lr"]) ** min(step / c["decay_steps"], 1.0)
+
+    def before_step(self, step: int) -> None:
+        c = self.cfg
+        if step % c["occ_every"] == 0:
+            self.occ.update(self.field.density, step=step, threshold=c["occ_threshold"],
+                            warmup=c["occ_warmup"])
+
+    def next_batch_rays(self, n_samples: int) -> int:
+        """Keep ~samples_per_batch samples per step: rescale the ray count by the last step's
+        samples (Instant-NGP batches by sample count, not ray count)."""
+        target = self.cfg["samples_per_batch"]
+        if n_samples > 0:
+            ratio = target / n_samples
+            self.n_rays = int(min(max(self.n_rays * ratio, 256), 65536))
+        return self.n_rays
