@@ -1,0 +1,141 @@
+"""GIRAFFE feature fields (Niemeyer & Geiger 2021, sec. 3.1).
+
+A feature field maps a point x and a viewing direction d, both in the entity's canonical frame, and
+the entity's shape and appearance codes to a density and an M_f-dimensional feature:
+
+    h(gamma(x), gamma(d), z_s, z_a) -> (sigma, f)
+
+Architecture as the official code: a ReLU trunk on gamma(x) where z_s is added (through a linear
+layer) to the first layer and again with gamma(x) at the skip; sigma is read from the trunk; the
+feature head adds z_a and gamma(d). Points and directions are divided by ``downscale`` before the
+pi-scaled encoding (2 for objects, whose canonical box is [-1, 1]^3, so inputs lie in about
+[-0.55, 0.55]; 12 for the background, which fills the whole depth range).
+
+Two layouts: *padded* (points (B, P, 3), codes (B, Z)) and *packed* (points (S, 3) with
+``index`` (S,) naming the batch element of each point), which the generator uses to evaluate an
+object only at the samples inside its box.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..render import giraffe_encoding
+from ..render._checks import ShapeError, check_tensor
+
+
+class FeatureField(nn.Module):
+    """h(gamma(x), gamma(d), z_s, z_a) -> (sigma, feature).
+
+    Defaults are GIRAFFE's object field: 8 x 128 ReLU layers with the skip at block 4, PE with 10
+    (points) and 4 (directions) frequencies, M_f = 128. The background field of the paper is
+    ``FeatureField(hidden=64, n_blocks=4, skips=(), z_dim=128, downscale=12)``.
+    """
+
+    def __init__(self, hidden: int = 128, n_blocks: int = 8, skips=(4,), z_shape_dim: int = 256,
+                 z_app_dim: int | None = None, feature_dim: int = 128, n_freq_pos: int = 10,
+                 n_freq_dir: int = 4, downscale: float = 2.0, use_viewdirs: bool = True):
+        super().__init__()
+        if n_blocks < 1:
+            raise ValueError(f"n_blocks: expected >= 1, got {n_blocks}")
+        z_app_dim = z_shape_dim if z_app_dim is None else z_app_dim
+        self.hidden, self.n_blocks, self.feature_dim = hidden, n_blocks, feature_dim
+        self.z_shape_dim, self.z_app_dim = z_shape_dim, z_app_dim
+        self.n_freq_pos, self.n_freq_dir = n_freq_pos, n_freq_dir
+        self.downscale, self.use_viewdirs = float(downscale), use_viewdirs
+        pe_dim, pe_dir_dim = 6 * n_freq_pos, 6 * n_freq_dir
+        # A skip after trunk block k (1-based, the official indexing); never after the last one.
+        self.skips = tuple(k for k in skips if 1 <= k < n_blocks - 1)
+
+        self.fc_in = nn.Linear(pe_dim, hidden)
+        self.fc_z = nn.Linear(z_shape_dim, hidden)
+        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_blocks - 1))
+        self.fc_z_skips = nn.ModuleList(nn.Linear(z_shape_dim, hidden) for _ in self.skips)
+        self.fc_p_skips = nn.ModuleList(nn.Linear(pe_dim, hidden) for _ in self.skips)
+        self.sigma_out = nn.Linear(hidden, 1)
+        self.feat_view = nn.Linear(hidden, hidden)
+        self.fc_z_view = nn.Linear(z_app_dim, hidden)
+        self.fc_view = nn.Linear(pe_dir_dim, hidden)
+        self.feat_out = nn.Linear(hidden, feature_dim)
+
+    def encode(self, x: torch.Tensor, n_freqs: int) -> torch.Tensor:
+        """gamma(x / downscale), GIRAFFE's pi-scaled form (no raw input)."""
+        return giraffe_encoding(x / self.downscale, n_freqs)
+
+    def forward(self, points: torch.Tensor, dirs: torch.Tensor | None, z_shape: torch.Tensor,
+                z_app: torch.Tensor, index: torch.Tensor | None = None):
+        """Evaluate the field.
+
+        Padded: points (B, P, 3), dirs (B, P, 3) or None, z_shape (B, Zs), z_app (B, Za) ->
+        ``(sigma (B, P), feature (B, P, M_f))``.
+        Packed: points (S, 3), dirs (S, 3), ``index`` (S,) long in [0, B) -> ``(sigma (S,),
+        feature (S, M_f))``. ``sigma`` is the raw density (the renderer clamps it at zero).
+        """
+        check_tensor("points", points, (3,), floating=True)
+        check_tensor("z_shape", z_shape, (self.z_shape_dim,), min_dims=2, floating=True)
+        check_tensor("z_app", z_app, (self.z_app_dim,), min_dims=2, floating=True)
+        if index is None:
+            if points.dim() != 3 or points.shape[0] != z_shape.shape[0]:
+                raise ShapeError(f"points: expected shape ({z_shape.shape[0]}, P, 3) (batch of z_shape), "
+                                 f"got {tuple(points.shape)}")
+
+            def per_point(v):  # (B, H) -> (B, 1, H)
+                return v.unsqueeze(1)
+        else:
+            if points.dim() != 2 or index.shape != points.shape[:1]:
+                raise ShapeError(f"index: expected shape ({points.shape[0]},) for packed points "
+                                 f"{tuple(points.shape)}, got {tuple(index.shape)}")
+
+            def per_point(v):  # (B, H) -> (S, H)
+                return v.index_select(0, index)
+        if dirs is not None and dirs.shape != points.shape:
+            raise ShapeError(f"dirs: expected shape {tuple(points.shape)} (that of points), got {tuple(dirs.shape)}")
+
+        net = self._trunk(points, z_shape, per_point)
+        sigma = self.sigma_out(net).squeeze(-1)
+
+        net = self.feat_view(net) + per_point(self.fc_z_view(z_app))
+        if self.use_viewdirs and dirs is not None:
+            d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            net = net + self.fc_view(self.encode(d, self.n_freq_dir))
+            net = F.relu(net)
+        return sigma, self.feat_out(net)
+
+    def density(self, points: torch.Tensor, z_shape: torch.Tensor, index: torch.Tensor | None = None):
+        """Density only (mesh extraction): the feature head is skipped."""
+        per_point = (lambda v: v.unsqueeze(1)) if index is None else (lambda v: v.index_select(0, index))
+        return self.sigma_out(self._trunk(points, z_shape, per_point)).squeeze(-1)
+
+    def _trunk(self, points, z_shape, per_point):
+        """Density trunk: z_s enters the first layer and again with gamma(x) at each skip."""
+        p = self.encode(points, self.n_freq_pos)
+        net = F.relu(self.fc_in(p) + per_point(self.fc_z(z_shape)))
+        skip = 0
+        for k, layer in enumerate(self.blocks, start=1):
+            net = F.relu(layer(net))
+            if k in self.skips:
+                net = net + per_point(self.fc_z_skips[skip](z_shape)) + self.fc_p_skips[skip](p)
+                skip += 1
+        return net
+
+    def flops_per_point(self) -> int:
+        """Multiply-adds x 2 of one point's evaluation (the per-batch z layers excluded)."""
+        h, pe, ped = self.hidden, 6 * self.n_freq_pos, 6 * self.n_freq_dir
+        macs = pe * h + (self.n_blocks - 1) * h * h + len(self.skips) * pe * h + h
+        macs += h * h + (ped * h if self.use_viewdirs else 0) + h * self.feature_dim
+        return 2 * macs
+
+
+def object_field(**kw) -> FeatureField:
+    """GIRAFFE's object field defaults (8 x 128, skip at 4, points / 2)."""
+    cfg = dict(hidden=128, n_blocks=8, skips=(4,), z_shape_dim=256, feature_dim=128, downscale=2.0)
+    cfg.update(kw)
+    return FeatureField(**cfg)
+
+
+def background_field(**kw) -> FeatureField:
+    """GIRAFFE's background field defaults (4 x 64, no skip, z 128, points / 12)."""
+    cfg = dict(hidden=64, n_blocks=4, skips=(), z_shape_dim=128, feature_dim=128, downscale=12.0)
+    cfg.update(kw)
+    return FeatureField(**cfg)

@@ -1,0 +1,707 @@
+"""GIRAFFE (Niemeyer & Geiger, CVPR 2021): compositional generative neural feature fields.
+
+The generator is a pipeline of separate pieces (PAPERS.md card 6), each callable and testable alone:
+
+    sample_inputs         latent codes, object poses k_i, camera, ray depths, density noise
+    camera_rays           one ray per feature pixel (render/cameras.image_rays)
+    world_to_object       k^-1(x) = diag(1/s) R^T (x - t) into each object's canonical box
+    evaluate_object       object feature field, only at the samples inside its box (packed)
+    evaluate_background   background feature field at every sample
+    render_feature_map    composition (render/compose) + volume rendering (render/volume)
+    NeuralRenderer        2D conv upsampler: features 16^2 -> RGB 64^2 (or 256^2)
+
+``GiraffeGenerator`` chains them; ``DCDiscriminator`` is the DCGAN-style critic; the GAN engine
+(:mod:`aware3d.train.gan`) owns the training loop. Entry points: :func:`train`, :func:`evaluate`,
+:func:`export_object_mesh` (in :mod:`aware3d.programs.giraffe`).
+
+Conventions: world z-up, OpenGL cameras (docs/CONVENTIONS.md); object poses k(x) = R diag(s) x + t
+with R a rotation about z; generated images are in [0, 1] (final sigmoid) and real images are
+mapped to [0, 1] as in the official code, so R1 is measured on the same scale as theirs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fields.giraffe import FeatureField
+from ..render.cameras import image_rays, intrinsics_from_fov, look_at, sample_poses_sphere, spherical_to_cartesian
+from ..render.compose import compose
+from ..render.samplers import points_along_rays, stratified_samples
+from ..render.volume import volume_render
+
+NAME = "giraffe"
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class GiraffeConfig:
+    """Every setting of a GIRAFFE run (plain data; written to the run folder's config)."""
+
+    # image and rendering
+    resolution: int = 64                # output image size (square)
+    feature_res: int = 16               # volume-rendered feature map size
+    n_samples: int = 64                 # samples per ray
+    depth_range: tuple = (0.5, 6.0)     # near, far (distance along the ray)
+    # camera (degrees; elevation above the xy-plane, azimuth from +x towards +y)
+    fov: float = 49.13
+    radius: tuple = (2.732, 2.732)
+    elevation_range: tuple = (19.47, 19.47)
+    azimuth_range: tuple = (0.0, 0.0)
+    uniform_area: bool = True           # official: uniform on the spherical band
+    # objects: k(x) = R diag(s) x + t
+    n_objects: int = 1
+    scale_min: tuple = (0.21, 0.21, 0.21)
+    scale_max: tuple = (0.21, 0.21, 0.21)
+    fix_scale_ratio: bool = True        # one scale per object (isotropic when min/max are)
+    translation_min: tuple = (0.0, 0.0, 0.0)
+    translation_max: tuple = (0.0, 0.0, 0.0)
+    rotation_range: tuple = (0.0, 0.0)  # about z, degrees
+    object_on_plane: bool = False       # t_z = plane_z (+ s_z with plane_offset_by_scale)
+    plane_z: float = 0.0
+    plane_offset_by_scale: bool = False
+    check_collision: bool = False
+    collision_padding: float = 0.1
+    box_padding: float = 0.1            # objects live in [-1 - pad, 1 + pad]^3 of their box
+    bg_rotation_range: tuple = (0.0, 0.0)
+    # networks
+    z_dim: int = 256
+    z_dim_bg: int = 128
+    feature_dim: int = 128              # M_f
+    obj_hidden: int = 128
+    obj_blocks: int = 8
+    obj_skips: tuple = (4,)
+    obj_downscale: float = 2.0
+    bg_hidden: int = 64
+    bg_blocks: int = 4
+    bg_skips: tuple = ()
+    bg_downscale: float = 12.0
+    n_freq_pos: int = 10
+    n_freq_dir: int = 4
+    nr_min_feat: int = 32
+    d_feat: int = 512
+    # training (engine settings; see aware3d.train.gan.GanConfig)
+    batch_size: int = 32
+    optimizer: str = "rmsprop"
+    lr_g: float = 5e-4
+    lr_d: float = 1e-4
+    ema_beta: float = 0.999
+    r1_weight: float = 10.0
+    r1_interval: int = 1
+    density_noise: float = 1.0          # N(0, 1) added to raw densities in training (official)
+    flip: bool = True                   # horizontal flips of the real images
+    bf16: bool = True                   # bf16 autocast for the feature-field MLPs on CPU
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    device: str = "auto"
+    preset: str = "cpu32"
+    data: str | None = None
+
+    @property
+    def n_entities(self) -> int:
+        return self.n_objects + 1
+
+
+def _deg_from_v(v: float) -> float:
+    """Official camera range v in [0, 1] (polar angle arccos(1 - 2v)) -> elevation in degrees."""
+    return math.degrees(math.asin(1 - 2 * v))
+
+
+# Face datasets (celeba, cats): fov 10, one object of scale 0.21 rotated within
+# [0.40278, 0.59722] of a full turn, elevation v in [0.4167, 0.5] (official configs).
+_FACES = dict(fov=10.0, elevation_range=(0.0, round(_deg_from_v(0.4167), 4)), azimuth_range=(0.0, 0.0),
+              n_objects=1, scale_min=(0.21,) * 3, scale_max=(0.21,) * 3,
+              rotation_range=(0.40278 * 360, 0.59722 * 360))
+# Clevr-2: 2 objects of scale 0.17 on the plane z = 0.1665, translation in [-0.713, 0.713]^2,
+# camera elevation v = 1/3 (19.47 degrees), fov 49.13.
+_CLEVR2 = dict(fov=49.13, elevation_range=(19.47, 19.47), n_objects=2, scale_min=(0.17,) * 3,
+               scale_max=(0.17,) * 3, translation_min=(-0.713, -0.713, 0.0),
+               translation_max=(0.713, 0.713, 0.0), rotation_range=(0.0, 0.0), object_on_plane=True,
+               plane_z=0.1665, check_collision=True)
+# The built-in synthetic objects (aware3d.data.synth.synth_objects defaults): camera at radius 6,
+# fov 40, elevation uniform in [20, 60], any azimuth; 1-2 primitives of half size 0.3-0.6 on the
+# floor z = 0 within 1.4 of the origin. Boxes of scale 0.45-0.75 (a rotated cube of half side 0.6
+# needs 0.6 * sqrt 2 ~ 0.85 in x/y; the padding covers the rest) resting on the floor.
+_OBJECTS = dict(fov=40.0, radius=(6.0, 6.0), elevation_range=(20.0, 60.0), azimuth_range=(0.0, 360.0),
+                uniform_area=False, depth_range=(3.0, 9.5), n_objects=2, scale_min=(0.45,) * 3,
+                scale_max=(0.75,) * 3, translation_min=(-1.4, -1.4, 0.0), translation_max=(1.4, 1.4, 0.0),
+                rotation_range=(0.0, 360.0), object_on_plane=True, plane_z=0.0,
+                plane_offset_by_scale=True, check_collision=True)
+# Small networks that learn on a 2-core CPU in minutes.
+_CPU = dict(resolution=32, feature_res=8, n_samples=24, z_dim=32, z_dim_bg=16, feature_dim=32,
+            obj_hidden=64, obj_blocks=4, obj_skips=(2,), bg_hidden=32, bg_blocks=2, n_freq_pos=6,
+            n_freq_dir=2, nr_min_feat=16, d_feat=128, batch_size=16, lr_g=5e-4, lr_d=2e-4,
+            sample_every=100, checkpoint_every=200)
+
+PRESETS: dict[str, dict] = {
+    "celeba64": dict(_FACES, resolution=64),
+    "cats": dict(_FACES, elevation_range=(0.0, round(_deg_from_v(0.41667), 4)), resolution=64),
+    "clevr2": dict(_CLEVR2, resolution=64),
+    "objects64": dict(_OBJECTS, resolution=64),
+    # 256^2 (official 256 configs): M_f = 256, 4 neural-renderer blocks, lr G 2.5e-4
+    "celebahq256": dict(_FACES, rotation_range=(0.375 * 360, 0.625 * 360), resolution=256,
+                        feature_dim=256, lr_g=2.5e-4),
+    "clevr2_256": dict(_CLEVR2, resolution=256, feature_dim=256, lr_g=2.5e-4),
+    "objects256": dict(_OBJECTS, resolution=256, feature_dim=256, lr_g=2.5e-4),
+    # CPU presets: the scene priors of a dataset, networks small enough for minutes on 2 cores
+    "cpu32": dict(_OBJECTS, **_CPU),
+    "cpu32_faces": dict(_FACES, **_CPU),
+}
+PRESETS["faces256"] = PRESETS["celebahq256"]
+DEFAULT_PRESET = "cpu32"
+
+
+def _coerce(name: str, value, current):
+    """Override values from the command line come as strings: parse them like YAML, then match
+    the type of the default (tuples from lists, floats from ints)."""
+    if isinstance(value, str) and not isinstance(current, str):
+        import yaml
+        value = yaml.safe_load(value)
+    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(current, bool):
+        return bool(value)
+    if isinstance(current, float) and isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(current, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides) -> GiraffeConfig:
+    """A preset's config with ``overrides`` (field names of :class:`GiraffeConfig`)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    cfg = GiraffeConfig(**PRESETS[preset], preset=preset)
+    return replace_config(cfg, **overrides)
+
+
+def replace_config(cfg: GiraffeConfig, **overrides) -> GiraffeConfig:
+    names = {f.name for f in dataclasses.fields(cfg)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ValueError(f"unknown GIRAFFE setting(s) {bad}; known: {sorted(names)}")
+    vals = {k: _coerce(k, v, getattr(cfg, k)) for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(cfg, **vals)
+
+
+def config_from_dict(d: dict) -> GiraffeConfig:
+    """Rebuild a config from the plain data written to a run folder."""
+    names = {f.name for f in dataclasses.fields(GiraffeConfig)}
+    base = GiraffeConfig()
+    return dataclasses.replace(base, **{k: _coerce(k, v, getattr(base, k)) for k, v in d.items()
+                                        if k in names})
+
+
+# --------------------------------------------------------------------------------------------------
+# Pose sampling: object transforms k_i and the camera
+
+
+def rotation_z(angle_deg: torch.Tensor) -> torch.Tensor:
+    """Rotation about the world z axis by ``angle_deg`` (...,) -> (..., 3, 3)."""
+    a = torch.deg2rad(torch.as_tensor(angle_deg, dtype=torch.float32))
+    c, s, z, o = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(*a.shape, 3, 3)
+
+
+def _lerp_range(lo, hi, u: torch.Tensor) -> torch.Tensor:
+    lo = torch.as_tensor(lo, dtype=u.dtype)
+    hi = torch.as_tensor(hi, dtype=u.dtype)
+    return lo + u * (hi - lo)
+
+
+def object_pose(cfg: GiraffeConfig, scale_u, translation_u, rotation_u):
+    """Deterministic poses from unit values in [0, 1] (0.5 = middle of each range), as the official
+    ``get_transformations``: scale_u (..., 3) (or (..., 1) with ``fix_scale_ratio``), translation_u
+    (..., 3), rotation_u (...,). Returns ``(scale (..., 3), translation (..., 3), rotation (..., 3, 3))``."""
+    scale_u = torch.as_tensor(scale_u, dtype=torch.float32)
+    translation_u = torch.as_tensor(translation_u, dtype=torch.float32)
+    rotation_u = torch.as_tensor(rotation_u, dtype=torch.float32)
+    if cfg.fix_scale_ratio:
+        scale_u = scale_u[..., :1]
+    s = _lerp_range(cfg.scale_min, cfg.scale_max, scale_u)
+    s = s.expand(*s.shape[:-1], 3).clone()
+    t = _lerp_range(cfg.translation_min, cfg.translation_max, translation_u)
+    if cfg.object_on_plane:
+        t = t.clone()
+        t[..., 2] = cfg.plane_z + (s[..., 2] if cfg.plane_offset_by_scale else 0.0)
+    R = rotation_z(_lerp_range(cfg.rotation_range[0], cfg.rotation_range[1], rotation_u))
+    return s, t, R
+
+
+def _collides(s: torch.Tensor, t: torch.Tensor, pad: float) -> torch.Tensor:
+    """(B, K) boxes: True for scenes where two boxes overlap on every axis (official test)."""
+    K = s.shape[1]
+    bad = torch.zeros(s.shape[0], dtype=torch.bool)
+    for i in range(K):
+        for j in range(i + 1, K):
+            free = ((t[:, i] - t[:, j]).abs() >= (s[:, i] + s[:, j]) + pad).any(-1)
+            bad |= ~free
+    return bad
+
+
+def sample_object_poses(cfg: GiraffeConfig, n: int, generator: torch.Generator | None = None,
+                        n_objects: int | None = None, max_tries: int = 100):
+    """Random k_i for ``n`` scenes of ``n_objects`` (default cfg.n_objects) objects:
+    ``(scale (n, K, 3), translation (n, K, 3), rotation (n, K, 3, 3))``. With ``check_collision``
+    colliding scenes redraw their translations (as the official bounding-box generator)."""
+    K = cfg.n_objects if n_objects is None else n_objects
+    su = torch.rand(n, K, 3, generator=generator)
+    tu = torch.rand(n, K, 3, generator=generator)
+    ru = torch.rand(n, K, generator=generator)
+    s, t, R = object_pose(cfg, su, tu, ru)
+    if cfg.check_collision and K > 1:
+        for _ in range(max_tries):
+            bad = _collides(s, t, cfg.collision_padding)
+            if not bad.any():
+                break
+            tu_new = torch.rand(n, K, 3, generator=generator)
+            _, t_new, _ = object_pose(cfg, su, tu_new, ru)
+            t = torch.where(bad[:, None, None], t_new, t)
+    return s, t, R
+
+
+def camera_pose(cfg: GiraffeConfig, elevation_deg, azimuth_deg, radius=None) -> torch.Tensor:
+    """c2w (..., 4, 4) of cameras looking at the origin from the given angles (degrees)."""
+    r = sum(cfg.radius) / 2 if radius is None else radius
+    return look_at(spherical_to_cartesian(r, elevation_deg, azimuth_deg))
+
+
+def sample_camera(cfg: GiraffeConfig, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` cameras from the dataset's elevation / azimuth / radius ranges (c2w (n, 4, 4))."""
+    r = tuple(cfg.radius) if cfg.radius[0] != cfg.radius[1] else float(cfg.radius[0])
+    return sample_poses_sphere(n, r, cfg.elevation_range, cfg.azimuth_range,
+                               uniform_area=cfg.uniform_area, generator=generator)
+
+
+def sample_latents(cfg: GiraffeConfig, n: int, generator: torch.Generator | None = None,
+                   n_objects: int | None = None) -> dict:
+    """z_shape and z_app per entity, N(0, I)."""
+    K = cfg.n_objects if n_objects is None else n_objects
+    return {"z_shape_obj": torch.randn(n, K, cfg.z_dim, generator=generator),
+            "z_app_obj": torch.randn(n, K, cfg.z_dim, generator=generator),
+            "z_shape_bg": torch.randn(n, cfg.z_dim_bg, generator=generator),
+            "z_app_bg": torch.randn(n, cfg.z_dim_bg, generator=generator)}
+
+
+def sample_depths(cfg: GiraffeConfig, n: int, generator: torch.Generator | None = None,
+                  train: bool = True) -> torch.Tensor:
+    """Stratified sample positions (n, R, N) on [near, far] (jittered in training, bin midpoints
+    otherwise), R = feature_res^2 rays."""
+    R = cfg.feature_res * cfg.feature_res
+    t, _ = stratified_samples(float(cfg.depth_range[0]), float(cfg.depth_range[1]), cfg.n_samples,
+                              batch_shape=(n, R), perturb=train, generator=generator)
+    return t
+
+
+def sample_inputs(cfg: GiraffeConfig, n: int, generator: torch.Generator | None = None,
+                  train: bool = True, n_objects: int | None = None) -> dict:
+    """Everything random the generator consumes, batch first (so a data-parallel rank can take its
+    slice of one global draw): latents, object poses, background rotation, camera, ray depths and,
+    in training, the density noise."""
+    K = cfg.n_objects if n_objects is None else n_objects
+    out = sample_latents(cfg, n, generator, K)
+    s, t, R = sample_object_poses(cfg, n, generator, K)
+    out.update(obj_scale=s, obj_translation=t, obj_rotation=R)
+    lo, hi = cfg.bg_rotation_range
+    out["bg_rotation"] = rotation_z(_lerp_range(lo, hi, torch.rand(n, generator=generator)))
+    out["c2w"] = sample_camera(cfg, n, generator)
+    out["t"] = sample_depths(cfg, n, generator, train)
+    if train and cfg.density_noise > 0:
+        R_ = cfg.feature_res ** 2
+        out["sigma_noise"] = cfg.density_noise * torch.randn(n, K + 1, R_, cfg.n_samples, generator=generator)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Rays and the object transform
+
+
+def camera_rays(cfg: GiraffeConfig, c2w: torch.Tensor):
+    """One ray per feature pixel: ``(rays_o, rays_d)`` each (B, R, 3), R = feature_res^2, row-major."""
+    res = cfg.feature_res
+    K = intrinsics_from_fov(cfg.fov, res, dtype=c2w.dtype, device=c2w.device)
+    o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, res, res)
+    return o.reshape(c2w.shape[0], res * res, 3), d.reshape(c2w.shape[0], res * res, 3)
+
+
+def object_to_world(x: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor,
+                    rotation: torch.Tensor) -> torch.Tensor:
+    """k(x) = R diag(s) x + t. x (B, ..., 3); scale, translation (B, 3); rotation (B, 3, 3)."""
+    extra = x.dim() - 2
+    view = (x.shape[0],) + (1,) * extra
+    xs = x * scale.reshape(*view, 3)
+    return torch.einsum("bij,b...j->b...i", rotation, xs) + translation.reshape(*view, 3)
+
+
+def world_to_object(x: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor,
+                    rotation: torch.Tensor, *, direction: bool = False) -> torch.Tensor:
+    """k^-1(x) = diag(1/s) R^T (x - t) (for a direction: no translation). Shapes as
+    :func:`object_to_world`."""
+    extra = x.dim() - 2
+    view = (x.shape[0],) + (1,) * extra
+    if not direction:
+        x = x - translation.reshape(*view, 3)
+    xr = torch.einsum("bji,b...j->b...i", rotation, x)  # R^T x
+    return xr / scale.reshape(*view, 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# Field evaluation
+
+
+def _autocast(enabled: bool, device: torch.device):
+    if enabled and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def evaluate_object(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, scale, translation,
+                    rotation, *, noise: torch.Tensor | None = None, padding: float = 0.1,
+                    bf16: bool = False):
+    """One object's feature field at the ray samples, evaluated only inside its box.
+
+    rays (B, R, 3), t (B, R, N), codes (B, Z), pose (B, 3) / (B, 3, 3), noise (B, R, N) or None.
+    Points are mapped into the canonical box by k^-1; samples outside [-1 - pad, 1 + pad]^3 get
+    zero density (official masking) and are never evaluated (packed layout). Returns
+    ``(sigma (B, R, N), feature (B, R, N, M_f))`` in float32.
+    """
+    B, R, N = t.shape
+    o_box = world_to_object(rays_o, scale, translation, rotation)
+    d_box = world_to_object(rays_d, scale, translation, rotation, direction=True)
+    p_box = points_along_rays(o_box, d_box, t)  # (B, R, N, 3): t scales the unit world direction
+    inside = (p_box.abs() <= 1.0 + padding).all(-1)
+    flat = inside.reshape(-1).nonzero().squeeze(1)
+    sigma = p_box.new_zeros(B * R * N)
+    feat = p_box.new_zeros(B * R * N, field.feature_dim)
+    if flat.numel() > 0:
+        pts = p_box.reshape(-1, 3).index_select(0, flat)
+        dirs = d_box.reshape(-1, 3).index_select(0, torch.div(flat, N, rounding_mode="floor"))
+        index = torch.div(flat, R * N, rounding_mode="floor")
+        with _autocast(bf16, pts.device):
+            s_in, f_in = field(pts, dirs, z_shape, z_app, index=index)
+        s_in = s_in.float()
+        if noise is not None:
+            s_in = s_in + noise.reshape(-1).index_select(0, flat)
+        sigma = sigma.index_copy(0, flat, s_in)
+        feat = feat.index_copy(0, flat, f_in.float())
+    return sigma.reshape(B, R, N), feat.reshape(B, R, N, -1)
+
+
+def evaluate_background(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, rotation, *,
+                        noise: torch.Tensor | None = None, bf16: bool = False):
+    """Background feature field at every sample; the background frame is the world rotated by
+    ``rotation`` (B, 3, 3) about z. Returns ``(sigma (B, R, N), feature (B, R, N, M_f))``."""
+    B, R, N = t.shape
+    o = torch.einsum("bji,brj->bri", rotation, rays_o)
+    d = torch.einsum("bji,brj->bri", rotation, rays_d)
+    p = points_along_rays(o, d, t).reshape(B, R * N, 3)
+    dirs = d.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
+    with _autocast(bf16, p.device):
+        sigma, feat = field(p, dirs, z_shape, z_app)
+    sigma = sigma.float().reshape(B, R, N)
+    if noise is not None:
+        sigma = sigma + noise
+    return sigma, feat.float().reshape(B, R, N, -1)
+
+
+def render_feature_map(sigmas: torch.Tensor, features: torch.Tensor, t: torch.Tensor, res: int):
+    """Compose E entities (GIRAFFE eq. 6) and volume-render them.
+
+    sigmas (E, B, R, N), features (E, B, R, N, C), t (B, R, N) -> ``(feature map (B, C, res, res)
+    (channels-last memory), opacity (B, res, res))``."""
+    sigma, feat = compose(sigmas, features)
+    out = volume_render(sigma, feat, t)
+    B, C = t.shape[0], feat.shape[-1]
+    fmap = out["color"].reshape(B, res, res, C).permute(0, 3, 1, 2)
+    return fmap, out["opacity"].reshape(B, res, res)
+
+
+# --------------------------------------------------------------------------------------------------
+# 2D neural renderer and discriminator
+
+
+class Blur(nn.Module):
+    """[1 2 1]^T [1 2 1] / 16 low-pass filter, reflect padding (the official Blur layer)."""
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).reshape(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x):
+        c = x.shape[1]
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.expand(c, 1, 3, 3).to(x.dtype),
+                        groups=c)
+
+
+class NeuralRenderer(nn.Module):
+    """pi_theta: feature map (B, M_f, h, w) -> RGB (B, 3, H, W) in [0, 1].
+
+    Each block: nearest-neighbour x2 upsampling of the features, 3x3 conv, leaky ReLU; an RGB skip
+    at every scale (3x3 conv to RGB added to the bilinearly upsampled and blurred RGB so far);
+    final sigmoid. Channels halve every block down to ``min_feat``."""
+
+    def __init__(self, n_feat: int = 128, input_dim: int = 128, out_dim: int = 3, min_feat: int = 32,
+                 img_size: int = 64, feature_res: int = 16):
+        super().__init__()
+        n_blocks = int(round(math.log2(img_size / feature_res)))
+        if feature_res * 2 ** n_blocks != img_size or n_blocks < 1:
+            raise ValueError(f"img_size: expected feature_res ({feature_res}) times a power of 2 "
+                             f"(>= 2), got {img_size}")
+        self.n_blocks = n_blocks
+        self.conv_in = nn.Identity() if n_feat == input_dim else nn.Conv2d(input_dim, n_feat, 1)
+        ch = [n_feat] + [max(n_feat // 2 ** (i + 1), min_feat) for i in range(n_blocks)]
+        self.conv_layers = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 3, 1, 1) for i in range(n_blocks))
+        self.conv_rgb = nn.ModuleList([nn.Conv2d(input_dim, out_dim, 3, 1, 1)] +
+                                      [nn.Conv2d(ch[i + 1], out_dim, 3, 1, 1) for i in range(n_blocks)])
+        self.blur = Blur()
+
+    def upsample_rgb(self, x):
+        return self.blur(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        net = self.conv_in(x)
+        rgb = self.upsample_rgb(self.conv_rgb[0](x))
+        for i, layer in enumerate(self.conv_layers):
+            net = F.leaky_relu(layer(F.interpolate(net, scale_factor=2, mode="nearest")), 0.2)
+            rgb = rgb + self.conv_rgb[i + 1](net)
+            if i < self.n_blocks - 1:
+                rgb = self.upsample_rgb(rgb)
+        return torch.sigmoid(rgb)
+
+
+class DCDiscriminator(nn.Module):
+    """DCGAN-style critic: log2(S) - 2 stride-2 4x4 convs (channels doubling up to ``n_feat`` at
+    4x4), leaky ReLU 0.2, a final 4x4 conv to one logit (official ``DCDiscriminator``)."""
+
+    def __init__(self, in_dim: int = 3, n_feat: int = 512, img_size: int = 64):
+        super().__init__()
+        n_layers = int(round(math.log2(img_size))) - 2
+        if 2 ** (n_layers + 2) != img_size or n_layers < 1:
+            raise ValueError(f"img_size: expected a power of 2 >= 8, got {img_size}")
+        ch = [in_dim] + [n_feat // 2 ** (n_layers - 1 - i) for i in range(n_layers)]
+        self.blocks = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=False) for i in range(n_layers))
+        self.conv_out = nn.Conv2d(n_feat, 1, 4, 1, 0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        for layer in self.blocks:
+            x = F.leaky_relu(layer(x), 0.2)
+        return self.conv_out(x).reshape(x.shape[0], 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The generator pipeline
+
+
+class GiraffeGenerator(nn.Module):
+    """G(inputs) = NeuralRenderer(volume_render(compose(object fields, background field))).
+
+    ``inputs`` is a dict from :func:`sample_inputs` (any number K of objects)."""
+
+    def __init__(self, cfg: GiraffeConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.object_field = FeatureField(
+            hidden=cfg.obj_hidden, n_blocks=cfg.obj_blocks, skips=cfg.obj_skips, z_shape_dim=cfg.z_dim,
+            feature_dim=cfg.feature_dim, n_freq_pos=cfg.n_freq_pos, n_freq_dir=cfg.n_freq_dir,
+            downscale=cfg.obj_downscale)
+        self.background_field = FeatureField(
+            hidden=cfg.bg_hidden, n_blocks=cfg.bg_blocks, skips=cfg.bg_skips, z_shape_dim=cfg.z_dim_bg,
+            feature_dim=cfg.feature_dim, n_freq_pos=cfg.n_freq_pos, n_freq_dir=cfg.n_freq_dir,
+            downscale=cfg.bg_downscale)
+        self.neural_renderer = NeuralRenderer(
+            n_feat=cfg.feature_dim, input_dim=cfg.feature_dim, min_feat=cfg.nr_min_feat,
+            img_size=cfg.resolution, feature_res=cfg.feature_res)
+
+    @property
+    def bf16(self) -> bool:
+        return bool(self.cfg.bf16)
+
+    def entity_fields(self, inputs: dict, objects: Sequence[int] | None = None, background: bool = True):
+        """Densities and features of the chosen entities at the ray samples:
+        ``(sigmas (E, B, R, N), features (E, B, R, N, C), t (B, R, N))``."""
+        c2w, t = inputs["c2w"], inputs["t"]
+        o, d = camera_rays(self.cfg, c2w)
+        K = inputs["z_shape_obj"].shape[1]
+        objects = range(K) if objects is None else list(objects)
+        noise = inputs.get("sigma_noise")
+        sig, feat = [], []
+        for i in objects:
+            s, f = evaluate_object(
+                self.object_field, o, d, t, inputs["z_shape_obj"][:, i], inputs["z_app_obj"][:, i],
+                inputs["obj_scale"][:, i], inputs["obj_translation"][:, i], inputs["obj_rotation"][:, i],
+                noise=None if noise is None or i >= noise.shape[1] - 1 else noise[:, i],
+                padding=self.cfg.box_padding, bf16=self.bf16)
+            sig.append(s)
+            feat.append(f)
+        if background:
+            s, f = evaluate_background(self.background_field, o, d, t, inputs["z_shape_bg"],
+                                       inputs["z_app_bg"], inputs["bg_rotation"],
+                                       noise=None if noise is None else noise[:, -1], bf16=self.bf16)
+            sig.append(s)
+            feat.append(f)
+        if not sig:
+            raise ValueError("nothing to render: no objects selected and background=False")
+        return torch.stack(sig), torch.stack(feat), t
+
+    def forward(self, inputs: dict, objects: Sequence[int] | None = None, background: bool = True,
+                return_alpha: bool = False):
+        """Images (B, 3, S, S) in [0, 1]; with ``return_alpha`` a dict with ``image``, ``alpha``
+        (B, 1, S, S: opacity of the rendered entities, bilinearly upsampled), ``features`` and
+        ``opacity`` (B, res, res)."""
+        sigmas, feats, t = self.entity_fields(inputs, objects, background)
+        fmap, acc = render_feature_map(sigmas, feats, t, self.cfg.feature_res)
+        img = self.neural_renderer(fmap)
+        if not return_alpha:
+            return img
+        alpha = F.interpolate(acc[:, None], size=img.shape[-2:], mode="bilinear", align_corners=False)
+        return {"image": img, "alpha": alpha.clamp(0, 1), "features": fmap, "opacity": acc}
+
+    def object_density(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
+        """Raw density of the object field at canonical box points (B, P, 3) for codes (B, Z)."""
+        return self.object_field.density(points, z_shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# The method as the GAN engine sees it
+
+
+class GiraffeMethod:
+    """What :func:`aware3d.train.gan.train_gan` needs: the two networks, how to draw the
+    generator's inputs, the image range and the optimiser settings."""
+
+    name = NAME
+    image_range = (0.0, 1.0)
+
+    def __init__(self, cfg: GiraffeConfig):
+        self.cfg = cfg
+        self.generator = GiraffeGenerator(cfg)
+        self.discriminator = DCDiscriminator(n_feat=cfg.d_feat, img_size=cfg.resolution)
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
+        return sample_inputs(self.cfg, n, generator, train)
+
+    def gan_config(self, **kw):
+        from ..train.gan import GanConfig
+
+        c = self.cfg
+        return GanConfig(batch_size=c.batch_size, optimizer=c.optimizer, lr_g=c.lr_g, lr_d=c.lr_d,
+                         ema_beta=c.ema_beta, r1_weight=c.r1_weight, r1_interval=c.r1_interval,
+                         sample_every=c.sample_every, checkpoint_every=c.checkpoint_every,
+                         log_every=c.log_every, keep_checkpoints=c.keep_checkpoints, seed=c.seed,
+                         device=c.device, **kw)
+
+
+def build(cfg: GiraffeConfig, seed: int | None = None) -> GiraffeMethod:
+    """Networks initialised from ``seed`` (default cfg.seed), identically on every rank."""
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    return GiraffeMethod(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
+          max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+          batch_size: int | None = None, **overrides) -> Path:
+    """Train GIRAFFE on an image folder ``data``; returns the run folder ``out``.
+
+    ``overrides`` are :class:`GiraffeConfig` fields (strings are parsed as YAML). With ``resume``
+    the stored config of ``out`` is used (overrides still apply) and training continues from the
+    latest checkpoint. Multi-process: launch with ``torchrun --nproc_per_node N`` (the global
+    batch is split over the processes)."""
+    from ..data.imagefolder import ImageFolderDataset
+    from ..train import gan
+    from ..train.io import latest_checkpoint, load_run_config
+
+    run_dir = Path(out)
+    if resume and latest_checkpoint(run_dir) is not None:
+        stored = load_run_config(run_dir)
+        cfg = config_from_dict(stored)
+        cfg = replace_config(cfg, batch_size=batch_size, **overrides)
+    else:
+        cfg = make_config(preset, seed=seed, batch_size=batch_size, **overrides)
+    cfg = dataclasses.replace(cfg, data=str(data))
+    dataset = ImageFolderDataset(str(data), cfg.resolution, flip=cfg.flip)
+    method = build(cfg)
+    gcfg = method.gan_config(max_steps=max_steps, max_minutes=max_minutes)
+    return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume, config=dataclasses.asdict(cfg))
+
+
+def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
+    """(config, generator) of a run's latest checkpoint; the EMA generator by default."""
+    from ..train.io import load_checkpoint, load_run_config
+
+    cfg = config_from_dict(load_run_config(run_dir))
+    state = load_checkpoint(run_dir, map_location="cpu")
+    G = GiraffeGenerator(cfg)
+    G.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"])
+    return cfg, G.to(device).eval().requires_grad_(False)
+
+
+def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, batch_size: int = 50,
+             seed: int = 0) -> dict:
+    """FID and KID of the EMA generator against the real images (``data``, default the run's
+    training folder) on ``n_gen`` generated images; writes ``run_dir/eval/metrics.json``."""
+    import json
+
+    from ..data.imagefolder import ImageFolderDataset
+    from ..metrics.fid import compute_fid_kid
+    from ..train.io import atomic_write_text
+
+    cfg, G = load_generator(run_dir)
+    data = data or cfg.data
+    if data is None:
+        raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
+    real = ImageFolderDataset(str(data), cfg.resolution, flip=False)
+    g = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def generate(n: int) -> torch.Tensor:
+        return G(sample_inputs(cfg, n, g, train=False))
+
+    tag = f"{n_gen // 1000}k" if n_gen % 1000 == 0 else str(n_gen)
+    res = compute_fid_kid(_batched(generate, batch_size), real, n_gen, name=f"fid{tag}")
+    metrics = {k: float(v) if isinstance(v, (int, float)) or torch.is_tensor(v) else v for k, v in res.items()}
+    metrics.setdefault("n_gen", n_gen)
+    out = Path(run_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _batched(fn, batch_size: int):
+    def gen(n: int) -> torch.Tensor:
+        parts, left = [], n
+        while left > 0:
+            k = min(batch_size, left)
+            parts.append(fn(k))
+            left -= k
+        return torch.cat(parts)
+    return gen
+
+
+def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
+                       out_path=None, **kw) -> dict:
+    """Marching-cubes mesh of one generated object (see :mod:`aware3d.programs.giraffe`)."""
+    from ..programs.giraffe import export_object_mesh as _export
+
+    return _export(run_dir, seed=seed, object_index=object_index, resolution=resolution,
+                   out_path=out_path, **kw)

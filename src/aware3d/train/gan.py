@@ -1,0 +1,428 @@
+"""The GAN engine shared by the 3D-aware GANs (GIRAFFE, GRAF, pi-GAN, HoloGAN, CIPS-3D).
+
+A method hands the engine a small object (see :class:`GanMethod`): its generator and discriminator
+modules, ``sample_inputs(n, generator, train)`` drawing everything random the generator consumes
+(batch first), the range of its images and the optimiser settings (:class:`GanConfig`). The engine
+owns the rest:
+
+- named phases per step: ``G`` (generator step, non-saturating loss), ``D`` (discriminator step,
+  with R1 folded in when ``r1_interval == 1``) and ``R1`` (lazy R1 every ``r1_interval`` steps,
+  weighted by the interval as in StyleGAN2);
+- the generator EMA (``G_ema``), used for sample grids and evaluation;
+- one explicit ``torch.Generator`` for every random draw (latents, noise, real batches), stored in
+  checkpoints with the global RNG states, so a resumed run continues exactly;
+- fixed-seed sample grids, scalars (CSV + TensorBoard), a tqdm bar with images/s and ETA, atomic
+  checkpoints, Ctrl-C checkpoints, ``max_steps`` / ``max_minutes``;
+- data parallelism over processes (torchrun; gloo on CPU, nccl on GPU): every rank draws the same
+  *global* batch from the shared generator and keeps its slice, and gradients are averaged with one
+  all-reduce per phase, so N processes compute what one process computes with the global batch.
+  (``DistributedDataParallel``'s reducer is not used: GAN phases freeze one network while the other
+  trains and R1 needs a double backward; StyleGAN2-ADA all-reduces by hand for the same reasons.)
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["GanConfig", "GanMethod", "GanEngine", "train_gan", "generator_loss", "discriminator_loss",
+           "r1_penalty", "ema_update", "setup_distributed"]
+
+
+@dataclass
+class GanConfig:
+    """Optimisation and bookkeeping settings of a GAN run (plain data)."""
+
+    batch_size: int = 32               # global batch (split over ranks)
+    optimizer: str = "rmsprop"         # rmsprop | adam
+    lr_g: float = 5e-4
+    lr_d: float = 1e-4
+    betas: tuple = (0.0, 0.99)         # adam only
+    ema_beta: float = 0.999
+    r1_weight: float = 10.0            # loss += r1_weight * E ||grad_x D(x)||^2 (official GIRAFFE form)
+    r1_interval: int = 1               # 1: in every D step; k > 1: lazy, weight * k every k steps
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    n_sample_grid: int = 16
+    sample_seed: int = 1234
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+class GanMethod(Protocol):
+    """What a method provides to the engine."""
+
+    name: str
+    generator: nn.Module               # forward(inputs: dict) -> images (B, 3, H, W) in image_range
+    discriminator: nn.Module           # forward(images) -> logits (B, 1)
+    image_range: tuple                 # (lo, hi) of generated images; real ones are mapped to it
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None,
+                      train: bool = True) -> dict: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses, regulariser, EMA (pure functions)
+
+
+def generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: E[softplus(-D(G(z)))] = BCE(D(G(z)), 1)."""
+    return F.softplus(-d_fake).mean()
+
+
+def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor):
+    """``(loss_real, loss_fake)`` = (E[softplus(-D(x))], E[softplus(D(G(z)))])."""
+    return F.softplus(-d_real).mean(), F.softplus(d_fake).mean()
+
+
+def r1_penalty(d_real: torch.Tensor, x_real: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E_x ||grad_x D(x)||^2, differentiable (double backward).
+
+    ``x_real`` must require grad and ``d_real`` = D(x_real) (B, ...). Returns a scalar: the batch
+    mean of the per-sample squared gradient norm."""
+    (grad,) = torch.autograd.grad(d_real.sum(), x_real, create_graph=create_graph)
+    return grad.pow(2).reshape(grad.shape[0], -1).sum(1).mean()
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """p_ema <- beta p_ema + (1 - beta) p for parameters; buffers are copied."""
+    e_params = [p for p in ema.parameters()]
+    m_params = [p.detach() for p in model.parameters()]
+    if e_params:
+        torch._foreach_mul_(e_params, beta)
+        torch._foreach_add_(e_params, m_params, alpha=1.0 - beta)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+# --------------------------------------------------------------------------------------------------
+# Distributed
+
+
+def setup_distributed(device: str = "auto"):
+    """Initialise torch.distributed from torchrun's environment if WORLD_SIZE > 1 (and not yet
+    initialised). Returns ``(rank, world_size, device)``."""
+    dev = resolve_device(device)
+    if not dist.is_available():
+        return 0, 1, dev
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if dev.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", rank % max(torch.cuda.device_count(), 1)))
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        return rank, world, dev
+    return 0, 1, dev
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# The engine
+
+
+def _make_optimizer(cfg: GanConfig, params, lr: float):
+    name = cfg.optimizer.lower()
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=1e-8)
+    raise ValueError(f"optimizer: expected 'rmsprop' or 'adam', got {cfg.optimizer!r}")
+
+
+def _to(inputs: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+class GanEngine:
+    """Holds G, D, G_ema, both optimisers and the run's random generator; runs the phases.
+
+    ``rank`` / ``world_size`` default to the torch.distributed group when one is initialised."""
+
+    def __init__(self, method: GanMethod, cfg: GanConfig, device: torch.device | str | None = None,
+                 rank: int | None = None, world_size: int | None = None):
+        self.method, self.cfg = method, cfg
+        self.device = resolve_device(device if device is not None else cfg.device)
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
+        self.world = world_size if world_size is not None else (dist.get_world_size() if distributed else 1)
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size: the global batch {cfg.batch_size} must divide over "
+                             f"{self.world} processes")
+        self.local_batch = cfg.batch_size // self.world
+        self.G = method.generator.to(self.device)
+        self.D = method.discriminator.to(self.device).to(memory_format=torch.channels_last)
+        if self.world > 1:
+            self._broadcast_params(self.G)
+            self._broadcast_params(self.D)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_g = _make_optimizer(cfg, self.G.parameters(), cfg.lr_g)
+        self.opt_d = _make_optimizer(cfg, self.D.parameters(), cfg.lr_d)
+        self.rng = torch.Generator().manual_seed(int(cfg.seed))
+        self.step = 0
+        lo, hi = method.image_range
+        self._real_scale, self._real_shift = (hi - lo) / 2.0, (hi + lo) / 2.0
+
+    # -- random draws: one global draw, each rank keeps its slice ----------------------------------
+    def _slice(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
+
+    def draw_inputs(self, train: bool = True) -> dict:
+        inputs = self.method.sample_inputs(self.cfg.batch_size, self.rng, train)
+        return _to({k: self._slice(v) if torch.is_tensor(v) else v for k, v in inputs.items()}, self.device)
+
+    def draw_real(self, dataset) -> torch.Tensor:
+        """Real batch from ``dataset.sample(n, generator)`` ([-1, 1]) mapped to the image range."""
+        x = dataset.sample(self.cfg.batch_size, self.rng)
+        x = self._slice(torch.as_tensor(x)).to(self.device, torch.float32)
+        return (x * self._real_scale + self._real_shift).contiguous(memory_format=torch.channels_last)
+
+    # -- gradient averaging ------------------------------------------------------------------------
+    def _broadcast_params(self, module: nn.Module) -> None:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+    def _average_grads(self, module: nn.Module) -> None:
+        if self.world == 1:
+            return
+        params = [p for p in module.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        off = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[off:off + n].view_as(p).clone()
+            off += n
+
+    # -- phases ------------------------------------------------------------------------------------
+    def phase_generator(self) -> dict:
+        """G: minimise the non-saturating loss of D on fresh fakes; then the EMA update."""
+        self.G.train().requires_grad_(True)
+        self.D.train().requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        fake = self.G(self.draw_inputs(train=True))
+        loss = generator_loss(self.D(fake))
+        loss.backward()
+        self._average_grads(self.G)
+        self.opt_g.step()
+        ema_update(self.G_ema, self.G, self.cfg.ema_beta)
+        return {"loss_G": loss.detach()}
+
+    def phase_discriminator(self, real: torch.Tensor, with_r1: bool) -> dict:
+        """D: real vs fresh fakes (generated without gradient), + R1 on the reals if ``with_r1``."""
+        self.G.train().requires_grad_(False)
+        self.D.train().requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        x_real = real.detach().requires_grad_(with_r1)
+        d_real = self.D(x_real)
+        with torch.no_grad():
+            fake = self.G(self.draw_inputs(train=True))
+        d_fake = self.D(fake)
+        l_real, l_fake = discriminator_loss(d_real, d_fake)
+        loss = l_real + l_fake
+        out = {"loss_D": (l_real + l_fake).detach(), "loss_D_real": l_real.detach(),
+               "loss_D_fake": l_fake.detach(), "D_real": d_real.detach().mean(),
+               "D_fake": d_fake.detach().mean()}
+        if with_r1:
+            pen = r1_penalty(d_real, x_real)
+            loss = loss + self.cfg.r1_weight * pen
+            out["R1"] = pen.detach()
+        loss.backward()
+        self._average_grads(self.D)
+        self.opt_d.step()
+        return out
+
+    def phase_r1(self, real: torch.Tensor) -> dict:
+        """Lazy R1: its own D step every ``r1_interval`` steps, weighted by the interval."""
+        self.D.train().requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        x_real = real.detach().requires_grad_(True)
+        pen = r1_penalty(self.D(x_real), x_real)
+        (self.cfg.r1_weight * self.cfg.r1_interval * pen).backward()
+        self._average_grads(self.D)
+        self.opt_d.step()
+        return {"R1": pen.detach()}
+
+    def phases(self, step: int) -> list[str]:
+        """Names of the phases run at (0-based) ``step``."""
+        k = max(int(self.cfg.r1_interval), 1)
+        names = ["G", "D"]
+        if k > 1 and self.cfg.r1_weight > 0 and step % k == 0:
+            names.append("R1")
+        return names
+
+    def train_step(self, dataset) -> dict:
+        """One training step (all its phases) on a real batch drawn from ``dataset``."""
+        names = self.phases(self.step)
+        inline_r1 = self.cfg.r1_weight > 0 and max(int(self.cfg.r1_interval), 1) == 1
+        out = {}
+        out.update(self.phase_generator())
+        real = self.draw_real(dataset)
+        out.update(self.phase_discriminator(real, with_r1=inline_r1))
+        if "R1" in names:
+            out.update(self.phase_r1(real))
+        self.step += 1
+        return {k: float(v) for k, v in out.items()}
+
+    # -- sampling ----------------------------------------------------------------------------------
+    def fixed_inputs(self, n: int | None = None) -> dict:
+        """The sample grid's inputs: drawn from ``sample_seed``, never from the run's generator."""
+        g = torch.Generator().manual_seed(int(self.cfg.sample_seed))
+        return _to(self.method.sample_inputs(n or self.cfg.n_sample_grid, g, False), self.device)
+
+    @torch.no_grad()
+    def sample_grid(self, inputs: dict | None = None, chunk: int = 16) -> torch.Tensor:
+        """EMA images of the fixed inputs tiled into one (H, W, 3) image in [0, 1]."""
+        from .io import make_grid
+
+        inputs = inputs if inputs is not None else self.fixed_inputs()
+        n = next(v for v in inputs.values() if torch.is_tensor(v)).shape[0]
+        imgs = []
+        for a in range(0, n, chunk):
+            part = {k: v[a:a + chunk] if torch.is_tensor(v) else v for k, v in inputs.items()}
+            imgs.append(self.G_ema(part).float())
+        x = torch.cat(imgs)
+        lo, hi = self.method.image_range
+        x = ((x - lo) / (hi - lo)).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+        return make_grid(x, nrow=int(math.ceil(math.sqrt(n))))
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        from .io import get_rng_state
+
+        return {"step": self.step, "G": self.G.state_dict(), "D": self.D.state_dict(),
+                "G_ema": self.G_ema.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "rng": self.rng.get_state(),
+                "global_rng": get_rng_state(), "method": self.method.name,
+                "world_size": self.world}
+
+    def load_state_dict(self, state: dict) -> None:
+        from .io import set_rng_state
+
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.rng.set_state(state["rng"])
+        if "global_rng" in state:
+            set_rng_state(state["global_rng"])
+        self.step = int(state["step"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bool = False,
+              config: dict | None = None, on_step: Callable[[GanEngine, dict], Any] | None = None) -> Path:
+    """Train until ``cfg.max_steps`` (total, counting resumed steps) or ``cfg.max_minutes`` (this
+    invocation) and return the run folder. ``config`` (plain data) is written to the run folder
+    with the engine settings; rank 0 alone writes. ``on_step(engine, scalars)`` is called after
+    every step (tests, custom logging)."""
+    from .io import (ScalarLogger, install_sigint_checkpoint, latest_checkpoint, load_checkpoint,
+                     prepare_run_dir, save_checkpoint, save_png)
+
+    if cfg.max_steps is None and cfg.max_minutes is None:
+        raise ValueError("train_gan: give max_steps or max_minutes (otherwise training never ends)")
+    rank, world, device = setup_distributed(cfg.device)
+    run_dir = Path(run_dir)
+    plain = {**(config or {}), "gan": dataclasses.asdict(cfg), "world_size": world}
+    if rank == 0:
+        prepare_run_dir(run_dir, method.name, plain, resume=resume)
+    if world > 1:
+        dist.barrier()
+    engine = GanEngine(method, cfg, device=device, rank=rank, world_size=world)
+    if resume and latest_checkpoint(run_dir) is not None:
+        engine.load_state_dict(load_checkpoint(run_dir, map_location="cpu"))
+    logger = ScalarLogger(run_dir) if rank == 0 else None
+    fixed = engine.fixed_inputs() if rank == 0 else None
+
+    def checkpoint():
+        if rank == 0:
+            save_checkpoint(run_dir, engine.step, engine.state_dict(), keep=cfg.keep_checkpoints)
+
+    def samples():
+        if rank == 0:
+            grid = engine.sample_grid(fixed)
+            save_png(run_dir / "samples" / f"step_{engine.step:08d}.png", grid)
+            logger.log_image(engine.step, "samples", grid)
+
+    bar = None
+    if rank == 0 and cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.max_steps, initial=engine.step, unit="step", dynamic_ncols=True,
+                   desc=f"{method.name}", smoothing=0.1)
+    t0 = time.time()
+    start_step = engine.step
+    last_saved = engine.step
+    try:
+        with install_sigint_checkpoint(checkpoint, defer=True) as guard:
+            if engine.step == 0 and cfg.sample_every > 0:
+                samples()
+            while True:
+                if cfg.max_steps is not None and engine.step >= cfg.max_steps:
+                    break
+                if cfg.max_minutes is not None and (time.time() - t0) / 60.0 >= cfg.max_minutes:
+                    break
+                scalars = engine.train_step(dataset)
+                elapsed = time.time() - t0
+                ips = (engine.step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
+                scalars["images_per_s"] = ips
+                if on_step is not None:
+                    on_step(engine, scalars)
+                if rank == 0:
+                    if cfg.log_every > 0 and (engine.step % cfg.log_every == 0 or engine.step == 1):
+                        logger.log(engine.step, scalars)
+                    if bar is not None:
+                        post = {"img/s": f"{ips:.1f}", "G": f"{scalars['loss_G']:.3f}",
+                                "D": f"{scalars['loss_D']:.3f}"}
+                        if cfg.max_minutes is not None:
+                            post["min_left"] = f"{max(cfg.max_minutes - elapsed / 60, 0):.1f}"
+                        bar.set_postfix(post, refresh=False)
+                        bar.update(1)
+                    if cfg.sample_every > 0 and engine.step % cfg.sample_every == 0:
+                        samples()
+                    if cfg.checkpoint_every > 0 and engine.step % cfg.checkpoint_every == 0:
+                        checkpoint()
+                        last_saved = engine.step
+                guard.check()
+            if engine.step != last_saved:
+                checkpoint()
+            if rank == 0 and cfg.sample_every > 0 and engine.step % cfg.sample_every != 0:
+                samples()
+    finally:
+        if bar is not None:
+            bar.close()
+        if logger is not None:
+            logger.close()
+    if world > 1:
+        dist.barrier()
+    return run_dir
