@@ -35,12 +35,12 @@ def cmd_data(args, parser) -> int:
         kw = dict(n_views=args.views, resolution=args.resolution, hemisphere=not args.sphere, seed=args.seed)
         if args.wild:
             kw["wild"] = True
-        out = synth.synth_scene(args.out, **kw)
-        print(f"wrote a posed scene (Blender format) to {out or args.out}")
+        synth.synth_scene(args.out, **kw)
+        print(f"wrote a posed scene (Blender format: train/val/test, depth, masks) to {args.out}")
     else:
-        out = synth.synth_objects(args.out, count=args.count, resolution=args.resolution,
-                                  objects=args.objects, seed=args.seed)
-        print(f"wrote {args.count} images of {args.objects[0]}-{args.objects[1]} objects to {out or args.out}")
+        synth.synth_objects(args.out, count=args.count, resolution=args.resolution,
+                            objects=args.objects, seed=args.seed)
+        print(f"wrote {args.count} images of {args.objects[0]}-{args.objects[1]} objects to {args.out}")
     return 0
 
 

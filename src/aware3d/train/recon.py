@@ -100,7 +100,6 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
     from tqdm import tqdm
 
     from ..data import load_scene
-    from ..metrics import psnr
 
     out = out or f"runs/{method}-{Path(data).name}"
     run_dir = Path(out)
@@ -179,7 +178,8 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
                 rays_seen += n_rays
                 if step % log_every == 0 or step == 1:
                     with torch.no_grad():
-                        p = float(psnr(out_["color"].detach().clamp(0, 1), rgb_all[idx]))
+                        mse = (out_["color"].detach().clamp(0, 1) - rgb_all[idx]).square().mean()
+                        p = float(-10 * torch.log10(mse))
                     now = time.time()
                     rps = rays_seen / max(now - t_last, 1e-9)
                     rays_seen, t_last = 0, now
