@@ -144,8 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\naware3d: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:  # user errors: one clear line, no traceback
-        if getattr(args, "debug", False):
+    except Exception as exc:
+        # user errors (bad paths, bad data, bad options, unreadable checkpoints): one clear line;
+        # anything else is a bug and keeps its traceback. AWARE3D_DEBUG=1 shows all tracebacks.
+        import os
+
+        user_error = isinstance(exc, (OSError, ValueError)) or type(exc).__name__ == "CheckpointError"
+        if not user_error or os.environ.get("AWARE3D_DEBUG"):
             raise
         print(f"aware3d: error: {exc}", file=sys.stderr)
         return 2
