@@ -95,8 +95,14 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
           max_steps: int | None = None, max_minutes: float | None = None, resume: bool = False,
           seed: int = 0, downscale: int = 1, batch_size: int | None = None, device: str | None = None,
           overrides=None, val_every: int = 500, ckpt_every: int = 1000, progress: bool = True,
-          log_every: int = 25) -> Path:
-    """Train ``method`` on the posed dataset at ``data``; returns the run folder."""
+          log_every: int = 25, val_every_seconds: float | None = None, val_views: int = 1) -> Path:
+    """Train ``method`` on the posed dataset at ``data``; returns the run folder.
+
+    ``max_minutes`` counts training time only: validation, checkpoints and logging pause the
+    clock, and a resumed run continues the clock where its checkpoint left it (``train_seconds``).
+    Validation runs every ``val_every`` steps and/or every ``val_every_seconds`` of training time
+    on ``val_views`` views; its PSNR is logged as ``val/psnr`` next to ``val/train_seconds``.
+    """
     from tqdm import tqdm
 
     from ..data import load_scene
@@ -122,13 +128,14 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
     run_dir = io.prepare_run_dir(run_dir, method, run_cfg, resume=resume)
     model = build_model(method, cfg, scene, dev)
     opt = model.make_optimizer()
-    step = 0
+    step, train_seconds = 0, 0.0
     if resume:
         ck = io.load_checkpoint(run_dir)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         io.set_rng_state(ck["rng"])
         step = int(ck["step"])
+        train_seconds = float(ck.get("train_seconds", 0.0))
         if hasattr(model, "n_rays") and "n_rays" in ck:
             model.n_rays = int(ck["n_rays"])
 
@@ -140,11 +147,12 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
     n_total = rgb_all.shape[0]
 
     limit_steps = max_steps if max_steps is not None else (None if max_minutes else cfg.get("max_steps"))
-    t_start = time.time()
     state = {"step": step}
+    budget_end = train_seconds + 60 * max_minutes if max_minutes is not None else None
+    next_val_time = train_seconds + val_every_seconds if val_every_seconds else None
 
     def checkpoint():
-        extra = {"n_rays": getattr(model, "n_rays", 0)}
+        extra = {"n_rays": getattr(model, "n_rays", 0), "train_seconds": train_seconds}
         io.save_checkpoint(run_dir, state["step"], {"model": model.state_dict(),
                                                     "optimizer": opt.state_dict(),
                                                     "rng": io.get_rng_state(), **extra})
@@ -158,8 +166,9 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
             while True:
                 if limit_steps is not None and step >= limit_steps:
                     break
-                if max_minutes is not None and time.time() - t_start >= 60 * max_minutes:
+                if budget_end is not None and train_seconds >= budget_end:
                     break
+                t_step = time.perf_counter()
                 model.train()
                 model.before_step(step)
                 n_rays = model.n_rays if hasattr(model, "next_batch_rays") else cfg["batch_size"]
@@ -174,6 +183,7 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
                 if hasattr(model, "next_batch_rays"):
                     model.next_batch_rays(out_.get("n_samples", 0))
                 step += 1
+                train_seconds += time.perf_counter() - t_step
                 state["step"] = step
                 rays_seen += n_rays
                 if step % log_every == 0 or step == 1:
@@ -187,11 +197,14 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
                                       "train/lr": model.lr_at(step)})
                     bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{p:.2f}", rays_s=f"{rps:,.0f}")
                 bar.update(1)
-                if val_every and step % val_every == 0:
+                timed_val = next_val_time is not None and train_seconds >= next_val_time
+                if (val_every and step % val_every == 0) or timed_val:
                     model.eval()
-                    vp, imgs = _val_psnr(model, val_ds, 1)
-                    logger.log(step, {"val/psnr": vp})
+                    vp, imgs = _val_psnr(model, val_ds, val_views)
+                    logger.log(step, {"val/psnr": vp, "val/train_seconds": train_seconds})
                     io.save_png(run_dir / "val" / f"step_{step:08d}.png", imgs[0])
+                    if timed_val:
+                        next_val_time += val_every_seconds
                 if ckpt_every and step % ckpt_every == 0:
                     checkpoint()
                 guard.check()
