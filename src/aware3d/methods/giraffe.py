@@ -656,13 +656,13 @@ def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"
     return cfg, G.to(device).eval().requires_grad_(False)
 
 
-def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, batch_size: int = 50,
-             seed: int = 0) -> dict:
+def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
+             batch_size: int = 50) -> dict:
     """FID and KID of the EMA generator against the real images (``data``, default the run's
-    training folder) on ``n_gen`` generated images; writes ``run_dir/eval/metrics.json``."""
+    training folder, resized to the run's resolution) on ``n_gen`` generated images; writes
+    ``run_dir/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}`` (names follow ``n_gen``)."""
     import json
 
-    from ..data.imagefolder import ImageFolderDataset
     from ..metrics.fid import compute_fid_kid
     from ..train.io import atomic_write_text
 
@@ -670,32 +670,34 @@ def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, batch_size: in
     data = data or cfg.data
     if data is None:
         raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
-    real = ImageFolderDataset(str(data), cfg.resolution, flip=False)
+    real = _real_images(str(data), cfg.resolution)
     g = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def generate(n: int) -> torch.Tensor:
         return G(sample_inputs(cfg, n, g, train=False))
 
-    tag = f"{n_gen // 1000}k" if n_gen % 1000 == 0 else str(n_gen)
-    res = compute_fid_kid(_batched(generate, batch_size), real, n_gen, name=f"fid{tag}")
-    metrics = {k: float(v) if isinstance(v, (int, float)) or torch.is_tensor(v) else v for k, v in res.items()}
-    metrics.setdefault("n_gen", n_gen)
+    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size,
+                          cache_key=f"{Path(data).resolve()}@{cfg.resolution}")
+    metrics = {k: float(v) for k, v in res.items()}
+    metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=cfg.resolution,
+                   generator="ema", data=str(data))
     out = Path(run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def _batched(fn, batch_size: int):
-    def gen(n: int) -> torch.Tensor:
-        parts, left = [], n
-        while left > 0:
-            k = min(batch_size, left)
-            parts.append(fn(k))
-            left -= k
-        return torch.cat(parts)
-    return gen
+def _real_images(data: str, resolution: int) -> torch.Tensor:
+    """All real images of the folder at the training resolution: (N, 3, S, S) in [0, 1]."""
+    from ..data.imagefolder import ImageFolderDataset
+
+    ds = ImageFolderDataset(data, resolution, flip=False)
+    n = len(ds)
+    imgs = torch.stack([torch.as_tensor(ds[i]) for i in range(n)])
+    if imgs.shape[-1] == 3:
+        imgs = imgs.permute(0, 3, 1, 2)
+    return ((imgs.float() + 1) / 2).clamp(0, 1) if imgs.min() < 0 else imgs.float()
 
 
 def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,

@@ -4,6 +4,8 @@ One loop serves every reconstruction method. A method module (``aware3d.methods.
 provides ``PRESETS``, ``DEFAULT_PRESET`` and a ``Model(cfg, scene)`` with ``forward(rays_o, rays_d,
 training=...) -> {"color", "depth", "opacity"}``, ``loss(out, target)``, ``make_optimizer()``,
 ``lr_at(step)``, ``before_step(step)``, ``density(x)`` and optionally ``next_batch_rays(n_samples)``.
+A model with ``uses_image_ids = True`` (per-image embeddings, NeRF-W) also receives
+``image_ids`` (R,) int64, the training image each ray comes from.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 
 from . import io
 
-RECON_METHODS = ("nerf", "ngp")
+RECON_METHODS = ("nerf", "ngp", "nerfw")
 
 
 def method_module(name: str):
@@ -60,6 +62,13 @@ def scene_info(ds) -> dict:
 
 def build_model(method: str, cfg: dict, scene: dict, device) -> torch.nn.Module:
     return method_module(method).Model(cfg, scene).to(device)
+
+
+def count_images(data: str, downscale: int = 1) -> int:
+    """Number of training images (models with per-image embeddings size their tables with it)."""
+    from ..data import load_scene
+
+    return len(load_scene(data, "train", downscale=downscale))
 
 
 @torch.no_grad()
@@ -123,6 +132,7 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
     except Exception:  # single-split formats: validate on a couple of training views
         val_ds = train_ds
     scene = scene_info(train_ds)
+    scene["n_images"] = len(train_ds)
     run_cfg = {"config": cfg, "data": str(Path(data).resolve()), "seed": seed, "downscale": downscale,
                "scene": scene}
     run_dir = io.prepare_run_dir(run_dir, method, run_cfg, resume=resume)
@@ -145,6 +155,9 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
     o_all, d_all = o_all.reshape(-1, 3).to(dev), d_all.reshape(-1, 3).to(dev)
     rgb_all = train_ds.images.reshape(-1, 3).to(dev)
     n_total = rgb_all.shape[0]
+    uses_ids = getattr(model, "uses_image_ids", False)
+    if uses_ids:
+        ids_all = torch.arange(len(train_ds), device=dev).repeat_interleave(train_ds.width * train_ds.height)
 
     limit_steps = max_steps if max_steps is not None else (None if max_minutes else cfg.get("max_steps"))
     state = {"step": step}
@@ -175,7 +188,8 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
                 idx = torch.randint(0, n_total, (n_rays,), device=dev)
                 for g in opt.param_groups:
                     g["lr"] = model.lr_at(step)
-                out_ = model(o_all[idx], d_all[idx], training=True)
+                kw = {"image_ids": ids_all[idx]} if uses_ids else {}
+                out_ = model(o_all[idx], d_all[idx], training=True, **kw)
                 loss = model.loss(out_, rgb_all[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
