@@ -64,12 +64,6 @@ def build_model(method: str, cfg: dict, scene: dict, device) -> torch.nn.Module:
     return method_module(method).Model(cfg, scene).to(device)
 
 
-def count_images(data: str, downscale: int = 1) -> int:
-    """Number of training images (models with per-image embeddings size their tables with it)."""
-    from ..data import load_scene
-
-    return len(load_scene(data, "train", downscale=downscale))
-
 
 @torch.no_grad()
 def render_image(model, K: torch.Tensor, c2w: torch.Tensor, width: int, height: int,
