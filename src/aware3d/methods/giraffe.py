@@ -158,6 +158,11 @@ PRESETS: dict[str, dict] = {
     "cpu32": dict(_OBJECTS, **_CPU),
     "cpu32_faces": dict(_FACES, **_CPU),
 }
+# Tests and smoke runs: 16^2 images from 8^2 features, a few thousand parameters per field.
+PRESETS["tiny16"] = dict(_OBJECTS, resolution=16, feature_res=8, n_samples=8, z_dim=8, z_dim_bg=4,
+                         feature_dim=8, obj_hidden=16, obj_blocks=3, obj_skips=(1,), bg_hidden=8,
+                         bg_blocks=2, n_freq_pos=3, n_freq_dir=1, nr_min_feat=4, d_feat=16,
+                         batch_size=4, sample_every=10, checkpoint_every=10, log_every=5)
 PRESETS["faces256"] = PRESETS["celebahq256"]
 DEFAULT_PRESET = "cpu32"
 
@@ -601,11 +606,13 @@ class GiraffeMethod:
         from ..train.gan import GanConfig
 
         c = self.cfg
-        return GanConfig(batch_size=c.batch_size, optimizer=c.optimizer, lr_g=c.lr_g, lr_d=c.lr_d,
-                         ema_beta=c.ema_beta, r1_weight=c.r1_weight, r1_interval=c.r1_interval,
-                         sample_every=c.sample_every, checkpoint_every=c.checkpoint_every,
-                         log_every=c.log_every, keep_checkpoints=c.keep_checkpoints, seed=c.seed,
-                         device=c.device, **kw)
+        base = dict(batch_size=c.batch_size, optimizer=c.optimizer, lr_g=c.lr_g, lr_d=c.lr_d,
+                    ema_beta=c.ema_beta, r1_weight=c.r1_weight, r1_interval=c.r1_interval,
+                    sample_every=c.sample_every, checkpoint_every=c.checkpoint_every,
+                    log_every=c.log_every, keep_checkpoints=c.keep_checkpoints, seed=c.seed,
+                    device=c.device)
+        base.update(kw)
+        return GanConfig(**base)
 
 
 def build(cfg: GiraffeConfig, seed: int | None = None) -> GiraffeMethod:
