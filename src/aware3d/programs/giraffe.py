@@ -255,7 +255,7 @@ def object_density_grid(G: gm.GiraffeGenerator, z_shape: torch.Tensor, resolutio
 def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
                        out_path=None, threshold: float | None = None, world: bool = True) -> dict:
     """Marching cubes (skimage) on object ``object_index`` of the scene drawn from ``seed``: its
-    density in the canonical box [-1.1, 1.1]^3, at ``threshold`` (default 10 per world unit, or half
+    density in the canonical box [-1.1, 1.1]^3 (zero outside, as in the generator), at ``threshold`` (default 10 per world unit, or half
     the maximum when the field never reaches it). Vertices are mapped to the world with the object's
     pose k(x) = R diag(s) x + t unless ``world=False``. Writes a binary PLY and returns a summary."""
     from ..utils.mesh import marching_cubes_mesh, write_ply
@@ -271,7 +271,11 @@ def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution
     vmax = float(vol.max())
     if threshold is None and vmax <= level:
         level = 0.5 * vmax
-    verts, faces = marching_cubes_mesh(vol.numpy(), level, (-ext,) * 3, (ext,) * 3)
+    # the object has no density outside its box (the generator masks it): a layer of zeros
+    # closes surfaces that reach the box walls
+    step = 2 * ext / (resolution - 1)
+    padded = torch.nn.functional.pad(vol, (1, 1, 1, 1, 1, 1))
+    verts, faces = marching_cubes_mesh(padded.numpy(), level, (-ext - step,) * 3, (ext + step,) * 3)
     if world and len(verts):
         v = torch.from_numpy(verts).unsqueeze(0)
         verts = gm.object_to_world(v, x["obj_scale"][:, object_index], x["obj_translation"][:, object_index],
