@@ -180,3 +180,20 @@ def test_bf16_field_close_to_fp32():
         b = G(x)
     # bf16 keeps 8 mantissa bits: images in [0, 1] agree to about 1e-2
     assert (a - b).abs().max() < 2e-2
+
+
+@pytest.mark.parametrize("objects,background", [(None, True), ([1], False), ([], True)])
+def test_packed_feature_map_equals_compose_plus_volume_render(objects, background):
+    # the fast path (per-ray hidden layers, output layer once per ray) against the reference
+    # compose() + volume_render() on dense features: equal to float round-off
+    cfg = tiny("tiny16", bf16=False)
+    torch.manual_seed(0)
+    G = gm.GiraffeGenerator(cfg)
+    with torch.no_grad():
+        G.object_field.sigma_out.bias.fill_(3.0)
+    x = gm.sample_inputs(cfg, 3, torch.Generator().manual_seed(2), train=True)
+    f_ref, a_ref = G.feature_map(x, objects, background, packed=False)
+    f, a = G.feature_map(x, objects, background, packed=True)
+    assert f.abs().max() > 1e-3
+    assert torch.allclose(f, f_ref, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(a, a_ref, atol=1e-6)

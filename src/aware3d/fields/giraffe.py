@@ -64,13 +64,16 @@ class FeatureField(nn.Module):
         return giraffe_encoding(x / self.downscale, n_freqs)
 
     def forward(self, points: torch.Tensor, dirs: torch.Tensor | None, z_shape: torch.Tensor,
-                z_app: torch.Tensor, index: torch.Tensor | None = None):
+                z_app: torch.Tensor, index: torch.Tensor | None = None, return_hidden: bool = False):
         """Evaluate the field.
 
         Padded: points (B, P, 3), dirs (B, P, 3) or None, z_shape (B, Zs), z_app (B, Za) ->
         ``(sigma (B, P), feature (B, P, M_f))``.
         Packed: points (S, 3), dirs (S, 3), ``index`` (S,) long in [0, B) -> ``(sigma (S,),
         feature (S, M_f))``. ``sigma`` is the raw density (the renderer clamps it at zero).
+        With ``return_hidden`` the last hidden layer h (..., hidden) comes back instead of the
+        feature; feature = ``self.feat_out(h)`` is affine in h, so a renderer may composite h and
+        apply ``feat_out`` once per ray (exact, and cheaper than once per sample).
         """
         check_tensor("points", points, (3,), floating=True)
         check_tensor("z_shape", z_shape, (self.z_shape_dim,), min_dims=2, floating=True)
@@ -100,7 +103,7 @@ class FeatureField(nn.Module):
             d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             net = net + self.fc_view(self.encode(d, self.n_freq_dir))
             net = F.relu(net)
-        return sigma, self.feat_out(net)
+        return (sigma, net) if return_hidden else (sigma, self.feat_out(net))
 
     def density(self, points: torch.Tensor, z_shape: torch.Tensor, index: torch.Tensor | None = None):
         """Density only (mesh extraction): the feature head is skipped."""

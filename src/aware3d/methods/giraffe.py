@@ -32,9 +32,10 @@ import torch.nn.functional as F
 
 from ..fields.giraffe import FeatureField
 from ..render.cameras import image_rays, intrinsics_from_fov, look_at, sample_poses_sphere, spherical_to_cartesian
+from ..render.compose import EPS as COMPOSE_EPS
 from ..render.compose import compose
 from ..render.samplers import points_along_rays, stratified_samples
-from ..render.volume import volume_render
+from ..render.volume import accumulate_packed, render_weights, volume_render
 
 NAME = "giraffe"
 
@@ -374,57 +375,69 @@ def _autocast(enabled: bool, device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def evaluate_object(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, scale, translation,
-                    rotation, *, noise: torch.Tensor | None = None, padding: float = 0.1,
-                    bf16: bool = False):
-    """One object's feature field at the ray samples, evaluated only inside its box.
+def evaluate_object_packed(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, scale, translation,
+                           rotation, *, noise: torch.Tensor | None = None, padding: float = 0.1,
+                           bf16: bool = False, return_hidden: bool = False):
+    """One object's feature field at the ray samples inside its box only (packed layout).
 
     rays (B, R, 3), t (B, R, N), codes (B, Z), pose (B, 3) / (B, 3, 3), noise (B, R, N) or None.
-    Points are mapped into the canonical box by k^-1; samples outside [-1 - pad, 1 + pad]^3 get
-    zero density (official masking) and are never evaluated (packed layout). Returns
-    ``(sigma (B, R, N), feature (B, R, N, M_f))`` in float32.
+    Points are mapped into the canonical box by k^-1; samples outside [-1 - pad, 1 + pad]^3 have
+    zero density (the official code masks them) and are never evaluated. Returns ``(flat (S,)
+    indices into the B * R * N samples, sigma (S,) raw + noise, feature (S, M_f))`` (the last
+    hidden layer instead of the feature with ``return_hidden``), float32 except the hidden layer.
     """
     B, R, N = t.shape
     o_box = world_to_object(rays_o, scale, translation, rotation)
     d_box = world_to_object(rays_d, scale, translation, rotation, direction=True)
-    p_box = points_along_rays(o_box, d_box, t)  # (B, R, N, 3): t scales the unit world direction
+    p_box = points_along_rays(o_box, d_box, t)  # (B, R, N, 3): = k^-1(o + t d)
     inside = (p_box.abs() <= 1.0 + padding).all(-1)
     flat = inside.reshape(-1).nonzero().squeeze(1)
-    sigma = p_box.new_zeros(B * R * N)
-    feat = p_box.new_zeros(B * R * N, field.feature_dim)
-    if flat.numel() > 0:
-        pts = p_box.reshape(-1, 3).index_select(0, flat)
-        dirs = d_box.reshape(-1, 3).index_select(0, torch.div(flat, N, rounding_mode="floor"))
-        index = torch.div(flat, R * N, rounding_mode="floor")
-        with _autocast(bf16, pts.device):
-            s_in, f_in = field(pts, dirs, z_shape, z_app, index=index)
-        s_in = s_in.float()
-        if noise is not None:
-            s_in = s_in + noise.reshape(-1).index_select(0, flat)
-        sigma = sigma.index_copy(0, flat, s_in)
-        feat = feat.index_copy(0, flat, f_in.float())
+    pts = p_box.reshape(-1, 3).index_select(0, flat)
+    dirs = d_box.reshape(-1, 3).index_select(0, torch.div(flat, N, rounding_mode="floor"))
+    index = torch.div(flat, R * N, rounding_mode="floor")
+    with _autocast(bf16, pts.device):
+        sigma, feat = field(pts, dirs, z_shape, z_app, index=index, return_hidden=return_hidden)
+    sigma = sigma.float()
+    if noise is not None:
+        sigma = sigma + noise.reshape(-1).index_select(0, flat)
+    return flat, sigma, (feat if return_hidden else feat.float())
+
+
+def evaluate_object(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, scale, translation,
+                    rotation, *, noise: torch.Tensor | None = None, padding: float = 0.1,
+                    bf16: bool = False):
+    """:func:`evaluate_object_packed` scattered to the padded layout: ``(sigma (B, R, N), feature
+    (B, R, N, M_f))`` with zeros outside the box."""
+    B, R, N = t.shape
+    flat, s_in, f_in = evaluate_object_packed(field, rays_o, rays_d, t, z_shape, z_app, scale,
+                                              translation, rotation, noise=noise, padding=padding,
+                                              bf16=bf16)
+    sigma = t.new_zeros(B * R * N).index_copy(0, flat, s_in)
+    feat = t.new_zeros(B * R * N, field.feature_dim).index_copy(0, flat, f_in)
     return sigma.reshape(B, R, N), feat.reshape(B, R, N, -1)
 
 
 def evaluate_background(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, rotation, *,
-                        noise: torch.Tensor | None = None, bf16: bool = False):
+                        noise: torch.Tensor | None = None, bf16: bool = False, return_hidden: bool = False):
     """Background feature field at every sample; the background frame is the world rotated by
-    ``rotation`` (B, 3, 3) about z. Returns ``(sigma (B, R, N), feature (B, R, N, M_f))``."""
+    ``rotation`` (B, 3, 3) about z. Returns ``(sigma (B, R, N), feature (B, R, N, M_f))`` (the last
+    hidden layer, not cast, with ``return_hidden``)."""
     B, R, N = t.shape
     o = torch.einsum("bji,brj->bri", rotation, rays_o)
     d = torch.einsum("bji,brj->bri", rotation, rays_d)
     p = points_along_rays(o, d, t).reshape(B, R * N, 3)
     dirs = d.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
     with _autocast(bf16, p.device):
-        sigma, feat = field(p, dirs, z_shape, z_app)
+        sigma, feat = field(p, dirs, z_shape, z_app, return_hidden=return_hidden)
     sigma = sigma.float().reshape(B, R, N)
     if noise is not None:
         sigma = sigma + noise
-    return sigma, feat.float().reshape(B, R, N, -1)
+    feat = feat.reshape(B, R, N, -1)
+    return sigma, (feat if return_hidden else feat.float())
 
 
 def render_feature_map(sigmas: torch.Tensor, features: torch.Tensor, t: torch.Tensor, res: int):
-    """Compose E entities (GIRAFFE eq. 6) and volume-render them.
+    """Compose E entities (GIRAFFE eq. 6) and volume-render them (the reference path).
 
     sigmas (E, B, R, N), features (E, B, R, N, C), t (B, R, N) -> ``(feature map (B, C, res, res)
     (channels-last memory), opacity (B, res, res))``."""
@@ -433,6 +446,46 @@ def render_feature_map(sigmas: torch.Tensor, features: torch.Tensor, t: torch.Te
     B, C = t.shape[0], feat.shape[-1]
     fmap = out["color"].reshape(B, res, res, C).permute(0, 3, 1, 2)
     return fmap, out["opacity"].reshape(B, res, res)
+
+
+def render_feature_map_packed(objects: Sequence[tuple], background: tuple | None, t: torch.Tensor,
+                              res: int):
+    """The same composition and volume rendering as :func:`render_feature_map`, without dense
+    per-sample features (the fast path of the generator).
+
+    The rendered feature is sum_i w_i f_i with f_i = sum_e sigma_e,i f_e,i / sigma_i (eq. 6), i.e.
+    sum_e sum_i a_e,i f_e,i with per-sample entity weights a_e,i = w_i sigma_e,i / sigma_i. Since
+    each f_e = W_e h_e + b_e is affine in the field's last hidden layer h_e, it equals
+    sum_e (W_e (sum_i a_e,i h_e,i) + b_e sum_i a_e,i): the hidden layers are accumulated per ray
+    (objects only at their packed samples) and each output layer runs once per ray.
+
+    objects: ``(flat (S,), raw sigma (S,), hidden (S, H), feat_out nn.Linear)`` per object (from
+    :func:`evaluate_object_packed`); background: ``(raw sigma (B, R, N), hidden (B, R, N, H),
+    feat_out)`` or None; t (B, R, N). Returns ``(feature map (B, C, res, res), opacity (B, res, res))``.
+    """
+    B, R, N = t.shape
+    total = t.new_zeros(B * R * N)
+    for flat, s, _, _ in objects:
+        total = total.index_add(0, flat, s.clamp_min(0))
+    if background is not None:
+        total = total + background[0].clamp_min(0).reshape(-1)
+    w, _, _ = render_weights(total.reshape(B, R, N), t)
+    coef = w.reshape(-1) / (total + COMPOSE_EPS)  # w_i / sigma_i
+    fmap = None
+    for flat, s, h, head in objects:
+        a = coef.index_select(0, flat) * s.clamp_min(0)
+        ray = torch.div(flat, N, rounding_mode="floor")
+        hsum = accumulate_packed(a.unsqueeze(-1) * h.float(), ray, B * R)
+        part = F.linear(hsum, head.weight) + accumulate_packed(a, ray, B * R).unsqueeze(-1) * head.bias
+        fmap = part if fmap is None else fmap + part
+    if background is not None:
+        s, h, head = background
+        a = (coef.reshape(B, R, N) * s.clamp_min(0)).reshape(B * R, 1, N)
+        hsum = torch.bmm(a.to(h.dtype), h.reshape(B * R, N, -1)).reshape(B * R, -1).float()
+        part = F.linear(hsum, head.weight) + a.sum(-1).float() * head.bias
+        fmap = part if fmap is None else fmap + part
+    C = fmap.shape[-1]
+    return fmap.reshape(B, res, res, C).permute(0, 3, 1, 2), w.sum(-1).reshape(B, res, res)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -565,13 +618,46 @@ class GiraffeGenerator(nn.Module):
             raise ValueError("nothing to render: no objects selected and background=False")
         return torch.stack(sig), torch.stack(feat), t
 
+    def feature_map(self, inputs: dict, objects: Sequence[int] | None = None, background: bool = True,
+                    packed: bool = True):
+        """Volume-rendered feature map (B, M_f, res, res) and opacity (B, res, res).
+
+        ``packed`` (default) composites per-ray hidden layers (:func:`render_feature_map_packed`);
+        ``packed=False`` is the reference path through dense features, :func:`compose` and
+        :func:`volume_render` (same result to float round-off, more memory)."""
+        if not packed:
+            sigmas, feats, t = self.entity_fields(inputs, objects, background)
+            return render_feature_map(sigmas, feats, t, self.cfg.feature_res)
+        c2w, t = inputs["c2w"], inputs["t"]
+        o, d = camera_rays(self.cfg, c2w)
+        K = inputs["z_shape_obj"].shape[1]
+        objects = range(K) if objects is None else list(objects)
+        noise = inputs.get("sigma_noise")
+        parts = []
+        for i in objects:
+            flat, s, h = evaluate_object_packed(
+                self.object_field, o, d, t, inputs["z_shape_obj"][:, i], inputs["z_app_obj"][:, i],
+                inputs["obj_scale"][:, i], inputs["obj_translation"][:, i], inputs["obj_rotation"][:, i],
+                noise=None if noise is None or i >= noise.shape[1] - 1 else noise[:, i],
+                padding=self.cfg.box_padding, bf16=self.bf16, return_hidden=True)
+            parts.append((flat, s, h, self.object_field.feat_out))
+        bg = None
+        if background:
+            s, h = evaluate_background(self.background_field, o, d, t, inputs["z_shape_bg"],
+                                       inputs["z_app_bg"], inputs["bg_rotation"],
+                                       noise=None if noise is None else noise[:, -1], bf16=self.bf16,
+                                       return_hidden=True)
+            bg = (s, h, self.background_field.feat_out)
+        if not parts and bg is None:
+            raise ValueError("nothing to render: no objects selected and background=False")
+        return render_feature_map_packed(parts, bg, t, self.cfg.feature_res)
+
     def forward(self, inputs: dict, objects: Sequence[int] | None = None, background: bool = True,
                 return_alpha: bool = False):
         """Images (B, 3, S, S) in [0, 1]; with ``return_alpha`` a dict with ``image``, ``alpha``
         (B, 1, S, S: opacity of the rendered entities, bilinearly upsampled), ``features`` and
         ``opacity`` (B, res, res)."""
-        sigmas, feats, t = self.entity_fields(inputs, objects, background)
-        fmap, acc = render_feature_map(sigmas, feats, t, self.cfg.feature_res)
+        fmap, acc = self.feature_map(inputs, objects, background)
         img = self.neural_renderer(fmap)
         if not return_alpha:
             return img
