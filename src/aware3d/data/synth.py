@@ -413,14 +413,17 @@ def scene_aabb(prims: Sequence[Primitive], pad: float = 0.05) -> np.ndarray:
 
 
 def _split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
+    """Split n views by ``fractions``; every split gets at least one view when n allows it."""
     fr = np.asarray(fractions, dtype=np.float64)
+    if fr.ndim != 1 or (fr < 0).any() or fr.sum() <= 0:
+        raise ValueError(f"split: expected non-negative fractions, got {list(fractions)}")
     fr = fr / fr.sum()
-    sizes = [int(round(n * f)) for f in fr[:-1]]
-    if n >= len(fr):
-        sizes = [max(1, s) for s in sizes]
-    sizes.append(n - sum(sizes))
-    if sizes[-1] < 0 or (n >= len(fr) and sizes[-1] < 1):
-        raise ValueError(f"n_views={n} cannot be split as {list(fractions)}")
+    sizes = [int(round(n * f)) for f in fr]
+    sizes[int(np.argmax(sizes))] += n - sum(sizes)
+    for i in range(len(sizes)):
+        if sizes[i] == 0 and fr[i] > 0 and max(sizes) > 1:
+            sizes[int(np.argmax(sizes))] -= 1
+            sizes[i] = 1
     return sizes
 
 
