@@ -57,9 +57,9 @@ def test_blender_fixture_compositing_downscale_and_K(tmp_path):
     # a 2x2 block fully inside the red half keeps the colour after area downscaling
     assert torch.allclose(ds2.images[0, 0, 0], ds.images[0, 0, 0], atol=1e-6)
     # default aabb is the NeRF-synthetic cube; near = distance from camera (4, 0, 1) to the face
-    # x = 1.5 -> 2.5; far = camera (-4, 0, 2) to corner (1.5, 1.5, -1.5) -> sqrt(44.75) = 6.6895
+    # x = 1.5 -> 2.5; far = camera (4, 0, 1) to corner (-1.5, 1.5, -1.5) -> sqrt(38.75) = 6.2249
     assert ds.aabb.tolist() == [-1.5, -1.5, -1.5, 1.5, 1.5, 1.5]
-    assert ds.near == pytest.approx(2.5, abs=1e-6) and ds.far == pytest.approx(math.sqrt(44.75), abs=1e-6)
+    assert ds.near == pytest.approx(2.5, abs=1e-6) and ds.far == pytest.approx(math.sqrt(38.75), abs=1e-6)
 
 
 def test_detect_format_and_nothing_matches(tmp_path):
