@@ -1,0 +1,523 @@
+"""CIPS-3D (Zhou et al. 2021): a shallow NeRF for shape, a deep per-pixel INR for appearance
+(PAPERS.md card 8). Networks in :mod:`aware3d.fields.cips`.
+
+    sample_inputs         z_shape, z_app, camera (yaw / pitch), ray depths, the rays that backprop
+    camera_rays           one ray per NeRF pixel (render/cameras.image_rays)
+    render_features       ShallowFeatureNerf at the ray samples (+ hierarchical samples) ->
+                          volume rendering (render/volume) -> feature map (B, F, r, r)
+    aux RGB               linear + tanh on the NeRF features: the shallow branch's own image
+    CIPSDecoder           per pixel (features bilinearly upsampled to S x S when r < S): ModFC
+                          blocks conditioned on w(z_app), tRGB summed -> image (B, 3, S, S) in [-1, 1]
+
+Training (official ``ffhq_exp`` settings in the paper preset): non-saturating GAN loss + R1 (10) on
+the final image, and an auxiliary discriminator on the NeRF's own RGB at the NeRF resolution (the
+fix for the mirror-symmetry problem: the NeRF itself must look like a face, not only after the 2D
+network); Adam betas (0, 0.999). Partial gradient backpropagation: per image only ``grad_rays``
+randomly chosen NeRF rays are rendered with autograd, the others under ``no_grad`` (so the memory
+and time of the NeRF's backward scale with ``grad_rays``); the 2D decoder sees every pixel.
+
+Controls: shape = z_shape (NeRF), appearance = z_app (INR); camera yaw / pitch.
+Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render`, :func:`export_mesh`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fields.cips import CIPSDecoder, ShallowFeatureNerf, StyleMapping
+from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
+from ..render.samplers import points_along_rays, sample_pdf, stratified_samples
+from ..render.volume import volume_render
+from ..train.gan import discriminator_loss, generator_loss, r1_penalty
+from . import hologan as _hg
+from .giraffe import DCDiscriminator
+
+NAME = "cips3d"
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class Cips3DConfig:
+    """Every setting of a CIPS-3D run (plain data; written to the run folder's config)."""
+
+    resolution: int = 64                # output image size
+    nerf_res: int = 64                  # NeRF feature map size (official: the output size)
+    # camera: on a sphere looking at the origin; yaw = azimuth, pitch = elevation (degrees)
+    camera_dist: str = "gaussian"       # gaussian (faces: pi-GAN prior) | uniform
+    yaw_mean: float = 0.0
+    pitch_mean: float = 0.0
+    yaw_std: float = math.degrees(0.3)      # official h_stddev 0.3 rad
+    pitch_std: float = math.degrees(0.155)  # official v_stddev 0.155 rad
+    yaw_range: tuple = (-180.0, 180.0)  # uniform
+    pitch_range: tuple = (20.0, 60.0)
+    radius: float = 1.0
+    fov: float = 12.0
+    depth_range: tuple = (0.88, 1.12)
+    n_samples: int = 12                 # coarse samples per ray
+    n_importance: int = 12              # hierarchical samples per ray (0: off)
+    box_scale: float = 2 / 0.24         # points x box_scale before the SIREN (UniformBoxWarp(0.24))
+    # networks (official ffhq_exp)
+    z_shape_dim: int = 256
+    z_app_dim: int = 512
+    nerf_hidden: int = 128
+    nerf_layers: int = 2
+    nerf_map_hidden: int = 128
+    nerf_map_layers: int = 4
+    feat_dim: int = 32
+    inr_hidden: int = 512
+    inr_blocks: int = 5                 # official: one block per octave 4..64 at 64^2
+    w_dim: int = 512
+    inr_map_layers: int = 8
+    d_feat: int = 512
+    # losses and partial backprop
+    aux_weight: float = 1.0             # auxiliary discriminator on the NeRF's RGB
+    grad_rays: int = 256                # rays per image that backprop through the NeRF (official 256)
+    # training (engine settings; see aware3d.train.gan.GanConfig)
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-3
+    betas: tuple = (0.0, 0.999)
+    ema_beta: float = 0.999
+    r1_weight: float = 10.0
+    r1_interval: int = 1
+    flip: bool = True
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    device: str = "auto"
+    preset: str = "cpu"
+    data: str | None = None
+    # render-time only
+    mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
+
+
+# The built-in synthetic objects (data.synth.synth_objects defaults): camera radius 6, fov 40,
+# elevation U[20, 60], any azimuth; objects within ~2 units of the origin.
+_OBJECTS = dict(camera_dist="uniform", yaw_range=(-180.0, 180.0), pitch_range=(20.0, 60.0), radius=6.0,
+                fov=40.0, depth_range=(3.5, 8.5), box_scale=1 / 2.5, mesh_extent=2.5)
+# 2-core CPU: narrow networks, NeRF at 32^2 upsampled to 64^2, no hierarchical samples
+_CPU = dict(resolution=64, nerf_res=32, n_samples=12, n_importance=0, z_shape_dim=64, z_app_dim=64,
+            nerf_hidden=64, nerf_map_hidden=64, nerf_map_layers=3, feat_dim=16, inr_hidden=64,
+            inr_blocks=3, w_dim=64, inr_map_layers=3, d_feat=128, grad_rays=256, batch_size=16,
+            lr_g=2e-4, lr_d=2e-4, sample_every=200, checkpoint_every=500)
+
+PRESETS: dict[str, dict] = {
+    "ffhq64": dict(resolution=64, nerf_res=64),            # official train_ffhq_r64 (FFHQ / CelebA faces)
+    "ffhq128": dict(resolution=128, nerf_res=128, inr_blocks=6),
+    "objects64": dict(_OBJECTS, resolution=64, nerf_res=64),
+    "cpu": dict(_CPU),
+    "cpu_objects": dict(_CPU, **_OBJECTS),
+    "cpu32": dict(_CPU, resolution=32, nerf_res=16, grad_rays=64),
+    "cpu32_objects": dict(_CPU, **_OBJECTS, resolution=32, nerf_res=16, grad_rays=64),
+    # tests: a few thousand parameters
+    "tiny": dict(_OBJECTS, resolution=32, nerf_res=8, n_samples=6, n_importance=0, z_shape_dim=8,
+                 z_app_dim=8, nerf_hidden=16, nerf_layers=2, nerf_map_hidden=16, nerf_map_layers=1,
+                 feat_dim=8, inr_hidden=16, inr_blocks=2, w_dim=16, inr_map_layers=1, d_feat=32,
+                 grad_rays=16, batch_size=4, sample_every=10, checkpoint_every=10, log_every=5),
+}
+PRESETS["celeba64"] = PRESETS["ffhq64"]
+DEFAULT_PRESET = "cpu"
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides) -> Cips3DConfig:
+    """A preset's config with ``overrides`` (field names of :class:`Cips3DConfig`)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    return replace_config(Cips3DConfig(**PRESETS[preset], preset=preset), **overrides)
+
+
+replace_config = _hg.replace_config
+
+
+def config_from_dict(d: dict) -> Cips3DConfig:
+    return _hg.config_from_dict(d, Cips3DConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs: latents, camera, ray depths, gradient rays
+
+
+def camera_pose(cfg: Cips3DConfig, yaw_deg, pitch_deg) -> torch.Tensor:
+    """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin (world z up)."""
+    return look_at(spherical_to_cartesian(cfg.radius, pitch_deg, yaw_deg))
+
+
+def sample_pose(cfg: Cips3DConfig, n: int, generator: torch.Generator | None = None):
+    """(yaw, pitch) (n,) degrees from the camera prior."""
+    if cfg.camera_dist == "gaussian":
+        e = torch.randn(2, n, generator=generator)
+        return cfg.yaw_mean + cfg.yaw_std * e[0], (cfg.pitch_mean + cfg.pitch_std * e[1]).clamp(-89, 89)
+    if cfg.camera_dist == "uniform":
+        u = torch.rand(2, n, generator=generator)
+        return (cfg.yaw_range[0] + (cfg.yaw_range[1] - cfg.yaw_range[0]) * u[0],
+                cfg.pitch_range[0] + (cfg.pitch_range[1] - cfg.pitch_range[0]) * u[1])
+    raise ValueError(f"camera_dist: expected 'gaussian' or 'uniform', got {cfg.camera_dist!r}")
+
+
+def sample_inputs(cfg: Cips3DConfig, n: int, generator: torch.Generator | None = None,
+                  train: bool = True) -> dict:
+    """z_shape (n, Zs), z_app (n, Za) ~ N(0, I); yaw, pitch (n,); stratified depths ``t``
+    (n, r^2, N) (bin midpoints when not training); in training ``ray_perm`` (n, r^2): a random
+    permutation of the rays per image, whose first ``grad_rays`` backprop through the NeRF."""
+    R = cfg.nerf_res * cfg.nerf_res
+    yaw, pitch = sample_pose(cfg, n, generator)
+    t, _ = stratified_samples(cfg.depth_range[0], cfg.depth_range[1], cfg.n_samples,
+                              batch_shape=(n, R), perturb=train, generator=generator)
+    out = {"z_shape": torch.randn(n, cfg.z_shape_dim, generator=generator),
+           "z_app": torch.randn(n, cfg.z_app_dim, generator=generator),
+           "yaw": yaw, "pitch": pitch, "t": t}
+    if train and 0 < cfg.grad_rays < R:
+        out["ray_perm"] = torch.argsort(torch.rand(n, R, generator=generator), dim=1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Generator
+
+
+def _gather_rays(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, R, ...) rows ``idx`` (B, K) -> (B, K, ...)."""
+    view = idx.reshape(*idx.shape, *([1] * (x.dim() - 2))).expand(*idx.shape, *x.shape[2:])
+    return x.gather(1, view)
+
+
+def _scatter_rays(parts, R: int) -> torch.Tensor:
+    """[(idx (B, K_i), values (B, K_i, C))] covering 0..R-1 -> (B, R, C), differentiable in values."""
+    idx0, v0 = parts[0]
+    out = v0.new_zeros(v0.shape[0], R, v0.shape[-1])
+    for idx, v in parts:
+        out = out.scatter(1, idx.unsqueeze(-1).expand(-1, -1, v.shape[-1]), v)
+    return out
+
+
+class Cips3DGenerator(nn.Module):
+    """G(inputs) = CIPSDecoder(upsample(volume_render(ShallowFeatureNerf)), w(z_app))."""
+
+    def __init__(self, cfg: Cips3DConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.nerf = ShallowFeatureNerf(feat_dim=cfg.feat_dim, z_dim=cfg.z_shape_dim, hidden=cfg.nerf_hidden,
+                                       n_layers=cfg.nerf_layers, map_hidden=cfg.nerf_map_hidden,
+                                       map_layers=cfg.nerf_map_layers, box_scale=cfg.box_scale)
+        self.mapping = StyleMapping(cfg.z_app_dim, cfg.w_dim, cfg.inr_map_layers)
+        self.decoder = CIPSDecoder(cfg.feat_dim, cfg.inr_hidden, cfg.inr_blocks, cfg.w_dim)
+        self.aux_to_rgb = nn.Linear(cfg.feat_dim, 3)
+
+    def camera_rays(self, yaw: torch.Tensor, pitch: torch.Tensor):
+        """(rays_o, rays_d) (B, r^2, 3) of the NeRF pixels."""
+        r = self.cfg.nerf_res
+        c2w = camera_pose(self.cfg, yaw, pitch).to(self.aux_to_rgb.weight)
+        K = intrinsics_from_fov(self.cfg.fov, r, r).to(c2w)
+        o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, r, r)
+        return o.reshape(c2w.shape[0], r * r, 3), d.reshape(c2w.shape[0], r * r, 3)
+
+    def render_rays(self, o, d, t, freqs, phases, generator: torch.Generator | None = None):
+        """Volume-rendered features (B, K, F) and depth (B, K) of rays o, d (B, K, 3) with coarse
+        depths t (B, K, N); hierarchical samples (``n_importance``) merged with the coarse ones."""
+        B, K, N = t.shape
+
+        def field(tt):
+            p = points_along_rays(o, d, tt).reshape(B, -1, 3)
+            dirs = d.unsqueeze(2).expand(B, K, tt.shape[-1], 3).reshape(B, -1, 3)
+            s, f = self.nerf(p, dirs, freqs=freqs, phases=phases)
+            return s.reshape(B, K, -1), f.reshape(B, K, tt.shape[-1], -1)
+
+        sigma, feat = field(t)
+        if self.cfg.n_importance > 0:
+            w = volume_render(sigma.detach(), feat.detach()[..., :1], t)["weights"]
+            mid = 0.5 * (t[..., 1:] + t[..., :-1])
+            bins = torch.cat([t[..., :1], mid, t[..., -1:]], -1)
+            t_f = sample_pdf(bins, w, self.cfg.n_importance, deterministic=not self.training,
+                             generator=generator)
+            s_f, f_f = field(t_f)
+            t_all, order = torch.sort(torch.cat([t, t_f], -1), -1)
+            sigma = torch.cat([sigma, s_f], -1).gather(-1, order)
+            feat = torch.cat([feat, f_f], -2).gather(-2, order.unsqueeze(-1).expand(-1, -1, -1, feat.shape[-1]))
+            t = t_all
+        out = volume_render(sigma, feat, t)
+        return out["color"], out["depth"]
+
+    def render_features(self, inputs: dict):
+        """NeRF feature map (B, F, r, r) and depth (B, r, r). With ``ray_perm`` in ``inputs`` and
+        autograd on, only its first ``grad_rays`` rays are rendered with gradients."""
+        cfg, r = self.cfg, self.cfg.nerf_res
+        freqs, phases = self.nerf.modulation(inputs["z_shape"])
+        o, d = self.camera_rays(inputs["yaw"], inputs["pitch"])
+        t = inputs["t"]
+        perm = inputs.get("ray_perm")
+        B, R = t.shape[:2]
+        if perm is None or not torch.is_grad_enabled():
+            feat, depth = self.render_rays(o, d, t, freqs, phases)
+        else:
+            g_idx, n_idx = perm[:, :cfg.grad_rays], perm[:, cfg.grad_rays:]
+            fg, dg = self.render_rays(_gather_rays(o, g_idx), _gather_rays(d, g_idx), _gather_rays(t, g_idx),
+                                      freqs, phases)
+            with torch.no_grad():
+                fn, dn = self.render_rays(_gather_rays(o, n_idx), _gather_rays(d, n_idx),
+                                          _gather_rays(t, n_idx), freqs, phases)
+            feat = _scatter_rays([(g_idx, fg), (n_idx, fn)], R)
+            depth = _scatter_rays([(g_idx, dg.unsqueeze(-1)), (n_idx, dn.unsqueeze(-1))], R)[..., 0]
+        return feat.reshape(B, r, r, -1).permute(0, 3, 1, 2), depth.reshape(B, r, r)
+
+    def decode(self, fmap: torch.Tensor, z_app: torch.Tensor) -> torch.Tensor:
+        """Per-pixel ModFC decoder: feature map (B, F, r, r) -> image (B, 3, S, S) in [-1, 1]."""
+        S = self.cfg.resolution
+        if fmap.shape[-1] != S:
+            fmap = F.interpolate(fmap, size=(S, S), mode="bilinear", align_corners=False)
+        B, C = fmap.shape[:2]
+        rgb = self.decoder(fmap.permute(0, 2, 3, 1).reshape(B, S * S, C), self.mapping(z_app))
+        return rgb.reshape(B, S, S, 3).permute(0, 3, 1, 2)
+
+    def aux_image(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The shallow branch's own RGB (B, 3, r, r) in [-1, 1]."""
+        return torch.tanh(self.aux_to_rgb(fmap.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+    def forward(self, inputs: dict, return_aux: bool = False):
+        """Image (B, 3, S, S) in [-1, 1]; with ``return_aux`` a dict with ``image``, ``aux``
+        (B, 3, r, r), ``features`` (B, F, r, r) and ``depth`` (B, r, r)."""
+        fmap, depth = self.render_features(inputs)
+        img = self.decode(fmap, inputs["z_app"])
+        if not return_aux:
+            return img
+        return {"image": img, "aux": self.aux_image(fmap), "features": fmap, "depth": depth}
+
+    def density(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
+        """Raw NeRF density at world points (B, P, 3) for codes (B, Zs)."""
+        return self.nerf.density(points, z_shape)
+
+
+class Cips3DDiscriminator(nn.Module):
+    """The main critic on S x S images and the auxiliary one on the NeRF's r x r RGB (both
+    DCGAN-style, :class:`aware3d.methods.giraffe.DCDiscriminator`). ``forward`` is the main one."""
+
+    def __init__(self, cfg: Cips3DConfig):
+        super().__init__()
+        self.main = DCDiscriminator(n_feat=cfg.d_feat, img_size=cfg.resolution)
+        self.aux = DCDiscriminator(n_feat=cfg.d_feat, img_size=cfg.nerf_res)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# The method as the GAN engine sees it
+
+
+class Cips3DMethod:
+    """Networks, inputs and objectives (run by :class:`aware3d.methods.hologan.ObjectiveEngine`)."""
+
+    name = NAME
+    image_range = (-1.0, 1.0)
+
+    def __init__(self, cfg: Cips3DConfig):
+        self.cfg = cfg
+        self.generator = Cips3DGenerator(cfg)
+        self.discriminator = Cips3DDiscriminator(cfg)
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
+        return sample_inputs(self.cfg, n, generator, train)
+
+    def generator_objective(self, G, D, inputs: dict):
+        out = G(inputs, return_aux=True)
+        l_gan = generator_loss(D.main(out["image"]))
+        loss, scalars = l_gan, {"loss_G": l_gan.detach()}
+        if self.cfg.aux_weight > 0:
+            l_aux = generator_loss(D.aux(out["aux"]))
+            loss = loss + self.cfg.aux_weight * l_aux
+            scalars["loss_G_aux"] = l_aux.detach()
+        return loss, scalars
+
+    def discriminator_objective(self, G, D, real: torch.Tensor, inputs: dict, r1_weight: float):
+        with torch.no_grad():
+            fake = G(inputs, return_aux=True)
+        x_real = real.detach().requires_grad_(r1_weight > 0)
+        d_real, d_fake = D.main(x_real), D.main(fake["image"])
+        l_real, l_fake = discriminator_loss(d_real, d_fake)
+        loss = l_real + l_fake
+        out = {"loss_D": loss.detach(), "loss_D_real": l_real.detach(), "loss_D_fake": l_fake.detach(),
+               "D_real": d_real.detach().mean(), "D_fake": d_fake.detach().mean()}
+        if r1_weight > 0:
+            pen = r1_penalty(d_real, x_real)
+            loss = loss + r1_weight * pen
+            out["R1"] = pen.detach()
+        if self.cfg.aux_weight > 0:
+            r = self.cfg.nerf_res
+            small = real.detach() if real.shape[-1] == r else F.interpolate(real.detach(), size=(r, r), mode="area")
+            small = small.requires_grad_(r1_weight > 0)
+            a_real, a_fake = D.aux(small), D.aux(fake["aux"])
+            la_real, la_fake = discriminator_loss(a_real, a_fake)
+            loss = loss + self.cfg.aux_weight * (la_real + la_fake)
+            out["loss_D_aux"] = (la_real + la_fake).detach()
+            if r1_weight > 0:
+                pen_a = r1_penalty(a_real, small)
+                loss = loss + self.cfg.aux_weight * r1_weight * pen_a
+                out["R1_aux"] = pen_a.detach()
+        return loss, out
+
+    def gan_config(self, **kw):
+        return _hg.gan_config_from(self.cfg, **kw)
+
+
+def build(cfg: Cips3DConfig, seed: int | None = None) -> Cips3DMethod:
+    """Networks initialised from ``seed`` (default cfg.seed), identically on every rank."""
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    return Cips3DMethod(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
+          max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+          batch_size: int | None = None, **overrides) -> Path:
+    """Train CIPS-3D on an image folder ``data``; returns the run folder ``out``.
+
+    ``overrides`` are :class:`Cips3DConfig` fields (strings are parsed as YAML). With ``resume``
+    the stored config of ``out`` is used (overrides still apply) and training continues from the
+    latest checkpoint. Multi-process: ``torchrun --nproc_per_node N`` (global batch split)."""
+    import sys
+
+    return _hg._train(sys.modules[__name__], data, out, preset, max_steps, max_minutes, resume, seed,
+                      batch_size, overrides)
+
+
+def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
+    """(config, generator) of a run's latest checkpoint; the EMA generator by default."""
+    from ..train.io import load_checkpoint, load_run_config
+
+    cfg = config_from_dict(load_run_config(run_dir))
+    state = load_checkpoint(run_dir, map_location="cpu")
+    G = Cips3DGenerator(cfg)
+    G.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"])
+    return cfg, G.to(device).eval().requires_grad_(False)
+
+
+def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
+             batch_size: int = 50) -> dict:
+    """FID and KID of the EMA generator on ``n_gen`` images against ``data`` (default the run's
+    training folder); writes ``run_dir/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``."""
+    cfg, G = load_generator(run_dir)
+    return _hg._evaluate(run_dir, n_gen, data, seed, batch_size, cfg, sample_inputs, G,
+                         Cips3DMethod.image_range)
+
+
+# --------------------------------------------------------------------------------------------------
+# Render programs and mesh export
+
+PROGRAMS = ("yaw", "pitch", "interpolate_shape", "interpolate_appearance", "interpolate", "grid", "aux")
+
+
+def _pose_ranges(cfg: Cips3DConfig):
+    if cfg.camera_dist == "gaussian":
+        return ((cfg.yaw_mean - 2 * cfg.yaw_std, cfg.yaw_mean + 2 * cfg.yaw_std),
+                (cfg.pitch_mean - 2 * cfg.pitch_std, cfg.pitch_mean + 2 * cfg.pitch_std))
+    return tuple(cfg.yaw_range), tuple(cfg.pitch_range)
+
+
+def program_inputs(cfg: Cips3DConfig, program: str, seed: int, n_frames: int, n_samples: int):
+    """The frames' inputs of a program (list of generator input dicts)."""
+    if program not in PROGRAMS:
+        raise ValueError(f"program: expected one of {list(PROGRAMS)}, got {program!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    if program == "grid":
+        return [sample_inputs(cfg, n_samples * n_samples, g, train=False)]
+    a = sample_inputs(cfg, n_samples, g, train=False)
+    b = sample_inputs(cfg, n_samples, g, train=False)
+    (ylo, yhi), (plo, phi) = _pose_ranges(cfg)
+    mid_yaw, mid_pitch = 0.5 * (ylo + yhi), 0.5 * (plo + phi)
+    base = dict(a, yaw=torch.full((n_samples,), mid_yaw), pitch=torch.full((n_samples,), mid_pitch))
+    frames = []
+    for k in range(n_frames):
+        x = dict(base)
+        w = float(_hg._pingpong(n_frames)[k])
+        if program in ("yaw", "aux"):
+            x["yaw"] = torch.full((n_samples,), float(_hg.sweep_angles(ylo, yhi, n_frames)[k]))
+        elif program == "pitch":
+            x["pitch"] = torch.full((n_samples,), float(_hg.sweep_angles(plo, phi, n_frames)[k]))
+        elif program == "interpolate_shape":
+            x["z_shape"] = torch.lerp(a["z_shape"], b["z_shape"], w)
+        elif program == "interpolate_appearance":
+            x["z_app"] = torch.lerp(a["z_app"], b["z_app"], w)
+        else:
+            x["z_shape"] = torch.lerp(a["z_shape"], b["z_shape"], w)
+            x["z_app"] = torch.lerp(a["z_app"], b["z_app"], w)
+        frames.append(x)
+    return frames
+
+
+@torch.no_grad()
+def render_frames(G: Cips3DGenerator, cfg: Cips3DConfig, program: str, seed: int = 0,
+                  n_frames: int = 32, n_samples: int = 4, chunk: int = 16) -> torch.Tensor:
+    """(T, n, H, W, 3) in [0, 1]; ``aux``: the NeRF's own RGB beside the final image."""
+    frames = []
+    for x in program_inputs(cfg, program, seed, n_frames, n_samples):
+        n = x["z_shape"].shape[0]
+        parts = []
+        for a in range(0, n, chunk):
+            xi = {k: v[a:a + chunk] for k, v in x.items()}
+            if program == "aux":
+                o = G(xi, return_aux=True)
+                aux = F.interpolate(o["aux"], size=o["image"].shape[-2:], mode="nearest")
+                img = torch.cat([o["image"], aux], -1)
+            else:
+                img = G(xi)
+            parts.append(img.float())
+        frames.append(((torch.cat(parts) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1))
+    return torch.stack(frames)
+
+
+def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
+           n_samples: int = 4, fps: float = 16.0) -> dict:
+    """Render ``program`` (one of :data:`PROGRAMS`) with the run's EMA generator; returns the
+    written files ``{"gif", "mp4", "png"}`` (``grid``: ``{"png"}``, n_samples^2 samples)."""
+    cfg, G = load_generator(run_dir)
+    frames = render_frames(G, cfg, program, seed, n_frames or 32, n_samples)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
+    return _hg.write_program(frames, out, f"{program}_seed{seed}", fps, grid=program == "grid")
+
+
+@torch.no_grad()
+def density_grid(G: Cips3DGenerator, z_shape: torch.Tensor, resolution: int, extent: float,
+                 chunk: int = 65536) -> torch.Tensor:
+    """Raw NeRF density on a ``resolution``^3 grid over [-extent, extent]^3 (world), indexed
+    (x, y, z); z_shape (Zs,)."""
+    lin = torch.linspace(-extent, extent, resolution)
+    pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
+    z = z_shape.reshape(1, -1).float()
+    out = [G.density(pts[a:a + chunk].unsqueeze(0), z)[0] for a in range(0, pts.shape[0], chunk)]
+    return torch.cat(out).reshape(resolution, resolution, resolution)
+
+
+def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
+                threshold: float | None = None) -> dict:
+    """Marching cubes on the shallow NeRF's density for the shape code drawn from ``seed``, over
+    the cube [-mesh_extent, mesh_extent]^3 (world units), at ``threshold`` (default 10, or half the
+    maximum when the field never reaches it). Writes a binary PLY; returns a summary."""
+    from ..utils.mesh import marching_cubes_mesh, write_ply
+
+    cfg, G = load_generator(run_dir)
+    g = torch.Generator().manual_seed(int(seed))
+    z = sample_inputs(cfg, 1, g, train=False)["z_shape"][0]
+    ext = float(cfg.mesh_extent)
+    vol = density_grid(G, z, resolution, ext).clamp_min(0)
+    level = 10.0 if threshold is None else float(threshold)
+    vmax = float(vol.max())
+    if threshold is None and vmax <= level:
+        level = 0.5 * vmax
+    verts, faces = marching_cubes_mesh(vol.numpy(), level, (-ext,) * 3, (ext,) * 3)
+    out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}.ply"
+    write_ply(out, verts, faces)
+    return {"path": str(out), "n_vertices": int(len(verts)), "n_faces": int(len(faces)),
+            "threshold": level, "density_max": vmax, "resolution": resolution, "extent": ext}
