@@ -29,7 +29,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import DataError, SceneDataset, parse_background
 from ._common import (bounds_from_aabb, check_pose, composite, decode_image, fov_to_focal,
