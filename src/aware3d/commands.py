@@ -57,11 +57,14 @@ def cmd_train(args, parser) -> int:
                     downscale=args.downscale, batch_size=args.batch_size, device=args.device,
                     overrides=args.overrides)
     else:
-        overrides = {k: v for k, v in args.overrides}
+        import yaml
+
+        kw = {k: yaml.safe_load(v) for k, v in args.overrides}
+        if args.preset:
+            kw["preset"] = args.preset  # else the method's own default (its CPU preset)
         run = _gan(m).train(args.data, args.out or f"runs/{m}-{Path(args.data).name}",
-                            preset=args.preset or "cpu32", max_steps=args.max_steps,
-                            max_minutes=args.max_minutes, resume=args.resume, seed=args.seed,
-                            batch_size=args.batch_size, **overrides)
+                            max_steps=args.max_steps, max_minutes=args.max_minutes,
+                            resume=args.resume, seed=args.seed, batch_size=args.batch_size, **kw)
     print(f"run folder: {run}")
     return 0
 
@@ -91,9 +94,10 @@ def cmd_render(args, parser) -> int:
         files = render_program(args.run, args.program or "turntable", path=args.path, out=args.out,
                                frames=args.frames)
     else:
-        import importlib
+        import importlib.util
 
-        prog = importlib.import_module(f"aware3d.programs.{method}")
+        where = f"aware3d.programs.{method}"
+        prog = importlib.import_module(where if importlib.util.find_spec(where) else f"aware3d.methods.{method}")
         if args.list or not args.program:
             print("\n".join(prog.PROGRAMS))
             return 0
@@ -113,11 +117,18 @@ def cmd_export(args, parser) -> int:
         from .train.recon import export_mesh
 
         info = export_mesh(args.run, resolution=args.resolution, threshold=args.threshold, out=args.out)
+    elif method == "giraffe":
+        out = args.out or str(Path(args.run) / f"mesh_seed{args.seed}_object{args.object}.ply")
+        info = _gan(method).export_object_mesh(args.run, seed=args.seed, object_index=args.object,
+                                               resolution=args.resolution, out_path=out)
     else:
         mod = _gan(method)
-        out = args.out or str(Path(args.run) / f"mesh_seed{args.seed}_object{args.object}.ply")
-        info = mod.export_object_mesh(args.run, seed=args.seed, object_index=args.object,
-                                      resolution=args.resolution, out_path=out)
+        if not hasattr(mod, "export_mesh"):
+            raise ValueError(f"{method} has no radiance field to mesh (its 3D representation is a "
+                             f"learnt feature volume); mesh export exists for nerf, ngp, nerfw, "
+                             f"giraffe, graf, pigan and cips3d")
+        out = args.out or str(Path(args.run) / f"mesh_seed{args.seed}.ply")
+        info = mod.export_mesh(args.run, seed=args.seed, resolution=args.resolution, out_path=out)
     print(json.dumps(info, indent=2, default=str))
     return 0
 
