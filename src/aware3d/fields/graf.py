@@ -1,0 +1,86 @@
+"""GRAF's conditional radiance field (Schwarz et al. 2020, sec. 3.1, fig. 3).
+
+    h    = MLP_trunk([gamma(x), z_s])          ReLU layers, [gamma(x), z_s] concatenated again at skips
+    sigma = w_s . h + b_s                      raw density (the renderer clamps it at zero)
+    c     = sigmoid(MLP_c([W_f h, gamma(d), z_a]))
+
+The shape code z_s is concatenated with gamma(x) before the density trunk and the appearance code
+z_a with gamma(d) before the colour head, so density depends on z_s only and appearance can be
+changed alone. gamma is the NeRF code's encoding (raw input kept, no pi; L = 10 for points and 4 for
+directions, :func:`aware3d.render.encodings.nerf_encoding`). Defaults are the official ones:
+8 x 256 trunk with the skip after layer 4, a 128-wide colour layer.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..render._checks import ShapeError, check_tensor
+from ..render.encodings import nerf_encoding, positional_encoding_dim
+
+__all__ = ["GrafField"]
+
+
+class GrafField(nn.Module):
+    """f(gamma(x), gamma(d), z_s, z_a) -> (sigma, rgb).
+
+    ``pos_scale`` multiplies points before the encoding (1 in the official configs)."""
+
+    def __init__(self, z_shape_dim: int = 128, z_app_dim: int = 128, hidden: int = 256,
+                 n_layers: int = 8, skips=(4,), n_freq_pos: int = 10, n_freq_dir: int = 4,
+                 color_hidden: int | None = None, pos_scale: float = 1.0):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers: expected >= 1, got {n_layers}")
+        self.z_shape_dim, self.z_app_dim = z_shape_dim, z_app_dim
+        self.hidden, self.n_layers = hidden, n_layers
+        self.n_freq_pos, self.n_freq_dir = n_freq_pos, n_freq_dir
+        self.pos_scale = float(pos_scale)
+        # skip k: [gamma(x), z_s] is concatenated to the output of layer k (1-based), k < n_layers
+        self.skips = tuple(int(k) for k in skips if 1 <= int(k) < n_layers)
+        pe = positional_encoding_dim(3, n_freq_pos, include_input=True)
+        pe_dir = positional_encoding_dim(3, n_freq_dir, include_input=True)
+        in_dim = pe + z_shape_dim
+        dims_in = [in_dim] + [hidden + (in_dim if k in self.skips else 0) for k in range(1, n_layers)]
+        self.trunk = nn.ModuleList(nn.Linear(d, hidden) for d in dims_in)
+        self.sigma_out = nn.Linear(hidden, 1)
+        self.feature = nn.Linear(hidden, hidden)
+        ch = hidden // 2 if color_hidden is None else color_hidden
+        self.color_hidden = nn.Linear(hidden + pe_dir + z_app_dim, ch)
+        self.color_out = nn.Linear(ch, 3)
+
+    def _features(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
+        check_tensor("points", points, (3,), min_dims=3, floating=True)
+        check_tensor("z_shape", z_shape, (self.z_shape_dim,), min_dims=2, floating=True)
+        if points.shape[0] != z_shape.shape[0]:
+            raise ShapeError(f"points: expected shape ({z_shape.shape[0]}, P, 3) (batch of z_shape), "
+                             f"got {tuple(points.shape)}")
+        B, P = points.shape[:2]
+        gx = nerf_encoding(points * self.pos_scale, self.n_freq_pos)
+        inp = torch.cat([gx, z_shape[:, None, :].expand(B, P, self.z_shape_dim)], -1)
+        h = inp
+        for k, layer in enumerate(self.trunk, start=1):
+            h = F.relu(layer(h))
+            if k in self.skips:
+                h = torch.cat([inp, h], -1)
+        return h
+
+    def forward(self, points: torch.Tensor, dirs: torch.Tensor, z_shape: torch.Tensor,
+                z_app: torch.Tensor):
+        """points, dirs (B, P, 3), z_shape (B, Zs), z_app (B, Za) ->
+        ``(sigma (B, P) raw, rgb (B, P, 3) in [0, 1])``."""
+        check_tensor("z_app", z_app, (self.z_app_dim,), min_dims=2, floating=True)
+        if dirs.shape != points.shape:
+            raise ShapeError(f"dirs: expected shape {tuple(points.shape)} (that of points), got {tuple(dirs.shape)}")
+        h = self._features(points, z_shape)
+        sigma = self.sigma_out(h).squeeze(-1)
+        B, P = points.shape[:2]
+        gd = nerf_encoding(dirs, self.n_freq_dir)
+        c = torch.cat([self.feature(h), gd, z_app[:, None, :].expand(B, P, self.z_app_dim)], -1)
+        c = F.relu(self.color_hidden(c))
+        return sigma, torch.sigmoid(self.color_out(c))
+
+    def density(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
+        """Raw density only (mesh extraction): (B, P). Depends on z_shape alone."""
+        return self.sigma_out(self._features(points, z_shape)).squeeze(-1)

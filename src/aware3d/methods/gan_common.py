@@ -1,0 +1,559 @@
+"""Generic pieces of the 3D-aware GAN methods (GRAF, pi-GAN; HoloGAN and CIPS-3D may import them).
+
+GIRAFFE's module (:mod:`aware3d.methods.giraffe`) and the GAN engine (:mod:`aware3d.train.gan`)
+stay the reference for the training loop; what is here is what the other methods share on top of
+them:
+
+- **configs**: presets as dicts over a method's config dataclass (:func:`make_config`,
+  :func:`replace_config`, :func:`config_from_dict`; command-line strings are parsed as YAML);
+- **data**: the image folder of a run (:func:`image_dataset`) and :class:`MappedImages`, a wrapper
+  that transforms every real batch the engine draws (resizing for progressive growing, GRAF's
+  patches) with the engine's own random generator, so a resumed run continues exactly;
+- **training**: :func:`train_method` builds dataset + :class:`~aware3d.train.gan.GanConfig` +
+  engine from a preset and runs :func:`~aware3d.train.gan.train_gan`, calling the method's
+  optional ``set_step(step, engine)`` before every step (annealing, progressive growing);
+- **loading / evaluation**: :func:`load_run` (EMA generator of a run's latest checkpoint) and
+  :func:`evaluate_run` (FID / KID, ``RUN/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``);
+- **rendering**: :func:`render_radiance`, volume rendering of a conditional radiance field with
+  stratified + hierarchical sampling (one network for both passes, as pi-GAN);
+- **controls**: camera yaw / pitch sweeps, latent interpolation per latent group and fixed-seed
+  grids (:func:`program_names`, :func:`render_program_frames`, :func:`render_program`, writing
+  GIF + MP4 + a PNG grid);
+- **geometry**: :func:`density_grid` / :func:`export_density_mesh` (marching cubes -> PLY) and
+  :func:`depth_reprojection_error` (3D consistency of two rendered views).
+
+A method module using these provides ``NAME``, a config dataclass ``Config`` (with at least
+``batch_size``, ``resolution``, ``flip``, ``seed``, ``preset``, ``data``), ``PRESETS``,
+``DEFAULT_PRESET`` and ``build(cfg) -> method``. The method object is what the GAN engine needs
+(:class:`~aware3d.train.gan.GanMethod`) plus ``gan_config(**kw) -> GanConfig`` and, optionally,
+
+- ``wrap_dataset(dataset) -> dataset`` (e.g. ``MappedImages(dataset, fn)``),
+- ``set_step(step, engine=None)``: put the method (and the engine: batch size, learning rates) in
+  the state of training step ``step`` (0-based, the step about to run),
+- ``prepare_inference()``: called by :func:`load_run` after the weights are loaded,
+- for the controls: ``camera_from_angles(yaw_deg, pitch_deg) -> c2w (B, 4, 4)``,
+  ``angle_ranges() -> {"yaw": (lo, hi, mean), "pitch": (lo, hi, mean)}`` (degrees; yaw is the
+  azimuth about the world z axis, pitch the elevation above the xy-plane) and ``latent_groups``
+  (``{"shape": ["z_shape"], "appearance": ["z_app"]}``: input keys each interpolation changes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "make_config", "replace_config", "config_from_dict", "image_dataset", "MappedImages",
+    "resize_images", "train_method", "checkpoint_step", "load_run", "evaluate_run", "to_unit",
+    "render_radiance", "program_names", "render_program_frames", "render_program",
+    "density_grid", "export_density_mesh", "depth_reprojection_error", "sweep_values",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Configs
+
+
+def _coerce(value, current):
+    from .giraffe import _coerce as giraffe_coerce  # one parser for command-line overrides
+
+    return giraffe_coerce("", value, current)
+
+
+def replace_config(cfg, **overrides):
+    """``dataclasses.replace`` with command-line coercion; ``None`` values are ignored and unknown
+    names raise ``ValueError`` listing the known ones."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ValueError(f"unknown {type(cfg).__name__} setting(s) {bad}; known: {sorted(names)}")
+    vals = {k: _coerce(v, getattr(cfg, k)) for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(cfg, **vals)
+
+
+def make_config(config_cls, presets: Mapping[str, dict], preset: str, **overrides):
+    """``config_cls(**presets[preset], preset=preset)`` with ``overrides``."""
+    if preset not in presets:
+        raise ValueError(f"preset: expected one of {sorted(presets)}, got {preset!r}")
+    return replace_config(config_cls(**presets[preset], preset=preset), **overrides)
+
+
+def config_from_dict(config_cls, d: Mapping[str, Any]):
+    """Rebuild a config from the plain data written to a run folder (unknown keys ignored)."""
+    base = config_cls()
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return dataclasses.replace(base, **{k: _coerce(v, getattr(base, k)) for k, v in d.items()
+                                        if k in names})
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+class _FolderImages:
+    """Minimal image folder (used only while :mod:`aware3d.data.imagefolder` is absent): every
+    image centre-cropped to a square, resized to ``resolution`` and kept as uint8.
+    ``sample(n, generator)`` -> (n, 3, S, S) float in [-1, 1] with random horizontal flips."""
+
+    _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+    def __init__(self, root, resolution: int, flip: bool = True):
+        from PIL import Image
+
+        from ..data import DataError
+
+        root = Path(root)
+        folder = root / "images" if (root / "images").is_dir() else root
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in self._EXTS) if folder.is_dir() else []
+        if not files:
+            raise DataError(f"{root}: no images found (expected {', '.join(self._EXTS)} files)")
+        imgs = []
+        for p in files:
+            im = Image.open(p).convert("RGB")
+            w, h = im.size
+            s = min(w, h)
+            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            if s != resolution:
+                im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+            imgs.append(np.asarray(im))
+        self.images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+        self.resolution, self.flip, self.root = int(resolution), bool(flip), root
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i].float() / 127.5 - 1
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        idx = torch.randint(0, len(self), (n,), generator=generator)
+        x = self.images[idx].float() / 127.5 - 1
+        if self.flip:
+            f = torch.rand(n, generator=generator) < 0.5
+            x = torch.where(f[:, None, None, None], x.flip(-1), x)
+        return x
+
+
+def image_dataset(path, resolution: int, flip: bool = True):
+    """The GAN image folder dataset (:class:`aware3d.data.imagefolder.ImageFolderDataset`):
+    ``sample(n, generator)`` -> (n, 3, S, S) in [-1, 1]."""
+    try:
+        from ..data.imagefolder import ImageFolderDataset
+    except ImportError:  # that module is being written alongside; keep the methods usable
+        return _FolderImages(path, resolution, flip)
+    return ImageFolderDataset(str(path), resolution, flip=flip)
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size): area averaging when shrinking by an integer factor,
+    antialiased bilinear otherwise."""
+    h = x.shape[-1]
+    if h == size:
+        return x
+    if h > size and h % size == 0:
+        return F.avg_pool2d(x, h // size)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=h > size)
+
+
+class MappedImages:
+    """Wraps a dataset so that ``sample(n, generator)`` returns ``fn(dataset.sample(n, generator),
+    generator)``: every random draw of the mapping comes from the engine's generator (resume-exact,
+    identical on every data-parallel rank). ``len`` and indexing pass through."""
+
+    def __init__(self, dataset, fn: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]):
+        self.dataset, self.fn = dataset, fn
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.fn(torch.as_tensor(self.dataset.sample(n, generator)).float(), generator)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+_CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def checkpoint_step(run_dir) -> int | None:
+    """Step of a run's latest checkpoint (from its file name; the file is read only when the name
+    does not tell), None without checkpoints."""
+    from ..train.io import latest_checkpoint, load_checkpoint
+
+    p = latest_checkpoint(run_dir)
+    if p is None:
+        return None
+    m = _CKPT_RE.match(p.name)
+    return int(m.group(1)) if m else int(load_checkpoint(p)["step"])
+
+
+def train_method(mod, data, out, preset: str | None = None, max_steps: int | None = None,
+                 max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+                 batch_size: int | None = None, on_step: Callable | None = None, **overrides) -> Path:
+    """Train the GAN method of module ``mod`` on the image folder ``data``; returns the run folder.
+
+    ``overrides`` are fields of ``mod.Config`` (strings parsed as YAML). With ``resume`` and a
+    checkpoint in ``out`` the stored config is used (``batch_size`` and overrides still apply) and
+    training continues from the latest checkpoint: the method's ``set_step`` puts it in the state
+    of that step before the engine is built. ``on_step(engine, scalars)`` is passed through to the
+    engine loop (after the method's own step hook)."""
+    from ..train import gan
+    from ..train.io import load_run_config
+
+    run_dir = Path(out)
+    start = checkpoint_step(run_dir) if resume and run_dir.is_dir() else None
+    if start is not None:
+        cfg = config_from_dict(mod.Config, load_run_config(run_dir))
+        cfg = replace_config(cfg, batch_size=batch_size, **overrides)
+    else:
+        cfg = make_config(mod.Config, mod.PRESETS, preset or mod.DEFAULT_PRESET, seed=seed,
+                          batch_size=batch_size, **overrides)
+    cfg = dataclasses.replace(cfg, data=str(data))
+    dataset = image_dataset(data, cfg.resolution, flip=cfg.flip)
+    method = mod.build(cfg)
+    if hasattr(method, "wrap_dataset"):
+        dataset = method.wrap_dataset(dataset)
+    step_hook = getattr(method, "set_step", None)
+    if step_hook is not None:
+        step_hook(start or 0)
+    gcfg = method.gan_config(max_steps=max_steps, max_minutes=max_minutes)
+
+    def hook(engine, scalars):
+        if step_hook is not None:
+            step_hook(engine.step, engine)
+        if on_step is not None:
+            on_step(engine, scalars)
+
+    return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume,
+                         config=dataclasses.asdict(cfg), on_step=hook)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and evaluation
+
+
+def load_run(mod, run_dir, ema: bool = True, device: str | torch.device = "cpu"):
+    """``(cfg, method, G)`` of a run's latest checkpoint: the EMA generator by default, in eval
+    mode without gradients, after the method's ``prepare_inference()``."""
+    from ..train.io import load_checkpoint, load_run_config
+
+    cfg = config_from_dict(mod.Config, load_run_config(run_dir))
+    method = mod.build(cfg)
+    state = load_checkpoint(run_dir, map_location="cpu")
+    key = "G_ema" if ema and "G_ema" in state else "G"
+    method.generator.load_state_dict(state[key])
+    if hasattr(method, "prepare_inference"):
+        method.prepare_inference()
+    G = method.generator.to(device).eval().requires_grad_(False)
+    return cfg, method, G
+
+
+def to_unit(images: torch.Tensor, image_range=(-1.0, 1.0)) -> torch.Tensor:
+    """Generated images in ``image_range`` -> [0, 1] (clamped)."""
+    lo, hi = image_range
+    return ((images.float() - lo) / (hi - lo)).clamp(0, 1)
+
+
+def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
+                 device: str | torch.device = "cpu") -> dict:
+    """FID and KID of the run's EMA generator on ``n_gen`` images (prior cameras and latents drawn
+    from ``seed``) against the real images of ``data`` (default the run's training folder) at the
+    run's resolution. Writes ``run_dir/eval/metrics.json`` (``{"fid5k", "kid5k", "kid5k_std",
+    ...}``, names from the number of images) and returns it."""
+    from ..metrics.fid import compute_fid_kid
+    from ..train.io import atomic_write_text
+    from .giraffe import _real_images
+
+    cfg, method, G = load_run(mod, run_dir, device=device)
+    data = data or cfg.data
+    if data is None:
+        raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
+    real = _real_images(str(data), cfg.resolution)
+    g = torch.Generator().manual_seed(int(seed))
+    dev = next(G.parameters()).device
+
+    @torch.no_grad()
+    def generate(n: int) -> torch.Tensor:
+        x = method.sample_inputs(n, g, train=False)
+        x = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in x.items()}
+        return to_unit(G(x), method.image_range).cpu()
+
+    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size,
+                          cache_key=f"{Path(data).resolve()}@{cfg.resolution}")
+    metrics = {k: float(v) for k, v in res.items()}
+    metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=int(cfg.resolution),
+                   generator="ema", data=str(data), method=mod.NAME)
+    out = Path(run_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Volume rendering of a conditional radiance field
+
+
+def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tensor, near, far,
+                    n_samples: int, n_importance: int = 0, *, perturb: bool = False,
+                    noise_std: float = 0.0, background=None, chunk: int | None = None) -> dict:
+    """Render rays (B, R, 3) through ``field_fn(points (B, M, 3), dirs (B, M, 3)) -> (sigma (B, M)
+    raw, values (B, M, C))``.
+
+    ``n_samples`` stratified samples on [near, far] (numbers or (B, R) tensors; jittered with
+    ``perturb``), then, if ``n_importance`` > 0, as many inverse-CDF samples from the coarse
+    weights (random with ``perturb``, evenly spaced levels otherwise); the coarse outputs are kept
+    and merged with the fine ones, sorted by depth (pi-GAN's scheme: one network for both passes).
+    ``noise_std`` adds N(0, noise_std^2) to the raw densities (training regulariser of NeRF / GRAF /
+    pi-GAN; global RNG). ``chunk`` splits the rays into groups of at most ``chunk`` (inference).
+
+    Returns ``{"color" (B, R, C), "depth" (B, R) sum_i w_i t_i, "opacity" (B, R)}``.
+    """
+    from ..render.samplers import points_along_rays, sample_pdf, stratified_samples
+    from ..render.volume import render_weights, volume_render
+
+    B, R = rays_o.shape[:2]
+    if chunk is not None and R > chunk:
+        parts = []
+        for a in range(0, R, chunk):
+            nf = [v[:, a:a + chunk] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
+            parts.append(render_radiance(field_fn, rays_o[:, a:a + chunk], rays_d[:, a:a + chunk],
+                                         nf[0], nf[1], n_samples, n_importance, perturb=perturb,
+                                         noise_std=noise_std, background=background))
+        return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
+
+    def evaluate(t):
+        N = t.shape[-1]
+        pts = points_along_rays(rays_o, rays_d, t).reshape(B, R * N, 3)
+        dirs = rays_d.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
+        s, c = field_fn(pts, dirs)
+        s = s.float().reshape(B, R, N)
+        if noise_std > 0:
+            s = s + noise_std * torch.randn_like(s)
+        return s, c.float().reshape(B, R, N, -1)
+
+    t, bins = stratified_samples(near, far, n_samples, batch_shape=(B, R), perturb=perturb,
+                                 dtype=rays_o.dtype, device=rays_o.device)
+    sigma, values = evaluate(t)
+    if n_importance > 0:
+        with torch.no_grad():
+            w = render_weights(sigma, t)[0]
+        t_fine = sample_pdf(bins, w, n_importance, deterministic=not perturb)
+        s_f, v_f = evaluate(t_fine)
+        t_all = torch.cat([t, t_fine], -1)
+        t, order = torch.sort(t_all, -1)
+        sigma = torch.gather(torch.cat([sigma, s_f], -1), -1, order)
+        values = torch.cat([values, v_f], -2)
+        values = torch.gather(values, -2, order.unsqueeze(-1).expand(*order.shape, values.shape[-1]))
+    out = volume_render(sigma, values, t, background=background)
+    return {"color": out["color"], "depth": out["depth"], "opacity": out["opacity"]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Controls: camera sweeps, latent interpolation, fixed-seed grids
+
+_BASE_PROGRAMS = ("yaw_sweep", "pitch_sweep", "seed_grid")
+
+
+def program_names(latent_groups: Mapping[str, Sequence[str]]) -> tuple:
+    """``yaw_sweep``, ``pitch_sweep``, ``seed_grid`` and ``interpolate_<group>`` per latent group."""
+    return _BASE_PROGRAMS + tuple(f"interpolate_{g}" for g in latent_groups)
+
+
+def sweep_values(lo: float, hi: float, mean: float, n: int) -> torch.Tensor:
+    """``n`` angles of a looping sweep: a full turn when [lo, hi] spans >= 359 degrees, else
+    mean + a sin(2 pi k / n) with a = the larger distance from the mean to a bound."""
+    k = torch.arange(n, dtype=torch.float32)
+    if hi - lo >= 359.0:
+        return lo + 360.0 * k / n
+    amp = max(hi - mean, mean - lo, 1e-3)
+    return mean + amp * torch.sin(2 * math.pi * k / n)
+
+
+def _slerp_or_lerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    """Spherical interpolation of Gaussian latents (norm kept), linear when nearly parallel."""
+    af, bf = a.flatten(1), b.flatten(1)
+    cos = (af * bf).sum(1) / (af.norm(dim=1) * bf.norm(dim=1)).clamp_min(1e-12)
+    theta = torch.acos(cos.clamp(-1, 1))
+    s = torch.sin(theta)
+    ok = s > 1e-4
+    wa = torch.where(ok, torch.sin((1 - w) * theta) / s.clamp_min(1e-4), torch.full_like(s, 1 - w))
+    wb = torch.where(ok, torch.sin(w * theta) / s.clamp_min(1e-4), torch.full_like(s, w))
+    view = (-1,) + (1,) * (a.dim() - 1)
+    return wa.view(view) * a + wb.view(view) * b
+
+
+def _program_inputs(method, program: str, base: dict, other: dict, n_frames: int) -> list[dict]:
+    """The generator inputs of each frame of ``program``."""
+    B = next(v for v in base.values() if torch.is_tensor(v)).shape[0]
+    ranges = method.angle_ranges()
+    frames = []
+    if program in ("yaw_sweep", "pitch_sweep", "seed_grid"):
+        key = "pitch" if program == "pitch_sweep" else "yaw"
+        vals = sweep_values(*ranges[key], n_frames)
+        for v in vals.tolist():
+            yaw = v if key == "yaw" else ranges["yaw"][2]
+            pitch = v if key == "pitch" else ranges["pitch"][2]
+            x = dict(base)
+            x["c2w"] = method.camera_from_angles(torch.full((B,), yaw), torch.full((B,), pitch))
+            frames.append(x)
+        return frames
+    group = program[len("interpolate_"):]
+    keys = method.latent_groups[group]
+    for k in range(n_frames):
+        w = 0.5 * (1 - math.cos(2 * math.pi * k / n_frames))  # 0 -> 1 -> 0: a loop
+        x = dict(base)
+        x["c2w"] = method.camera_from_angles(torch.full((B,), ranges["yaw"][2]),
+                                             torch.full((B,), ranges["pitch"][2]))
+        for key in keys:
+            x[key] = _slerp_or_lerp(base[key], other[key], w)
+        frames.append(x)
+    return frames
+
+
+@torch.no_grad()
+def render_program_frames(method, G, program: str, seed: int = 0, n_frames: int = 24,
+                          n_samples: int = 4, chunk: int = 8) -> torch.Tensor:
+    """Frames of a control program: (T, n_samples, H, W, 3) in [0, 1].
+
+    ``yaw_sweep`` / ``pitch_sweep``: the camera moves (yaw: a full turn if the prior covers the
+    circle, else a sweep over the prior's range) at the prior's mean of the other angle;
+    ``interpolate_<group>``: the group's latents go from the ``seed`` scene to another one and back
+    (spherical interpolation), at the mean camera; ``seed_grid``: like ``yaw_sweep`` (used with
+    many samples for a fixed-seed grid)."""
+    names = program_names(method.latent_groups)
+    if program not in names:
+        raise ValueError(f"program: expected one of {list(names)}, got {program!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    base = method.sample_inputs(n_samples, g, train=False)
+    other = method.sample_inputs(n_samples, g, train=False)
+    dev = next(G.parameters()).device
+    out = []
+    for x in _program_inputs(method, program, base, other, n_frames):
+        imgs = []
+        for a in range(0, n_samples, chunk):
+            part = {k: (v[a:a + chunk].to(dev) if torch.is_tensor(v) else v) for k, v in x.items()}
+            imgs.append(to_unit(G(part), method.image_range).cpu())
+        out.append(torch.cat(imgs).permute(0, 2, 3, 1))
+    return torch.stack(out)
+
+
+def render_program(method, G, program: str, out_dir, seed: int = 0, n_frames: int | None = None,
+                   n_samples: int | None = None, fps: float = 12.0, stem: str | None = None) -> dict:
+    """Render a control program and write ``<stem>.gif``, ``<stem>.mp4`` (every frame: the samples
+    side by side; a 4-wide grid for ``seed_grid``) and ``<stem>.png`` (rows = samples, columns = up
+    to 8 evenly spaced frames; for ``seed_grid`` the grid of all samples at the middle frame).
+    Returns ``{"gif", "mp4", "png"}`` paths (strings)."""
+    from ..train.io import make_grid, save_png, save_video
+
+    grid = program == "seed_grid"
+    n_samples = n_samples or (16 if grid else 4)
+    n_frames = n_frames or (24 if not grid else 16)
+    frames = render_program_frames(method, G, program, seed=seed, n_frames=n_frames, n_samples=n_samples)
+    T, B, H, W, C = frames.shape
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = stem or f"{program}_seed{seed}"
+    nrow = int(math.ceil(math.sqrt(B))) if grid else B
+    rows = [make_grid(frames[k], nrow=nrow) for k in range(T)]
+    files = {"gif": save_video(out / f"{stem}.gif", rows, fps=fps),
+             "mp4": save_video(out / f"{stem}.mp4", rows, fps=fps)}
+    if grid:
+        still = make_grid(frames[0], nrow=nrow)
+    else:
+        cols = min(T, 8)
+        idx = torch.linspace(0, T - 1, cols).round().long()
+        still = make_grid(frames[idx].permute(1, 0, 2, 3, 4).reshape(B * cols, H, W, C), nrow=cols)
+    files["png"] = save_png(out / f"{stem}.png", still)
+    return {k: str(v) for k, v in files.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry: meshes and 3D consistency
+
+
+@torch.no_grad()
+def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], lo, hi, resolution: int = 128,
+                 chunk: int = 65536) -> torch.Tensor:
+    """``relu(density_fn(points (P, 3)))`` on a ``resolution``^3 grid spanning the box [lo, hi]
+    (numbers or 3-vectors), indexed (x, y, z)."""
+    lo = torch.as_tensor(lo, dtype=torch.float32).expand(3)
+    hi = torch.as_tensor(hi, dtype=torch.float32).expand(3)
+    axes = [torch.linspace(float(lo[i]), float(hi[i]), resolution) for i in range(3)]
+    pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    vals = [density_fn(pts[a:a + chunk]).float().reshape(-1).cpu() for a in range(0, pts.shape[0], chunk)]
+    return torch.cat(vals).clamp_min(0).reshape(resolution, resolution, resolution)
+
+
+def export_density_mesh(density_fn: Callable[[torch.Tensor], torch.Tensor], lo, hi, out_path,
+                        resolution: int = 128, threshold: float | None = None,
+                        colors_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """Marching cubes on :func:`density_grid` at ``threshold`` (default 10, or half the maximum
+    density when the field never reaches 10), written as a binary PLY (vertex colours from
+    ``colors_fn(vertices (V, 3)) -> (V, 3)`` in [0, 1] if given). Returns a summary dict."""
+    from ..utils.mesh import marching_cubes_mesh, write_ply
+
+    vol = density_grid(density_fn, lo, hi, resolution)
+    vmax = float(vol.max())
+    level = 10.0 if threshold is None else float(threshold)
+    if threshold is None and vmax <= level:
+        level = 0.5 * vmax
+    lo3 = np.broadcast_to(np.asarray(lo, np.float32), (3,))
+    hi3 = np.broadcast_to(np.asarray(hi, np.float32), (3,))
+    verts, faces = marching_cubes_mesh(vol.numpy(), level, lo3, hi3)
+    colors = None
+    if colors_fn is not None and len(verts):
+        with torch.no_grad():
+            colors = colors_fn(torch.from_numpy(verts)).float().clamp(0, 1).cpu().numpy()
+    path = write_ply(out_path, verts, faces, colors)
+    return {"path": str(path), "n_vertices": int(len(verts)), "n_faces": int(len(faces)),
+            "threshold": level, "density_max": vmax, "resolution": int(resolution),
+            "bounds": [lo3.tolist(), hi3.tolist()]}
+
+
+def depth_reprojection_error(depth_a: torch.Tensor, depth_b: torch.Tensor, K: torch.Tensor,
+                             c2w_a: torch.Tensor, c2w_b: torch.Tensor,
+                             mask_a: torch.Tensor | None = None, mask_b: torch.Tensor | None = None
+                             ) -> dict:
+    """3D consistency of two renders of one scene.
+
+    depth_a, depth_b (H, W): distance along the ray of views a and b (same intrinsics ``K``);
+    masks (H, W) bool: pixels with a surface (default all). Every valid pixel of view b is lifted
+    to 3D (o + depth_b d), projected into view a and its distance to camera a compared with
+    depth_a bilinearly read there (only where the 2 x 2 neighbourhood of view a is valid).
+    Returns ``{"mean_abs", "median_abs", "mean_rel" (|error| / depth), "n_valid", "fraction_valid"}``
+    (NaN errors when no pixel is valid)."""
+    from ..render.cameras import image_rays, project
+
+    H, W = depth_b.shape
+    mask_a = torch.ones_like(depth_a, dtype=torch.bool) if mask_a is None else mask_a.bool()
+    mask_b = torch.ones_like(depth_b, dtype=torch.bool) if mask_b is None else mask_b.bool()
+    o, d = image_rays(K.float(), c2w_b.float(), W, H)
+    X = o + depth_b.float().unsqueeze(-1) * d
+    uv, dist = project(X, K.float(), c2w_a.float())
+    grid = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1)[None]
+    read = F.grid_sample(depth_a.float()[None, None], grid, mode="bilinear", align_corners=False,
+                         padding_mode="border")[0, 0]
+    valid_a = F.grid_sample(mask_a.float()[None, None], grid, mode="bilinear", align_corners=False,
+                            padding_mode="zeros")[0, 0] > 0.999
+    inside = (uv[..., 0] >= 0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= 0.5) & (uv[..., 1] <= H - 0.5)
+    valid = mask_b & valid_a & inside & (dist > 0)
+    err = (dist - read).abs()[valid]
+    n = int(valid.sum())
+    if n == 0:
+        nan = float("nan")
+        return {"mean_abs": nan, "median_abs": nan, "mean_rel": nan, "n_valid": 0, "fraction_valid": 0.0}
+    return {"mean_abs": float(err.mean()), "median_abs": float(err.median()),
+            "mean_rel": float((err / dist[valid]).mean()), "n_valid": n,
+            "fraction_valid": n / float(mask_b.sum().clamp_min(1))}

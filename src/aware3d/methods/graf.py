@@ -1,0 +1,423 @@
+"""GRAF (Schwarz et al., NeurIPS 2020): generative radiance fields trained on K x K patches.
+
+The generator renders a conditional radiance field (:class:`aware3d.fields.graf.GrafField`: z_s
+with gamma(x) before the density trunk, z_a with gamma(d) before the colour head) seen from a camera
+on a sphere / upper hemisphere looking at the origin (PAPERS.md card 4). In training it renders only
+a K x K sparse patch of rays (K = 32): centre u and scale s ~ U[s_min, 1] with s_min annealed, so
+the patch covers s of the image width around u; real images are bilinearly sampled at the same kind
+of patch (:func:`sample_image_patches`, drawn independently, from the engine's generator). The
+discriminator (:class:`PatchDiscriminator`, spectral norm + instance norm as the official code) only
+ever sees K x K patches. Non-saturating loss + R1 (10), RMSprop lr G 5e-4 / D 1e-4, EMA 0.999.
+
+Pieces: :func:`sample_inputs` (latents, camera, patch), :class:`GrafGenerator` (rays ->
+:func:`aware3d.methods.gan_common.render_radiance`, stratified + optional hierarchical samples),
+:class:`PatchDiscriminator`, :class:`GrafMethod` (what the GAN engine needs).
+
+Entry points: :func:`train`, :func:`evaluate`, :func:`export_mesh`, :func:`render` with
+:data:`PROGRAMS` (camera yaw / pitch sweeps, shape and appearance interpolation, fixed-seed grid).
+Images are in [-1, 1]; the world is z-up with OpenGL cameras (docs/CONVENTIONS.md).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fields.graf import GrafField
+from ..render.cameras import (image_rays, intrinsics_from_fov, look_at, patch_rays, patch_uv,
+                              sample_poses_sphere, spherical_to_cartesian)
+from . import gan_common as gc
+
+NAME = "graf"
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class Config:
+    """Every setting of a GRAF run (plain data; written to the run folder's config)."""
+
+    # image, patches, rendering
+    resolution: int = 64                # full image size (square)
+    patch: int = 32                     # K: the patch is K x K rays
+    min_scale: float = 0.25             # s ~ U[s_min, max_scale]
+    max_scale: float = 1.0
+    scale_anneal: float = 0.0025        # s_min = max(min_scale, exp(-3 (step // anneal_every) a)), <= 0.9
+    anneal_every: int = 1000
+    n_samples: int = 64                 # stratified samples per ray
+    n_importance: int = 0               # hierarchical samples per ray (0: official GRAF configs)
+    near: float = 7.5                   # ray bounds for the largest camera radius
+    far: float = 12.5
+    white_background: bool = False
+    chunk: int = 8192                   # rays per chunk at inference
+    # camera (degrees; elevation above the xy-plane, azimuth from +x towards +y)
+    fov: float = 10.0
+    radius: tuple = (9.5, 10.5)
+    elevation_range: tuple = (5.0, 20.0)
+    azimuth_range: tuple = (0.0, 90.0)
+    uniform_area: bool = True           # official: uniform on the spherical band (v uniform)
+    # networks
+    z_shape_dim: int = 128
+    z_app_dim: int = 128
+    hidden: int = 256
+    n_layers: int = 8
+    skips: tuple = (4,)
+    n_freq_pos: int = 10
+    n_freq_dir: int = 4
+    pos_scale: float = 1.0
+    ndf: int = 64
+    # training (engine settings; see aware3d.train.gan.GanConfig)
+    batch_size: int = 8
+    optimizer: str = "rmsprop"
+    lr_g: float = 5e-4
+    lr_d: float = 1e-4
+    lr_anneal: float = 0.5              # lr *= lr_anneal at each of lr_anneal_steps
+    lr_anneal_steps: tuple = (50000, 100000, 200000)
+    ema_beta: float = 0.999
+    r1_weight: float = 10.0
+    r1_interval: int = 1
+    density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
+    noise_anneal_steps: int = 5000      # ... over these steps (official "decrease_noise")
+    flip: bool = True
+    mesh_extent: float = 1.0            # export_mesh box [-e, e]^3
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    device: str = "auto"
+    preset: str = "cpu32"
+    data: str | None = None
+
+
+def _elevation_from_v(v: float) -> float:
+    """Official camera parameter v (polar angle arccos(1 - 2 v)) -> elevation in degrees."""
+    return round(90.0 - math.degrees(math.acos(1 - 2 * v)), 4)
+
+
+# Faces (celebA, cats): fov 10, radius 10 (+-0.5), rays in [7.5, 12.5], polar angle 70-85 deg.
+_FACES = dict(fov=10.0, radius=(9.5, 10.5), near=7.5, far=12.5,
+              elevation_range=(_elevation_from_v(0.45642212862617093), _elevation_from_v(0.32898992833716556)),
+              azimuth_range=(0.0, 90.0), uniform_area=True, mesh_extent=1.0)
+# The built-in synthetic objects (aware3d.data.synth.synth_objects defaults): camera at radius 6,
+# fov 40, elevation uniform in [20, 60], any azimuth; objects within ~2 of the origin.
+_OBJECTS = dict(fov=40.0, radius=(6.0, 6.0), near=3.0, far=9.5, elevation_range=(20.0, 60.0),
+                azimuth_range=(0.0, 360.0), uniform_area=False, pos_scale=0.5, flip=False,
+                mesh_extent=2.2)
+# Small networks that learn on a 2-core CPU in minutes.
+_CPU = dict(resolution=32, patch=16, n_samples=16, n_importance=8, z_shape_dim=32, z_app_dim=16,
+            hidden=64, n_layers=4, skips=(2,), n_freq_pos=6, n_freq_dir=2, ndf=16, batch_size=8,
+            anneal_every=100, noise_anneal_steps=500, sample_every=100, checkpoint_every=200)
+
+PRESETS: dict[str, dict] = {
+    # paper / official configs
+    "celeba64": dict(_FACES, resolution=64),
+    "cats64": dict(_FACES, resolution=64, radius=(10.0, 10.0), azimuth_range=(0.0, 70.0)),
+    "carla128": dict(resolution=128, fov=30.0, radius=(10.0, 10.0), near=7.5, far=12.5,
+                     elevation_range=(_elevation_from_v(0.45642212862617093), 90.0),
+                     azimuth_range=(0.0, 360.0), white_background=True, flip=False, mesh_extent=1.5),
+    "celebahq256": dict(_FACES, resolution=256, min_scale=0.125, scale_anneal=0.0019),
+    "objects64": dict(_OBJECTS, resolution=64),
+    # CPU presets
+    "cpu32": dict(_OBJECTS, **_CPU),
+    "cpu32_faces": dict(_FACES, **_CPU),
+}
+PRESETS["tiny16"] = dict(_OBJECTS, resolution=16, patch=8, n_samples=6, n_importance=4, z_shape_dim=8,
+                         z_app_dim=4, hidden=16, n_layers=2, skips=(), n_freq_pos=3, n_freq_dir=1,
+                         ndf=4, batch_size=4, anneal_every=5, noise_anneal_steps=20, sample_every=10,
+                         checkpoint_every=10, log_every=5)
+DEFAULT_PRESET = "cpu32"
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides) -> Config:
+    return gc.make_config(Config, PRESETS, preset, **overrides)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling: camera, latents, patches
+
+
+def min_scale_at(cfg: Config, step: int) -> float:
+    """The annealed lower bound s_min of the patch scale at training step ``step`` (official
+    FlexGridRaySampler: exp(-3 (step // 1000) a), at most 0.9, at least ``min_scale``)."""
+    if cfg.scale_anneal <= 0:
+        return float(cfg.min_scale)
+    k = (int(step) // max(int(cfg.anneal_every), 1)) * 3
+    return float(min(0.9, max(cfg.min_scale, cfg.max_scale * math.exp(-k * cfg.scale_anneal))))
+
+
+def sample_patch(n: int, s_min: float, s_max: float = 1.0, generator: torch.Generator | None = None):
+    """``(center (n, 2), scale (n,))``: s ~ U[s_min, s_max] and a centre uniform in
+    [-(1 - s), 1 - s]^2 (normalised image coordinates), so the patch stays inside the image."""
+    s = s_min + (s_max - s_min) * torch.rand(n, generator=generator)
+    c = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - s)[:, None]
+    return c, s
+
+
+def sample_image_patches(images: torch.Tensor, center: torch.Tensor, scale: torch.Tensor,
+                         patch: int) -> torch.Tensor:
+    """Bilinearly sample real images (B, C, H, W) at the K x K patch points of
+    :func:`aware3d.render.cameras.patch_uv` -> (B, C, K, K). At scale 1, centre 0 and K = H = W the
+    points are the pixel centres and the image comes back unchanged."""
+    B, C, H, W = images.shape
+    uv = patch_uv(W, H, patch, center.to(images), scale.to(images))
+    size = torch.tensor([W, H], dtype=images.dtype, device=images.device)
+    grid = uv / size * 2 - 1
+    return F.grid_sample(images, grid, mode="bilinear", align_corners=False, padding_mode="border")
+
+
+def sample_camera(cfg: Config, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    r = tuple(cfg.radius) if cfg.radius[0] != cfg.radius[1] else float(cfg.radius[0])
+    return sample_poses_sphere(n, r, cfg.elevation_range, cfg.azimuth_range,
+                               uniform_area=cfg.uniform_area, generator=generator)
+
+
+def sample_inputs(cfg: Config, n: int, generator: torch.Generator | None = None, train: bool = True,
+                  s_min: float | None = None) -> dict:
+    """Latents z_s, z_a ~ N(0, I), a camera from the prior and, in training, a patch (centre and
+    scale with s ~ U[s_min, max_scale]); without a patch the generator renders the full image."""
+    out = {"z_shape": torch.randn(n, cfg.z_shape_dim, generator=generator),
+           "z_app": torch.randn(n, cfg.z_app_dim, generator=generator),
+           "c2w": sample_camera(cfg, n, generator)}
+    if train:
+        c, s = sample_patch(n, cfg.min_scale if s_min is None else s_min, cfg.max_scale, generator)
+        out["patch_center"], out["patch_scale"] = c, s
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Networks
+
+
+class GrafGenerator(nn.Module):
+    """G(inputs) = volume rendering of the conditional radiance field along the camera's rays:
+    K x K patch rays when ``inputs`` has ``patch_center``/``patch_scale``, else every pixel."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.field = GrafField(z_shape_dim=cfg.z_shape_dim, z_app_dim=cfg.z_app_dim, hidden=cfg.hidden,
+                               n_layers=cfg.n_layers, skips=cfg.skips, n_freq_pos=cfg.n_freq_pos,
+                               n_freq_dir=cfg.n_freq_dir, pos_scale=cfg.pos_scale)
+        self.density_noise = 0.0        # training regulariser, set per step by GrafMethod.set_step
+
+    def intrinsics(self, dtype=torch.float32, device=None) -> torch.Tensor:
+        return intrinsics_from_fov(self.cfg.fov, self.cfg.resolution, dtype=dtype, device=device)
+
+    def camera_rays(self, inputs: dict):
+        """``(rays_o, rays_d)`` each (B, h, w, 3): the patch's K x K rays or the full image's."""
+        c2w = inputs["c2w"]
+        res = self.cfg.resolution
+        K = self.intrinsics(c2w.dtype, c2w.device).expand(c2w.shape[0], 3, 3)
+        if "patch_center" in inputs:
+            o, d, _ = patch_rays(K, c2w, res, res, self.cfg.patch, inputs["patch_center"],
+                                 inputs["patch_scale"])
+            return o, d
+        return image_rays(K, c2w, res, res)
+
+    def near_far(self, c2w: torch.Tensor):
+        """Per-camera ray bounds (B, 1): the configured bounds hold for the largest radius; closer
+        cameras shift them by their distance to it (official GRAF), so every camera samples the same
+        shell around the origin."""
+        r = c2w[:, :3, 3].norm(dim=-1, keepdim=True)
+        shift = float(max(self.cfg.radius)) - r
+        return (self.cfg.near - shift).clamp_min(1e-3), self.cfg.far - shift
+
+    def forward(self, inputs: dict, return_dict: bool = False):
+        """Images (B, 3, h, w) in [-1, 1]; with ``return_dict`` also ``depth`` (B, h, w: expected
+        distance along the ray, sum w_i t_i) and ``opacity``."""
+        o, d = self.camera_rays(inputs)
+        B, h, w, _ = o.shape
+        o, d = o.reshape(B, h * w, 3), d.reshape(B, h * w, 3)
+        near, far = self.near_far(inputs["c2w"])
+        zs, za = inputs["z_shape"], inputs["z_app"]
+
+        def field(p, dirs):
+            return self.field(p, dirs, zs, za)
+
+        bg = (1.0, 1.0, 1.0) if self.cfg.white_background else None
+        out = gc.render_radiance(field, o, d, near.expand(B, h * w), far.expand(B, h * w),
+                                 self.cfg.n_samples, self.cfg.n_importance, perturb=self.training,
+                                 noise_std=self.density_noise if self.training else 0.0, background=bg,
+                                 chunk=None if torch.is_grad_enabled() else self.cfg.chunk)
+        img = out["color"].reshape(B, h, w, 3).permute(0, 3, 1, 2) * 2 - 1
+        if not return_dict:
+            return img
+        return {"image": img, "depth": out["depth"].reshape(B, h, w),
+                "opacity": out["opacity"].reshape(B, h, w)}
+
+
+class PatchDiscriminator(nn.Module):
+    """GRAF's patch critic (official ``Discriminator``): stride-2 4x4 convs with spectral norm and
+    instance norm, LeakyReLU 0.2, channels doubling to 8 ndf at 4x4, then a 4x4 conv to one logit.
+    The same network judges patches of every scale (it sees K x K images only)."""
+
+    def __init__(self, ndf: int = 64, imsize: int = 32, in_dim: int = 3):
+        super().__init__()
+        n = int(round(math.log2(imsize))) - 2
+        if 2 ** (n + 2) != imsize or n < 1:
+            raise ValueError(f"imsize: expected a power of 2 >= 8, got {imsize}")
+        sn = nn.utils.parametrizations.spectral_norm
+        ch = [in_dim] + [8 * ndf // 2 ** (n - 1 - i) for i in range(n)]
+        layers = []
+        for i in range(n):
+            layers.append(sn(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=False)))
+            if i > 0 or n <= 3:  # official: no norm on the first layer at 64^2 and 128^2
+                layers.append(nn.InstanceNorm2d(ch[i + 1]))
+            layers.append(nn.LeakyReLU(0.2))
+        layers.append(sn(nn.Conv2d(8 * ndf, 1, 4, 1, 0, bias=False)))
+        self.main = nn.Sequential(*layers)
+        self.imsize = imsize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.imsize or x.shape[-2] != self.imsize:
+            raise ValueError(f"x: expected patches of {self.imsize} x {self.imsize}, got {tuple(x.shape)}")
+        return self.main(x).reshape(x.shape[0], 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The method as the GAN engine sees it
+
+
+class GrafMethod:
+    """Generator, patch discriminator, input sampling with the annealed patch scale, real patches,
+    the per-step schedule (s_min, density noise, lr steps) and the controls' camera model."""
+
+    name = NAME
+    image_range = (-1.0, 1.0)
+    latent_groups = {"shape": ["z_shape"], "appearance": ["z_app"]}
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.generator = GrafGenerator(cfg)
+        self.discriminator = PatchDiscriminator(ndf=cfg.ndf, imsize=cfg.patch)
+        self.s_min = min_scale_at(cfg, 0)
+
+    # engine interface
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
+        return sample_inputs(self.cfg, n, generator, train, s_min=self.s_min)
+
+    def real_patches(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Real images (B, 3, H, W) -> K x K patches drawn like the generator's (same s_min)."""
+        images = gc.resize_images(images, self.cfg.resolution)
+        c, s = sample_patch(images.shape[0], self.s_min, self.cfg.max_scale, generator)
+        return sample_image_patches(images, c, s, self.cfg.patch)
+
+    def wrap_dataset(self, dataset):
+        return gc.MappedImages(dataset, self.real_patches)
+
+    def set_step(self, step: int, engine=None) -> None:
+        c = self.cfg
+        self.s_min = min_scale_at(c, step)
+        frac = max(0.0, 1.0 - step / max(c.noise_anneal_steps, 1))
+        self.generator.density_noise = c.density_noise * frac
+        if engine is not None:
+            k = sum(1 for s in c.lr_anneal_steps if step >= int(s))
+            for opt, lr in ((engine.opt_g, c.lr_g), (engine.opt_d, c.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * c.lr_anneal ** k
+
+    def gan_config(self, **kw):
+        from ..train.gan import GanConfig
+
+        c = self.cfg
+        base = dict(batch_size=c.batch_size, optimizer=c.optimizer, lr_g=c.lr_g, lr_d=c.lr_d,
+                    ema_beta=c.ema_beta, r1_weight=c.r1_weight, r1_interval=c.r1_interval,
+                    sample_every=c.sample_every, checkpoint_every=c.checkpoint_every,
+                    log_every=c.log_every, keep_checkpoints=c.keep_checkpoints, seed=c.seed,
+                    device=c.device)
+        base.update(kw)
+        return GanConfig(**base)
+
+    # controls
+    def camera_from_angles(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
+        r = 0.5 * (self.cfg.radius[0] + self.cfg.radius[1])
+        return look_at(spherical_to_cartesian(r, pitch_deg, yaw_deg))
+
+    def angle_ranges(self) -> dict:
+        (a0, a1), (e0, e1) = self.cfg.azimuth_range, self.cfg.elevation_range
+        return {"yaw": (float(a0), float(a1), 0.5 * (a0 + a1)),
+                "pitch": (float(e0), float(e1), 0.5 * (e0 + e1))}
+
+
+def build(cfg: Config, seed: int | None = None) -> GrafMethod:
+    """Networks initialised from ``seed`` (default cfg.seed)."""
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    return GrafMethod(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+
+PROGRAMS = gc.program_names(GrafMethod.latent_groups)
+
+
+def train(data, out, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
+          max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+          batch_size: int | None = None, **overrides) -> Path:
+    """Train GRAF on an image folder ``data``; returns the run folder ``out``. ``overrides`` are
+    :class:`Config` fields (strings parsed as YAML)."""
+    return gc.train_method(sys.modules[__name__], data, out, preset=preset, max_steps=max_steps,
+                           max_minutes=max_minutes, resume=resume, seed=seed, batch_size=batch_size,
+                           **overrides)
+
+
+def load_generator(run_dir, ema: bool = True, device="cpu"):
+    """``(cfg, method, G)`` of a run's latest checkpoint (EMA generator by default)."""
+    return gc.load_run(sys.modules[__name__], run_dir, ema=ema, device=device)
+
+
+def evaluate(run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50) -> dict:
+    """FID / KID of full-image renders of the EMA generator; writes ``run_dir/eval/metrics.json``."""
+    return gc.evaluate_run(sys.modules[__name__], run_dir, n_gen=n_gen, data=data, seed=seed,
+                           batch_size=batch_size)
+
+
+def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
+           n_samples: int | None = None) -> dict:
+    """Render a control program (:data:`PROGRAMS`) with the EMA generator; writes GIF, MP4 and a PNG
+    grid under ``out_dir`` (default ``run_dir/render/<program>``) and returns their paths."""
+    _, method, G = load_generator(run_dir)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
+    return gc.render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
+
+
+@torch.no_grad()
+def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
+                threshold: float | None = None) -> dict:
+    """Marching cubes on the density of the sample drawn from ``seed`` (z_s only: density does not
+    depend on z_a) in [-mesh_extent, mesh_extent]^3, vertex colours seen from the mean camera;
+    writes a PLY (default ``run_dir/mesh_seed<seed>.ply``) and returns a summary."""
+    cfg, method, G = load_generator(run_dir)
+    x = method.sample_inputs(1, torch.Generator().manual_seed(int(seed)), train=False)
+    r = method.angle_ranges()
+    eye = method.camera_from_angles(torch.tensor([r["yaw"][2]]), torch.tensor([r["pitch"][2]]))[0, :3, 3]
+
+    def density(p):
+        return G.field.density(p[None], x["z_shape"])[0]
+
+    def colors(v):
+        d = v - eye
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        return G.field(v[None], d[None], x["z_shape"], x["z_app"])[1][0]
+
+    out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}.ply"
+    e = float(cfg.mesh_extent)
+    info = gc.export_density_mesh(density, -e, e, out, resolution=resolution, threshold=threshold,
+                                  colors_fn=colors)
+    info["seed"] = int(seed)
+    return info
+
+
+def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
+                       out_path=None, **kw) -> dict:
+    """CLI compatibility with GIRAFFE's exporter: GRAF has one object (``object_index`` 0)."""
+    if object_index != 0:
+        raise ValueError(f"object_index: GRAF generates one object, expected 0, got {object_index}")
+    return export_mesh(run_dir, seed=seed, resolution=resolution, out_path=out_path, **kw)

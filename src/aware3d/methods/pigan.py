@@ -1,0 +1,474 @@
+"""pi-GAN (Chan et al., CVPR 2021): periodic implicit generative adversarial networks.
+
+The generator volume-renders a FiLM-SIREN radiance field (:class:`aware3d.fields.siren.FilmSirenField`:
+8 x 256 sine layers whose frequencies and phases come from a 3 x 256 LeakyReLU mapping network of
+z in R^256, frequencies starting near 30) from a camera drawn from a pose prior: yaw and pitch
+Gaussian around a frontal view for CelebA (std 0.3 / 0.155 rad), camera at distance 1, fov 12 deg,
+rays over [0.88, 1.12] with hierarchical sampling (12 coarse + 12 fine samples, one network). The
+render resolution grows during training (``stages``: 32 -> 64 -> 128 with the batch shrinking and
+the learning rates changing per stage); the discriminator (:class:`ProgressiveDiscriminator`) is a
+CoordConv residual network with one RGB adapter per resolution that fades in each new one over
+``fade_steps``. Non-saturating loss + R1 (0.2 for CelebA), Adam betas (0, 0.9), lr G 6e-5 / D 2e-4.
+
+Entry points: :func:`train`, :func:`evaluate`, :func:`export_mesh`, :func:`render` with
+:data:`PROGRAMS` (camera yaw / pitch sweeps, latent interpolation, fixed-seed grid).
+Images are in [-1, 1]; the world is z-up with OpenGL cameras: pi-GAN's yaw is our azimuth about z
+(frontal view at 90 degrees, the camera on +y) and its pitch our elevation (0 = level).
+
+Not reproduced from the official code: the CelebA encoder heads of its discriminator (latent and
+pose prediction, ``pos_lambda``), top-k training and gradient clipping.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fields.siren import FilmSirenField
+from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
+from . import gan_common as gc
+
+NAME = "pigan"
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class Config:
+    """Every setting of a pi-GAN run (plain data; written to the run folder's config)."""
+
+    # progressive schedule: (start step, render resolution, batch size, lr G, lr D) per stage
+    stages: tuple = ((0, 64, 56, 6e-5, 2e-4),)
+    fade_steps: int = 10000             # new discriminator resolution blended in over these steps
+    resolution: int = 64                # final resolution (that of the last stage): eval / render
+    # camera: distance `radius` from the origin; yaw = azimuth, pitch = elevation (degrees)
+    fov: float = 12.0
+    radius: float = 1.0
+    ray_start: float = 0.88
+    ray_end: float = 1.12
+    pose_dist: str = "gaussian"         # gaussian | uniform (mean +- std) | spherical_uniform
+    yaw_mean: float = 90.0
+    yaw_std: float = math.degrees(0.3)
+    pitch_mean: float = 0.0
+    pitch_std: float = math.degrees(0.155)
+    n_samples: int = 12                 # coarse samples per ray
+    n_importance: int = 12              # hierarchical (fine) samples per ray
+    white_background: bool = False
+    chunk: int = 8192                   # rays per chunk at inference
+    # networks
+    z_dim: int = 256
+    hidden: int = 256
+    n_layers: int = 8
+    map_hidden: int = 256
+    map_layers: int = 3
+    box_scale: float = 2.0 / 0.24       # official UniformBoxWarp(0.24): faces fit a 0.24 box
+    init_w0: float = 25.0               # SIREN init frequency of the official code
+    d_base: int = 16                    # discriminator channels at resolution r: min(d_max, d_base 512 / r)
+    d_max: int = 400
+    # training (engine settings; see aware3d.train.gan.GanConfig)
+    batch_size: int | None = None       # None: the stages' batch sizes; a number overrides all stages
+    optimizer: str = "adam"
+    betas: tuple = (0.0, 0.9)
+    ema_beta: float = 0.999
+    r1_weight: float = 0.2
+    r1_interval: int = 1
+    density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
+    noise_anneal_steps: int = 5000      # ... over these steps (official nerf_noise schedule)
+    flip: bool = True
+    mesh_extent: float = 0.15           # export_mesh box [-e, e]^3 (official extract_shapes: 0.3 cube)
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    device: str = "auto"
+    preset: str = "cpu32"
+    data: str | None = None
+
+
+# Official CelebA curriculum: 64^2 from the start, batch 56, 12 + 12 samples.
+_CELEBA = dict(stages=((0, 64, 56, 6e-5, 2e-4),), resolution=64, fov=12.0, ray_start=0.88, ray_end=1.12,
+               pose_dist="gaussian", yaw_mean=90.0, yaw_std=math.degrees(0.3), pitch_mean=0.0,
+               pitch_std=math.degrees(0.155), n_samples=12, n_importance=12, r1_weight=0.2)
+# The built-in synthetic objects seen from distance 6 (fov 40, elevation 20-60, any azimuth),
+# scaled by 1/6: camera at 1, scene within ~0.4 of the origin, rays over [0.5, 1.5].
+_OBJECTS = dict(fov=40.0, radius=1.0, ray_start=0.5, ray_end=1.5, pose_dist="uniform", yaw_mean=180.0,
+                yaw_std=180.0, pitch_mean=40.0, pitch_std=20.0, box_scale=2.5, flip=False,
+                mesh_extent=0.4, r1_weight=1.0)
+# CPU: 16 -> 32 progressive growing, small networks (minutes on 2 cores).
+_CPU = dict(stages=((0, 16, 16, 2e-4, 4e-4), (400, 32, 8, 2e-4, 4e-4)), fade_steps=200, resolution=32,
+            n_samples=10, n_importance=10, z_dim=64, hidden=64, n_layers=4, map_hidden=64, d_base=2,
+            d_max=64, noise_anneal_steps=500, sample_every=100, checkpoint_every=200)
+
+PRESETS: dict[str, dict] = {
+    # paper / official curricula
+    "celeba64": dict(_CELEBA),
+    # 32 -> 64 -> 128 growth with CelebA's camera (schedule shape of the official CARLA curriculum)
+    "celeba128": dict(_CELEBA, stages=((0, 32, 56, 6e-5, 2e-4), (10000, 64, 28, 6e-5, 2e-4),
+                                       (55000, 128, 10, 2e-5, 1e-4)), resolution=128),
+    "cats64": dict(_CELEBA, stages=((0, 64, 28, 6e-5, 2e-4),), ray_start=0.8, ray_end=1.2,
+                   pose_dist="uniform", yaw_std=math.degrees(0.5), pitch_std=math.degrees(0.4),
+                   n_samples=24, n_importance=24),
+    "carla128": dict(stages=((0, 32, 30, 4e-5, 4e-4), (10000, 64, 14, 2e-5, 2e-4),
+                             (55000, 128, 10, 1e-5, 1e-4)), resolution=128, fov=30.0, ray_start=0.7,
+                     ray_end=1.3, pose_dist="spherical_uniform", yaw_mean=90.0, yaw_std=180.0,
+                     pitch_mean=45.0, pitch_std=45.0 * 85 / 90, n_samples=48, n_importance=48,
+                     r1_weight=10.0, white_background=True, box_scale=1.0, flip=False, mesh_extent=0.5),
+    "objects64": dict(_OBJECTS, stages=((0, 32, 32, 6e-5, 2e-4), (10000, 64, 16, 6e-5, 2e-4)),
+                      resolution=64, n_samples=24, n_importance=24),
+    # CPU presets
+    "cpu32": dict(_OBJECTS, **_CPU),
+    "cpu32_faces": dict(_CELEBA, **_CPU),
+}
+PRESETS["tiny16"] = dict(_OBJECTS, stages=((0, 8, 4, 2e-4, 4e-4), (10, 16, 4, 2e-4, 4e-4)), fade_steps=5,
+                         resolution=16, n_samples=4, n_importance=4, z_dim=8, hidden=16, n_layers=2,
+                         map_hidden=16, map_layers=3, d_base=1, d_max=8, noise_anneal_steps=20,
+                         sample_every=10, checkpoint_every=10, log_every=5)
+DEFAULT_PRESET = "cpu32"
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides) -> Config:
+    return gc.make_config(Config, PRESETS, preset, **overrides)
+
+
+def stage_at(cfg: Config, step: int) -> tuple[int, dict]:
+    """(index, {"start", "resolution", "batch_size", "lr_g", "lr_d"}) of the stage running at
+    ``step``; ``cfg.batch_size`` (if set) overrides the stage's batch size."""
+    idx = 0
+    for i, st in enumerate(cfg.stages):
+        if int(step) >= int(st[0]):
+            idx = i
+    s, res, bs, lr_g, lr_d = cfg.stages[idx]
+    bs = int(cfg.batch_size) if cfg.batch_size is not None else int(bs)
+    return idx, {"start": int(s), "resolution": int(res), "batch_size": bs, "lr_g": float(lr_g),
+                 "lr_d": float(lr_d)}
+
+
+def _check_config(cfg: Config) -> None:
+    starts = [int(s[0]) for s in cfg.stages]
+    if not cfg.stages or starts[0] != 0 or starts != sorted(starts):
+        raise ValueError(f"stages: expected (start, resolution, batch, lr_g, lr_d) rows with increasing "
+                         f"starts beginning at 0, got {cfg.stages}")
+    if int(cfg.stages[-1][1]) != int(cfg.resolution):
+        raise ValueError(f"resolution: expected the last stage's resolution {cfg.stages[-1][1]}, "
+                         f"got {cfg.resolution}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Camera prior
+
+
+def sample_angles(cfg: Config, n: int, generator: torch.Generator | None = None):
+    """(yaw, pitch) in degrees (n,) from the pose prior (official ``sample_camera_positions``)."""
+    if cfg.pose_dist == "gaussian":
+        yaw = cfg.yaw_mean + cfg.yaw_std * torch.randn(n, generator=generator)
+        pitch = cfg.pitch_mean + cfg.pitch_std * torch.randn(n, generator=generator)
+    elif cfg.pose_dist == "uniform":
+        yaw = cfg.yaw_mean + cfg.yaw_std * (2 * torch.rand(n, generator=generator) - 1)
+        pitch = cfg.pitch_mean + cfg.pitch_std * (2 * torch.rand(n, generator=generator) - 1)
+    elif cfg.pose_dist == "spherical_uniform":  # uniform over the spherical band of the pitch range
+        yaw = cfg.yaw_mean + cfg.yaw_std * (2 * torch.rand(n, generator=generator) - 1)
+        lo = math.sin(math.radians(max(cfg.pitch_mean - cfg.pitch_std, -90.0)))
+        hi = math.sin(math.radians(min(cfg.pitch_mean + cfg.pitch_std, 90.0)))
+        pitch = torch.rad2deg(torch.asin(lo + (hi - lo) * torch.rand(n, generator=generator)))
+    else:
+        raise ValueError(f"pose_dist: expected gaussian, uniform or spherical_uniform, got {cfg.pose_dist!r}")
+    return yaw, pitch.clamp(-89.99, 89.99)
+
+
+def camera_from_angles(cfg: Config, yaw_deg, pitch_deg) -> torch.Tensor:
+    """c2w (..., 4, 4) of a camera at distance ``radius`` looking at the origin."""
+    return look_at(spherical_to_cartesian(cfg.radius, pitch_deg, yaw_deg))
+
+
+def sample_inputs(cfg: Config, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
+    """z ~ N(0, I) and a camera from the pose prior (batch first)."""
+    z = torch.randn(n, cfg.z_dim, generator=generator)
+    yaw, pitch = sample_angles(cfg, n, generator)
+    return {"z": z, "c2w": camera_from_angles(cfg, yaw, pitch)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Networks
+
+
+class PiganGenerator(nn.Module):
+    """G(inputs) = volume rendering of the FiLM-SIREN field at ``render_resolution`` (set per step
+    by progressive growing; the final resolution for inference). ``inputs`` may carry ``freqs`` /
+    ``phases`` (B, L + 1, hidden) instead of using the mapping network on ``z``."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.field = FilmSirenField(z_dim=cfg.z_dim, hidden=cfg.hidden, n_layers=cfg.n_layers,
+                                    map_hidden=cfg.map_hidden, map_layers=cfg.map_layers,
+                                    box_scale=cfg.box_scale, init_w0=cfg.init_w0)
+        self.render_resolution = int(cfg.stages[0][1])
+        self.density_noise = 0.0
+
+    def intrinsics(self, res: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        return intrinsics_from_fov(self.cfg.fov, res, dtype=dtype, device=device)
+
+    def forward(self, inputs: dict, return_dict: bool = False):
+        """Images (B, 3, S, S) in [-1, 1], S = ``render_resolution``; with ``return_dict`` also
+        ``depth`` (B, S, S; sum w_i t_i) and ``opacity``."""
+        c2w = inputs["c2w"]
+        B, res = c2w.shape[0], int(self.render_resolution)
+        K = self.intrinsics(res, c2w.dtype, c2w.device).expand(B, 3, 3)
+        o, d = image_rays(K, c2w, res, res)
+        o, d = o.reshape(B, res * res, 3), d.reshape(B, res * res, 3)
+        if "freqs" in inputs:
+            freqs, phases = inputs["freqs"], inputs["phases"]
+        else:
+            freqs, phases = self.field.modulation(inputs["z"])
+
+        def field(p, dirs):
+            return self.field(p, dirs, freqs=freqs, phases=phases)
+
+        bg = (1.0, 1.0, 1.0) if self.cfg.white_background else None
+        out = gc.render_radiance(field, o, d, self.cfg.ray_start, self.cfg.ray_end, self.cfg.n_samples,
+                                 self.cfg.n_importance, perturb=self.training,
+                                 noise_std=self.density_noise if self.training else 0.0, background=bg,
+                                 chunk=None if torch.is_grad_enabled() else self.cfg.chunk)
+        img = out["color"].reshape(B, res, res, 3).permute(0, 3, 1, 2) * 2 - 1
+        if not return_dict:
+            return img
+        return {"image": img, "depth": out["depth"].reshape(B, res, res),
+                "opacity": out["opacity"].reshape(B, res, res)}
+
+
+def add_coords(x: torch.Tensor) -> torch.Tensor:
+    """CoordConv input: x (B, C, H, W) with two channels of x and y pixel coordinates in [-1, 1]."""
+    B, _, H, W = x.shape
+    ys = torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device).view(1, 1, H, 1).expand(B, 1, H, W)
+    xs = torch.linspace(-1, 1, W, dtype=x.dtype, device=x.device).view(1, 1, 1, W).expand(B, 1, H, W)
+    return torch.cat([x, xs, ys], 1)
+
+
+class CoordConv(nn.Conv2d):
+    """Conv2d on [x, x-coordinate, y-coordinate] (Liu et al. 2018)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, **kw):
+        super().__init__(in_ch + 2, out_ch, kernel_size, padding=kernel_size // 2, **kw)
+
+    def forward(self, x):
+        return super().forward(add_coords(x))
+
+
+class ResidualCoordConvBlock(nn.Module):
+    """Two 3x3 CoordConvs (LeakyReLU 0.2, Kaiming init), 2x average-pool downsampling, residual
+    connection (1x1 projection when the width changes), sum scaled by 1/sqrt(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int, downsample: bool = True):
+        super().__init__()
+        self.conv1, self.conv2 = CoordConv(in_ch, out_ch), CoordConv(out_ch, out_ch)
+        for c in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(c.weight, a=0.2, mode="fan_in", nonlinearity="leaky_relu")
+        self.proj = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.downsample = downsample
+
+    def forward(self, x):
+        y = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
+        if self.downsample:
+            y, x = F.avg_pool2d(y, 2), F.avg_pool2d(x, 2)
+        if self.proj is not None:
+            x = self.proj(x)
+        return (y + x) / math.sqrt(2)
+
+
+class ProgressiveDiscriminator(nn.Module):
+    """pi-GAN's progressive CoordConv residual critic.
+
+    One residual block per resolution from ``max_res`` down to 2 (each halves it), an RGB adapter
+    (1x1 conv + LeakyReLU) per resolution and a final 2x2 conv to one logit; widths
+    min(d_max, d_base * 512 / r) at resolution r (official: 16 at 512 ... 400 from 32 down). An image
+    of size S enters at the adapter of S; while ``alpha`` < 1 the output of the first block is
+    blended with the adapter of S/2 applied to the 2x average-pooled image (fade-in of a new
+    resolution). ``alpha`` is set by the method per step."""
+
+    def __init__(self, max_res: int = 128, d_base: int = 16, d_max: int = 400):
+        super().__init__()
+        n = int(round(math.log2(max_res)))
+        if 2 ** n != max_res or n < 2:
+            raise ValueError(f"max_res: expected a power of 2 >= 4, got {max_res}")
+        self.resolutions = [2 ** k for k in range(n, 0, -1)]  # max_res, ..., 2
+        width = {r: int(min(d_max, max(1, d_base * 512 // r))) for r in self.resolutions}
+        self.blocks = nn.ModuleList(ResidualCoordConvBlock(width[r], width[r // 2])
+                                    for r in self.resolutions[:-1])
+        self.from_rgb = nn.ModuleList(nn.Conv2d(3, width[r], 1) for r in self.resolutions)
+        self.final = nn.Conv2d(width[2], 1, 2)
+        self.alpha = 1.0
+
+    def adapter(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.from_rgb[i](x), 0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = x.shape[-1]
+        if res not in self.resolutions[:-1] or x.shape[-2] != res:
+            raise ValueError(f"x: expected square images of size {self.resolutions[:-1]}, got {tuple(x.shape)}")
+        start = self.resolutions.index(res)
+        h = self.adapter(start, x)
+        for i, block in enumerate(self.blocks[start:]):
+            if i == 1 and self.alpha < 1:
+                h = self.alpha * h + (1 - self.alpha) * self.adapter(start + 1, F.avg_pool2d(x, 2))
+            h = block(h)
+        return self.final(h).reshape(x.shape[0], 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The method as the GAN engine sees it
+
+
+class PiganMethod:
+    """Generator, progressive discriminator, pose prior, progressive schedule (render resolution,
+    batch, learning rates, fade-in, density noise) and the controls' camera model."""
+
+    name = NAME
+    image_range = (-1.0, 1.0)
+    latent_groups = {"latent": ["z"]}
+
+    def __init__(self, cfg: Config):
+        _check_config(cfg)
+        self.cfg = cfg
+        self.generator = PiganGenerator(cfg)
+        self.discriminator = ProgressiveDiscriminator(max(int(s[1]) for s in cfg.stages), cfg.d_base, cfg.d_max)
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
+        return sample_inputs(self.cfg, n, generator, train)
+
+    def real_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Real images at the current render resolution."""
+        return gc.resize_images(images, int(self.generator.render_resolution))
+
+    def wrap_dataset(self, dataset):
+        return gc.MappedImages(dataset, self.real_images)
+
+    def set_step(self, step: int, engine=None) -> None:
+        c = self.cfg
+        idx, st = stage_at(c, step)
+        res = st["resolution"]
+        self.generator.render_resolution = res
+        fade = 1.0 if idx == 0 else min(1.0, (step - st["start"]) / max(c.fade_steps, 1))
+        self.discriminator.alpha = fade
+        self.generator.density_noise = c.density_noise * max(0.0, 1.0 - step / max(c.noise_anneal_steps, 1))
+        if engine is not None:
+            engine.G_ema.render_resolution = res
+            bs = st["batch_size"]
+            if bs % engine.world:
+                raise ValueError(f"batch_size: stage batch {bs} does not divide over {engine.world} processes")
+            engine.cfg.batch_size, engine.local_batch = bs, bs // engine.world
+            for opt, lr in ((engine.opt_g, st["lr_g"]), (engine.opt_d, st["lr_d"])):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        self._stage = st
+
+    def prepare_inference(self) -> None:
+        self.generator.render_resolution = int(self.cfg.resolution)
+        self.discriminator.alpha = 1.0
+
+    def gan_config(self, **kw):
+        from ..train.gan import GanConfig
+
+        c = self.cfg
+        st = getattr(self, "_stage", None) or stage_at(c, 0)[1]
+        base = dict(batch_size=st["batch_size"], optimizer=c.optimizer, lr_g=st["lr_g"], lr_d=st["lr_d"],
+                    betas=tuple(c.betas), ema_beta=c.ema_beta, r1_weight=c.r1_weight,
+                    r1_interval=c.r1_interval, sample_every=c.sample_every,
+                    checkpoint_every=c.checkpoint_every, log_every=c.log_every,
+                    keep_checkpoints=c.keep_checkpoints, seed=c.seed, device=c.device)
+        base.update(kw)
+        return GanConfig(**base)
+
+    # controls
+    def camera_from_angles(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
+        return camera_from_angles(self.cfg, yaw_deg, pitch_deg)
+
+    def angle_ranges(self) -> dict:
+        c = self.cfg
+        k = 2.0 if c.pose_dist == "gaussian" else 1.0  # gaussian prior: sweep over +- 2 std
+        return {"yaw": (c.yaw_mean - k * c.yaw_std, c.yaw_mean + k * c.yaw_std, c.yaw_mean),
+                "pitch": (max(c.pitch_mean - k * c.pitch_std, -85.0), min(c.pitch_mean + k * c.pitch_std, 85.0),
+                          c.pitch_mean)}
+
+
+def build(cfg: Config, seed: int | None = None) -> PiganMethod:
+    """Networks initialised from ``seed`` (default cfg.seed)."""
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    return PiganMethod(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+
+PROGRAMS = gc.program_names(PiganMethod.latent_groups)
+
+
+def train(data, out, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
+          max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+          batch_size: int | None = None, **overrides) -> Path:
+    """Train pi-GAN on an image folder ``data``; returns the run folder ``out``. ``overrides`` are
+    :class:`Config` fields (strings parsed as YAML); ``batch_size`` overrides every stage's."""
+    return gc.train_method(sys.modules[__name__], data, out, preset=preset, max_steps=max_steps,
+                           max_minutes=max_minutes, resume=resume, seed=seed, batch_size=batch_size,
+                           **overrides)
+
+
+def load_generator(run_dir, ema: bool = True, device="cpu"):
+    """``(cfg, method, G)`` of a run's latest checkpoint (EMA generator, final resolution)."""
+    return gc.load_run(sys.modules[__name__], run_dir, ema=ema, device=device)
+
+
+def evaluate(run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50) -> dict:
+    """FID / KID of the EMA generator at the final resolution; writes ``run_dir/eval/metrics.json``."""
+    return gc.evaluate_run(sys.modules[__name__], run_dir, n_gen=n_gen, data=data, seed=seed,
+                           batch_size=batch_size)
+
+
+def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
+           n_samples: int | None = None) -> dict:
+    """Render a control program (:data:`PROGRAMS`) with the EMA generator; writes GIF, MP4 and a PNG
+    grid under ``out_dir`` (default ``run_dir/render/<program>``) and returns their paths."""
+    _, method, G = load_generator(run_dir)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
+    return gc.render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
+
+
+@torch.no_grad()
+def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
+                threshold: float | None = None) -> dict:
+    """Marching cubes on the density of the sample drawn from ``seed`` in
+    [-mesh_extent, mesh_extent]^3 (threshold 10 by default), vertex colours seen from the mean
+    camera; writes a PLY (default ``run_dir/mesh_seed<seed>.ply``) and returns a summary."""
+    cfg, method, G = load_generator(run_dir)
+    x = method.sample_inputs(1, torch.Generator().manual_seed(int(seed)), train=False)
+    freqs, phases = G.field.modulation(x["z"])
+    eye = method.camera_from_angles(torch.tensor([cfg.yaw_mean]), torch.tensor([cfg.pitch_mean]))[0, :3, 3]
+
+    def density(p):
+        return G.field.density(p[None], freqs=freqs, phases=phases)[0]
+
+    def colors(v):
+        d = v - eye
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        return G.field(v[None], d[None], freqs=freqs, phases=phases)[1][0]
+
+    out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}.ply"
+    e = float(cfg.mesh_extent)
+    info = gc.export_density_mesh(density, -e, e, out, resolution=resolution, threshold=threshold,
+                                  colors_fn=colors)
+    info["seed"] = int(seed)
+    return info
+
+
+def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
+                       out_path=None, **kw) -> dict:
+    """CLI compatibility with GIRAFFE's exporter: pi-GAN has one object (``object_index`` 0)."""
+    if object_index != 0:
+        raise ValueError(f"object_index: pi-GAN generates one object, expected 0, got {object_index}")
+    return export_mesh(run_dir, seed=seed, resolution=resolution, out_path=out_path, **kw)
