@@ -1,0 +1,389 @@
+"""Occupancy grid, ray marching to packed samples, and packed volume-rendering weights
+(Instant-NGP, Mueller et al. 2022, Sec. 5.2 / App. E).
+
+- :class:`OccupancyGrid`: a res^3 grid over an axis-aligned box holding an exponential moving
+  average of density (refreshed every 16 steps from the decayed value and new density samples)
+  and the bitfield of cells above a threshold.
+- :func:`march_rays`: steps along each ray inside the box and keeps the samples whose midpoint is
+  in an occupied cell; returns them *packed* (``ray_indices, t_starts, t_ends``, sorted by ray then
+  t). The compiled kernel jumps over empty cells; it emits exactly the reference's samples.
+- :func:`render_weights_packed`: transmittance and weights of packed samples (segmented exclusive
+  scan per ray), forward and backward compiled, plus :func:`alive_mask` for early termination
+  (T < 1e-4), which the renderer applies.
+
+Sample definition (shared by both backends, float32): with t_min/t_max the ray's [near, far]
+clipped to the box and dt the step,
+``t0_k = t_min + k * dt`` (constant step) or ``t0_{k+1} = t0_k + clamp(cone * t0_k, dt, dt_max)``
+(exponential stepping, ``cone_angle > 0``), ``t1_k = min(t0_k + step, t_max)``, kept while
+``t0_k < t_max`` and the cell of ``o + (t0_k + t1_k) / 2 * d`` is occupied, at most
+``max_samples_per_ray`` per ray.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from aware3d.kernels import _build
+from aware3d.render._checks import ShapeError, check_leading, check_tensor
+
+__all__ = ["OccupancyGrid", "ray_aabb_intersect", "march_rays", "march_rays_reference",
+           "ray_offsets", "render_weights_packed", "render_weights_packed_reference",
+           "alive_mask"]
+
+
+def _backend_ok(backend: str) -> None:
+    if backend not in ("auto", "compiled", "reference"):
+        raise ValueError(f"backend must be 'auto', 'compiled' or 'reference', got {backend!r}")
+
+
+def _use_compiled(backend: str, device: torch.device) -> bool:
+    _backend_ok(backend)
+    if backend == "reference":
+        return False
+    if backend == "compiled":
+        _build.require_extension(device)
+        return True
+    return _build.get_extension(device) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Occupancy grid
+# --------------------------------------------------------------------------------------------
+class OccupancyGrid(nn.Module):
+    """Density EMA grid and occupancy bitfield over ``aabb = (xmin, ymin, zmin, xmax, ymax, zmax)``.
+
+    Buffers: ``aabb (6,)``, ``density (res, res, res)`` (EMA of sigma, indexed [ix, iy, iz]),
+    ``binary (res, res, res)`` bool. Every cell starts occupied so marching before the first
+    :meth:`update` samples the whole box.
+    """
+
+    def __init__(self, aabb: Sequence[float] | torch.Tensor = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
+                 resolution: int = 128):
+        super().__init__()
+        aabb_t = torch.as_tensor(aabb, dtype=torch.float32).flatten()
+        if aabb_t.numel() != 6 or not bool((aabb_t[3:] > aabb_t[:3]).all()):
+            raise ValueError(f"aabb must be (xmin, ymin, zmin, xmax, ymax, zmax) with max > min, "
+                             f"got {aabb_t.tolist()}")
+        if resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        self.resolution = int(resolution)
+        r = self.resolution
+        self.register_buffer("aabb", aabb_t)
+        self.register_buffer("density", torch.zeros(r, r, r))
+        self.register_buffer("binary", torch.ones(r, r, r, dtype=torch.bool))
+
+    # -- geometry ------------------------------------------------------------------------
+    @property
+    def cell_scale(self) -> torch.Tensor:
+        """(3,) float32 cells per unit length, res / (max - min): cell = floor((x - min) * scale)."""
+        return torch.tensor(float(self.resolution), dtype=torch.float32,
+                            device=self.aabb.device) / (self.aabb[3:] - self.aabb[:3])
+
+    def cell_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell (ix, iy, iz) of points ``x (..., 3)`` (clamped into the grid) and an inside mask."""
+        check_tensor("x", x, (3,), floating=True)
+        lo, hi = self.aabb[:3], self.aabb[3:]
+        x = x.float()
+        ijk = torch.floor((x - lo) * self.cell_scale).long().clamp(0, self.resolution - 1)
+        inside = ((x >= lo) & (x <= hi)).all(dim=-1)
+        return ijk, inside
+
+    def is_occupied(self, x: torch.Tensor) -> torch.Tensor:
+        """(...,) bool: the cell holding each point of ``x (..., 3)`` is occupied (False outside)."""
+        ijk, inside = self.cell_indices(x)
+        return self.binary[ijk[..., 0], ijk[..., 1], ijk[..., 2]] & inside
+
+    def cell_centers(self) -> torch.Tensor:
+        """(res, res, res, 3) world positions of the cell centres."""
+        r = self.resolution
+        g = (torch.arange(r, device=self.aabb.device, dtype=torch.float32) + 0.5) / r
+        u = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), dim=-1)
+        return self.aabb[:3] + u * (self.aabb[3:] - self.aabb[:3])
+
+    # -- refresh -------------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], step: int, *,
+               update_every: int = 16, decay: float = 0.95, threshold: float = 0.01,
+               warmup_steps: int = 256, generator: torch.Generator | None = None,
+               chunk: int = 2 ** 18) -> bool:
+        """Refresh the grid at training ``step`` if ``step % update_every == 0``; return whether it did.
+
+        Paper (App. E.2): every cell's density is decayed by ``decay``; the chosen cells take
+        ``max(decayed, sigma(x))`` at one uniformly random point x inside the cell. During the
+        first ``warmup_steps`` steps every cell is chosen; afterwards res^3/4 uniformly random
+        cells plus res^3/4 random occupied cells. A cell is occupied when its density exceeds
+        ``min(threshold, mean density)`` (the mean keeps sparse scenes from emptying out early).
+        ``density_fn`` maps world points (M, 3) to densities (M,) or (M, 1); it is called under
+        ``no_grad`` in chunks of ``chunk`` points.
+        """
+        if update_every < 1 or step % update_every != 0:
+            return False
+        r, dev = self.resolution, self.density.device
+        n_cells = r ** 3
+        if step < warmup_steps:
+            cells = torch.arange(n_cells, device=dev)
+        else:
+            n = max(1, n_cells // 4)
+            uniform = torch.randint(0, n_cells, (n,), device=dev, generator=generator)
+            occupied = torch.nonzero(self.binary.flatten()).flatten()
+            if occupied.numel() > 0:
+                pick = torch.randint(0, occupied.numel(), (n,), device=dev, generator=generator)
+                cells = torch.cat([uniform, occupied[pick]])
+            else:
+                cells = uniform
+        ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], dim=-1).float()
+        jitter = torch.rand(ijk.shape, device=dev, generator=generator)
+        pts = self.aabb[:3] + (ijk + jitter) / r * (self.aabb[3:] - self.aabb[:3])
+        sigma = torch.cat([density_fn(p).reshape(-1).float() for p in pts.split(chunk)])
+        if sigma.numel() != cells.numel():
+            raise ShapeError(f"density_fn: expected {cells.numel()} densities for "
+                             f"{cells.numel()} points, got {sigma.numel()}")
+        flat = self.density.flatten() * decay
+        flat = flat.scatter_reduce(0, cells, sigma, reduce="amax", include_self=True)
+        self.density.copy_(flat.view(r, r, r))
+        thr = min(float(threshold), float(self.density.mean()))
+        self.binary.copy_(self.density > thr)
+        return True
+
+
+# --------------------------------------------------------------------------------------------
+# Ray marching
+# --------------------------------------------------------------------------------------------
+def ray_aabb_intersect(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit t of rays (R, 3) with the box ``aabb (6,)`` (slab test); t_exit < t_entry
+    (or inf) when a ray misses. Axis-parallel rays (d_i = 0) are handled without NaNs."""
+    lo, hi = aabb[:3], aabb[3:]
+    zero = rays_d == 0
+    safe_d = torch.where(zero, torch.ones_like(rays_d), rays_d)
+    t1, t2 = (lo - rays_o) / safe_d, (hi - rays_o) / safe_d
+    inside = (rays_o >= lo) & (rays_o <= hi)
+    inf = torch.full_like(t1, math.inf)
+    t_lo = torch.where(zero, torch.where(inside, -inf, inf), torch.minimum(t1, t2))
+    t_hi = torch.where(zero, torch.where(inside, inf, -inf), torch.maximum(t1, t2))
+    return t_lo.amax(dim=-1), t_hi.amin(dim=-1)
+
+
+def _prepare(rays_o, rays_d, near, far, occ_grid, step_size, max_step):
+    check_tensor("rays_o", rays_o, (3,), floating=True)
+    check_tensor("rays_d", rays_d, (3,), floating=True)
+    check_leading("rays_o", rays_o, "rays_d", rays_d, 1, 1)
+    if rays_o.dim() != 2:
+        raise ShapeError(f"rays_o: expected shape (R, 3), got {tuple(rays_o.shape)}")
+    if not isinstance(occ_grid, OccupancyGrid):
+        raise TypeError(f"occ_grid: expected an OccupancyGrid, got {type(occ_grid).__name__}")
+    o, d = rays_o.float().contiguous(), rays_d.float().contiguous()
+    R = o.shape[0]
+    aabb = occ_grid.aabb.to(o.device)
+    near_t = torch.as_tensor(near, dtype=torch.float32, device=o.device).expand(R)
+    far_t = torch.as_tensor(far, dtype=torch.float32, device=o.device).expand(R)
+    t_in, t_out = ray_aabb_intersect(o, d, aabb)
+    t_min = torch.maximum(t_in, near_t).contiguous()
+    t_max = torch.minimum(t_out, far_t).contiguous()
+    side = float((aabb[3:] - aabb[:3]).max())
+    dt = step_size if step_size is not None else math.sqrt(3.0) / 1024.0 * side
+    dt_max = max_step if max_step is not None else math.sqrt(3.0) * side / occ_grid.resolution
+    if not dt > 0:
+        raise ValueError(f"step_size must be > 0, got {dt}")
+    lo = aabb[:3].contiguous()
+    scale = occ_grid.cell_scale.to(o.device).contiguous()
+    return o, d, t_min, t_max, float(dt), float(max(dt_max, dt)), lo, scale
+
+
+def march_rays_reference(rays_o, rays_d, t_min, t_max, binary, lo, scale, step, cone_angle,
+                         max_step, max_samples, ray_chunk: int = 4096):
+    """Pure-PyTorch marching (the definition of the samples, see the module docstring).
+
+    Arguments as prepared by :func:`march_rays` (float32 tensors, t_min/t_max clipped to the box,
+    ``scale = res / (max - min)``). Tests every step's cell, vectorised over rays and steps.
+    """
+    dev = rays_o.device
+    res = binary.shape[0]
+    occ_flat = binary.reshape(-1)
+    dt = torch.tensor(step, dtype=torch.float32, device=dev)
+    out_r, out_0, out_1 = [], [], []
+
+    def keep(ray_ids, t0, t1, valid):
+        # midpoint cell lookup, identical float32 ops to the C++ kernel
+        o, d = rays_o[ray_ids], rays_d[ray_ids]
+        tm = (t0 + t1) * 0.5
+        x = o.unsqueeze(1) + tm.unsqueeze(-1) * d.unsqueeze(1)
+        ijk = torch.floor((x - lo) * scale).long().clamp(0, res - 1)
+        flat = (ijk[..., 0] * res + ijk[..., 1]) * res + ijk[..., 2]
+        return valid & occ_flat[flat]
+
+    for r0 in range(0, rays_o.shape[0], ray_chunk):
+        ids = torch.arange(r0, min(r0 + ray_chunk, rays_o.shape[0]), device=dev)
+        tn, tf = t_min[ids], t_max[ids]
+        hit = tn < tf
+        if not bool(hit.any()):
+            continue
+        if cone_angle <= 0:
+            span = float((tf - tn)[hit].max())
+            k_max = int(math.ceil(span / step)) + 2
+            k = torch.arange(k_max, device=dev, dtype=torch.float32)
+            t0 = tn.unsqueeze(1) + k.unsqueeze(0) * dt  # (R, K): t_min + k * dt
+            valid = t0 < tf.unsqueeze(1)
+            t1 = torch.minimum(t0 + dt, tf.unsqueeze(1))
+        else:
+            cone = torch.tensor(cone_angle, dtype=torch.float32, device=dev)
+            cols0, cols1, colsv = [], [], []
+            t = tn.clone()
+            active = t < tf
+            while bool(active.any()):
+                stepk = torch.clamp(t * cone, min=step, max=max_step)
+                cols0.append(t)
+                cols1.append(torch.minimum(t + stepk, tf))
+                colsv.append(active)
+                t = t + stepk
+                active = active & (t < tf)
+            t0, t1, valid = (torch.stack(c, dim=1) for c in (cols0, cols1, colsv))
+        mask = keep(ids, t0, t1, valid)
+        mask &= torch.cumsum(mask, dim=1) <= max_samples
+        rr, kk = torch.nonzero(mask, as_tuple=True)  # row-major: sorted by ray, then t
+        out_r.append(ids[rr])
+        out_0.append(t0[rr, kk])
+        out_1.append(t1[rr, kk])
+    if not out_r:
+        empty = torch.zeros(0, device=dev)
+        return torch.zeros(0, dtype=torch.long, device=dev), empty, empty.clone()
+    return torch.cat(out_r), torch.cat(out_0), torch.cat(out_1)
+
+
+def march_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, near: float | torch.Tensor,
+               far: float | torch.Tensor, occ_grid: OccupancyGrid, step_size: float | None = None,
+               max_samples_per_ray: int = 1024, cone_angle: float = 0.0,
+               max_step: float | None = None, backend: str = "auto"
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """March rays through the occupancy grid; return packed samples in occupied cells.
+
+    Args:
+        rays_o, rays_d: (R, 3) origins and unit directions (world frame, same as the grid's aabb).
+        near, far: floats or (R,) tensors; marching is further clipped to the grid's box.
+        occ_grid: the :class:`OccupancyGrid` whose ``binary`` decides which cells are sampled.
+        step_size: dt; default sqrt(3)/1024 x the box's longest side (1024 steps across the
+            diagonal of a cube, as in the paper).
+        max_samples_per_ray: at most this many samples per ray (the nearest ones).
+        cone_angle: > 0 enables exponential stepping, step = clamp(cone_angle * t, dt, max_step)
+            (large scenes; the paper uses 1/256); 0 = constant step.
+        max_step: cap of the exponential step; default one cell diagonal.
+        backend: "auto" | "compiled" | "reference" (same samples).
+
+    Returns:
+        ``ray_indices (S,) int64, t_starts (S,), t_ends (S,)`` float32, sorted by ray then t.
+    """
+    o, d, t_min, t_max, dt, dt_max, lo, scale = _prepare(rays_o, rays_d, near, far, occ_grid,
+                                                         step_size, max_step)
+    if max_samples_per_ray < 1:
+        raise ValueError(f"max_samples_per_ray must be >= 1, got {max_samples_per_ray}")
+    binary = occ_grid.binary.to(o.device)
+    if _use_compiled(backend, o.device):
+        ops = _build.require_extension(o.device)
+        return tuple(ops.march_rays(o, d, t_min, t_max, binary.to(torch.uint8).contiguous(),
+                                    lo, scale, dt, float(cone_angle), dt_max,
+                                    int(max_samples_per_ray)))
+    return march_rays_reference(o, d, t_min, t_max, binary, lo, scale, dt, float(cone_angle),
+                                dt_max, int(max_samples_per_ray))
+
+
+# --------------------------------------------------------------------------------------------
+# Packed transmittance and weights
+# --------------------------------------------------------------------------------------------
+def ray_offsets(ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
+    """(n_rays + 1,) int64 start of each ray's samples in a packed array sorted by ray."""
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, dim=0)])
+
+
+def _check_packed(sigmas, deltas, ray_indices, n_rays):
+    check_tensor("sigmas", sigmas, (None,), floating=True)
+    if sigmas.dim() != 1:
+        raise ShapeError(f"sigmas: expected shape (S,), got {tuple(sigmas.shape)}")
+    for name, t in (("deltas", deltas), ("ray_indices", ray_indices)):
+        if not isinstance(t, torch.Tensor) or t.shape != sigmas.shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ShapeError(f"{name}: expected shape {tuple(sigmas.shape)} (like sigmas), "
+                             f"got {got}")
+    if ray_indices.dtype not in (torch.int32, torch.int64):
+        raise ShapeError(f"ray_indices: expected an integer tensor, got {ray_indices.dtype}")
+    if ray_indices.numel() and ray_indices.device.type == "cpu":
+        ri = ray_indices
+        if int(ri.min()) < 0 or int(ri.max()) >= n_rays:
+            raise ValueError(f"ray_indices must lie in [0, {n_rays}), got [{int(ri.min())}, "
+                             f"{int(ri.max())}]")
+        if bool((ri[1:] < ri[:-1]).any()):
+            raise ValueError("ray_indices must be sorted (samples of a ray contiguous), as "
+                             "march_rays returns them")
+
+
+def render_weights_packed_reference(sigmas: torch.Tensor, deltas: torch.Tensor,
+                                    ray_indices: torch.Tensor, n_rays: int
+                                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed weights in plain PyTorch: scatter to a padded (n_rays, max_len) layout, exclusive
+    cumsum of sigma*delta per row, gather back. Differentiable by autograd."""
+    _check_packed(sigmas, deltas, ray_indices, n_rays)
+    ray_indices = ray_indices.long()
+    offsets = ray_offsets(ray_indices, n_rays)
+    pos = torch.arange(sigmas.numel(), device=sigmas.device) - offsets[ray_indices]
+    max_len = int((offsets[1:] - offsets[:-1]).max()) if sigmas.numel() else 0
+    sd = sigmas * deltas.to(sigmas.dtype)
+    padded = sd.new_zeros(n_rays, max_len + 1).index_put((ray_indices, pos + 1), sd)
+    depth = torch.cumsum(padded, dim=1)[ray_indices, pos]  # sum_{j<i} sigma_j delta_j
+    trans = torch.exp(-depth)
+    alphas = -torch.expm1(-sd)  # 1 - exp(-sigma delta), accurate for small values
+    return trans * alphas, trans
+
+
+class _RenderWeightsPacked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sigmas, deltas, offsets):
+        ops = _build.require_extension(sigmas.device)
+        sigmas, deltas = sigmas.contiguous(), deltas.contiguous()
+        weights, trans = ops.render_weights_packed_forward(sigmas, deltas, offsets)
+        ctx.save_for_backward(sigmas, deltas, weights, trans, offsets)
+        return weights, trans
+
+    @staticmethod
+    def backward(ctx, grad_w, grad_t):
+        sigmas, deltas, weights, trans, offsets = ctx.saved_tensors
+        grad_w = torch.zeros_like(weights) if grad_w is None else grad_w.contiguous()
+        grad_t = torch.zeros_like(trans) if grad_t is None else grad_t.contiguous()
+        ops = _build.require_extension(sigmas.device)
+        g_s, g_d = ops.render_weights_packed_backward(grad_w, grad_t, sigmas, deltas, weights,
+                                                      trans, offsets)
+        return (g_s if ctx.needs_input_grad[0] else None,
+                g_d if ctx.needs_input_grad[1] else None, None)
+
+
+def render_weights_packed(sigmas: torch.Tensor, deltas: torch.Tensor, ray_indices: torch.Tensor,
+                          n_rays: int, backend: str = "auto"
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Volume-rendering weights of packed samples (NeRF Eq. 3, per ray):
+
+    ``T_i = exp(-sum_{j<i} sigma_j delta_j)`` (= exclusive cumprod of 1 - alpha_j),
+    ``alpha_i = 1 - exp(-sigma_i delta_i)``, ``w_i = T_i alpha_i``.
+
+    Args:
+        sigmas, deltas: (S,) densities and interval lengths (t_ends - t_starts).
+        ray_indices: (S,) int ray of each sample, sorted (samples of a ray contiguous, in t order).
+        n_rays: number of rays R (rays without samples are allowed).
+        backend: "auto" | "compiled" | "reference".
+
+    Returns:
+        ``(weights (S,), transmittance (S,))``; differentiable w.r.t. sigmas (and deltas).
+    """
+    _backend_ok(backend)
+    if not _use_compiled(backend, sigmas.device):
+        return render_weights_packed_reference(sigmas, deltas, ray_indices, n_rays)
+    _check_packed(sigmas, deltas, ray_indices, n_rays)
+    offsets = ray_offsets(ray_indices.long(), n_rays)
+    return _RenderWeightsPacked.apply(sigmas, deltas.to(sigmas.dtype), offsets)
+
+
+def alive_mask(transmittance: torch.Tensor, threshold: float = 1e-4) -> torch.Tensor:
+    """Samples still visible: T_i >= threshold. The paper stops a ray once T < 1e-4, so the
+    renderer can skip (e.g. not evaluate colour for) the samples where this is False."""
+    return transmittance >= threshold
