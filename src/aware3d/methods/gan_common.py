@@ -96,57 +96,11 @@ def config_from_dict(config_cls, d: Mapping[str, Any]):
 # Data
 
 
-class _FolderImages:
-    """Minimal image folder (used only while :mod:`aware3d.data.imagefolder` is absent): every
-    image centre-cropped to a square, resized to ``resolution`` and kept as uint8.
-    ``sample(n, generator)`` -> (n, 3, S, S) float in [-1, 1] with random horizontal flips."""
-
-    _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-    def __init__(self, root, resolution: int, flip: bool = True):
-        from PIL import Image
-
-        from ..data import DataError
-
-        root = Path(root)
-        folder = root / "images" if (root / "images").is_dir() else root
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in self._EXTS) if folder.is_dir() else []
-        if not files:
-            raise DataError(f"{root}: no images found (expected {', '.join(self._EXTS)} files)")
-        imgs = []
-        for p in files:
-            im = Image.open(p).convert("RGB")
-            w, h = im.size
-            s = min(w, h)
-            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-            if s != resolution:
-                im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-            imgs.append(np.asarray(im))
-        self.images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
-        self.resolution, self.flip, self.root = int(resolution), bool(flip), root
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].float() / 127.5 - 1
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        idx = torch.randint(0, len(self), (n,), generator=generator)
-        x = self.images[idx].float() / 127.5 - 1
-        if self.flip:
-            f = torch.rand(n, generator=generator) < 0.5
-            x = torch.where(f[:, None, None, None], x.flip(-1), x)
-        return x
-
-
 def image_dataset(path, resolution: int, flip: bool = True):
     """The GAN image folder dataset (:class:`aware3d.data.imagefolder.ImageFolderDataset`):
     ``sample(n, generator)`` -> (n, 3, S, S) in [-1, 1]."""
-    try:
-        from ..data.imagefolder import ImageFolderDataset
-    except ImportError:  # that module is being written alongside; keep the methods usable
-        return _FolderImages(path, resolution, flip)
+    from ..data.imagefolder import ImageFolderDataset
+
     return ImageFolderDataset(str(path), resolution, flip=flip)
 
 
@@ -267,7 +221,7 @@ def to_unit(images: torch.Tensor, image_range=(-1.0, 1.0)) -> torch.Tensor:
 
 
 def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
-                 device: str | torch.device = "cpu") -> dict:
+                 device: str | torch.device = "cpu", extractor: Callable | None = None) -> dict:
     """FID and KID of the run's EMA generator on ``n_gen`` images (prior cameras and latents drawn
     from ``seed``) against the real images of ``data`` (default the run's training folder) at the
     run's resolution. Writes ``run_dir/eval/metrics.json`` (``{"fid5k", "kid5k", "kid5k_std",
@@ -290,7 +244,8 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
         x = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in x.items()}
         return to_unit(G(x), method.image_range).cpu()
 
-    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size,
+    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size, extractor=extractor,
+                          use_cache=extractor is None,
                           cache_key=f"{Path(data).resolve()}@{cfg.resolution}")
     metrics = {k: float(v) for k, v in res.items()}
     metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=int(cfg.resolution),
