@@ -64,61 +64,87 @@ class FeatureField(nn.Module):
         return giraffe_encoding(x / self.downscale, n_freqs)
 
     def forward(self, points: torch.Tensor, dirs: torch.Tensor | None, z_shape: torch.Tensor,
-                z_app: torch.Tensor, index: torch.Tensor | None = None, return_hidden: bool = False):
+                z_app: torch.Tensor, index: torch.Tensor | None = None,
+                dir_index: torch.Tensor | None = None, return_hidden: bool = False):
         """Evaluate the field.
 
-        Padded: points (B, P, 3), dirs (B, P, 3) or None, z_shape (B, Zs), z_app (B, Za) ->
-        ``(sigma (B, P), feature (B, P, M_f))``.
-        Packed: points (S, 3), dirs (S, 3), ``index`` (S,) long in [0, B) -> ``(sigma (S,),
-        feature (S, M_f))``. ``sigma`` is the raw density (the renderer clamps it at zero).
-        With ``return_hidden`` the last hidden layer h (..., hidden) comes back instead of the
-        feature; feature = ``self.feat_out(h)`` is affine in h, so a renderer may composite h and
-        apply ``feat_out`` once per ray (exact, and cheaper than once per sample).
+        Padded: points (B, *S, 3), z_shape (B, Zs), z_app (B, Za), dirs broadcastable to points
+        (e.g. one per ray: points (B, R, N, 3), dirs (B, R, 1, 3)) or None ->
+        ``(sigma (B, *S), feature (B, *S, M_f))``.
+        Packed: points (P, 3), ``index`` (P,) long in [0, B) naming each point's batch element,
+        dirs (P, 3), or (D, 3) with ``dir_index`` (P,) naming each point's direction (one per ray)
+        -> ``(sigma (P,), feature (P, M_f))``.
+        ``sigma`` is the raw density (the renderer clamps it at zero). The view branch runs once
+        per direction given, not once per point. With ``return_hidden`` the last hidden layer h
+        (..., hidden) comes back instead of the feature: feature = ``self.feat_out(h)`` is affine
+        in h, so a renderer may composite h and apply ``feat_out`` once per ray (exact).
         """
         check_tensor("points", points, (3,), floating=True)
         check_tensor("z_shape", z_shape, (self.z_shape_dim,), min_dims=2, floating=True)
         check_tensor("z_app", z_app, (self.z_app_dim,), min_dims=2, floating=True)
         if index is None:
-            if points.dim() != 3 or points.shape[0] != z_shape.shape[0]:
-                raise ShapeError(f"points: expected shape ({z_shape.shape[0]}, P, 3) (batch of z_shape), "
+            if points.dim() < 3 or points.shape[0] != z_shape.shape[0]:
+                raise ShapeError(f"points: expected shape ({z_shape.shape[0]}, ..., 3) (batch of z_shape), "
                                  f"got {tuple(points.shape)}")
+            view = (points.shape[0],) + (1,) * (points.dim() - 2)
 
-            def per_point(v):  # (B, H) -> (B, 1, H)
-                return v.unsqueeze(1)
+            def per_point(v):  # (B, H) -> (B, 1, ..., 1, H)
+                return v.reshape(*view, v.shape[-1])
+            if dirs is not None:
+                try:
+                    torch.broadcast_shapes(dirs.shape, points.shape)
+                except RuntimeError:
+                    raise ShapeError(f"dirs: expected a shape broadcastable to points {tuple(points.shape)}, "
+                                     f"got {tuple(dirs.shape)}") from None
         else:
             if points.dim() != 2 or index.shape != points.shape[:1]:
                 raise ShapeError(f"index: expected shape ({points.shape[0]},) for packed points "
                                  f"{tuple(points.shape)}, got {tuple(index.shape)}")
 
-            def per_point(v):  # (B, H) -> (S, H)
+            def per_point(v):  # (B, H) -> (P, H)
                 return v.index_select(0, index)
-        if dirs is not None and dirs.shape != points.shape:
-            raise ShapeError(f"dirs: expected shape {tuple(points.shape)} (that of points), got {tuple(dirs.shape)}")
+            if dirs is not None:
+                check_tensor("dirs", dirs, (3,), floating=True)
+                want = points.shape[0] if dir_index is None else None
+                if dirs.dim() != 2 or (want is not None and dirs.shape[0] != want):
+                    raise ShapeError(f"dirs: expected shape ({want or 'D'}, 3) for packed points, "
+                                     f"got {tuple(dirs.shape)}")
+                if dir_index is not None and dir_index.shape != points.shape[:1]:
+                    raise ShapeError(f"dir_index: expected shape ({points.shape[0]},), got {tuple(dir_index.shape)}")
 
         net = self._trunk(points, z_shape, per_point)
         sigma = self.sigma_out(net).squeeze(-1)
 
-        net = self.feat_view(net) + per_point(self.fc_z_view(z_app))
+        # in-place adds / ReLUs on fresh layer outputs: linear layers save their inputs, not their
+        # outputs, so this is autograd-safe and spares a large allocation per layer
+        net = self.feat_view(net).add_(per_point(self.fc_z_view(z_app)))
         if self.use_viewdirs and dirs is not None:
             d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            net = net + self.fc_view(self.encode(d, self.n_freq_dir))
-            net = F.relu(net)
+            v = self.fc_view(self.encode(d, self.n_freq_dir))
+            if dir_index is not None:
+                v = v.index_select(0, dir_index)
+            net = net.add_(v).relu_()
         return (sigma, net) if return_hidden else (sigma, self.feat_out(net))
 
     def density(self, points: torch.Tensor, z_shape: torch.Tensor, index: torch.Tensor | None = None):
-        """Density only (mesh extraction): the feature head is skipped."""
-        per_point = (lambda v: v.unsqueeze(1)) if index is None else (lambda v: v.index_select(0, index))
+        """Density only (mesh extraction): the feature head is skipped. Layouts as :meth:`forward`."""
+        if index is None:
+            view = (points.shape[0],) + (1,) * (points.dim() - 2)
+            per_point = lambda v: v.reshape(*view, v.shape[-1])  # noqa: E731
+        else:
+            per_point = lambda v: v.index_select(0, index)  # noqa: E731
         return self.sigma_out(self._trunk(points, z_shape, per_point)).squeeze(-1)
 
     def _trunk(self, points, z_shape, per_point):
         """Density trunk: z_s enters the first layer and again with gamma(x) at each skip."""
         p = self.encode(points, self.n_freq_pos)
-        net = F.relu(self.fc_in(p) + per_point(self.fc_z(z_shape)))
+        net = self.fc_in(p).add_(per_point(self.fc_z(z_shape))).relu_()
         skip = 0
         for k, layer in enumerate(self.blocks, start=1):
-            net = F.relu(layer(net))
+            net = layer(net).relu_()
             if k in self.skips:
-                net = net + per_point(self.fc_z_skips[skip](z_shape)) + self.fc_p_skips[skip](p)
+                # not in place: ReLU's backward needs its output unchanged
+                net = (self.fc_p_skips[skip](p) + per_point(self.fc_z_skips[skip](z_shape))).add_(net)
                 skip += 1
         return net
 

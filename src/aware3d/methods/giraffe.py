@@ -99,7 +99,7 @@ class GiraffeConfig:
     r1_interval: int = 1
     density_noise: float = 1.0          # N(0, 1) added to raw densities in training (official)
     flip: bool = True                   # horizontal flips of the real images
-    bf16: bool = True                   # bf16 autocast for the feature-field MLPs on CPU
+    bf16: bool = True                   # bf16 autocast for the generator (fields + 2D renderer)
     sample_every: int = 500
     checkpoint_every: int = 1000
     log_every: int = 10
@@ -393,10 +393,11 @@ def evaluate_object_packed(field: FeatureField, rays_o, rays_d, t, z_shape, z_ap
     inside = (p_box.abs() <= 1.0 + padding).all(-1)
     flat = inside.reshape(-1).nonzero().squeeze(1)
     pts = p_box.reshape(-1, 3).index_select(0, flat)
-    dirs = d_box.reshape(-1, 3).index_select(0, torch.div(flat, N, rounding_mode="floor"))
+    ray = torch.div(flat, N, rounding_mode="floor")
     index = torch.div(flat, R * N, rounding_mode="floor")
     with _autocast(bf16, pts.device):
-        sigma, feat = field(pts, dirs, z_shape, z_app, index=index, return_hidden=return_hidden)
+        sigma, feat = field(pts, d_box.reshape(-1, 3), z_shape, z_app, index=index, dir_index=ray,
+                            return_hidden=return_hidden)
     sigma = sigma.float()
     if noise is not None:
         sigma = sigma + noise.reshape(-1).index_select(0, flat)
@@ -425,14 +426,12 @@ def evaluate_background(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, 
     B, R, N = t.shape
     o = torch.einsum("bji,brj->bri", rotation, rays_o)
     d = torch.einsum("bji,brj->bri", rotation, rays_d)
-    p = points_along_rays(o, d, t).reshape(B, R * N, 3)
-    dirs = d.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
+    p = points_along_rays(o, d, t)  # (B, R, N, 3)
     with _autocast(bf16, p.device):
-        sigma, feat = field(p, dirs, z_shape, z_app, return_hidden=return_hidden)
-    sigma = sigma.float().reshape(B, R, N)
+        sigma, feat = field(p, d.unsqueeze(2), z_shape, z_app, return_hidden=return_hidden)
+    sigma = sigma.float()
     if noise is not None:
         sigma = sigma + noise
-    feat = feat.reshape(B, R, N, -1)
     return sigma, (feat if return_hidden else feat.float())
 
 
@@ -658,7 +657,8 @@ class GiraffeGenerator(nn.Module):
         (B, 1, S, S: opacity of the rendered entities, bilinearly upsampled), ``features`` and
         ``opacity`` (B, res, res)."""
         fmap, acc = self.feature_map(inputs, objects, background)
-        img = self.neural_renderer(fmap)
+        with _autocast(self.bf16, fmap.device):
+            img = self.neural_renderer(fmap).float()
         if not return_alpha:
             return img
         alpha = F.interpolate(acc[:, None], size=img.shape[-2:], mode="bilinear", align_corners=False)
