@@ -1,0 +1,527 @@
+"""NeRF in the Wild (Martin-Brualla et al., CVPR 2021; PAPERS.md card 2) on either backbone.
+
+- Per-image appearance embeddings (GLO, 48-d, optimised with the network) condition only the static
+  colour head; per-image transient embeddings (16-d) feed a transient head that predicts transient
+  density, colour and uncertainty beta (softplus, + ``beta_min`` = 0.03 after compositing).
+- Rendering composites static and transient densities along the ray (paper eq. 10):
+  C = sum_i T_i (alpha^s_i c^s_i + alpha^t_i c^t_i) + (1 - opacity) * background, with
+  T_i = exp(-sum_{j<i} (sigma^s_j + sigma^t_j) delta_j); beta(r) = beta_min + sum_i T_i alpha^t_i beta_i.
+  In the padded (MLP) layout the last sample's spacing is "to infinity" for the static density (as
+  NeRF) but the transient density only integrates over the sample's own spacing, so transients
+  cannot swallow the background.
+- Loss (fine): mean over rays of ||C - C^||^2 / (2 beta^2) + log(beta^2) / 2, plus
+  lambda_u * mean(transient sigma) over all samples (lambda_u = 0.01); coarse (MLP backbone only):
+  plain MSE of the static coarse network (no embeddings), as the paper. See :func:`nerfw_loss`.
+- ``backbone``: ``"mlp"`` (NeRF MLP with hierarchical sampling; subclasses
+  :class:`aware3d.methods.nerf.Model`) or ``"ngp"`` (hash-grid field, occupancy-grid marching and
+  sample-count batching; subclasses :class:`aware3d.methods.ngp.Model`, reusing its marcher, packed
+  weights kernel, optimiser groups and batch sizing). ``cam``: coordinate-aware modulation of the
+  static colour branch (view direction; :mod:`aware3d.fields.cam`).
+
+Presets ``paper``, ``cpu``, ``tiny`` hold the keys of both backbones' presets of the same name plus
+NeRF-W's own; keys the two backbones disagree on (``lr``, ``lr_final``, ``decay_steps``,
+``max_steps``) and the transient head's size are ``None`` = "the chosen backbone's value", filled in
+by :func:`resolve_config` when the model is built (``--set lr=...`` still overrides).
+
+Evaluation as in the paper: :func:`evaluate_appearance_half` optimises each test image's appearance
+embedding on its left half and measures PSNR / SSIM on the right half. Without image ids the model
+renders the static scene with the mean training appearance (what ``aware3d eval`` measures).
+Render programs (:func:`render`): ``appearance-interp``, ``static``, ``transient``, ``uncertainty``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import nerf as _nerf
+from . import ngp as _ngp
+from ..fields.cam import CAMNeRFMLP
+from ..fields.nerfw import NeRFWHashField, NeRFWMLP
+from ..render.samplers import hierarchical_samples, points_along_rays, stratified_samples
+from ..render.volume import (accumulate_packed, apply_background, composite, deltas_from_t,
+                             expected_depth, opacity, transmittance, volume_render)
+
+BACKBONES = ("mlp", "ngp")
+
+_NERFW = dict(backbone="mlp", cam=False, cam_res=4, appearance_dim=48, transient_dim=16,
+              transient_width=None, transient_depth=None, beta_min=0.03, lambda_u=0.01,
+              embed_std=0.1)
+# transient head size per backbone when the preset leaves it None: the paper's 4 x 128 on the
+# 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); 2 x 64 (Instant-NGP's own
+# MLP size) on the hash grid so the field keeps its speed
+_TRANSIENT = {"mlp": dict(transient_depth=4), "ngp": dict(transient_width=64, transient_depth=2)}
+
+
+def _merged_preset(name: str) -> dict:
+    a, b = _nerf.PRESETS[name], _ngp.PRESETS[name]
+    cfg = {}
+    for k in sorted(set(a) | set(b)):
+        cfg[k] = None if (k in a and k in b and a[k] != b[k]) else a.get(k, b.get(k))
+    cfg.update(_NERFW)
+    return cfg
+
+
+PRESETS = {name: _merged_preset(name) for name in ("paper", "cpu", "tiny")}
+DEFAULT_PRESET = "cpu"
+
+
+def resolve_config(cfg: dict) -> dict:
+    """Fill the ``None`` entries of a NeRF-W config from the chosen backbone's preset of the same
+    name (in place; returns ``cfg``)."""
+    backbone = cfg.get("backbone") or "mlp"
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
+    cfg["backbone"] = backbone
+    mod = _nerf if backbone == "mlp" else _ngp
+    src = {**mod.PRESETS.get(cfg.get("preset") or DEFAULT_PRESET, mod.PRESETS[mod.DEFAULT_PRESET]),
+           **_TRANSIENT[backbone]}
+    if backbone == "mlp" and cfg.get("transient_width") is None:
+        cfg["transient_width"] = max(int(cfg.get("width") or src["width"]) // 2, 16)
+    for k, v in list(cfg.items()):
+        if v is None and k in src:
+            cfg[k] = src[k]
+    for k, v in {**_NERFW, **src}.items():
+        cfg.setdefault(k, v)
+    return cfg
+
+
+def nerfw_loss(color: torch.Tensor, target: torch.Tensor, beta: torch.Tensor | None = None,
+               transient_sigma: torch.Tensor | None = None, color_coarse: torch.Tensor | None = None,
+               lambda_u: float = 0.01) -> torch.Tensor:
+    """NeRF-W loss (paper eq. 13 + coarse term).
+
+    Fine: mean_r [ ||C(r) - C^(r)||^2 / (2 beta(r)^2) + log(beta(r)^2) / 2 ] (squared norm over the
+    3 channels) + lambda_u * mean(transient_sigma) (over every sample of the batch). Without ``beta``
+    (no transient head) the fine term is the plain MSE. Coarse: plain MSE (mean over rays and
+    channels) of ``color_coarse``."""
+    if beta is None:
+        loss = F.mse_loss(color, target)
+    else:
+        sq = (color - target).square().sum(-1)
+        loss = (sq / (2 * beta.square()) + torch.log(beta)).mean()
+        if transient_sigma is not None and transient_sigma.numel():
+            loss = loss + lambda_u * transient_sigma.mean()
+    if color_coarse is not None:
+        loss = loss + F.mse_loss(color_coarse, target)
+    return loss
+
+
+class _NeRFWBase:
+    """Embeddings, their look-up and the loss, shared by both backbones."""
+
+    uses_image_ids = True
+
+    def _init_codes(self, cfg: dict, scene: dict) -> None:
+        n = int(scene.get("n_images") or 0)
+        if n < 1:
+            raise ValueError("nerfw: scene['n_images'] (the number of training images) is required "
+                             "for the per-image embeddings")
+        self.n_images = n
+        std = float(cfg.get("embed_std", 0.1))
+        self.appearance_codes = nn.Embedding(n, cfg["appearance_dim"]) if cfg["appearance_dim"] else None
+        self.transient_codes = nn.Embedding(n, cfg["transient_dim"]) if cfg["transient_dim"] else None
+        for e in (self.appearance_codes, self.transient_codes):
+            if e is not None:
+                nn.init.normal_(e.weight, 0.0, std)
+
+    def default_appearance(self) -> torch.Tensor | None:
+        """The appearance used without image ids: the mean of the training embeddings."""
+        return None if self.appearance_codes is None else self.appearance_codes.weight.mean(0)
+
+    def _codes(self, n: int, image_ids, appearance, transient):
+        app = None
+        if self.appearance_codes is not None:
+            if appearance is not None:
+                app = appearance.reshape(-1, appearance.shape[-1]).expand(n, -1) \
+                    if appearance.dim() == 1 or appearance.shape[0] == 1 else appearance.reshape(n, -1)
+            elif image_ids is not None:
+                app = self.appearance_codes(image_ids.reshape(-1))
+            else:
+                app = self.default_appearance().expand(n, -1)
+        use_t = (image_ids is not None) if transient is None else bool(transient)
+        trans = None
+        if use_t and self.transient_codes is not None:
+            if image_ids is None:
+                raise ValueError("nerfw: the transient component needs image_ids")
+            trans = self.transient_codes(image_ids.reshape(-1))
+        return app, trans
+
+    def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
+        return nerfw_loss(out["color"], target, out.get("beta"), out.get("transient_sigma"),
+                          out.get("color_coarse"), self.cfg["lambda_u"])
+
+    def _code_parameters(self):
+        return [p for e in (self.appearance_codes, self.transient_codes) if e is not None
+                for p in e.parameters()]
+
+
+def _field_kwargs(cfg: dict) -> dict:
+    return dict(appearance_dim=cfg["appearance_dim"], transient_dim=cfg["transient_dim"],
+                transient_width=cfg["transient_width"], transient_depth=cfg["transient_depth"],
+                cam_res=cfg["cam_res"] if cfg["cam"] else None)
+
+
+def composite_padded(f: dict, t: torch.Tensor, background, beta_min: float) -> dict:
+    """Render a NeRF-W field's outputs at padded samples t (R, N) (see the module docstring).
+
+    Returns color (full composite when the transient outputs are present, else static), color_static,
+    depth, opacity, and with transients: beta (R,), transient_sigma (R, N), color_transient and
+    opacity_transient (the transient field rendered alone, no background)."""
+    static = volume_render(f["sigma"], f["rgb"], t, background=background)
+    out = {"color_static": static["color"], "weights": static["weights"]}
+    if "t_sigma" not in f:
+        out.update(color=static["color"], depth=static["depth"], opacity=static["opacity"])
+        return out
+    deltas = deltas_from_t(t)
+    dt = deltas.clone()
+    if t.shape[-1] > 1:
+        dt[..., -1] = t[..., -1] - t[..., -2]
+    tau_s = f["sigma"].float().clamp_min(0) * deltas
+    tau_t = f["t_sigma"].float() * dt
+    a_s, a_t = -torch.expm1(-tau_s), -torch.expm1(-tau_t)
+    T = transmittance(-torch.expm1(-(tau_s + tau_t)))
+    w_s, w_t = T * a_s, T * a_t
+    acc = opacity(T * -torch.expm1(-(tau_s + tau_t)))
+    color = apply_background(composite(w_s, f["rgb"]) + composite(w_t, f["t_rgb"]), acc, background)
+    w_alone = transmittance(a_t) * a_t
+    out.update(color=color, depth=expected_depth(w_s + w_t, t), opacity=acc,
+               beta=(w_t * f["t_beta"]).sum(-1) + beta_min, transient_sigma=f["t_sigma"],
+               color_transient=composite(w_alone, f["t_rgb"]), opacity_transient=opacity(w_alone))
+    return out
+
+
+class NeRFWMLPModel(_NeRFWBase, _nerf.Model):
+    """NeRF-W on the NeRF MLP: static coarse NeRF (plain MSE) + NeRF-W fine network."""
+
+    def __init__(self, cfg: dict, scene: dict):
+        _nerf.Model.__init__(self, cfg, scene)
+        if cfg["n_fine"] <= 0:
+            raise ValueError("nerfw: the mlp backbone needs n_fine > 0 (the NeRF-W head is the fine network)")
+        if cfg["cam"]:
+            self.coarse = CAMNeRFMLP(depth=cfg["depth"], width=cfg["width"], cam_res=cfg["cam_res"])
+        self.fine = NeRFWMLP(depth=cfg["depth"], width=cfg["width"], **_field_kwargs(cfg))
+        self._init_codes(cfg, scene)
+
+    def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, training: bool = False,
+                image_ids: torch.Tensor | None = None, appearance: torch.Tensor | None = None,
+                transient: bool | None = None, background: torch.Tensor | None = None) -> dict:
+        bg = self.background if background is None else background
+        shape = rays_o.shape[:-1]
+        o, d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+        n = o.shape[0]
+        t, bins = stratified_samples(self.near, self.far, self.cfg["n_coarse"], batch_shape=(n,),
+                                     perturb=training, dtype=o.dtype, device=o.device)
+        coarse = self._render(self.coarse, o, d, t, bg)
+        t_all, _ = hierarchical_samples(t, bins, coarse["weights"], self.cfg["n_fine"],
+                                        deterministic=not training)
+        x = points_along_rays(o, d, t_all)
+        app, trans = self._codes(n, image_ids, appearance, transient)
+        ab = self.fine.appearance_bias(app)
+        tb = self.fine.transient_bias(trans)
+        f = self.fine(x, d.unsqueeze(-2).expand_as(x), None if ab is None else ab.unsqueeze(-2),
+                      None if tb is None else tb.unsqueeze(-2))
+        out = composite_padded(f, t_all, bg, self.cfg["beta_min"])
+        out.pop("weights")
+        out["color_coarse"] = coarse["color"]
+        return {k: (v.reshape(*shape, *v.shape[1:]) if k != "transient_sigma" else v) for k, v in out.items()}
+
+    def load_backbone_state(self, state: dict) -> list:
+        """Load a NeRF (``methods.nerf``) model's state dict; returns the keys left at their init
+        (embeddings, appearance layer, transient head, CAM grids)."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected:
+            raise KeyError(f"nerfw: unexpected backbone keys {unexpected}")
+        return missing
+
+
+class NeRFWNGPModel(_NeRFWBase, _ngp.Model):
+    """NeRF-W on the hash-grid field with occupancy marching (methods.ngp machinery)."""
+
+    _occ_image = 0
+
+    def __init__(self, cfg: dict, scene: dict):
+        _ngp.Model.__init__(self, cfg, scene)
+        bf16 = self.field.autocast_bf16
+        self.field = NeRFWHashField(self.aabb, levels=cfg["levels"], features=cfg["features"],
+                                    log2_table=cfg["log2_table"], base_res=cfg["base_res"],
+                                    max_res=cfg["max_res"], hidden=cfg["hidden"], autocast_bf16=bf16,
+                                    **_field_kwargs(cfg))
+        self._init_codes(cfg, scene)
+
+    def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, training: bool = False,
+                image_ids: torch.Tensor | None = None, appearance: torch.Tensor | None = None,
+                transient: bool | None = None, background: torch.Tensor | None = None) -> dict:
+        bg = self.background if background is None else background
+        shape = rays_o.shape[:-1]
+        o, d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+        n = o.shape[0]
+        app, trans = self._codes(n, image_ids, appearance, transient)
+        ab = self.field.appearance_bias(app)
+        tb = self.field.transient_bias(trans)
+        idx, t0, t1 = self._march(o, d)
+        if idx.numel() and self.cfg["early_stop_T"] > 0:
+            with torch.no_grad():
+                xm = o[idx] + 0.5 * (t0 + t1)[:, None] * d[idx]
+                dens = self.field.density(xm)
+                if tb is not None:
+                    dens = dens + self.field.transient_density(xm, tb[idx]).float()
+                _, T = self._weights(dens, t1 - t0, idx, n)
+                keep = T > self.cfg["early_stop_T"]
+            idx, t0, t1 = idx[keep], t0[keep], t1[keep]
+        tm, delta = 0.5 * (t0 + t1), t1 - t0
+        x = o[idx] + tm[:, None] * d[idx]
+        f = self.field(x, d[idx], None if ab is None else ab[idx], None if tb is None else tb[idx])
+        ws, _ = self._weights(f["sigma"], delta, idx, n)
+        acc_s = accumulate_packed(ws, idx, n)
+        color_s = apply_background(accumulate_packed(ws[:, None] * f["rgb"], idx, n), acc_s, bg)
+        out = {"color_static": color_s, "n_samples": int(idx.numel())}
+        if "t_sigma" not in f:
+            out.update(color=color_s, opacity=acc_s, depth=accumulate_packed(ws * tm, idx, n))
+        else:
+            sig_s, sig_t = f["sigma"].float(), f["t_sigma"].float()
+            w_tot, T = self._weights(sig_s + sig_t, delta, idx, n)
+            w_s = T * -torch.expm1(-sig_s.clamp_min(0) * delta)
+            w_t = T * -torch.expm1(-sig_t * delta)
+            acc = accumulate_packed(w_tot, idx, n)
+            color = apply_background(accumulate_packed(w_s[:, None] * f["rgb"] + w_t[:, None] * f["t_rgb"],
+                                                       idx, n), acc, bg)
+            w_alone, _ = self._weights(sig_t, delta, idx, n)
+            out.update(color=color, opacity=acc, depth=accumulate_packed((w_s + w_t) * tm, idx, n),
+                       beta=accumulate_packed(w_t * f["t_beta"], idx, n) + self.cfg["beta_min"],
+                       transient_sigma=sig_t,
+                       color_transient=accumulate_packed(w_alone[:, None] * f["t_rgb"], idx, n),
+                       opacity_transient=accumulate_packed(w_alone, idx, n))
+        return {k: (v.reshape(*shape, *v.shape[1:]) if isinstance(v, torch.Tensor) and k != "transient_sigma"
+                    else v) for k, v in out.items()}
+
+    def _occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
+        """Static density plus the transient density of one training image (cycled over updates),
+        so the decayed-max occupancy grid also keeps the cells the transients occupy."""
+        dens = type(self.field).density(self.field, x)
+        if self.transient_codes is not None and self.field.transient is not None:
+            tb = self.field.transient_bias(self.transient_codes.weight[self._occ_image])
+            dens = dens + self.field.transient_density(x, tb.expand(x.shape[0], -1)).float()
+        return dens
+
+    def before_step(self, step: int) -> None:
+        # methods.ngp refreshes its occupancy grid from ``self.field.density``; for the duration of
+        # its call that name answers with the static + transient occupancy density
+        self._occ_image = (step // max(int(self.cfg.get("occ_every", 16)), 1)) % self.n_images
+        self.field.density = self._occupancy_density
+        try:
+            _ngp.Model.before_step(self, step)
+        finally:
+            del self.field.density
+
+    def make_optimizer(self):
+        opt = _ngp.Model.make_optimizer(self)
+        opt.add_param_group({"params": self._code_parameters(), "weight_decay": 0.0})
+        return opt
+
+    def load_backbone_state(self, state: dict) -> list:
+        """Load an Instant-NGP (``methods.ngp``) model's state dict; returns the keys left at init."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected:
+            raise KeyError(f"nerfw: unexpected backbone keys {unexpected}")
+        return missing
+
+
+def Model(cfg: dict, scene: dict) -> nn.Module:
+    """The NeRF-W model of ``cfg["backbone"]`` (fills the config's backbone defaults in place)."""
+    resolve_config(cfg)
+    return NeRFWMLPModel(cfg, scene) if cfg["backbone"] == "mlp" else NeRFWNGPModel(cfg, scene)
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering helpers, paper evaluation, render programs
+
+
+@torch.no_grad()
+def render_view(model, K: torch.Tensor, c2w: torch.Tensor, width: int, height: int, *,
+                image_id: int | None = None, appearance: torch.Tensor | None = None,
+                keys=("color",), chunk: int = 8192) -> dict:
+    """Render one frame in chunks: ``keys`` of the model's output as (H, W, ...) CPU tensors.
+    ``image_id`` renders with that training image's embeddings (static + transient)."""
+    from ..render.cameras import image_rays
+
+    dev = next(model.parameters()).device
+    o, d = image_rays(K.to(dev), c2w.to(dev), width, height)
+    o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+    outs = {k: [] for k in keys}
+    for i in range(0, o.shape[0], chunk):
+        kw = {}
+        if image_id is not None:
+            kw["image_ids"] = torch.full((min(chunk, o.shape[0] - i),), int(image_id), dtype=torch.long,
+                                         device=dev)
+        if appearance is not None:
+            kw["appearance"] = appearance.to(dev)
+        r = model(o[i:i + chunk], d[i:i + chunk], training=False, **kw)
+        for k in keys:
+            outs[k].append(r[k].float())
+    return {k: torch.cat(v).reshape(height, width, *v[0].shape[1:]).cpu() for k, v in outs.items()}
+
+
+def evaluate_appearance_half(run_dir, data: str | None = None, split: str = "test", steps: int = 100,
+                             lr: float = 0.02, batch: int = 2048, device: str | None = None,
+                             progress: bool = True, max_views: int | None = None, seed: int = 0) -> dict:
+    """The paper's protocol: per test image, optimise its appearance embedding (from the mean
+    training embedding, Adam, ``steps`` steps of ``batch`` random rays, network frozen, static
+    render, MSE) on the LEFT half of the image; report PSNR / SSIM on the RIGHT half.
+
+    Also works on runs of methods without embeddings (nerf, ngp): then nothing is optimised and the
+    same right-half metrics are reported, for comparison. Writes RUN/eval/metrics.json and one PNG per
+    view (ground truth | render, the optimised half marked). Returns the metrics dict."""
+    from tqdm import tqdm
+
+    from ..data import load_scene
+    from ..metrics import psnr, ssim
+    from ..render.cameras import image_rays
+    from ..train import io, recon
+
+    run_dir = Path(run_dir)
+    model, saved = recon.load_run(run_dir, device)
+    dev = next(model.parameters()).device
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ds = load_scene(data or saved["data"], split, downscale=saved["downscale"])
+    has_app = getattr(model, "appearance_codes", None) is not None
+    n = len(ds) if max_views is None else min(len(ds), max_views)
+    W, H = ds.width, ds.height
+    half = W // 2
+    gen = torch.Generator().manual_seed(int(seed))
+    views, t0 = [], time.time()
+    out_dir = run_dir / "eval"
+    for i in tqdm(range(n), disable=not progress, desc=f"eval {split} (appearance half)"):
+        gt = ds.images[i]
+        emb = None
+        if has_app:
+            o, d = image_rays(ds.K[i].to(dev), ds.c2w[i].to(dev), W, H)
+            lo, ld = o[:, :half].reshape(-1, 3), d[:, :half].reshape(-1, 3)
+            lt = gt[:, :half].reshape(-1, 3).to(dev)
+            emb = model.default_appearance().detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([emb], lr=lr)
+            for _ in range(int(steps)):
+                sel = torch.randperm(lo.shape[0], generator=gen)[:batch].to(dev)
+                with torch.enable_grad():
+                    r = model(lo[sel], ld[sel], training=False, appearance=emb)
+                    loss = F.mse_loss(r["color"], lt[sel])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                opt.step()
+            emb = emb.detach()
+        pred = render_view(model, ds.K[i], ds.c2w[i], W, H, appearance=emb)["color"].clamp(0, 1)
+        right_p, right_g = pred[:, half:], gt[:, half:]
+        v = {"name": ds.names[i] if ds.names else str(i),
+             "psnr": float(psnr(right_p, right_g)),
+             "ssim": float(ssim(right_p, right_g)) if min(H, W - half) >= 11 else None,
+             "psnr_left": float(psnr(pred[:, :half], gt[:, :half])),
+             "psnr_full": float(psnr(pred, gt))}
+        views.append(v)
+        mark = pred.clone()
+        mark[:, half - 1: half + 1] = torch.tensor([1.0, 0.0, 0.0])
+        io.save_png(out_dir / f"{i:03d}_{v['name'].replace('/', '_')}_half.png", torch.cat([gt, mark], 1))
+    ss = [v["ssim"] for v in views if v["ssim"] is not None]
+    metrics = {"protocol": "appearance optimised on the left half, measured on the right half",
+               "appearance_optimised": bool(has_app), "steps": int(steps) if has_app else 0,
+               "psnr": sum(v["psnr"] for v in views) / len(views),
+               "ssim": sum(ss) / len(ss) if ss else None,
+               "psnr_left": sum(v["psnr_left"] for v in views) / len(views),
+               "psnr_full": sum(v["psnr_full"] for v in views) / len(views),
+               "split": split, "n_views": len(views),
+               "seconds_per_view": (time.time() - t0) / len(views), "views": views}
+    io.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+PROGRAMS = ("appearance-interp", "static", "transient", "uncertainty")
+
+
+def most_different_pair(model) -> tuple[int, int]:
+    """The two training images whose appearance embeddings are farthest apart."""
+    w = model.appearance_codes.weight.detach()
+    dist = torch.cdist(w, w)
+    k = int(dist.argmax())
+    return k // w.shape[0], k % w.shape[0]
+
+
+def appearance_interp_frames(model, K, c2w, width: int, height: int, a: int, b: int,
+                             n: int) -> torch.Tensor:
+    """Static renders (n, H, W, 3) with appearance (1 - s) e_a + s e_b, s = 0 .. 1 (n values).
+    The first frame is exactly the render with image a's embedding and the last with image b's."""
+    w = model.appearance_codes.weight.detach()
+    frames = []
+    for s in torch.linspace(0, 1, max(int(n), 2)).tolist():
+        emb = w[a] if s == 0.0 else (w[b] if s == 1.0 else (1 - s) * w[a] + s * w[b])
+        frames.append(render_view(model, K, c2w, width, height, appearance=emb)["color"].clamp(0, 1))
+    return torch.stack(frames)
+
+
+def render(run_dir, program: str = "appearance-interp", out_dir=None, frames: int | None = None,
+           images: tuple[int, int] | None = None, device: str | None = None, progress: bool = True,
+           fps: int = 12) -> dict:
+    """NeRF-W render programs; returns ``{name: path}`` of the written files.
+
+    - ``appearance-interp``: ``frames`` (24) static renders from training image a's camera while the
+      appearance moves from image a's embedding to image b's (``images``; default the two training
+      images with the most different embeddings). MP4, GIF, first/last frame PNG, a strip PNG.
+    - ``static`` / ``transient`` / ``uncertainty``: the first ``frames`` (8) training views with their
+      own embeddings: the static part alone, the transient part alone (over the background), the
+      uncertainty beta (turbo colour map from beta_min to the largest beta). MP4 and GIF over the views
+      and a PNG grid (ground truth row over the program's row).
+    """
+    from tqdm import tqdm
+
+    from ..data import load_scene
+    from ..train import io, recon
+
+    if program not in PROGRAMS:
+        raise ValueError(f"--program: nerfw has {', '.join(PROGRAMS)}, got {program!r}")
+    run_dir = Path(run_dir)
+    model, saved = recon.load_run(run_dir, device)
+    ds = load_scene(saved["data"], "train", downscale=saved["downscale"])
+    W, H = ds.width, ds.height
+    out = Path(out_dir) if out_dir else run_dir / "render" / program
+    files: dict = {}
+    if program == "appearance-interp":
+        if model.appearance_codes is None:
+            raise ValueError("appearance-interp: this run has no appearance embeddings (appearance_dim=0)")
+        a, b = images if images is not None else most_different_pair(model)
+        seq = appearance_interp_frames(model, ds.K[a], ds.c2w[a], W, H, int(a), int(b), frames or 24)
+        files["mp4"] = str(io.save_video(out / "appearance_interp.mp4", seq, fps=fps))
+        files["gif"] = str(io.save_video(out / "appearance_interp.gif", seq, fps=fps))
+        files["first_png"] = str(io.save_png(out / f"frame_first_image{a}.png", seq[0]))
+        files["last_png"] = str(io.save_png(out / f"frame_last_image{b}.png", seq[-1]))
+        pick = torch.linspace(0, len(seq) - 1, min(8, len(seq))).round().long()
+        files["strip_png"] = str(io.save_png(out / "strip.png", io.make_grid(seq[pick], nrow=len(pick))))
+        files["images"] = [int(a), int(b)]
+        return files
+    n = min(len(ds), frames or 8)
+    rows, gts = [], []
+    results = []
+    for i in tqdm(range(n), disable=not progress, desc=f"render {program}"):
+        results.append(render_view(model, ds.K[i], ds.c2w[i], W, H, image_id=i,
+                                   keys=("color_static", "color_transient", "opacity_transient", "beta")))
+        gts.append(ds.images[i])
+    if program == "static":
+        rows = [r["color_static"].clamp(0, 1) for r in results]
+    elif program == "transient":
+        bg = ds.background
+        rows = [(r["color_transient"] + (1 - r["opacity_transient"]).unsqueeze(-1) * bg).clamp(0, 1)
+                for r in results]
+    else:
+        bmin = float(saved["config"].get("beta_min", 0.03))
+        bmax = max(float(r["beta"].max()) for r in results)
+        rows = [torch.as_tensor(io.colorize_depth(r["beta"], bmin, max(bmax, bmin + 1e-6), invert=False))
+                for r in results]
+        files["beta_max"] = bmax
+    seq = torch.stack(rows)
+    files["mp4"] = str(io.save_video(out / f"{program}.mp4", seq, fps=max(1, fps // 4)))
+    files["gif"] = str(io.save_video(out / f"{program}.gif", seq, fps=max(1, fps // 4)))
+    files["grid_png"] = str(io.save_png(out / f"{program}_grid.png",
+                                        io.make_grid(torch.cat([torch.stack(gts), seq]), nrow=n)))
+    return files

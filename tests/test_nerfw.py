@@ -1,0 +1,228 @@
+"""NeRF-W: wild data, loss, reduction to the backbone, appearance interpolation, short trainings."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from aware3d.methods import nerfw
+from aware3d.train import recon
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # these tests run small tensors on a shared 2-core machine: extra OpenMP threads only spin
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _hashgrid_available():
+    # the kernels are built by another module; skip (not fail) while they are absent or their API
+    # does not match fields/nerf.py yet
+    try:
+        from aware3d.fields.nerf import HashGridField
+        from aware3d.kernels.marching import OccupancyGrid  # noqa: F401
+
+        f = HashGridField(torch.tensor([-1.0, -1, -1, 1, 1, 1]), levels=2, log2_table=8, base_res=2,
+                          max_res=4, hidden=8)
+        f(torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 1.0]] * 2))
+        return True
+    except Exception:
+        return False
+
+
+needs_hashgrid = pytest.mark.skipif(not _hashgrid_available(),
+                                    reason="the hash-grid kernels (aware3d.kernels.hashgrid / marching) are not usable in this checkout yet")
+SCENE = {"aabb": [-1.3, -1.3, -1.0, 1.3, 1.3, 1.0], "near": 1.9, "far": 6.1,
+         "background": [1.0, 1.0, 1.0], "width": 16, "height": 16, "n_images": 4}
+
+
+@pytest.fixture(scope="module")
+def wild_scene(tmp_path_factory):
+    from aware3d.data.wild import synth_wild_scene
+
+    out = tmp_path_factory.mktemp("wild") / "scene"
+    synth_wild_scene(out, n_views=12, resolution=32, hemisphere=True, seed=0, progress=False)
+    return out
+
+
+def test_wild_scene_training_views_vary_test_views_are_clean(wild_scene):
+    # Test views: the clean analytic scene, so they equal synth's render of the same poses up to
+    # 8-bit rounding (max |diff| <= 1/255 + 1e-6). Training views: every one has >= 1 occluder and
+    # its own exposure / white balance / light, so each differs from the clean render of its pose by
+    # a mean absolute difference > 0.01.
+    from aware3d.data import load_scene
+    from aware3d.data.synth import named_scene, render_views
+
+    meta = json.loads((wild_scene / "scene.json").read_text())
+    assert meta["wild"] and meta["split_sizes"] == [10, 1, 1]
+    for split in ("test", "train"):
+        ds = load_scene(wild_scene, split)
+        r = render_views(named_scene("default"), ds.K[0], ds.c2w, 32, 32)
+        clean = torch.where(r["mask"].unsqueeze(-1), r["rgb"], torch.ones(3))
+        diff = (clean - ds.images).abs()
+        if split == "test":
+            assert diff.max() <= 1 / 255 + 1e-6
+        else:
+            assert (diff.mean((1, 2, 3)) > 0.01).all()
+    frames = json.loads((wild_scene / "transforms_train.json").read_text())["frames"]
+    assert all(len(f["transients"]) >= 1 and f["appearance"]["exposure"] > 0 for f in frames)
+
+
+def test_nerfw_loss_matches_hand_computation():
+    # Ray 1: C^ = (.5, .5, .5), C = (.6, .5, .5): ||.||^2 = 0.01, beta = 0.1 -> 0.01 / 0.02 = 0.5,
+    #        log(beta^2) / 2 = log 0.1 = -2.302585.
+    # Ray 2: C^ = C, beta = 0.2 -> 0 + log 0.2 = -1.609438.
+    # mean over rays = (0.5 - 2.302585 - 1.609438) / 2 = -1.7060115
+    # lambda_u * mean(transient sigma) = 0.01 * mean(0, 1, 2, 3) = 0.015
+    # coarse MSE: ray 1 exact, ray 2 off by 0.3 in one channel: 0.09 / 6 = 0.015
+    # total = -1.7060115 + 0.015 + 0.015 = -1.6760115
+    color = torch.tensor([[0.5, 0.5, 0.5], [0.2, 0.3, 0.4]])
+    target = torch.tensor([[0.6, 0.5, 0.5], [0.2, 0.3, 0.4]])
+    coarse = torch.tensor([[0.6, 0.5, 0.5], [0.5, 0.3, 0.4]])
+    loss = nerfw.nerfw_loss(color, target, beta=torch.tensor([0.1, 0.2]),
+                            transient_sigma=torch.tensor([[0.0, 1.0], [2.0, 3.0]]),
+                            color_coarse=coarse, lambda_u=0.01)
+    assert float(loss) == pytest.approx(-1.6760115, abs=1e-6)
+    # without beta the fine term is the plain MSE: (0.01 / 3) / 2 = 0.0016667, + coarse 0.015
+    assert float(nerfw.nerfw_loss(color, target, color_coarse=coarse)) == pytest.approx(0.0166667, abs=1e-6)
+
+
+def _rays(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    o = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 4.0
+    target = torch.randn(n, 3, generator=g) * 0.3
+    d = torch.nn.functional.normalize(target - o, dim=-1)
+    return o, d
+
+
+def _zero_transient_equals_backbone(method):
+    # NeRF-W with the backbone's weights, an appearance layer of zeros and a transient density of
+    # exactly 0 (softplus(-1e4) == 0 in float32) composites sigma_s + 0, colour c_s + 0: every output
+    # of the backbone is reproduced (colour, depth, opacity, coarse colour) to 1e-6, and beta is
+    # beta_min = 0.03 on every ray.
+    from aware3d.methods import nerf, ngp
+
+    torch.manual_seed(0)
+    mod = {"nerf": nerf, "ngp": ngp}[method]
+    base = mod.Model(recon.make_config(method, "tiny"), dict(SCENE)).eval()
+    cfg = recon.make_config("nerfw", "tiny", [("backbone", "mlp" if method == "nerf" else "ngp")])
+    w = nerfw.Model(cfg, dict(SCENE)).eval()
+    missing = w.load_backbone_state(base.state_dict())
+    assert missing and all(k.split(".")[0] in ("appearance_codes", "transient_codes") or
+                           ".appearance." in k or ".transient." in k for k in missing)
+    head = w.fine if method == "nerf" else w.field
+    with torch.no_grad():
+        head.appearance.weight.zero_()
+        head.transient.out.bias[0] = -1e4
+    o, d = _rays()
+    ids = torch.arange(64) % 4
+    with torch.no_grad():
+        ref = base(o, d, training=False)
+        got = w(o, d, training=False, image_ids=ids)
+    keys = ["color", "depth", "opacity"] + (["color_coarse"] if method == "nerf" else [])
+    for k in keys:
+        torch.testing.assert_close(got[k], ref[k], atol=1e-6, rtol=0, msg=k)
+    torch.testing.assert_close(got["color_static"], ref["color"], atol=1e-6, rtol=0)
+    assert torch.equal(got["beta"], torch.full((64,), 0.03))
+
+
+def test_zero_transient_nerfw_equals_mlp_backbone():
+    _zero_transient_equals_backbone("nerf")
+
+
+@needs_hashgrid
+def test_zero_transient_nerfw_equals_ngp_backbone():
+    _zero_transient_equals_backbone("ngp")
+
+
+def test_appearance_interpolation_endpoints_equal_embedding_renders():
+    # Frame 0 is rendered with exactly image a's embedding and the last with image b's, so they are
+    # bit-identical (torch.equal) to static renders with those embeddings; the middle frame (s = 0.5)
+    # differs from both (> 1e-4 somewhere: the appearance layer is live at init).
+    from aware3d.render.cameras import intrinsics_from_fov, look_at
+
+    torch.manual_seed(0)
+    model = nerfw.Model(recon.make_config("nerfw", "tiny"), dict(SCENE)).eval()
+    K = intrinsics_from_fov(40.0, 16, 16)
+    c2w = look_at(torch.tensor([3.0, -2.0, 2.0]))
+    frames = nerfw.appearance_interp_frames(model, K, c2w, 16, 16, 1, 3, 3)
+    w = model.appearance_codes.weight.detach()
+    ra = nerfw.render_view(model, K, c2w, 16, 16, appearance=w[1])["color"].clamp(0, 1)
+    rb = nerfw.render_view(model, K, c2w, 16, 16, appearance=w[3])["color"].clamp(0, 1)
+    assert torch.equal(frames[0], ra) and torch.equal(frames[-1], rb)
+    assert (frames[1] - ra).abs().max() > 1e-4 and (frames[1] - rb).abs().max() > 1e-4
+
+
+def test_presets_resolve_per_backbone():
+    # None entries come from the chosen backbone's preset of the same name: tiny mlp -> nerf tiny
+    # lr 1e-3, transient head 4 x 32 (half the 64-wide trunk, as the paper's 4 x 128 on 256);
+    # tiny ngp -> ngp tiny lr 1e-2, transient head 2 x 64. --set values win.
+    a = nerfw.resolve_config(recon.make_config("nerfw", "tiny"))
+    assert (a["lr"], a["transient_width"], a["transient_depth"]) == (1e-3, 32, 4)
+    b = nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", "ngp")]))
+    assert (b["lr"], b["transient_width"], b["transient_depth"]) == (1e-2, 64, 2)
+    c = nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("lr", "0.005")]))
+    assert c["lr"] == 0.005
+    with pytest.raises(ValueError, match="backbone"):
+        nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", "siren")]))
+
+
+def _train(wild_scene, tmp_path, backbone, steps=20):
+    return recon.train("nerfw", str(wild_scene), out=str(tmp_path / f"nerfw-{backbone}"), preset="tiny",
+                       max_steps=steps, progress=False, val_every=0, device="cpu",
+                       overrides=[("backbone", backbone), ("batch_size", 256)])
+
+
+def _check_run(run, steps=20):
+    from aware3d.train.io import load_checkpoint
+
+    ck = load_checkpoint(run)
+    assert ck["step"] == steps
+    assert "appearance_codes.weight" in ck["model"] and "transient_codes.weight" in ck["model"]
+    assert ck["model"]["appearance_codes.weight"].shape == (10, 48)  # 10 training images x 48
+    assert "train/loss" in (run / "scalars.csv").read_text()
+
+
+def test_train_mlp_20_steps_then_half_eval_and_programs(wild_scene, tmp_path):
+    # 20 steps of the tiny preset; then the paper's evaluation (5 appearance steps, so only the plumbing
+    # is checked: finite right-half PSNR of one test view, metrics.json written) and one program.
+    run = _train(wild_scene, tmp_path, "mlp")
+    _check_run(run)
+    m = nerfw.evaluate_appearance_half(run, steps=5, progress=False)
+    assert m["n_views"] == 1 and math.isfinite(m["psnr"]) and m["appearance_optimised"]
+    assert json.loads((run / "eval" / "metrics.json").read_text())["protocol"].startswith("appearance")
+    files = nerfw.render(run, "uncertainty", frames=2, progress=False)
+    assert Path(files["gif"]).stat().st_size > 0 and Path(files["grid_png"]).is_file()
+
+
+@needs_hashgrid
+def test_train_ngp_20_steps(wild_scene, tmp_path):
+    run = _train(wild_scene, tmp_path, "ngp")
+    _check_run(run)
+
+
+def _cli_wired():
+    from aware3d import commands
+
+    return "nerfw" not in getattr(commands, "_NOT_YET", set())
+
+
+@pytest.mark.skipif(not _cli_wired(), reason="`aware3d train nerfw` is not wired in the CLI yet")
+@pytest.mark.parametrize("backbone", ["mlp", pytest.param("ngp", marks=needs_hashgrid)])
+def test_cli_train_nerfw_20_steps(wild_scene, tmp_path, backbone):
+    run = tmp_path / f"cli-{backbone}"
+    cmd = [sys.executable, "-m", "aware3d.cli", "train", "nerfw", "--data", str(wild_scene),
+           "--backbone", backbone, "--preset", "tiny", "--max-steps", "20", "--out", str(run)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["method"] == "nerfw" and cfg["config"]["backbone"] == backbone
+    _check_run(run)
