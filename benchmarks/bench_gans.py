@@ -1,0 +1,348 @@
+"""The 3D-aware GANs side by side: size, speed, 3D consistency and (optionally) FID after a few
+minutes of training. One markdown table for every GAN module present (giraffe, graf, pigan,
+hologan, cips3d; missing ones are skipped).
+
+Per method, on its CPU preset rendered at 64 x 64:
+
+- parameters of G and D;
+- ms per generated image (EMA-style inference, no gradient) at batch 1 and batch 16;
+- 3D consistency: one sample rendered from two camera yaws ``--yaw-step`` degrees apart; every
+  pixel of the second view with a surface (opacity > 0.5) is lifted to 3D with its depth,
+  projected into the first view and compared with the depth rendered there
+  (:func:`aware3d.methods.gan_common.depth_reprojection_error`, mean |error| relative to the depth).
+  GIRAFFE and CIPS-3D: the depth of their radiance / feature field at the volume-rendering
+  resolution (their images come from a 2D renderer on top, which this does not test); HoloGAN has
+  no density field, so none;
+- with ``--minutes M``: each of ``--train`` (default graf, pigan) is trained on its CPU preset for M
+  minutes in ``--points`` chunks; after each chunk FID/KID on ``--fid-n`` generated images against
+  the first ``--fid-real`` real images (at the training resolution; small N: biased upwards, only
+  comparable within this table). ``fid_vs_minutes.png`` plots FID against training minutes.
+
+    python benchmarks/bench_gans.py --threads 2                       # size, speed, consistency
+    python benchmarks/bench_gans.py --minutes 4 --points 2 --fid-n 200 --data ../shared/data/celeba_10k
+    python benchmarks/bench_gans.py --minutes 4 --data synth          # synth_objects (generated)
+
+Writes ``results.json``, ``table.md`` and the plot to ``--out`` (default ``out/bench_gans``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+ALL = ("giraffe", "graf", "pigan", "hologan", "cips3d")
+
+# CPU presets (faces / synthetic objects) and what makes them render 64 x 64
+SPECS = {
+    "giraffe": dict(faces="cpu32_faces", objects="cpu32", res64=dict(resolution=64)),
+    "graf": dict(faces="cpu32_faces", objects="cpu32", res64=dict(resolution=64, patch=32)),
+    "pigan": dict(faces="cpu32_faces", objects="cpu32",
+                  res64=dict(stages=((0, 64, 8, 2e-4, 4e-4),), resolution=64)),
+    "hologan": dict(faces="cpu", objects="cpu_objects", res64=dict(resolution=64)),
+    "cips3d": dict(faces="cpu", objects="cpu_objects", res64=dict(resolution=64)),
+}
+COLORS = {"giraffe": (31, 119, 180), "graf": (214, 39, 40), "pigan": (44, 160, 44),
+          "hologan": (148, 103, 189), "cips3d": (255, 127, 14)}
+
+
+def load_module(name: str):
+    if importlib.util.find_spec(f"aware3d.methods.{name}") is None:
+        return None
+    try:
+        return importlib.import_module(f"aware3d.methods.{name}")
+    except Exception as e:  # a module mid-edit by someone else: skip it, say why
+        print(f"skipping {name}: import failed ({type(e).__name__}: {e})")
+        return None
+
+
+def build(mod, preset: str, **overrides):
+    cfg = mod.make_config(preset, **overrides)
+    torch.manual_seed(0)
+    return cfg, mod.build(cfg)
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@torch.no_grad()
+def ms_per_image(method, batch: int, reps: int) -> float:
+    G = method.generator.eval()
+    g = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(reps + 1):
+        x = method.sample_inputs(batch, g, train=False)
+        t0 = time.perf_counter()
+        G(x)
+        if i:  # the first call warms up
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times) / batch
+
+
+# --------------------------------------------------------------------------------------------------
+# 3D consistency
+
+
+@torch.no_grad()
+def consistency(name: str, mod, cfg, method, G, yaw_step: float) -> dict:
+    """Depth reprojection error between two yaws of one sample, or {"none": reason}."""
+    from aware3d.methods.gan_common import depth_reprojection_error
+    from aware3d.render.cameras import intrinsics_from_fov
+
+    g = torch.Generator().manual_seed(0)
+    G = G.eval()
+    views = []
+    if name == "hologan":
+        return {"none": "no density field: 3D features are projected by a learnt 2D unit"}
+    if name == "giraffe":
+        from aware3d.render.compose import compose
+        from aware3d.render.volume import volume_render
+
+        x = mod.sample_inputs(cfg, 1, g, train=False)
+        el = 0.5 * (cfg.elevation_range[0] + cfg.elevation_range[1])
+        az = 0.5 * (cfg.azimuth_range[0] + cfg.azimuth_range[1])
+        res = cfg.feature_res
+        for dy in (0.0, yaw_step):
+            x["c2w"] = mod.camera_pose(cfg, torch.tensor([el]), torch.tensor([az + dy]))
+            sig, feat, t = G.entity_fields(x)
+            s, f = compose(sig, feat)
+            out = volume_render(s, f, t)
+            acc = out["opacity"].reshape(res, res)
+            views.append((out["depth"].reshape(res, res) / acc.clamp_min(1e-6), acc > 0.5, x["c2w"][0]))
+        note = f"feature-field depth {res}^2, 2D renderer on top"
+    else:  # camera_from_angles / angle_ranges interface (gan_common)
+        r = method.angle_ranges()
+        yaw, pitch = r["yaw"][2], r["pitch"][2]
+        x = method.sample_inputs(1, g, train=False)
+        for dy in (0.0, yaw_step):
+            x["c2w"] = method.camera_from_angles(torch.tensor([yaw + dy]), torch.tensor([pitch]))
+            if name == "cips3d":
+                d = G(x, return_aux=True)["depth"][0]
+                views.append((d, d > 0, x["c2w"][0]))
+            else:
+                out = G(x, return_dict=True)
+                views.append((out["depth"][0] / out["opacity"][0].clamp_min(1e-6), out["opacity"][0] > 0.5,
+                              x["c2w"][0]))
+        res = views[0][0].shape[-1]
+        note = f"image depth {res}^2" if name != "cips3d" else f"NeRF feature depth {res}^2, 2D decoder on top"
+    K = intrinsics_from_fov(cfg.fov, res)
+    (da, ma, ca), (db, mb, cb) = views
+    err = depth_reprojection_error(da, db, K, ca, cb, ma, mb)
+    err["note"] = note
+    return err
+
+
+# --------------------------------------------------------------------------------------------------
+# FID after training
+
+
+def real_images(data: str, res: int, n: int) -> torch.Tensor:
+    from aware3d.data.imagefolder import ImageFolderDataset
+
+    ds = ImageFolderDataset(data, res, flip=False, limit=n)
+    return ds.images[:n].float() / 255.0 if ds.images is not None else \
+        torch.stack([ds.uint8(i) for i in range(min(n, len(ds)))]).float() / 255.0
+
+
+def load_trained(name: str, mod, run: Path):
+    """(cfg, method, G) of a run's EMA generator, whichever loader the module has."""
+    from aware3d.methods import gan_common as gc
+
+    if hasattr(mod, "Config"):  # gan_common-based modules
+        return gc.load_run(mod, run)
+    loaded = mod.load_generator(run)
+    cfg, G = loaded[0], loaded[-1]
+    method = mod.build(cfg)
+    method.generator = G
+    return cfg, method, G
+
+
+def fid_of_run(name: str, mod, run: Path, data: str, n_gen: int, n_real: int) -> dict:
+    from aware3d.methods import gan_common as gc
+    from aware3d.metrics.fid import compute_fid_kid
+
+    cfg, method, G = load_trained(name, mod, run)
+    sample = method.sample_inputs
+    image_range = method.image_range
+    g = torch.Generator().manual_seed(123)
+
+    @torch.no_grad()
+    def generate(n):
+        return gc.to_unit(G(sample(n, g, train=False)), image_range)
+
+    real = real_images(data, cfg.resolution, n_real)
+    return compute_fid_kid(generate, real, n_gen, batch_size=50, progress=False,
+                           cache_key=f"{Path(data).resolve()}@{cfg.resolution}@first{n_real}")
+
+
+def train_curve(name: str, mod, preset: str, data: str, out: Path, minutes: float, points: int,
+                n_gen: int, n_real: int) -> list[dict]:
+    run = out / "runs" / name
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    curve, done = [], 0.0
+    for p in range(points):
+        chunk = minutes / points
+        t0 = time.time()
+        mod.train(data, str(run), preset=preset, max_minutes=chunk, resume=p > 0, seed=0,
+                  sample_every=100000, checkpoint_every=100000)
+        done += chunk
+        from aware3d.methods.gan_common import checkpoint_step
+
+        steps = checkpoint_step(run)
+        t1 = time.time()
+        res = fid_of_run(name, mod, run, data, n_gen, n_real)
+        fid_key = next(k for k in res if k.startswith("fid"))
+        kid_key = next(k for k in res if k.startswith("kid") and not k.endswith("_std"))
+        curve.append({"minutes": round(done, 2), "steps": steps, "fid": res[fid_key],
+                      "kid": res[kid_key], "train_wall_s": round(t1 - t0, 1),
+                      "fid_wall_s": round(time.time() - t1, 1)})
+        print(f"  {name}: {done:.1f} min, {steps} steps, {fid_key} {res[fid_key]:.1f}, {kid_key} {res[kid_key]:.4f}")
+    return curve
+
+
+# --------------------------------------------------------------------------------------------------
+# Plot (PIL only)
+
+
+def plot_curves(curves: dict, path: Path, title: str) -> Path:
+    from PIL import Image, ImageDraw
+
+    W, H, L, R, T, B = 640, 420, 70, 150, 40, 50
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    pts = [(c["minutes"], c["fid"]) for v in curves.values() for c in v if math.isfinite(c["fid"])]
+    if not pts:
+        d.text((L, H // 2), "no FID points", fill="black")
+        img.save(path)
+        return path
+    xmax = max(p[0] for p in pts) * 1.05
+    ylo, yhi = min(p[1] for p in pts), max(p[1] for p in pts)
+    pad = max((yhi - ylo) * 0.1, 1.0)
+    ylo, yhi = max(0.0, ylo - pad), yhi + pad
+
+    def xy(m, f):
+        return (L + (W - L - R) * m / xmax, T + (H - T - B) * (1 - (f - ylo) / (yhi - ylo)))
+
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for k in range(6):
+        f = ylo + (yhi - ylo) * k / 5
+        y = xy(0, f)[1]
+        d.line([L - 4, y, L, y], fill="black")
+        d.text((8, y - 6), f"{f:.0f}", fill="black")
+        m = xmax * k / 5
+        x = xy(m, ylo)[0]
+        d.line([x, H - B, x, H - B + 4], fill="black")
+        d.text((x - 8, H - B + 8), f"{m:.1f}", fill="black")
+    d.text((L + (W - L - R) // 2 - 50, H - 20), "training minutes", fill="black")
+    d.text((8, 12), title, fill="black")
+    for i, (name, curve) in enumerate(curves.items()):
+        col = COLORS.get(name, (0, 0, 0))
+        line = [xy(c["minutes"], c["fid"]) for c in curve if math.isfinite(c["fid"])]
+        if len(line) > 1:
+            d.line(line, fill=col, width=2)
+        for x, y in line:
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=col)
+        ly = T + 10 + 18 * i
+        d.line([W - R + 10, ly, W - R + 30, ly], fill=col, width=3)
+        d.text((W - R + 36, ly - 6), name, fill="black")
+    img.save(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--methods", default=",".join(ALL))
+    ap.add_argument("--train", default="graf,pigan", help="methods to train when --minutes > 0")
+    ap.add_argument("--minutes", type=float, default=0.0)
+    ap.add_argument("--points", type=int, default=2, help="FID evaluations along the training")
+    ap.add_argument("--data", default="../shared/data/celeba_10k", help="image folder or 'synth'")
+    ap.add_argument("--fid-n", type=int, default=200)
+    ap.add_argument("--fid-real", type=int, default=1000)
+    ap.add_argument("--yaw-step", type=float, default=10.0)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="out/bench_gans")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data, kind = args.data, "faces"
+    if data == "synth":
+        from aware3d.data.synth import synth_objects
+
+        data, kind = str(out / "synth_objects"), "objects"
+        if not (Path(data) / "labels.json").is_file():
+            synth_objects(data, count=2000, resolution=32, progress=False)
+
+    results = {}
+    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        mod = load_module(name)
+        if mod is None:
+            print(f"skipping {name}: no module aware3d.methods.{name}")
+            continue
+        spec = SPECS[name]
+        preset = spec[kind]
+        cfg, method = build(mod, preset, **spec["res64"])
+        row = {"preset": f"{preset} @64", "params_G": n_params(method.generator),
+               "params_D": n_params(method.discriminator)}
+        row["ms_b1"] = ms_per_image(method, 1, args.reps)
+        row["ms_b16"] = ms_per_image(method, 16, max(1, args.reps - 1))
+        try:
+            row["consistency"] = consistency(name, mod, cfg, method, method.generator, args.yaw_step)
+            row["consistency"]["note"] += ", untrained"
+        except Exception as e:  # an API that moved: report instead of failing the whole table
+            row["consistency"] = {"none": f"failed: {type(e).__name__}: {e}"}
+        print(f"{name}: G {row['params_G']:,} D {row['params_D']:,} params, {row['ms_b1']:.1f} ms/img (b1), "
+              f"{row['ms_b16']:.1f} ms/img (b16), consistency {row['consistency']}")
+        if args.minutes > 0 and name in args.train.split(","):
+            row["train_preset"] = preset
+            row["curve"] = train_curve(name, mod, preset, data, out, args.minutes, args.points,
+                                       args.fid_n, args.fid_real)
+            if "none" not in row["consistency"]:  # 3D consistency of the trained EMA generator
+                tcfg, tmethod, tG = load_trained(name, mod, out / "runs" / name)
+                row["consistency"] = consistency(name, mod, tcfg, tmethod, tG, args.yaw_step)
+                row["consistency"]["note"] += f", trained {args.minutes:g} min"
+        results[name] = row
+
+    lines = ["| method | preset | params G / D | ms/img b1 | ms/img b16 | depth reproj. err (rel / abs) | FID (min: value) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        c = r["consistency"]
+        cons = c["none"] if "none" in c else (
+            f"{100 * c['mean_rel']:.2f}% / {c['mean_abs']:.4f} ({c['n_valid']} px, {c['note']})"
+            if c["n_valid"] else f"no overlapping surface ({c['note']})")
+        fid = ", ".join(f"{p['minutes']:g}: {p['fid']:.1f}" for p in r.get("curve", [])) or "-"
+        lines.append(f"| {name} | {r['preset']} | {r['params_G'] / 1e6:.3f}M / {r['params_D'] / 1e6:.3f}M | "
+                     f"{r['ms_b1']:.1f} | {r['ms_b16']:.1f} | {cons} | {fid} |")
+    table = "\n".join(lines)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
+            "args": vars(args), "data": data}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
+    (out / "table.md").write_text(table + "\n")
+    print()
+    print(table)
+    curves = {k: v["curve"] for k, v in results.items() if "curve" in v}
+    if curves:
+        p = plot_curves(curves, out / "fid_vs_minutes.png",
+                        f"FID ({args.fid_n} gen vs {args.fid_real} real) on {Path(data).name}")
+        print(f"plot: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
