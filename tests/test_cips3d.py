@@ -3,6 +3,7 @@ backpropagation, the auxiliary discriminator, and a 20-step run through
 ``aware3d.methods.cips3d.train`` with its render programs and mesh export."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,11 +72,12 @@ def test_generator_shapes_and_gradients():
     m = _tiny()
     G, D = m.generator, m.discriminator
     x = m.sample_inputs(2, torch.Generator().manual_seed(0))
-    assert x["t"].shape == (2, 64, 6) and x["ray_perm"].shape == (2, 64)   # 8^2 NeRF rays, 6 samples
+    assert x["c2w"].shape == (2, 4, 4) and x["ray_perm"].shape == (2, 64)   # 8^2 NeRF rays
+    assert torch.allclose(x["c2w"][:, :3, 3].norm(dim=-1), torch.full((2,), 6.0))  # radius 6
     out = G(x, return_aux=True)
     assert out["image"].shape == (2, 3, 32, 32) and out["aux"].shape == (2, 3, 8, 8)
     assert out["features"].shape == (2, 8, 8, 8) and out["image"].abs().max() <= 1
-    lo, hi = m.cfg.depth_range
+    lo, hi = m.cfg.depth_range          # depth = sum_i w_i t_i <= far
     assert out["depth"].min() >= 0 and out["depth"].max() <= hi + 1e-4
     loss, scalars = m.generator_objective(G, D, x)
     loss.backward()
@@ -105,9 +107,10 @@ def test_hierarchical_sampling_path():
 def test_partial_backprop_reaches_nerf_only_through_selected_rays():
     # grad_rays = 16 of the 64 NeRF rays per image. A loss on the other 48 rays must give the NeRF
     # (and its mapping network) exactly zero gradient; a loss on the 16 selected ones must not.
-    # The forward values are those of the full-gradient render (same rays, same field).
+    # The forward values are those of the full-gradient render (same rays, same field; eval mode:
+    # no jitter of the samples).
     m = _tiny()
-    G = m.generator.train()
+    G = m.generator.eval()
     x = m.sample_inputs(2, torch.Generator().manual_seed(0))
     perm = x["ray_perm"]
     sel = torch.zeros(2, 64, dtype=torch.bool)
@@ -162,14 +165,16 @@ def test_train_entry_point_20_steps(tiny_run):
 
 
 def test_render_programs_and_mesh(tiny_run, tmp_path):
-    files = cm.render(tiny_run, "yaw", out_dir=tmp_path, n_frames=3, n_samples=2)
-    assert set(files) == {"gif", "mp4", "png"} and all(p.exists() for p in files.values())
-    cfg, G = cm.load_generator(tiny_run)
-    aux = cm.render_frames(G, cfg, "aux", n_frames=2, n_samples=2)
-    assert aux.shape == (2, 2, 32, 64, 3)                        # final image | NeRF RGB (upsampled)
-    a = cm.render_frames(G, cfg, "interpolate_shape", n_frames=4, n_samples=2)
-    b = cm.render_frames(G, cfg, "interpolate_appearance", n_frames=4, n_samples=2)
+    from aware3d.methods import gan_common as gc
+
+    files = cm.render(tiny_run, "yaw_sweep", out_dir=tmp_path, n_frames=3, n_samples=2)
+    assert set(files) == {"gif", "mp4", "png"} and all(Path(p).exists() for p in files.values())
+    assert cm.render_aux(tiny_run, n_samples=2, out_path=tmp_path / "aux.png").exists()
+    cfg, method, G = cm.load_generator(tiny_run)
+    a = gc.render_program_frames(method, G, "interpolate_shape", n_frames=4, n_samples=2)
+    b = gc.render_program_frames(method, G, "interpolate_appearance", n_frames=4, n_samples=2)
+    assert a.shape == (4, 2, 32, 32, 3)
     assert torch.allclose(a[0], b[0], atol=1e-6) and not torch.allclose(a[2], b[2], atol=1e-4)
-    assert cm.render(tiny_run, "grid", out_dir=tmp_path, n_samples=2)["png"].exists()
+    assert Path(cm.render(tiny_run, "seed_grid", out_dir=tmp_path, n_frames=2, n_samples=4)["png"]).exists()
     res = cm.export_mesh(tiny_run, seed=0, resolution=24, out_path=tmp_path / "m.ply")
     assert (tmp_path / "m.ply").exists() and res["resolution"] == 24 and res["extent"] == 2.5

@@ -3,13 +3,15 @@ gradients, and a 20-step run through ``aware3d.methods.hologan.train`` with its 
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from aware3d.fields.hologan import (HoloDiscriminator, adain, project_volume, rotate_volume,
-                                    rotation_matrix)
+from aware3d.fields.hologan import (HoloDiscriminator, adain, angles_from_c2w, project_volume,
+                                    rotate_volume, rotation_matrix)
+from aware3d.methods import gan_common as gc
 from aware3d.methods import hologan as hm
 
 
@@ -88,8 +90,10 @@ def test_generator_discriminator_shapes_and_gradients():
     m = hm.build(cfg)
     G, D = m.generator, m.discriminator
     x = m.sample_inputs(3, torch.Generator().manual_seed(0))
-    assert x["z"].shape == (3, 8) and x["z"].abs().max() <= 1       # z ~ U[-1, 1]
-    assert x["yaw"].abs().max() <= 180 and x["pitch"].abs().max() <= 20
+    assert x["z_shape"].shape == (3, 8) and x["z_shape"].abs().max() <= 1   # z ~ U[-1, 1]
+    assert torch.equal(x["z_shape"], x["z_app"])                            # one z in training
+    yaw, pitch = angles_from_c2w(x["c2w"])                                  # the pose rides on c2w
+    assert yaw.abs().max() <= 180 and pitch.abs().max() <= 20 + 1e-4
     img = G(x)
     assert img.shape == (3, 3, 32, 32) and img.abs().max() <= 1     # tanh
     out = D.forward_all(img)
@@ -123,6 +127,13 @@ def test_shape_code_drives_only_the_volume():
         assert (i1 - i2).abs().max() > 1e-4
         # one z for both equals the training path
         assert torch.allclose(i1, G({"z": a, "yaw": zero, "pitch": zero}))
+
+
+def test_pose_round_trips_through_c2w():
+    # camera_from_angles -> angles_from_c2w is the identity on (yaw, pitch) (degrees)
+    yaw, pitch = torch.tensor([30.0, -100.0, 179.0]), torch.tensor([10.0, -5.0, 19.0])
+    y2, p2 = angles_from_c2w(hm.camera_from_angles(yaw, pitch))
+    assert torch.allclose(y2, yaw, atol=1e-4) and torch.allclose(p2, pitch, atol=1e-4)
 
 
 def test_presets_build_and_paper_sizes():
@@ -172,15 +183,16 @@ def test_train_entry_point_20_steps(tiny_run):
 
 
 def test_render_programs(tiny_run, tmp_path):
-    files = hm.render(tiny_run, "yaw", out_dir=tmp_path, n_frames=4, n_samples=2)
-    assert set(files) == {"gif", "mp4", "png"} and all(p.exists() for p in files.values())
-    grid = hm.render(tiny_run, "grid", out_dir=tmp_path, n_samples=2)
-    assert grid["png"].exists()
-    cfg, G = hm.load_generator(tiny_run)
-    fr = hm.render_frames(G, cfg, "interpolate_appearance", n_frames=4, n_samples=2)
+    assert hm.PROGRAMS == ("yaw_sweep", "pitch_sweep", "seed_grid", "interpolate_shape",
+                           "interpolate_appearance", "interpolate_latent")
+    files = hm.render(tiny_run, "yaw_sweep", out_dir=tmp_path, n_frames=4, n_samples=2)
+    assert set(files) == {"gif", "mp4", "png"} and all(Path(p).exists() for p in files.values())
+    assert Path(hm.render(tiny_run, "seed_grid", out_dir=tmp_path, n_frames=2, n_samples=4)["png"]).exists()
+    cfg, method, G = hm.load_generator(tiny_run)
+    fr = gc.render_program_frames(method, G, "interpolate_appearance", n_frames=4, n_samples=2)
     assert fr.shape == (4, 2, 32, 32, 3)
-    # frame 0 of every program is the same base sample (ping-pong weight 0, yaw / pitch 0)
-    f2 = hm.render_frames(G, cfg, "interpolate_shape", n_frames=4, n_samples=2)
+    # frame 0 of both interpolations is the same base sample (weight 0); frame 2 differs
+    f2 = gc.render_program_frames(method, G, "interpolate_shape", n_frames=4, n_samples=2)
     assert torch.allclose(fr[0], f2[0], atol=1e-6) and not torch.allclose(fr[2], f2[2], atol=1e-4)
     with pytest.raises(ValueError, match="program"):
         hm.render(tiny_run, "nope", out_dir=tmp_path)

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["adain", "AdaIN", "StyleMLP", "rotation_matrix", "rotate_volume", "project_volume",
+__all__ = ["adain", "AdaIN", "StyleMLP", "rotation_matrix", "angles_from_c2w", "rotate_volume", "project_volume",
            "HoloGenerator", "HoloDiscriminator"]
 
 
@@ -99,6 +99,16 @@ def rotation_matrix(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Ten
     r_yaw = torch.stack([cy, z, sy, z, o, z, -sy, z, cy], -1).reshape(*yaw.shape, 3, 3)
     r_pitch = torch.stack([o, z, z, z, cp, -sp, z, sp, cp], -1).reshape(*yaw.shape, 3, 3)
     return r_pitch @ r_yaw
+
+
+def angles_from_c2w(c2w: torch.Tensor):
+    """(yaw, pitch) (...,) degrees of cameras looking at the origin: the azimuth and elevation of
+    their position (inverse of
+    :func:`aware3d.methods.hologan.camera_from_angles`)."""
+    p = c2w[..., :3, 3]
+    yaw = torch.rad2deg(torch.atan2(p[..., 1], p[..., 0]))
+    pitch = torch.rad2deg(torch.asin((p[..., 2] / p.norm(dim=-1).clamp_min(1e-12)).clamp(-1, 1)))
+    return yaw, pitch
 
 
 def rotate_volume(volume: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
@@ -191,12 +201,18 @@ class HoloGenerator(nn.Module):
         return torch.tanh(self.to_rgb(h))
 
     def forward(self, inputs: dict) -> torch.Tensor:
-        """inputs: ``z`` (B, Z) (or ``z_shape`` and ``z_app``), ``yaw`` and ``pitch`` (B,) degrees."""
+        """inputs: ``z_shape`` and ``z_app`` (B, Z) (or one ``z``), and the pose: ``c2w`` (B, 4, 4)
+        of a camera looking at the origin (its azimuth / elevation become yaw / pitch) or ``yaw``
+        and ``pitch`` (B,) in degrees."""
         if "z_shape" in inputs:
             w3, w2 = self.styles(inputs["z_shape"], inputs["z_app"])
         else:
             w3, w2 = self.styles(inputs["z"])
-        R = rotation_matrix(inputs["yaw"], inputs["pitch"]).to(w3)
+        if "c2w" in inputs:
+            yaw, pitch = angles_from_c2w(inputs["c2w"].float())
+        else:
+            yaw, pitch = inputs["yaw"], inputs["pitch"]
+        R = rotation_matrix(yaw, pitch).to(w3)
         return self.render(self.volume(w3), R, w2)
 
 

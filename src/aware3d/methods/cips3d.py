@@ -1,10 +1,10 @@
 """CIPS-3D (Zhou et al. 2021): a shallow NeRF for shape, a deep per-pixel INR for appearance
 (PAPERS.md card 8). Networks in :mod:`aware3d.fields.cips`.
 
-    sample_inputs         z_shape, z_app, camera (yaw / pitch), ray depths, the rays that backprop
+    sample_inputs         z_shape, z_app, camera c2w (yaw / pitch prior), the rays that backprop
     camera_rays           one ray per NeRF pixel (render/cameras.image_rays)
-    render_features       ShallowFeatureNerf at the ray samples (+ hierarchical samples) ->
-                          volume rendering (render/volume) -> feature map (B, F, r, r)
+    render_features       ShallowFeatureNerf volume-rendered with stratified + hierarchical
+                          samples (gan_common.render_radiance) -> feature map (B, F, r, r)
     aux RGB               linear + tanh on the NeRF features: the shallow branch's own image
     CIPSDecoder           per pixel (features bilinearly upsampled to S x S when r < S): ModFC
                           blocks conditioned on w(z_app), tRGB summed -> image (B, 3, S, S) in [-1, 1]
@@ -17,12 +17,14 @@ randomly chosen NeRF rays are rendered with autograd, the others under ``no_grad
 and time of the NeRF's backward scale with ``grad_rays``); the 2D decoder sees every pixel.
 
 Controls: shape = z_shape (NeRF), appearance = z_app (INR); camera yaw / pitch.
-Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render`, :func:`export_mesh`.
+Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render`, :func:`render_aux`,
+:func:`export_mesh` (on top of :mod:`aware3d.methods.gan_common`; the G/D objectives run in
+:class:`aware3d.methods.hologan.ObjectiveEngine`).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,8 @@ import torch.nn.functional as F
 
 from ..fields.cips import CIPSDecoder, ShallowFeatureNerf, StyleMapping
 from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
-from ..render.samplers import points_along_rays, sample_pdf, stratified_samples
-from ..render.volume import volume_render
 from ..train.gan import discriminator_loss, generator_loss, r1_penalty
+from . import gan_common as gc
 from . import hologan as _hg
 from .giraffe import DCDiscriminator
 
@@ -130,26 +131,29 @@ PRESETS["celeba64"] = PRESETS["ffhq64"]
 DEFAULT_PRESET = "cpu"
 
 
+Config = Cips3DConfig  # the name aware3d.methods.gan_common looks for
+
+
 def make_config(preset: str = DEFAULT_PRESET, **overrides) -> Cips3DConfig:
     """A preset's config with ``overrides`` (field names of :class:`Cips3DConfig`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    return replace_config(Cips3DConfig(**PRESETS[preset], preset=preset), **overrides)
+    return gc.make_config(Config, PRESETS, preset, **overrides)
 
 
-replace_config = _hg.replace_config
+replace_config = gc.replace_config
 
 
 def config_from_dict(d: dict) -> Cips3DConfig:
-    return _hg.config_from_dict(d, Cips3DConfig)
+    """Rebuild a config from the plain data written to a run folder."""
+    return gc.config_from_dict(Config, d)
 
 
 # --------------------------------------------------------------------------------------------------
 # Inputs: latents, camera, ray depths, gradient rays
 
 
-def camera_pose(cfg: Cips3DConfig, yaw_deg, pitch_deg) -> torch.Tensor:
-    """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin (world z up)."""
+def camera_from_angles(cfg: Cips3DConfig, yaw_deg, pitch_deg) -> torch.Tensor:
+    """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin from azimuth ``yaw`` and elevation
+    ``pitch`` (degrees; world z up)."""
     return look_at(spherical_to_cartesian(cfg.radius, pitch_deg, yaw_deg))
 
 
@@ -167,16 +171,14 @@ def sample_pose(cfg: Cips3DConfig, n: int, generator: torch.Generator | None = N
 
 def sample_inputs(cfg: Cips3DConfig, n: int, generator: torch.Generator | None = None,
                   train: bool = True) -> dict:
-    """z_shape (n, Zs), z_app (n, Za) ~ N(0, I); yaw, pitch (n,); stratified depths ``t``
-    (n, r^2, N) (bin midpoints when not training); in training ``ray_perm`` (n, r^2): a random
-    permutation of the rays per image, whose first ``grad_rays`` backprop through the NeRF."""
+    """z_shape (n, Zs), z_app (n, Za) ~ N(0, I); a camera ``c2w`` (n, 4, 4) from the prior; in
+    training ``ray_perm`` (n, r^2): a random permutation of the NeRF rays per image, whose first
+    ``grad_rays`` backprop through the NeRF."""
     R = cfg.nerf_res * cfg.nerf_res
     yaw, pitch = sample_pose(cfg, n, generator)
-    t, _ = stratified_samples(cfg.depth_range[0], cfg.depth_range[1], cfg.n_samples,
-                              batch_shape=(n, R), perturb=train, generator=generator)
     out = {"z_shape": torch.randn(n, cfg.z_shape_dim, generator=generator),
            "z_app": torch.randn(n, cfg.z_app_dim, generator=generator),
-           "yaw": yaw, "pitch": pitch, "t": t}
+           "c2w": camera_from_angles(cfg, yaw, pitch)}
     if train and 0 < cfg.grad_rays < R:
         out["ray_perm"] = torch.argsort(torch.rand(n, R, generator=generator), dim=1)
     return out
@@ -214,58 +216,39 @@ class Cips3DGenerator(nn.Module):
         self.decoder = CIPSDecoder(cfg.feat_dim, cfg.inr_hidden, cfg.inr_blocks, cfg.w_dim)
         self.aux_to_rgb = nn.Linear(cfg.feat_dim, 3)
 
-    def camera_rays(self, yaw: torch.Tensor, pitch: torch.Tensor):
+    def camera_rays(self, c2w: torch.Tensor):
         """(rays_o, rays_d) (B, r^2, 3) of the NeRF pixels."""
         r = self.cfg.nerf_res
-        c2w = camera_pose(self.cfg, yaw, pitch).to(self.aux_to_rgb.weight)
+        c2w = c2w.to(self.aux_to_rgb.weight)
         K = intrinsics_from_fov(self.cfg.fov, r, r).to(c2w)
         o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, r, r)
         return o.reshape(c2w.shape[0], r * r, 3), d.reshape(c2w.shape[0], r * r, 3)
 
-    def render_rays(self, o, d, t, freqs, phases, generator: torch.Generator | None = None):
-        """Volume-rendered features (B, K, F) and depth (B, K) of rays o, d (B, K, 3) with coarse
-        depths t (B, K, N); hierarchical samples (``n_importance``) merged with the coarse ones."""
-        B, K, N = t.shape
-
-        def field(tt):
-            p = points_along_rays(o, d, tt).reshape(B, -1, 3)
-            dirs = d.unsqueeze(2).expand(B, K, tt.shape[-1], 3).reshape(B, -1, 3)
-            s, f = self.nerf(p, dirs, freqs=freqs, phases=phases)
-            return s.reshape(B, K, -1), f.reshape(B, K, tt.shape[-1], -1)
-
-        sigma, feat = field(t)
-        if self.cfg.n_importance > 0:
-            w = volume_render(sigma.detach(), feat.detach()[..., :1], t)["weights"]
-            mid = 0.5 * (t[..., 1:] + t[..., :-1])
-            bins = torch.cat([t[..., :1], mid, t[..., -1:]], -1)
-            t_f = sample_pdf(bins, w, self.cfg.n_importance, deterministic=not self.training,
-                             generator=generator)
-            s_f, f_f = field(t_f)
-            t_all, order = torch.sort(torch.cat([t, t_f], -1), -1)
-            sigma = torch.cat([sigma, s_f], -1).gather(-1, order)
-            feat = torch.cat([feat, f_f], -2).gather(-2, order.unsqueeze(-1).expand(-1, -1, -1, feat.shape[-1]))
-            t = t_all
-        out = volume_render(sigma, feat, t)
+    def render_rays(self, o: torch.Tensor, d: torch.Tensor, freqs, phases):
+        """Volume-rendered features (B, K, F) and depth (B, K) of rays o, d (B, K, 3): stratified
+        samples (jittered in training) + ``n_importance`` hierarchical ones (pi-GAN's scheme)."""
+        c = self.cfg
+        out = gc.render_radiance(lambda p, dirs: self.nerf(p, dirs, freqs=freqs, phases=phases), o, d,
+                                 c.depth_range[0], c.depth_range[1], c.n_samples, c.n_importance,
+                                 perturb=self.training)
         return out["color"], out["depth"]
 
     def render_features(self, inputs: dict):
         """NeRF feature map (B, F, r, r) and depth (B, r, r). With ``ray_perm`` in ``inputs`` and
-        autograd on, only its first ``grad_rays`` rays are rendered with gradients."""
+        autograd on, only its first ``grad_rays`` rays are rendered with gradients (partial
+        gradient backpropagation); the others are rendered under ``no_grad``."""
         cfg, r = self.cfg, self.cfg.nerf_res
         freqs, phases = self.nerf.modulation(inputs["z_shape"])
-        o, d = self.camera_rays(inputs["yaw"], inputs["pitch"])
-        t = inputs["t"]
+        o, d = self.camera_rays(inputs["c2w"])
+        B, R = o.shape[:2]
         perm = inputs.get("ray_perm")
-        B, R = t.shape[:2]
         if perm is None or not torch.is_grad_enabled():
-            feat, depth = self.render_rays(o, d, t, freqs, phases)
+            feat, depth = self.render_rays(o, d, freqs, phases)
         else:
             g_idx, n_idx = perm[:, :cfg.grad_rays], perm[:, cfg.grad_rays:]
-            fg, dg = self.render_rays(_gather_rays(o, g_idx), _gather_rays(d, g_idx), _gather_rays(t, g_idx),
-                                      freqs, phases)
+            fg, dg = self.render_rays(_gather_rays(o, g_idx), _gather_rays(d, g_idx), freqs, phases)
             with torch.no_grad():
-                fn, dn = self.render_rays(_gather_rays(o, n_idx), _gather_rays(d, n_idx),
-                                          _gather_rays(t, n_idx), freqs, phases)
+                fn, dn = self.render_rays(_gather_rays(o, n_idx), _gather_rays(d, n_idx), freqs, phases)
             feat = _scatter_rays([(g_idx, fg), (n_idx, fn)], R)
             depth = _scatter_rays([(g_idx, dg.unsqueeze(-1)), (n_idx, dn.unsqueeze(-1))], R)[..., 0]
         return feat.reshape(B, r, r, -1).permute(0, 3, 1, 2), depth.reshape(B, r, r)
@@ -319,6 +302,8 @@ class Cips3DMethod:
 
     name = NAME
     image_range = (-1.0, 1.0)
+    # controls (gan_common): NeRF code, INR code, both
+    latent_groups = {"shape": ["z_shape"], "appearance": ["z_app"], "latent": ["z_shape", "z_app"]}
 
     def __init__(self, cfg: Cips3DConfig):
         self.cfg = cfg
@@ -327,6 +312,17 @@ class Cips3DMethod:
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
         return sample_inputs(self.cfg, n, generator, train)
+
+    def camera_from_angles(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
+        return camera_from_angles(self.cfg, yaw_deg, pitch_deg)
+
+    def angle_ranges(self) -> dict:
+        c = self.cfg
+        if c.camera_dist == "gaussian":  # sweep over +- 2 std
+            return {"yaw": (c.yaw_mean - 2 * c.yaw_std, c.yaw_mean + 2 * c.yaw_std, c.yaw_mean),
+                    "pitch": (c.pitch_mean - 2 * c.pitch_std, c.pitch_mean + 2 * c.pitch_std, c.pitch_mean)}
+        (y0, y1), (p0, p1) = c.yaw_range, c.pitch_range
+        return {"yaw": (y0, y1, 0.5 * (y0 + y1)), "pitch": (p0, p1, 0.5 * (p0 + p1))}
 
     def generator_objective(self, G, D, inputs: dict):
         out = G(inputs, return_aux=True)
@@ -376,7 +372,9 @@ def build(cfg: Cips3DConfig, seed: int | None = None) -> Cips3DMethod:
 
 
 # --------------------------------------------------------------------------------------------------
-# Entry points
+# Entry points (aware3d.methods.gan_common does the work)
+
+PROGRAMS = gc.program_names(Cips3DMethod.latent_groups)
 
 
 def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
@@ -387,137 +385,59 @@ def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | No
     ``overrides`` are :class:`Cips3DConfig` fields (strings are parsed as YAML). With ``resume``
     the stored config of ``out`` is used (overrides still apply) and training continues from the
     latest checkpoint. Multi-process: ``torchrun --nproc_per_node N`` (global batch split)."""
-    import sys
-
-    return _hg._train(sys.modules[__name__], data, out, preset, max_steps, max_minutes, resume, seed,
-                      batch_size, overrides)
+    return _hg.train_with_engine(sys.modules[__name__], data, out, preset=preset, max_steps=max_steps,
+                                 max_minutes=max_minutes, resume=resume, seed=seed,
+                                 batch_size=batch_size, **overrides)
 
 
 def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
-    """(config, generator) of a run's latest checkpoint; the EMA generator by default."""
-    from ..train.io import load_checkpoint, load_run_config
-
-    cfg = config_from_dict(load_run_config(run_dir))
-    state = load_checkpoint(run_dir, map_location="cpu")
-    G = Cips3DGenerator(cfg)
-    G.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"])
-    return cfg, G.to(device).eval().requires_grad_(False)
+    """``(cfg, method, G)`` of a run's latest checkpoint; the EMA generator by default."""
+    return gc.load_run(sys.modules[__name__], run_dir, ema=ema, device=device)
 
 
 def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
              batch_size: int = 50) -> dict:
     """FID and KID of the EMA generator on ``n_gen`` images against ``data`` (default the run's
     training folder); writes ``run_dir/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``."""
-    cfg, G = load_generator(run_dir)
-    return _hg._evaluate(run_dir, n_gen, data, seed, batch_size, cfg, sample_inputs, G,
-                         Cips3DMethod.image_range)
-
-
-# --------------------------------------------------------------------------------------------------
-# Render programs and mesh export
-
-PROGRAMS = ("yaw", "pitch", "interpolate_shape", "interpolate_appearance", "interpolate", "grid", "aux")
-
-
-def _pose_ranges(cfg: Cips3DConfig):
-    if cfg.camera_dist == "gaussian":
-        return ((cfg.yaw_mean - 2 * cfg.yaw_std, cfg.yaw_mean + 2 * cfg.yaw_std),
-                (cfg.pitch_mean - 2 * cfg.pitch_std, cfg.pitch_mean + 2 * cfg.pitch_std))
-    return tuple(cfg.yaw_range), tuple(cfg.pitch_range)
-
-
-def program_inputs(cfg: Cips3DConfig, program: str, seed: int, n_frames: int, n_samples: int):
-    """The frames' inputs of a program (list of generator input dicts)."""
-    if program not in PROGRAMS:
-        raise ValueError(f"program: expected one of {list(PROGRAMS)}, got {program!r}")
-    g = torch.Generator().manual_seed(int(seed))
-    if program == "grid":
-        return [sample_inputs(cfg, n_samples * n_samples, g, train=False)]
-    a = sample_inputs(cfg, n_samples, g, train=False)
-    b = sample_inputs(cfg, n_samples, g, train=False)
-    (ylo, yhi), (plo, phi) = _pose_ranges(cfg)
-    mid_yaw, mid_pitch = 0.5 * (ylo + yhi), 0.5 * (plo + phi)
-    base = dict(a, yaw=torch.full((n_samples,), mid_yaw), pitch=torch.full((n_samples,), mid_pitch))
-    frames = []
-    for k in range(n_frames):
-        x = dict(base)
-        w = float(_hg._pingpong(n_frames)[k])
-        if program in ("yaw", "aux"):
-            x["yaw"] = torch.full((n_samples,), float(_hg.sweep_angles(ylo, yhi, n_frames)[k]))
-        elif program == "pitch":
-            x["pitch"] = torch.full((n_samples,), float(_hg.sweep_angles(plo, phi, n_frames)[k]))
-        elif program == "interpolate_shape":
-            x["z_shape"] = torch.lerp(a["z_shape"], b["z_shape"], w)
-        elif program == "interpolate_appearance":
-            x["z_app"] = torch.lerp(a["z_app"], b["z_app"], w)
-        else:
-            x["z_shape"] = torch.lerp(a["z_shape"], b["z_shape"], w)
-            x["z_app"] = torch.lerp(a["z_app"], b["z_app"], w)
-        frames.append(x)
-    return frames
-
-
-@torch.no_grad()
-def render_frames(G: Cips3DGenerator, cfg: Cips3DConfig, program: str, seed: int = 0,
-                  n_frames: int = 32, n_samples: int = 4, chunk: int = 16) -> torch.Tensor:
-    """(T, n, H, W, 3) in [0, 1]; ``aux``: the NeRF's own RGB beside the final image."""
-    frames = []
-    for x in program_inputs(cfg, program, seed, n_frames, n_samples):
-        n = x["z_shape"].shape[0]
-        parts = []
-        for a in range(0, n, chunk):
-            xi = {k: v[a:a + chunk] for k, v in x.items()}
-            if program == "aux":
-                o = G(xi, return_aux=True)
-                aux = F.interpolate(o["aux"], size=o["image"].shape[-2:], mode="nearest")
-                img = torch.cat([o["image"], aux], -1)
-            else:
-                img = G(xi)
-            parts.append(img.float())
-        frames.append(((torch.cat(parts) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1))
-    return torch.stack(frames)
+    return gc.evaluate_run(sys.modules[__name__], run_dir, n_gen=n_gen, data=data, seed=seed,
+                           batch_size=batch_size)
 
 
 def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
-           n_samples: int = 4, fps: float = 16.0) -> dict:
-    """Render ``program`` (one of :data:`PROGRAMS`) with the run's EMA generator; returns the
-    written files ``{"gif", "mp4", "png"}`` (``grid``: ``{"png"}``, n_samples^2 samples)."""
-    cfg, G = load_generator(run_dir)
-    frames = render_frames(G, cfg, program, seed, n_frames or 32, n_samples)
+           n_samples: int | None = None) -> dict:
+    """Render a control program (:data:`PROGRAMS`: camera yaw / pitch sweeps, shape (NeRF code),
+    appearance (INR code) and joint interpolation, fixed-seed grid) with the EMA generator; writes
+    ``<program>_seed<seed>.{gif,mp4,png}`` (default under RUN/render/<program>), returns the paths."""
+    _, method, G = load_generator(run_dir)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
-    return _hg.write_program(frames, out, f"{program}_seed{seed}", fps, grid=program == "grid")
+    return gc.render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
 
 
 @torch.no_grad()
-def density_grid(G: Cips3DGenerator, z_shape: torch.Tensor, resolution: int, extent: float,
-                 chunk: int = 65536) -> torch.Tensor:
-    """Raw NeRF density on a ``resolution``^3 grid over [-extent, extent]^3 (world), indexed
-    (x, y, z); z_shape (Zs,)."""
-    lin = torch.linspace(-extent, extent, resolution)
-    pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
-    z = z_shape.reshape(1, -1).float()
-    out = [G.density(pts[a:a + chunk].unsqueeze(0), z)[0] for a in range(0, pts.shape[0], chunk)]
-    return torch.cat(out).reshape(resolution, resolution, resolution)
+def render_aux(run_dir, seed: int = 0, n_samples: int = 4, out_path=None) -> Path:
+    """The final images beside the shallow NeRF's own RGB (upsampled), one row per sample: the
+    check of the mirror-symmetry fix. Writes a PNG (default RUN/render/aux_seed<seed>.png)."""
+    from ..train.io import make_grid, save_png
+
+    cfg, method, G = load_generator(run_dir)
+    o = G(method.sample_inputs(n_samples, torch.Generator().manual_seed(int(seed)), train=False), return_aux=True)
+    aux = F.interpolate(o["aux"], size=o["image"].shape[-2:], mode="nearest")
+    pairs = torch.stack([o["image"], aux], 1).flatten(0, 1)
+    out = Path(out_path) if out_path is not None else Path(run_dir) / "render" / f"aux_seed{seed}.png"
+    return save_png(out, make_grid(gc.to_unit(pairs, method.image_range).permute(0, 2, 3, 1), nrow=2))
 
 
 def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
                 threshold: float | None = None) -> dict:
-    """Marching cubes on the shallow NeRF's density for the shape code drawn from ``seed``, over
-    the cube [-mesh_extent, mesh_extent]^3 (world units), at ``threshold`` (default 10, or half the
-    maximum when the field never reaches it). Writes a binary PLY; returns a summary."""
-    from ..utils.mesh import marching_cubes_mesh, write_ply
-
-    cfg, G = load_generator(run_dir)
-    g = torch.Generator().manual_seed(int(seed))
-    z = sample_inputs(cfg, 1, g, train=False)["z_shape"][0]
-    ext = float(cfg.mesh_extent)
-    vol = density_grid(G, z, resolution, ext).clamp_min(0)
-    level = 10.0 if threshold is None else float(threshold)
-    vmax = float(vol.max())
-    if threshold is None and vmax <= level:
-        level = 0.5 * vmax
-    verts, faces = marching_cubes_mesh(vol.numpy(), level, (-ext,) * 3, (ext,) * 3)
+    """Marching cubes on the shallow NeRF's density for the shape code drawn from ``seed`` (as the
+    first sample of :func:`sample_inputs`), over the cube [-mesh_extent, mesh_extent]^3 (world
+    units), at ``threshold`` (default 10, or half the maximum when the field never reaches it).
+    Writes a binary PLY (default RUN/mesh_seed<seed>.ply); returns a summary."""
+    cfg, method, G = load_generator(run_dir)
+    z = method.sample_inputs(1, torch.Generator().manual_seed(int(seed)), train=False)["z_shape"]
     out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}.ply"
-    write_ply(out, verts, faces)
-    return {"path": str(out), "n_vertices": int(len(verts)), "n_faces": int(len(faces)),
-            "threshold": level, "density_max": vmax, "resolution": resolution, "extent": ext}
+    ext = float(cfg.mesh_extent)
+    res = gc.export_density_mesh(lambda p: G.density(p.unsqueeze(0), z)[0], -ext, ext, out,
+                                 resolution=resolution, threshold=threshold)
+    res["extent"] = ext
+    return res

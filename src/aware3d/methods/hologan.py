@@ -3,7 +3,8 @@ projected and decoded to images (PAPERS.md card 7).
 
 Pieces (networks in :mod:`aware3d.fields.hologan`):
 
-    sample_inputs       z ~ U[-1, 1]^Z (official ``sample_z: uniform``), yaw / pitch from the prior
+    sample_inputs       z ~ U[-1, 1]^Z (official ``sample_z: uniform``) as z_shape = z_app, and a
+                        yaw / pitch from the prior carried as a look-at camera ``c2w``
     HoloGenerator       constant 4^3 -> 3D AdaIN blocks -> rotate -> 3D convs -> projection -> 2D AdaIN
     HoloDiscriminator   IN + spectral-norm critic with style heads and a z head
     losses              GAN (non-saturating) + multi-scale style losses + identity ||z^ - z||^2
@@ -13,29 +14,32 @@ spectral + instance norm instead). The style losses enter both D's and G's objec
 each style classifier is a discriminator); the identity term is minimised by both networks
 (official ``q_loss``). The official code takes two G steps per D step; one each here.
 
-The engine (:mod:`aware3d.train.gan`) has no hook for extra loss terms: :class:`ObjectiveEngine`
-subclasses it so the G and D phases take their objective from the method
-(``generator_objective`` / ``discriminator_objective``), and :func:`train` installs it with
-:func:`engine_class` until ``train_gan`` accepts an engine class (see the function).
+The engine's phases (:mod:`aware3d.train.gan`) compute the plain GAN loss: :class:`ObjectiveEngine`
+subclasses the engine so the G and D phases take their objective from the method
+(``generator_objective`` / ``discriminator_objective``; CIPS-3D uses it too), and :func:`train`
+hands it to the loop (``engine_cls`` where the loop takes one, else :func:`engine_class`).
 
 Controls: shape = the code of the 3D AdaIN layers, appearance = the code of the 2D AdaIN layers
 (one z in training, two codes at render time); camera yaw / pitch rotate the volume.
-Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render`.
+Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render` (on top of
+:mod:`aware3d.methods.gan_common`).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
-import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import sys
 
 import torch
 import torch.nn.functional as F
 
-from ..fields.hologan import HoloDiscriminator, HoloGenerator
+from ..fields.hologan import HoloDiscriminator, HoloGenerator, angles_from_c2w
+from ..render.cameras import look_at, spherical_to_cartesian
 from ..train.gan import GanEngine, discriminator_loss, ema_update, generator_loss, r1_penalty
+from . import gan_common as gc
 
 NAME = "hologan"
 
@@ -109,34 +113,20 @@ PRESETS: dict[str, dict] = {
 DEFAULT_PRESET = "cpu"
 
 
-def _coerce(value, current):
-    from .giraffe import _coerce as coerce  # one parser for command-line overrides
-
-    return coerce("", value, current)
+Config = HoloGANConfig  # the name aware3d.methods.gan_common looks for
 
 
 def make_config(preset: str = DEFAULT_PRESET, **overrides) -> HoloGANConfig:
     """A preset's config with ``overrides`` (field names of :class:`HoloGANConfig`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    return replace_config(HoloGANConfig(**PRESETS[preset], preset=preset), **overrides)
+    return gc.make_config(Config, PRESETS, preset, **overrides)
 
 
-def replace_config(cfg, **overrides):
-    """``dataclasses.replace`` with unknown names refused and command-line strings parsed."""
-    names = {f.name for f in dataclasses.fields(cfg)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ValueError(f"unknown {type(cfg).__name__} setting(s) {bad}; known: {sorted(names)}")
-    vals = {k: _coerce(v, getattr(cfg, k)) for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(cfg, **vals)
+replace_config = gc.replace_config
 
 
-def config_from_dict(d: dict, cls=HoloGANConfig):
+def config_from_dict(d: dict) -> HoloGANConfig:
     """Rebuild a config from the plain data written to a run folder."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    base = cls()
-    return dataclasses.replace(base, **{k: _coerce(v, getattr(base, k)) for k, v in d.items() if k in names})
+    return gc.config_from_dict(Config, d)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,12 +141,21 @@ def sample_pose(cfg: HoloGANConfig, n: int, generator: torch.Generator | None = 
     return yaw, pitch
 
 
+def camera_from_angles(yaw_deg, pitch_deg) -> torch.Tensor:
+    """c2w (..., 4, 4) of a unit-distance camera looking at the origin from azimuth ``yaw`` and
+    elevation ``pitch`` (degrees; world z up). HoloGAN has no camera: the pose is carried as this
+    c2w (one convention with the other GANs' controls) and read back by
+    :func:`aware3d.fields.hologan.angles_from_c2w`."""
+    return look_at(spherical_to_cartesian(1.0, pitch_deg, yaw_deg))
+
+
 def sample_inputs(cfg: HoloGANConfig, n: int, generator: torch.Generator | None = None,
                   train: bool = True) -> dict:
-    """``z`` (n, Z) ~ U[-1, 1] and a pose ``yaw``, ``pitch`` (n,) in degrees."""
+    """One z ~ U[-1, 1]^Z (official ``sample_z: uniform``) given as both ``z_shape`` (3D AdaIN)
+    and ``z_app`` (2D AdaIN), and a pose from the prior as ``c2w`` (n, 4, 4)."""
     z = torch.rand(n, cfg.z_dim, generator=generator) * 2 - 1
     yaw, pitch = sample_pose(cfg, n, generator)
-    return {"z": z, "yaw": yaw, "pitch": pitch}
+    return {"z_shape": z, "z_app": z.clone(), "c2w": camera_from_angles(yaw, pitch)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,15 +216,13 @@ def engine_class(cls):
         gan.GanEngine = old
 
 
-def run_gan(method, dataset, run_dir, gcfg, *, resume: bool, config: dict, engine_cls=ObjectiveEngine):
-    """``train_gan`` with ``engine_cls`` (through its ``engine_cls`` argument when it has one)."""
-    from ..train import gan
-
-    if "engine_cls" in inspect.signature(gan.train_gan).parameters:
-        return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume, config=config,
-                             engine_cls=engine_cls)
+def train_with_engine(mod, data, out, engine_cls=ObjectiveEngine, **kw) -> Path:
+    """:func:`aware3d.methods.gan_common.train_method` for module ``mod`` with ``engine_cls``:
+    through its ``engine_cls`` argument when it has one, else by :func:`engine_class`."""
+    if "engine_cls" in inspect.signature(gc.train_method).parameters:
+        return gc.train_method(mod, data, out, engine_cls=engine_cls, **kw)
     with engine_class(engine_cls):
-        return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume, config=config)
+        return gc.train_method(mod, data, out, **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,6 +245,8 @@ class HoloGANMethod:
 
     name = NAME
     image_range = (-1.0, 1.0)
+    # controls (gan_common): the code of the 3D AdaIN layers, of the 2D ones, both
+    latent_groups = {"shape": ["z_shape"], "appearance": ["z_app"], "latent": ["z_shape", "z_app"]}
 
     def __init__(self, cfg: HoloGANConfig):
         self.cfg = cfg
@@ -258,11 +257,18 @@ class HoloGANMethod:
     def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
         return sample_inputs(self.cfg, n, generator, train)
 
+    def camera_from_angles(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
+        return camera_from_angles(yaw_deg, pitch_deg)
+
+    def angle_ranges(self) -> dict:
+        (y0, y1), (p0, p1) = self.cfg.yaw_range, self.cfg.pitch_range
+        return {"yaw": (y0, y1, 0.5 * (y0 + y1)), "pitch": (p0, p1, 0.5 * (p0 + p1))}
+
     def generator_objective(self, G, D, inputs: dict):
         d = D.forward_all(G(inputs))
         l_gan = generator_loss(d["logit"])
         l_style = style_losses(d["style_logits"], real=True)
-        l_id = identity_loss(d["z_pred"], inputs["z"])
+        l_id = identity_loss(d["z_pred"], inputs["z_shape"])
         loss = l_gan + self.cfg.style_weight * l_style + self.cfg.identity_weight * l_id
         return loss, {"loss_G": l_gan.detach(), "loss_G_style": l_style.detach(),
                       "loss_identity_G": l_id.detach()}
@@ -275,7 +281,7 @@ class HoloGANMethod:
         df = D.forward_all(fake)
         l_real, l_fake = discriminator_loss(dr["logit"], df["logit"])
         l_style = style_losses(dr["style_logits"], real=True) + style_losses(df["style_logits"], real=False)
-        l_id = identity_loss(df["z_pred"], inputs["z"])
+        l_id = identity_loss(df["z_pred"], inputs["z_shape"])
         loss = l_real + l_fake + self.cfg.style_weight * l_style + self.cfg.identity_weight * l_id
         out = {"loss_D": (l_real + l_fake).detach(), "loss_D_real": l_real.detach(),
                "loss_D_fake": l_fake.detach(), "loss_D_style": l_style.detach(),
@@ -316,27 +322,12 @@ def build(cfg: HoloGANConfig, seed: int | None = None) -> HoloGANMethod:
     return HoloGANMethod(cfg)
 
 
+
+
 # --------------------------------------------------------------------------------------------------
-# Entry points
+# Entry points (aware3d.methods.gan_common does the work)
 
-
-def _train(module, data, out, preset, max_steps, max_minutes, resume, seed, batch_size, overrides) -> Path:
-    """The train() of HoloGAN and CIPS-3D: ``module`` provides make_config, replace_config,
-    config_from_dict and build (GIRAFFE's pattern)."""
-    from ..data.imagefolder import ImageFolderDataset
-    from ..train.io import latest_checkpoint, load_run_config
-
-    run_dir = Path(out)
-    if resume and latest_checkpoint(run_dir) is not None:
-        cfg = module.config_from_dict(load_run_config(run_dir))
-        cfg = module.replace_config(cfg, batch_size=batch_size, **overrides)
-    else:
-        cfg = module.make_config(preset, seed=seed, batch_size=batch_size, **overrides)
-    cfg = dataclasses.replace(cfg, data=str(data))
-    dataset = ImageFolderDataset(str(data), cfg.resolution, flip=cfg.flip)
-    method = module.build(cfg)
-    gcfg = method.gan_config(max_steps=max_steps, max_minutes=max_minutes)
-    return run_gan(method, dataset, run_dir, gcfg, resume=resume, config=dataclasses.asdict(cfg))
+PROGRAMS = gc.program_names(HoloGANMethod.latent_groups)
 
 
 def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
@@ -347,151 +338,30 @@ def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | No
     ``overrides`` are :class:`HoloGANConfig` fields (strings are parsed as YAML). With ``resume``
     the stored config of ``out`` is used (overrides still apply) and training continues from the
     latest checkpoint. Multi-process: ``torchrun --nproc_per_node N`` (global batch split)."""
-    import sys
-
-    return _train(sys.modules[__name__], data, out, preset, max_steps, max_minutes, resume, seed,
-                  batch_size, overrides)
+    return train_with_engine(sys.modules[__name__], data, out, preset=preset, max_steps=max_steps,
+                             max_minutes=max_minutes, resume=resume, seed=seed,
+                             batch_size=batch_size, **overrides)
 
 
 def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
-    """(config, generator) of a run's latest checkpoint; the EMA generator by default."""
-    from ..train.io import load_checkpoint, load_run_config
-
-    cfg = config_from_dict(load_run_config(run_dir))
-    state = load_checkpoint(run_dir, map_location="cpu")
-    G = build_generator(cfg)
-    G.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"])
-    return cfg, G.to(device).eval().requires_grad_(False)
-
-
-def _evaluate(run_dir, n_gen, data, seed, batch_size, cfg, generate_inputs, G, image_range) -> dict:
-    """FID/KID of ``G`` (shared by HoloGAN and CIPS-3D); writes ``run_dir/eval/metrics.json``."""
-    import json
-
-    from ..metrics.fid import compute_fid_kid
-    from ..train.io import atomic_write_text
-    from .giraffe import _real_images
-
-    data = data or cfg.data
-    if data is None:
-        raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
-    real = _real_images(str(data), cfg.resolution)
-    g = torch.Generator().manual_seed(seed)
-    lo, hi = image_range
-
-    @torch.no_grad()
-    def generate(n: int) -> torch.Tensor:
-        return ((G(generate_inputs(cfg, n, g, train=False)) - lo) / (hi - lo)).clamp(0, 1)
-
-    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size,
-                          cache_key=f"{Path(data).resolve()}@{cfg.resolution}")
-    metrics = {k: float(v) for k, v in res.items()}
-    metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=cfg.resolution,
-                   generator="ema", data=str(data))
-    out = Path(run_dir) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    """``(cfg, method, G)`` of a run's latest checkpoint; the EMA generator by default."""
+    return gc.load_run(sys.modules[__name__], run_dir, ema=ema, device=device)
 
 
 def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
              batch_size: int = 50) -> dict:
     """FID and KID of the EMA generator on ``n_gen`` images against ``data`` (default the run's
     training folder); writes ``run_dir/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``."""
-    cfg, G = load_generator(run_dir)
-    return _evaluate(run_dir, n_gen, data, seed, batch_size, cfg, sample_inputs, G, HoloGANMethod.image_range)
-
-
-# --------------------------------------------------------------------------------------------------
-# Render programs
-
-PROGRAMS = ("yaw", "pitch", "interpolate_shape", "interpolate_appearance", "interpolate", "grid")
-
-
-def _pingpong(n: int) -> torch.Tensor:
-    """n values 0 -> 1 -> 0 (a loop for GIFs)."""
-    return 0.5 * (1 - torch.cos(2 * math.pi * torch.arange(n, dtype=torch.float32) / n))
-
-
-def _sweep(n: int) -> torch.Tensor:
-    """n values in [-1, 1]: 0 -> 1 -> 0 -> -1 -> 0."""
-    return torch.sin(2 * math.pi * torch.arange(n, dtype=torch.float32) / n)
-
-
-def sweep_angles(lo: float, hi: float, n: int, margin: float = 0.0) -> torch.Tensor:
-    """n angles looping over [lo - margin, hi + margin]: a full turn when the range is >= 360."""
-    if hi - lo >= 360:
-        return lo + 360.0 * torch.arange(n, dtype=torch.float32) / n
-    mid, amp = 0.5 * (lo + hi), 0.5 * (hi - lo) + margin
-    return mid + amp * _sweep(n)
-
-
-def program_inputs(cfg: HoloGANConfig, program: str, seed: int, n_frames: int, n_samples: int):
-    """The frames' inputs of a program: a list of dicts (z_shape, z_app, yaw, pitch)."""
-    if program not in PROGRAMS:
-        raise ValueError(f"program: expected one of {list(PROGRAMS)}, got {program!r}")
-    g = torch.Generator().manual_seed(int(seed))
-    if program == "grid":
-        n_samples = n_samples * n_samples
-    a = sample_inputs(cfg, n_samples, g, train=False)
-    b = sample_inputs(cfg, n_samples, g, train=False)
-    zero = torch.zeros(n_samples)
-    base = {"z_shape": a["z"], "z_app": a["z"], "yaw": zero, "pitch": zero}
-    frames = []
-    if program == "grid":
-        return [dict(base, yaw=a["yaw"], pitch=a["pitch"])]
-    for k in range(n_frames):
-        x = dict(base)
-        w = float(_pingpong(n_frames)[k])
-        if program == "yaw":
-            x["yaw"] = torch.full((n_samples,), float(sweep_angles(*cfg.yaw_range, n_frames, 15.0)[k]))
-        elif program == "pitch":
-            x["pitch"] = torch.full((n_samples,), float(sweep_angles(*cfg.pitch_range, n_frames, 10.0)[k]))
-        elif program == "interpolate_shape":
-            x["z_shape"] = torch.lerp(a["z"], b["z"], w)
-        elif program == "interpolate_appearance":
-            x["z_app"] = torch.lerp(a["z"], b["z"], w)
-        else:
-            x["z_shape"] = x["z_app"] = torch.lerp(a["z"], b["z"], w)
-        frames.append(x)
-    return frames
-
-
-def write_program(frames: torch.Tensor, out: Path, stem: str, fps: float = 16.0, grid: bool = False) -> dict:
-    """Frames (T, B, H, W, 3) in [0, 1] -> ``{stem}.gif``, ``{stem}.mp4`` (each frame a row of the
-    samples) and ``{stem}.png`` (rows = samples, columns = up to 8 evenly spaced frames). With
-    ``grid`` (T = 1): a square PNG grid only."""
-    from ..train.io import make_grid, save_png, save_video
-
-    out.mkdir(parents=True, exist_ok=True)
-    T, B, H, W, C = frames.shape
-    if grid:
-        return {"png": save_png(out / f"{stem}.png", make_grid(frames[0], nrow=int(math.ceil(math.sqrt(B)))))}
-    rows = [make_grid(frames[k], nrow=B) for k in range(T)]
-    files = {"gif": save_video(out / f"{stem}.gif", rows, fps=fps),
-             "mp4": save_video(out / f"{stem}.mp4", rows, fps=fps)}
-    cols = min(T, 8)
-    idx = torch.linspace(0, T - 1, cols).round().long()
-    sel = frames[idx].permute(1, 0, 2, 3, 4).reshape(B * cols, H, W, C)
-    files["png"] = save_png(out / f"{stem}.png", make_grid(sel, nrow=cols, pad_value=1.0))
-    return files
-
-
-@torch.no_grad()
-def render_frames(G: HoloGenerator, cfg: HoloGANConfig, program: str, seed: int = 0,
-                  n_frames: int = 32, n_samples: int = 4) -> torch.Tensor:
-    """(T, n, H, W, 3) in [0, 1]."""
-    out = []
-    for x in program_inputs(cfg, program, seed, n_frames, n_samples):
-        out.append(((G(x).float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1))
-    return torch.stack(out)
+    return gc.evaluate_run(sys.modules[__name__], run_dir, n_gen=n_gen, data=data, seed=seed,
+                           batch_size=batch_size)
 
 
 def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
-           n_samples: int = 4, fps: float = 16.0) -> dict:
-    """Render ``program`` (one of :data:`PROGRAMS`) with the run's EMA generator; returns the
-    written files ``{"gif", "mp4", "png"}`` (``grid``: ``{"png"}``, n_samples^2 samples)."""
-    cfg, G = load_generator(run_dir)
-    frames = render_frames(G, cfg, program, seed, n_frames or 32, n_samples)
+           n_samples: int | None = None) -> dict:
+    """Render a control program (:data:`PROGRAMS`: yaw / pitch sweeps of the volume, shape (3D
+    AdaIN code), appearance (2D AdaIN code) and joint interpolation, fixed-seed grid) with the EMA
+    generator; writes ``<program>_seed<seed>.{gif,mp4,png}`` (default under RUN/render/<program>)
+    and returns their paths."""
+    _, method, G = load_generator(run_dir)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
-    return write_program(frames, out, f"{program}_seed{seed}", fps, grid=program == "grid")
+    return gc.render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
