@@ -10,6 +10,16 @@ import torch.nn as nn
 from aware3d.methods import giraffe as gm
 from aware3d.train import gan
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny networks: one thread is faster, and immune to a busy machine (an OpenMP barrier on an
+    # oversubscribed 2-core box costs a scheduler time slice per op)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 class RandomImages:
     """In-memory stand-in for ImageFolderDataset: ``sample(n, generator)`` -> [-1, 1] images."""

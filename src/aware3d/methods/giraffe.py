@@ -375,6 +375,10 @@ def _autocast(enabled: bool, device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
+#: packed object samples are padded to a multiple of this many rows (see evaluate_object_packed)
+PACK_BUCKET = 1024
+
+
 def evaluate_object_packed(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, scale, translation,
                            rotation, *, noise: torch.Tensor | None = None, padding: float = 0.1,
                            bf16: bool = False, return_hidden: bool = False):
@@ -392,13 +396,18 @@ def evaluate_object_packed(field: FeatureField, rays_o, rays_d, t, z_shape, z_ap
     p_box = points_along_rays(o_box, d_box, t)  # (B, R, N, 3): = k^-1(o + t d)
     inside = (p_box.abs() <= 1.0 + padding).all(-1)
     flat = inside.reshape(-1).nonzero().squeeze(1)
-    pts = p_box.reshape(-1, 3).index_select(0, flat)
-    ray = torch.div(flat, N, rounding_mode="floor")
-    index = torch.div(flat, R * N, rounding_mode="floor")
+    # The count of inside samples changes every call; oneDNN builds (JIT-compiles) a bf16 matmul
+    # for each new shape, so pad the packed rows up to a multiple of PACK_BUCKET and drop the pad.
+    n = flat.numel()
+    n_pad = max(PACK_BUCKET, -(-n // PACK_BUCKET) * PACK_BUCKET) - n
+    rows = F.pad(flat, (0, n_pad))
+    pts = p_box.reshape(-1, 3).index_select(0, rows)
+    ray = torch.div(rows, N, rounding_mode="floor")
+    index = torch.div(rows, R * N, rounding_mode="floor")
     with _autocast(bf16, pts.device):
         sigma, feat = field(pts, d_box.reshape(-1, 3), z_shape, z_app, index=index, dir_index=ray,
                             return_hidden=return_hidden)
-    sigma = sigma.float()
+    sigma, feat = sigma[:n].float(), feat[:n]
     if noise is not None:
         sigma = sigma + noise.reshape(-1).index_select(0, flat)
     return flat, sigma, (feat if return_hidden else feat.float())
@@ -732,7 +741,7 @@ def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | No
     else:
         cfg = make_config(preset, seed=seed, batch_size=batch_size, **overrides)
     cfg = dataclasses.replace(cfg, data=str(data))
-    dataset = ImageFolderDataset(str(data), cfg.resolution, flip=cfg.flip)
+    dataset = ImageFolderDataset(str(data), cfg.resolution, flip=cfg.flip, progress=True)
     method = build(cfg)
     gcfg = method.gan_config(max_steps=max_steps, max_minutes=max_minutes)
     return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume, config=dataclasses.asdict(cfg))
@@ -782,15 +791,14 @@ def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
 
 
 def _real_images(data: str, resolution: int) -> torch.Tensor:
-    """All real images of the folder at the training resolution: (N, 3, S, S) in [0, 1]."""
+    """All real images of the folder at the training resolution: uint8 (N, 3, S, S)."""
     from ..data.imagefolder import ImageFolderDataset
 
     ds = ImageFolderDataset(data, resolution, flip=False)
-    n = len(ds)
-    imgs = torch.stack([torch.as_tensor(ds[i]) for i in range(n)])
-    if imgs.shape[-1] == 3:
-        imgs = imgs.permute(0, 3, 1, 2)
-    return ((imgs.float() + 1) / 2).clamp(0, 1) if imgs.min() < 0 else imgs.float()
+    images = getattr(ds, "images", None)
+    if images is None:
+        images = torch.stack([ds.uint8(i) for i in range(len(ds))])
+    return images
 
 
 def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,

@@ -359,11 +359,13 @@ class GanEngine:
 
 
 def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bool = False,
-              config: dict | None = None, on_step: Callable[[GanEngine, dict], Any] | None = None) -> Path:
+              config: dict | None = None, on_step: Callable[[GanEngine, dict], Any] | None = None,
+              engine_cls: type | None = None) -> Path:
     """Train until ``cfg.max_steps`` (total, counting resumed steps) or ``cfg.max_minutes`` (this
     invocation) and return the run folder. ``config`` (plain data) is written to the run folder
     with the engine settings; rank 0 alone writes. ``on_step(engine, scalars)`` is called after
-    every step (tests, custom logging)."""
+    every step (tests, custom logging). ``engine_cls`` swaps in a :class:`GanEngine` subclass
+    (a method with its own phase losses)."""
     from .io import (ScalarLogger, install_sigint_checkpoint, latest_checkpoint, load_checkpoint,
                      prepare_run_dir, save_checkpoint, save_png)
 
@@ -378,7 +380,7 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
         prepare_run_dir(run_dir, method.name, plain, resume=resume)
     if world > 1:
         dist.barrier()
-    engine = GanEngine(method, cfg, device=device, rank=rank, world_size=world)
+    engine = (engine_cls or GanEngine)(method, cfg, device=device, rank=rank, world_size=world)
     if resume and latest_checkpoint(run_dir) is not None:
         engine.load_state_dict(load_checkpoint(run_dir, map_location="cpu"))
     logger = ScalarLogger(run_dir) if rank == 0 else None
