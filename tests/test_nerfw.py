@@ -160,6 +160,24 @@ def test_appearance_interpolation_endpoints_equal_embedding_renders():
     assert (frames[1] - ra).abs().max() > 1e-4 and (frames[1] - rb).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("backbone", ["mlp", pytest.param("ngp", marks=needs_hashgrid)])
+def test_cached_appearance_renderer_matches_forward(backbone):
+    # The left-half optimisation renders through appearance_renderer (appearance-independent parts
+    # computed once). For any embedding it must give forward(..., appearance=emb)["color"] (to 1e-6)
+    # and a gradient for the embedding.
+    torch.manual_seed(0)
+    model = nerfw.Model(recon.make_config("nerfw", "tiny", [("backbone", backbone)]), dict(SCENE)).eval()
+    o, d = _rays(32)
+    emb = torch.randn(48) * 0.3
+    fn = model.appearance_renderer(o, d)
+    with torch.no_grad():
+        ref = model(o, d, training=False, appearance=emb)["color"]
+    torch.testing.assert_close(fn(emb), ref, atol=1e-6, rtol=0)
+    e = emb.clone().requires_grad_(True)
+    fn(e).sum().backward()
+    assert e.grad is not None and e.grad.abs().sum() > 0
+
+
 def test_presets_resolve_per_backbone():
     # None entries come from the chosen backbone's preset of the same name: tiny mlp -> nerf tiny
     # lr 1e-3, transient head 4 x 32 (half the 64-wide trunk, as the paper's 4 x 128 on 256);

@@ -88,14 +88,21 @@ class CAMNeRFMLP(NeRFMLP):
         super().__init__(depth=depth, width=width, **kw)
         self.cam = CAM(self.dir_layer.out_features, 3, cam_res, cam_normalize) if cam_res else None
 
-    def color_from_feature(self, feat: torch.Tensor, d: torch.Tensor,
-                           extra: torch.Tensor | None = None) -> torch.Tensor:
-        pre = self.dir_layer(torch.cat([feat, nerf_encoding(d, self.dir_freqs)], -1))
+    def color_pre(self, feat: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """The colour layer's pre-activation (before any appearance term and CAM)."""
+        return self.dir_layer(torch.cat([feat, nerf_encoding(d, self.dir_freqs)], -1))
+
+    def color_post(self, pre: torch.Tensor, d: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """pre-activation (+ extra) -> CAM -> ReLU -> RGB head -> sigmoid."""
         if extra is not None:
             pre = pre + extra
         if self.cam is not None:
             pre = self.cam(pre, d)
         return torch.sigmoid(self.rgb_head(F.relu(pre)))
+
+    def color_from_feature(self, feat: torch.Tensor, d: torch.Tensor,
+                           extra: torch.Tensor | None = None) -> torch.Tensor:
+        return self.color_post(self.color_pre(feat, d), d, extra)
 
     def forward(self, x: torch.Tensor, d: torch.Tensor):
         h = self._trunk(x)
@@ -113,10 +120,13 @@ class CAMHashGridField(HashGridField):
         hidden = self.color_mlp[0].out_features
         self.cam = CAM(hidden, 3, cam_res, cam_normalize) if cam_res else None
 
-    def color(self, geo: torch.Tensor, d: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def color_pre(self, geo: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """The colour MLP's first pre-activation (before any appearance term and CAM)."""
         sh = spherical_harmonics(d.reshape(-1, 3), 4).reshape(*d.shape[:-1], 16)
         with self._autocast():
-            pre = self.color_mlp[0](torch.cat([geo, sh], -1))
+            return self.color_mlp[0](torch.cat([geo, sh], -1))
+
+    def color_post(self, pre: torch.Tensor, d: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         if extra is not None:
             pre = pre + extra
         if self.cam is not None:
@@ -124,6 +134,9 @@ class CAMHashGridField(HashGridField):
         with self._autocast():
             rgb = self.color_mlp[1:](pre)
         return torch.sigmoid(rgb.float())
+
+    def color(self, geo: torch.Tensor, d: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        return self.color_post(self.color_pre(geo, d), d, extra)
 
     def forward(self, x: torch.Tensor, d: torch.Tensor):
         sigma, geo = self._geometry(x)
