@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from aware3d.fields.hologan import (HoloDiscriminator, adain, angles_from_c2w, project_volume,
-                                    rotate_volume, rotation_matrix)
+from aware3d.fields.hologan import adain, angles_from_c2w, project_volume, rotate_volume, rotation_matrix
 from aware3d.methods import gan_common as gc
 from aware3d.methods import hologan as hm
 

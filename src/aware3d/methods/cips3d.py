@@ -107,11 +107,11 @@ class Cips3DConfig:
 # elevation U[20, 60], any azimuth; objects within ~2 units of the origin.
 _OBJECTS = dict(camera_dist="uniform", yaw_range=(-180.0, 180.0), pitch_range=(20.0, 60.0), radius=6.0,
                 fov=40.0, depth_range=(3.5, 8.5), box_scale=1 / 2.5, mesh_extent=2.5)
-# 2-core CPU: narrow networks, NeRF at 32^2 upsampled to 64^2, no hierarchical samples
+# 2-core CPU: narrow networks, NeRF at 32^2 upsampled to 64^2, no hierarchical samples, EMA 0.995
 _CPU = dict(resolution=64, nerf_res=32, n_samples=12, n_importance=0, z_shape_dim=64, z_app_dim=64,
             nerf_hidden=64, nerf_map_hidden=64, nerf_map_layers=3, feat_dim=16, inr_hidden=64,
             inr_blocks=3, w_dim=64, inr_map_layers=3, d_feat=128, grad_rays=256, batch_size=16,
-            lr_g=2e-4, lr_d=2e-4, sample_every=200, checkpoint_every=500)
+            lr_g=2e-4, lr_d=2e-4, ema_beta=0.995, sample_every=200, checkpoint_every=500)
 
 PRESETS: dict[str, dict] = {
     "ffhq64": dict(resolution=64, nerf_res=64),            # official train_ffhq_r64 (FFHQ / CelebA faces)
@@ -196,7 +196,7 @@ def _gather_rays(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def _scatter_rays(parts, R: int) -> torch.Tensor:
     """[(idx (B, K_i), values (B, K_i, C))] covering 0..R-1 -> (B, R, C), differentiable in values."""
-    idx0, v0 = parts[0]
+    v0 = parts[0][1]
     out = v0.new_zeros(v0.shape[0], R, v0.shape[-1])
     for idx, v in parts:
         out = out.scatter(1, idx.unsqueeze(-1).expand(-1, -1, v.shape[-1]), v)
