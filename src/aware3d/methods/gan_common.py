@@ -221,7 +221,7 @@ def to_unit(images: torch.Tensor, image_range=(-1.0, 1.0)) -> torch.Tensor:
 
 
 def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
-                 device: str | torch.device = "cpu", extractor: Callable | None = None) -> dict:
+                 device: str | torch.device = "auto", extractor: Callable | None = None) -> dict:
     """FID and KID of the run's EMA generator on ``n_gen`` images (prior cameras and latents drawn
     from ``seed``) against the real images of ``data`` (default the run's training folder) at the
     run's resolution. Writes ``run_dir/eval/metrics.json`` (``{"fid5k", "kid5k", "kid5k_std",
@@ -230,7 +230,9 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
     from ..train.io import atomic_write_text
     from .giraffe import _real_images
 
-    cfg, method, G = load_run(mod, run_dir, device=device)
+    from ..train.gan import resolve_device
+
+    cfg, method, G = load_run(mod, run_dir, device=resolve_device(device))
     data = data or cfg.data
     if data is None:
         raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
