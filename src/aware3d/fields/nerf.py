@@ -88,7 +88,7 @@ class HashGridField(nn.Module):
         from ..kernels.hashgrid import HashGrid
 
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
-        self.grid = HashGrid(levels=levels, features=features, log2_table=log2_table,
+        self.grid = HashGrid(levels=levels, features_per_level=features, log2_table_size=log2_table,
                              base_res=base_res, max_res=max_res, backend=backend)
         self.density_mlp = nn.Sequential(nn.Linear(self.grid.out_dim, hidden), nn.ReLU(),
                                          nn.Linear(hidden, 1 + geo_features))
@@ -101,8 +101,8 @@ class HashGridField(nn.Module):
         return ((x - lo) / (hi - lo)).clamp(0, 1)
 
     def _autocast(self):
-        on = self.autocast_bf16 and torch.is_autocast_available("cpu")
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=on)
+        dev = self.aabb.device.type
+        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.autocast_bf16)
 
     def _geometry(self, x: torch.Tensor):
         shape = x.shape[:-1]

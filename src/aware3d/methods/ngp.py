@@ -130,9 +130,8 @@ class Model(nn.Module):
 
     def before_step(self, step: int) -> None:
         c = self.cfg
-        if step % c["occ_every"] == 0:
-            self.occ.update(self.field.density, step=step, threshold=c["occ_threshold"],
-                            warmup=c["occ_warmup"])
+        self.occ.update(self.field.density, step=step, update_every=c["occ_every"],
+                        threshold=c["occ_threshold"], warmup_steps=c["occ_warmup"])
 
     def next_batch_rays(self, n_samples: int) -> int:
         """Keep ~samples_per_batch samples per step: rescale the ray count by the last step's
