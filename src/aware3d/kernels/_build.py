@@ -40,6 +40,9 @@ CUDA_NVCC_FLAGS = ["-O3", "-fmad=false"]
 
 _lock = threading.Lock()
 _cache: dict[str, object | None] = {}
+# Libraries loaded into this process. TORCH_LIBRARY aborts the process if the same op library is
+# registered twice, so a library is loaded at most once, whatever reset_cache() forgets.
+_loaded: dict[str, object] = {}
 _errors: dict[str, str] = {}
 
 
@@ -79,6 +82,8 @@ def _compile(kind: str) -> object:
     The kernels register themselves as ``torch.ops.aware3d_<kind>.<name>`` (TORCH_LIBRARY), so
     the library is loaded with ``is_python_module=False`` and the op namespace is returned.
     """
+    if kind in _loaded:
+        return _loaded[kind]
     from torch.utils import cpp_extension
 
     tv = torch.__version__.replace("+", "_").replace(".", "_")
@@ -90,7 +95,8 @@ def _compile(kind: str) -> object:
             name=name, sources=[str(CSRC / s) for s in CPU_SOURCES], build_directory=str(build),
             extra_cflags=CPU_CFLAGS, extra_ldflags=CPU_LDFLAGS, extra_include_paths=[str(CSRC)],
             is_python_module=False, verbose=False)
-        return torch.ops.aware3d_cpu
+        _loaded[kind] = torch.ops.aware3d_cpu
+        return _loaded[kind]
     if kind == "cuda":
         name = "aware3d_kernels_cuda"
         cuda = (torch.version.cuda or "none").replace(".", "_")
@@ -100,7 +106,8 @@ def _compile(kind: str) -> object:
             name=name, sources=[str(CSRC / s) for s in CUDA_SOURCES], build_directory=str(build),
             extra_cflags=CUDA_CFLAGS, extra_cuda_cflags=CUDA_NVCC_FLAGS,
             extra_include_paths=[str(CSRC)], is_python_module=False, verbose=False)
-        return torch.ops.aware3d_cuda
+        _loaded[kind] = torch.ops.aware3d_cuda
+        return _loaded[kind]
     raise ValueError(f"unknown extension kind {kind!r}")
 
 

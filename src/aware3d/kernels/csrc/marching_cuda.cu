@@ -1,0 +1,263 @@
+// Ray marching and packed weights on the GPU (CUDA twin of marching_cpu.cpp; same float32
+// operations, built with -fmad=false, so it emits the reference's samples).
+// Marching runs twice per ray: count the samples, exclusive-scan the counts, then write them.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <tuple>
+
+namespace aware3d {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct GridD {
+  const uint8_t* occ;
+  int64_t res;
+  float lo[3], inv[3];
+};
+
+__device__ __forceinline__ int64_t cell_coord_d(float x, float lo, float inv, int64_t res) {
+  const float c = floorf((x - lo) * inv);
+  int64_t i = static_cast<int64_t>(c);
+  return i < 0 ? 0 : (i > res - 1 ? res - 1 : i);
+}
+
+__device__ __forceinline__ double cell_exit_d(const float* o, const float* d, const int64_t* ci,
+                                              const GridD& g) {
+  double te = 1.0e300;
+  for (int a = 0; a < 3; ++a) {
+    if (d[a] == 0.f) continue;
+    const double face = double(g.lo[a]) + double(ci[a] + (d[a] > 0.f ? 1 : 0)) / double(g.inv[a]);
+    te = fmin(te, (face - double(o[a])) / double(d[a]));
+  }
+  return te;
+}
+
+// Marches one ray; with out_* null it only counts. Mirrors march_one() of marching_cpu.cpp.
+__device__ int64_t march_ray_d(int64_t r, const float* o, const float* d, float tmin, float tmax,
+                               const GridD& g, float dt, float cone, float dt_max,
+                               int64_t max_samples, int64_t* out_ray, float* out_t0,
+                               float* out_t1) {
+  if (!(tmin < tmax)) return 0;
+  int64_t emitted = 0;
+  if (cone <= 0.f) {
+    int64_t k = 0;
+    while (emitted < max_samples) {
+      const float t0 = __fadd_rn(tmin, __fmul_rn(static_cast<float>(k), dt));
+      if (!(t0 < tmax)) break;
+      const float t1 = fminf(__fadd_rn(t0, dt), tmax);
+      const float tm = __fmul_rn(__fadd_rn(t0, t1), 0.5f);
+      int64_t ci[3];
+      for (int a = 0; a < 3; ++a)
+        ci[a] = cell_coord_d(__fadd_rn(o[a], __fmul_rn(tm, d[a])), g.lo[a], g.inv[a], g.res);
+      if (g.occ[(ci[0] * g.res + ci[1]) * g.res + ci[2]]) {
+        if (out_ray) {
+          out_ray[emitted] = r;
+          out_t0[emitted] = t0;
+          out_t1[emitted] = t1;
+        }
+        ++emitted;
+        ++k;
+      } else {
+        const double te = cell_exit_d(o, d, ci, g);
+        const double kk = floor((te - double(tmin)) / double(dt) - 0.5) - 1.0;
+        int64_t next = k + 1;
+        if (kk > double(next)) next = kk > 9.0e15 ? (int64_t(1) << 62) : int64_t(kk);
+        k = next;
+      }
+    }
+  } else {
+    float t0 = tmin;
+    while (emitted < max_samples && t0 < tmax) {
+      const float step = fminf(fmaxf(__fmul_rn(t0, cone), dt), dt_max);
+      const float t1 = fminf(__fadd_rn(t0, step), tmax);
+      const float tm = __fmul_rn(__fadd_rn(t0, t1), 0.5f);
+      int64_t ci[3];
+      for (int a = 0; a < 3; ++a)
+        ci[a] = cell_coord_d(__fadd_rn(o[a], __fmul_rn(tm, d[a])), g.lo[a], g.inv[a], g.res);
+      if (g.occ[(ci[0] * g.res + ci[1]) * g.res + ci[2]]) {
+        if (out_ray) {
+          out_ray[emitted] = r;
+          out_t0[emitted] = t0;
+          out_t1[emitted] = t1;
+        }
+        ++emitted;
+      }
+      t0 = __fadd_rn(t0, step);
+    }
+  }
+  return emitted;
+}
+
+__global__ void march_kernel(const float* __restrict__ o, const float* __restrict__ d,
+                             const float* __restrict__ tn, const float* __restrict__ tf, GridD g,
+                             float dt, float cone, float dt_max, int64_t max_samples, int64_t R,
+                             int64_t* __restrict__ counts, const int64_t* __restrict__ starts,
+                             int64_t* __restrict__ out_ray, float* __restrict__ out_t0,
+                             float* __restrict__ out_t1) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= R) return;
+  if (starts == nullptr) {
+    counts[r] = march_ray_d(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, dt, cone, dt_max,
+                            max_samples, nullptr, nullptr, nullptr);
+  } else {
+    const int64_t s = starts[r];
+    march_ray_d(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, dt, cone, dt_max, max_samples,
+                out_ray + s, out_t0 + s, out_t1 + s);
+  }
+}
+
+template <typename scalar_t>
+__global__ void weights_forward_kernel(const scalar_t* __restrict__ s,
+                                       const scalar_t* __restrict__ dl,
+                                       const int64_t* __restrict__ off, int64_t R,
+                                       scalar_t* __restrict__ w, scalar_t* __restrict__ T) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= R) return;
+  double depth = 0.0;
+  for (int64_t i = off[r]; i < off[r + 1]; ++i) {
+    const scalar_t sd = s[i] * dl[i];
+    const scalar_t Ti = static_cast<scalar_t>(exp(-static_cast<scalar_t>(depth)));
+    T[i] = Ti;
+    w[i] = Ti * static_cast<scalar_t>(-expm1(-sd));
+    depth += double(sd);
+  }
+}
+
+template <typename scalar_t>
+__global__ void weights_backward_kernel(const scalar_t* __restrict__ gw,
+                                        const scalar_t* __restrict__ gT,
+                                        const scalar_t* __restrict__ s,
+                                        const scalar_t* __restrict__ dl,
+                                        const scalar_t* __restrict__ w,
+                                        const scalar_t* __restrict__ T,
+                                        const int64_t* __restrict__ off, int64_t R,
+                                        scalar_t* __restrict__ gs, scalar_t* __restrict__ gd) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= R) return;
+  double later = 0.0;
+  for (int64_t i = off[r + 1] - 1; i >= off[r]; --i) {
+    const scalar_t sd = s[i] * dl[i];
+    const scalar_t Tnext = T[i] * static_cast<scalar_t>(exp(-sd));
+    const scalar_t g = gw[i] * Tnext - static_cast<scalar_t>(later);
+    gs[i] = g * dl[i];
+    gd[i] = g * s[i];
+    later += double(gw[i]) * double(w[i]) + double(gT[i]) * double(T[i]);
+  }
+}
+
+inline unsigned blocks_for(int64_t n) {
+  return static_cast<unsigned>((n + kThreads - 1) / kThreads);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
+    const at::Tensor& rays_o_, const at::Tensor& rays_d_, const at::Tensor& t_min_,
+    const at::Tensor& t_max_, const at::Tensor& occ_, const at::Tensor& lo_,
+    const at::Tensor& inv_, double step, double cone_angle, double max_step,
+    int64_t max_samples) {
+  const c10::cuda::CUDAGuard guard(rays_o_.device());
+  auto rays_o = rays_o_.to(at::kFloat).contiguous();
+  auto rays_d = rays_d_.to(at::kFloat).contiguous();
+  auto t_min = t_min_.to(at::kFloat).contiguous();
+  auto t_max = t_max_.to(at::kFloat).contiguous();
+  auto occ = occ_.to(at::kByte).contiguous();
+  auto lo = lo_.to(at::kCPU, at::kFloat).contiguous();  // 3 values each, read on the host
+  auto inv = inv_.to(at::kCPU, at::kFloat).contiguous();
+  TORCH_CHECK(occ.dim() == 3 && occ.size(0) == occ.size(1) && occ.size(1) == occ.size(2),
+              "march_rays: occupancy must be (res, res, res)");
+  const int64_t R = rays_o.size(0);
+  GridD g;
+  g.occ = occ.data_ptr<uint8_t>();
+  g.res = occ.size(0);
+  for (int a = 0; a < 3; ++a) {
+    g.lo[a] = lo.data_ptr<float>()[a];
+    g.inv[a] = inv.data_ptr<float>()[a];
+  }
+  const float dt = static_cast<float>(step), cone = static_cast<float>(cone_angle);
+  const float dtm = static_cast<float>(max_step);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto lopt = rays_o.options().dtype(at::kLong);
+  auto counts = at::empty({R}, lopt);
+  if (R > 0) {
+    march_kernel<<<blocks_for(R), kThreads, 0, stream>>>(
+        rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), t_min.data_ptr<float>(),
+        t_max.data_ptr<float>(), g, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
+        nullptr, nullptr, nullptr, nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  auto ends = at::cumsum(counts, 0);
+  const int64_t S = R > 0 ? ends[R - 1].item<int64_t>() : 0;  // one sync: the output size
+  auto starts = ends.sub(counts);
+  auto ray_idx = at::empty({S}, lopt);
+  auto t0s = at::empty({S}, rays_o.options());
+  auto t1s = at::empty({S}, rays_o.options());
+  if (S > 0) {
+    march_kernel<<<blocks_for(R), kThreads, 0, stream>>>(
+        rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), t_min.data_ptr<float>(),
+        t_max.data_ptr<float>(), g, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
+        starts.data_ptr<int64_t>(), ray_idx.data_ptr<int64_t>(), t0s.data_ptr<float>(),
+        t1s.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {ray_idx, t0s, t1s};
+}
+
+std::tuple<at::Tensor, at::Tensor> render_weights_packed_forward_cuda(const at::Tensor& sigmas_,
+                                                                      const at::Tensor& deltas_,
+                                                                      const at::Tensor& offsets_) {
+  const c10::cuda::CUDAGuard guard(sigmas_.device());
+  auto sigmas = sigmas_.contiguous();
+  auto deltas = deltas_.to(sigmas.scalar_type()).contiguous();
+  auto offsets = offsets_.to(at::kLong).contiguous();
+  const int64_t R = offsets.size(0) - 1;
+  auto w = at::empty_like(sigmas);
+  auto T = at::empty_like(sigmas);
+  if (R <= 0 || sigmas.numel() == 0) return {w, T};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(sigmas.scalar_type(), "render_weights_packed_forward_cuda", [&] {
+    weights_forward_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+        sigmas.data_ptr<scalar_t>(), deltas.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), R,
+        w.data_ptr<scalar_t>(), T.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {w, T};
+}
+
+std::tuple<at::Tensor, at::Tensor> render_weights_packed_backward_cuda(
+    const at::Tensor& grad_w_, const at::Tensor& grad_T_, const at::Tensor& sigmas_,
+    const at::Tensor& deltas_, const at::Tensor& weights_, const at::Tensor& trans_,
+    const at::Tensor& offsets_) {
+  const c10::cuda::CUDAGuard guard(sigmas_.device());
+  auto gw = grad_w_.contiguous();
+  auto gT = grad_T_.contiguous();
+  auto sigmas = sigmas_.contiguous();
+  auto deltas = deltas_.to(sigmas.scalar_type()).contiguous();
+  auto w = weights_.contiguous();
+  auto T = trans_.contiguous();
+  auto offsets = offsets_.to(at::kLong).contiguous();
+  const int64_t R = offsets.size(0) - 1;
+  auto gs = at::empty_like(sigmas);
+  auto gd = at::empty_like(sigmas);
+  if (R <= 0 || sigmas.numel() == 0) return {gs, gd};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(sigmas.scalar_type(), "render_weights_packed_backward_cuda", [&] {
+    weights_backward_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+        gw.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), sigmas.data_ptr<scalar_t>(),
+        deltas.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), T.data_ptr<scalar_t>(),
+        offsets.data_ptr<int64_t>(), R, gs.data_ptr<scalar_t>(), gd.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {gs, gd};
+}
+
+}  // namespace aware3d
