@@ -106,12 +106,18 @@ def test_ctrl_c_writes_checkpoint_and_resume_continues(tiny_scene, tmp_path):
 
 
 def test_ngp_fit_reaches_psnr_floor(tiny_scene, tmp_path):
-    # 300 steps of the tiny preset on the 32x32 built-in scene: the field must clearly learn the
-    # scene (a constant white image scores ~10 dB on these views).
+    # 300 steps of the tiny preset on the 32x32 built-in scene must clearly learn the scene: at
+    # least 18 dB on the held-out views, and 6 dB above the empty field (the white background
+    # alone), which is what an untrained ngp renders.
+    from aware3d.data import load_scene
+    from aware3d.metrics import psnr
+
+    test = load_scene(tiny_scene, "test")
+    empty = float(psnr(torch.ones_like(test.images), test.images).mean())
     run = recon.train("ngp", str(tiny_scene), out=str(tmp_path / "fit"), preset="tiny", max_steps=300,
                       progress=False, val_every=0, device="cpu")
     m = recon.evaluate(run, split="test", progress=False)
-    assert m["psnr"] > 20.0, m["psnr"]
+    assert m["psnr"] > 18.0 and m["psnr"] > empty + 6.0, (m["psnr"], empty)
 
 
 def test_bad_inputs_are_clear(tiny_scene, tmp_path):

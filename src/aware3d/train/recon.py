@@ -201,9 +201,9 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
                     now = time.time()
                     rps = rays_seen / max(now - t_last, 1e-9)
                     rays_seen, t_last = 0, now
-                    logger.log(step, {"train/loss": float(loss), "train/psnr": p, "train/rays_per_s": rps,
+                    logger.log(step, {"train/loss": loss.item(), "train/psnr": p, "train/rays_per_s": rps,
                                       "train/lr": model.lr_at(step)})
-                    bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{p:.2f}", rays_s=f"{rps:,.0f}")
+                    bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", rays_s=f"{rps:,.0f}")
                 bar.update(1)
                 timed_val = next_val_time is not None and train_seconds >= next_val_time
                 if (val_every and step % val_every == 0) or timed_val:
