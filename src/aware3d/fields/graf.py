@@ -22,6 +22,22 @@ from ..render.encodings import nerf_encoding, positional_encoding_dim
 __all__ = ["GrafField"]
 
 
+def _cat_linear(layer: nn.Linear, parts) -> torch.Tensor:
+    """``layer(cat(parts, -1))`` without building the concatenation: ``parts`` are
+    ``(tensor, per_point)`` in concatenation order, per-point (B, P, d) or per-sample (B, d) (a
+    latent code, multiplied once per sample and broadcast over the points)."""
+    out, a = None, 0
+    for t, per_point in parts:
+        d = t.shape[-1]
+        y = F.linear(t, layer.weight[:, a:a + d])
+        a += d
+        y = y if per_point else y.unsqueeze(1)
+        out = y if out is None else out + y
+    if a != layer.in_features:
+        raise ShapeError(f"inputs: expected {layer.in_features} features in all, got {a}")
+    return out + layer.bias
+
+
 class GrafField(nn.Module):
     """f(gamma(x), gamma(d), z_s, z_a) -> (sigma, rgb).
 
@@ -56,14 +72,11 @@ class GrafField(nn.Module):
         if points.shape[0] != z_shape.shape[0]:
             raise ShapeError(f"points: expected shape ({z_shape.shape[0]}, P, 3) (batch of z_shape), "
                              f"got {tuple(points.shape)}")
-        B, P = points.shape[:2]
         gx = nerf_encoding(points * self.pos_scale, self.n_freq_pos)
-        inp = torch.cat([gx, z_shape[:, None, :].expand(B, P, self.z_shape_dim)], -1)
-        h = inp
-        for k, layer in enumerate(self.trunk, start=1):
-            h = F.relu(layer(h))
-            if k in self.skips:
-                h = torch.cat([inp, h], -1)
+        inp = [(gx, True), (z_shape, False)]  # [gamma(x), z_s], never materialised per point
+        h = F.relu(_cat_linear(self.trunk[0], inp))
+        for k, layer in enumerate(self.trunk[1:], start=1):
+            h = F.relu(_cat_linear(layer, inp + [(h, True)]) if k in self.skips else layer(h))
         return h
 
     def forward(self, points: torch.Tensor, dirs: torch.Tensor, z_shape: torch.Tensor,
@@ -75,10 +88,8 @@ class GrafField(nn.Module):
             raise ShapeError(f"dirs: expected shape {tuple(points.shape)} (that of points), got {tuple(dirs.shape)}")
         h = self._features(points, z_shape)
         sigma = self.sigma_out(h).squeeze(-1)
-        B, P = points.shape[:2]
         gd = nerf_encoding(dirs, self.n_freq_dir)
-        c = torch.cat([self.feature(h), gd, z_app[:, None, :].expand(B, P, self.z_app_dim)], -1)
-        c = F.relu(self.color_hidden(c))
+        c = F.relu(_cat_linear(self.color_hidden, [(self.feature(h), True), (gd, True), (z_app, False)]))
         return sigma, torch.sigmoid(self.color_out(c))
 
     def density(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
