@@ -120,3 +120,20 @@ def test_export_object_mesh(tiny_run, tmp_path):
                                x["obj_rotation"][:, 1])
     assert local.abs().max() <= 1.1 + 2.2 / 23 + 1e-4
     assert local.abs().max() > 0.5                      # and the (dense) object fills its box
+
+
+def test_evaluate_writes_fid_kid(tiny_run, tmp_path):
+    pytest.importorskip("aware3d.data.imagefolder", reason="ImageFolderDataset (data/imagefolder.py) not available")
+    _write_images(tmp_path / "real", n=12)
+
+    def pooled_pixels(images):
+        # a cheap stand-in for Inception: 4x4 average-pooled RGB (48 features)
+        x = torch.as_tensor(images).float()
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1).numpy()
+
+    m = gm.evaluate(tiny_run, n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels)
+    # metric names follow n_gen (fid5k for 5000, fid20 here); the real set is the 12 images
+    assert {"fid20", "kid20"} <= set(m) and m["n_gen"] == 20 and m["n_real"] == 12
+    assert np.isfinite(m["fid20"]) and m["fid20"] > 0
+    saved = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    assert saved["fid20"] == pytest.approx(m["fid20"])
