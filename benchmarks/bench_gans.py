@@ -304,7 +304,8 @@ def main(argv=None) -> int:
         row["ms_b16"] = ms_per_image(method, 16, max(1, args.reps - 1))
         try:
             row["consistency"] = consistency(name, mod, cfg, method, method.generator, args.yaw_step)
-            row["consistency"]["note"] += ", untrained"
+            if "note" in row["consistency"]:
+                row["consistency"]["note"] += ", untrained"
         except Exception as e:  # an API that moved: report instead of failing the whole table
             row["consistency"] = {"none": f"failed: {type(e).__name__}: {e}"}
         print(f"{name}: G {row['params_G']:,} D {row['params_D']:,} params, {row['ms_b1']:.1f} ms/img (b1), "
