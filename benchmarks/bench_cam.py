@@ -10,7 +10,7 @@ the first --val-views test views. Runs through the nerfw method with both embedd
 (appearance_dim=0, transient_dim=0), which is exactly the backbone (same fields, same sampling and
 loss) plus, with cam=true, the CAM grids.
 
-    python benchmarks/bench_cam.py --seconds 60 --max-side 256
+    python benchmarks/bench_cam.py --seconds 90 --max-side 128 --batch 4096
     python benchmarks/bench_cam.py --skip-images --lego --lego-minutes 3
 
 Prints markdown tables (parameters, ms per step, steps, PSNR); writes benchmarks/results/cam.json.
@@ -40,7 +40,7 @@ def bench_images(a) -> list[dict]:
             for cam in (False, True):
                 m = fit_image(str(path), field=field, cam=cam, steps=10 ** 9, max_seconds=a.seconds,
                               max_side=a.max_side, out=str(Path(a.out) / f"{Path(name).stem}-{field}{'-cam' if cam else ''}"),
-                              eval_every=50, device=a.device)
+                              eval_every=a.eval_every, batch=a.batch, device=a.device)
                 row = {"image": name, "field": field, "cam": cam, "psnr": m["psnr"], "ssim": m["ssim"],
                        "steps": m["steps"], "seconds": m["seconds"], "ms_per_step": 1000 * m["seconds_per_step"],
                        "params": m["params"], "size": m["size"]}
@@ -81,9 +81,12 @@ def bench_lego(a) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", nargs="+", default=["0001.jpg", "0017.jpg", "0033.jpg"])
+    ap.add_argument("--images", nargs="+", default=None,
+                    help="file names in the fox images folder (default: its first, middle and last)")
     ap.add_argument("--max-side", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=60.0, help="training seconds per image configuration")
+    ap.add_argument("--batch", type=int, default=4096, help="random pixels per step")
+    ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--skip-images", action="store_true")
     ap.add_argument("--lego", action="store_true", help="also the radiance-field comparison on lego")
     ap.add_argument("--lego-data", default=str(LEGO))
@@ -101,8 +104,11 @@ def main(argv=None) -> int:
     if not a.skip_images:
         if not FOX.is_dir():
             raise SystemExit(f"{FOX}: fox images not found")
+        if not a.images:
+            names = sorted(p.name for p in FOX.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            a.images = [names[0], names[len(names) // 2], names[-1]]
         rows = out["images"] = bench_images(a)
-        print(f"\nfit image, fox photos at <= {a.max_side} px, {a.seconds:g} s of training each, "
+        print(f"\nfit image, fox photos at <= {a.max_side} px, batch {a.batch}, {a.seconds:g} s of training each, "
               f"{a.threads} thread(s), {a.device}")
         print("| image | field | CAM | params | ms/step | steps | PSNR | SSIM |")
         print("|---|---|---|---:|---:|---:|---:|---:|")

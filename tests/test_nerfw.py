@@ -188,6 +188,9 @@ def test_presets_resolve_per_backbone():
     assert (b["lr"], b["transient_width"], b["transient_depth"]) == (1e-2, 64, 2)
     c = nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("lr", "0.005")]))
     assert c["lr"] == 0.005
+    # static warm-up before the transient head switches on: tiny 200 steps, cpu 1000, paper 0
+    assert [nerfw.resolve_config(recon.make_config("nerfw", p))["transient_warmup"]
+            for p in ("tiny", "cpu", "paper")] == [200, 1000, 0]
     with pytest.raises(ValueError, match="backbone"):
         nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", "siren")]))
 
@@ -195,7 +198,24 @@ def test_presets_resolve_per_backbone():
 def _train(wild_scene, tmp_path, backbone, steps=20):
     return recon.train("nerfw", str(wild_scene), out=str(tmp_path / f"nerfw-{backbone}"), preset="tiny",
                        max_steps=steps, progress=False, val_every=0, device="cpu",
-                       overrides=[("backbone", backbone), ("batch_size", 256)])
+                       overrides=[("backbone", backbone), ("batch_size", 256), ("transient_warmup", 5)])
+
+
+def test_transient_warmup_switches_the_transient_head_on():
+    # Training forward passes before step `transient_warmup` carry no transient outputs (NeRF-A,
+    # plain MSE); from that step on they do; evaluation (model.eval()) always has them.
+    torch.manual_seed(0)
+    model = nerfw.Model(recon.make_config("nerfw", "tiny", [("transient_warmup", 3)]), dict(SCENE))
+    o, d = _rays(8)
+    ids = torch.zeros(8, dtype=torch.long)
+    model.train()
+    model.before_step(2)
+    assert "beta" not in model(o, d, training=True, image_ids=ids)
+    model.before_step(3)
+    assert "beta" in model(o, d, training=True, image_ids=ids)
+    model.before_step(0)
+    model.eval()
+    assert "beta" in model(o, d, training=False, image_ids=ids)
 
 
 def _check_run(run, steps=20):

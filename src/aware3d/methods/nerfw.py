@@ -17,6 +17,10 @@
   sample-count batching; subclasses :class:`aware3d.methods.ngp.Model`, reusing its marcher, packed
   weights kernel, optimiser groups and batch sizing). ``cam``: coordinate-aware modulation of the
   static colour branch (view direction; :mod:`aware3d.fields.cam`).
+- ``transient_warmup`` (not in the paper; 0 in the ``paper`` preset, 200 in ``tiny``, 1000 in ``cpu``):
+  the first steps train NeRF-A (appearance embeddings, no transient head, plain MSE). On short runs
+  the uncertainty term otherwise takes its shortcut (raise beta and explain pixels with transient
+  density) while the static field is still blurry, and the static scene never forms.
 
 Presets ``paper``, ``cpu``, ``tiny`` hold the keys of both backbones' presets of the same name plus
 NeRF-W's own; keys the two backbones disagree on (``lr``, ``lr_final``, ``decay_steps``,
@@ -50,11 +54,16 @@ BACKBONES = ("mlp", "ngp")
 
 _NERFW = dict(backbone="mlp", cam=False, cam_res=4, appearance_dim=48, transient_dim=16,
               transient_width=None, transient_depth=None, beta_min=0.03, lambda_u=0.01,
-              embed_std=0.1)
+              embed_std=0.1, transient_warmup=None)
 # transient head size per backbone when the preset leaves it None: the paper's 4 x 128 on the
 # 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); 2 x 64 (Instant-NGP's own
 # MLP size) on the hash grid so the field keeps its speed
 _TRANSIENT = {"mlp": dict(transient_depth=4), "ngp": dict(transient_width=64, transient_depth=2)}
+# steps trained as NeRF-A (appearance embeddings, no transient head, plain MSE) before the transient
+# head and the uncertainty loss switch on. Not in the paper (0 in the paper preset): on short runs the
+# uncertainty term's shortcut (raise beta, explain pixels with transients) wins while the static
+# field is still blurry and the static scene never forms; a static warm-up avoids it.
+_WARMUP = {"paper": 0, "cpu": 1000, "tiny": 200}
 
 
 def _merged_preset(name: str) -> dict:
@@ -80,6 +89,8 @@ def resolve_config(cfg: dict) -> dict:
     mod = _nerf if backbone == "mlp" else _ngp
     src = {**mod.PRESETS.get(cfg.get("preset") or DEFAULT_PRESET, mod.PRESETS[mod.DEFAULT_PRESET]),
            **_TRANSIENT[backbone]}
+    if cfg.get("transient_warmup") is None:
+        cfg["transient_warmup"] = _WARMUP.get(cfg.get("preset") or DEFAULT_PRESET, 0)
     if backbone == "mlp" and cfg.get("transient_width") is None:
         cfg["transient_width"] = max(int(cfg.get("width") or src["width"]) // 2, 16)
     for k, v in list(cfg.items()):
@@ -115,6 +126,10 @@ class _NeRFWBase:
     """Embeddings, their look-up and the loss, shared by both backbones."""
 
     uses_image_ids = True
+    _step = 1 << 62  # built for rendering / evaluation: past any warm-up
+
+    def transient_active(self) -> bool:
+        return self._step >= int(self.cfg.get("transient_warmup") or 0)
 
     def _init_codes(self, cfg: dict, scene: dict) -> None:
         n = int(scene.get("n_images") or 0)
@@ -143,13 +158,17 @@ class _NeRFWBase:
                 app = self.appearance_codes(image_ids.reshape(-1))
             else:
                 app = self.default_appearance().expand(n, -1)
-        use_t = (image_ids is not None) if transient is None else bool(transient)
+        use_t = (image_ids is not None and (not self.training or self.transient_active())) \
+            if transient is None else bool(transient)
         trans = None
         if use_t and self.transient_codes is not None:
             if image_ids is None:
                 raise ValueError("nerfw: the transient component needs image_ids")
             trans = self.transient_codes(image_ids.reshape(-1))
         return app, trans
+
+    def before_step(self, step: int) -> None:
+        self._step = int(step)
 
     def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
         return nerfw_loss(out["color"], target, out.get("beta"), out.get("transient_sigma"),
@@ -352,7 +371,7 @@ class NeRFWNGPModel(_NeRFWBase, _ngp.Model):
         """Static density plus the transient density of one training image (cycled over updates),
         so the decayed-max occupancy grid also keeps the cells the transients occupy."""
         dens = type(self.field).density(self.field, x)
-        if self.transient_codes is not None and self.field.transient is not None:
+        if self.transient_codes is not None and self.field.transient is not None and self.transient_active():
             tb = self.field.transient_bias(self.transient_codes.weight[self._occ_image])
             dens = dens + self.field.transient_density(x, tb.expand(x.shape[0], -1)).float()
         return dens
@@ -360,6 +379,7 @@ class NeRFWNGPModel(_NeRFWBase, _ngp.Model):
     def before_step(self, step: int) -> None:
         # methods.ngp refreshes its occupancy grid from ``self.field.density``; for the duration of
         # its call that name answers with the static + transient occupancy density
+        self._step = int(step)
         self._occ_image = (step // max(int(self.cfg.get("occ_every", 16)), 1)) % self.n_images
         self.field.density = self._occupancy_density
         try:
