@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .cli import GAN_METHODS, RECON_METHODS
 
-_NOT_YET = {"nerfw", "graf", "pigan", "hologan", "cips3d"}
 
 
 def _method_of(run: str) -> str:
@@ -34,9 +33,14 @@ def cmd_data(args, parser) -> int:
     if args.synth_kind == "scene":
         kw = dict(n_views=args.views, resolution=args.resolution, hemisphere=not args.sphere, seed=args.seed)
         if args.wild:
-            kw["wild"] = True
-        synth.synth_scene(args.out, **kw)
-        print(f"wrote a posed scene (Blender format: train/val/test, depth, masks) to {args.out}")
+            from .data.wild import synth_wild_scene
+
+            synth_wild_scene(args.out, **kw)
+            print(f"wrote a posed scene with per-image lighting and transient occluders in the training "
+                  f"views, clean test views (Blender format) to {args.out}")
+        else:
+            synth.synth_scene(args.out, **kw)
+            print(f"wrote a posed scene (Blender format: train/val/test, depth, masks) to {args.out}")
     else:
         synth.synth_objects(args.out, count=args.count, resolution=args.resolution,
                             objects=args.objects, seed=args.seed)
@@ -46,16 +50,20 @@ def cmd_data(args, parser) -> int:
 
 def cmd_train(args, parser) -> int:
     m = args.method
-    if m in _NOT_YET:
-        print(f"aware3d: method {m!r} is not implemented yet in this version; available: nerf, ngp, giraffe")
-        return 2
     if m in RECON_METHODS:
         from .train.recon import train
 
+        overrides = list(args.overrides)
+        if args.backbone:
+            if m != "nerfw":
+                raise ValueError(f"--backbone applies to nerfw only (got method {m})")
+            overrides.append(("backbone", args.backbone))
+        if args.cam:
+            overrides.append(("cam", "true"))
         run = train(m, args.data, out=args.out, preset=args.preset, max_steps=args.max_steps,
                     max_minutes=args.max_minutes, resume=args.resume, seed=args.seed,
                     downscale=args.downscale, batch_size=args.batch_size, device=args.device,
-                    overrides=args.overrides)
+                    overrides=overrides)
     else:
         import yaml
 
@@ -71,7 +79,15 @@ def cmd_train(args, parser) -> int:
 
 def cmd_eval(args, parser) -> int:
     method = _method_of(args.run)
-    if method in RECON_METHODS:
+    if args.appearance_half and method != "nerfw":
+        raise ValueError(f"--appearance-half applies to nerfw runs (this run is {method})")
+    if args.appearance_half:
+        from .methods.nerfw import evaluate_appearance_half
+        from .train.recon import print_metrics_table
+
+        metrics = evaluate_appearance_half(args.run, data=args.data, split=args.split)
+        print(print_metrics_table(metrics))
+    elif method in RECON_METHODS:
         from .train.recon import evaluate, print_metrics_table
 
         metrics = evaluate(args.run, data=args.data, split=args.split)
@@ -88,11 +104,19 @@ def cmd_render(args, parser) -> int:
     if method in RECON_METHODS:
         from .train.recon import PROGRAMS, render_program
 
+        extra = ()
+        if method == "nerfw":
+            from .methods import nerfw
+
+            extra = nerfw.PROGRAMS
         if args.list:
-            print("\n".join(PROGRAMS))
+            print("\n".join(PROGRAMS + extra))
             return 0
-        files = render_program(args.run, args.program or "turntable", path=args.path, out=args.out,
-                               frames=args.frames)
+        if args.program in extra:
+            files = nerfw.render(args.run, args.program, out_dir=args.out, frames=args.frames)
+        else:
+            files = render_program(args.run, args.program or "turntable", path=args.path, out=args.out,
+                                   frames=args.frames)
     else:
         import importlib.util
 
@@ -134,8 +158,17 @@ def cmd_export(args, parser) -> int:
 
 
 def cmd_fit(args, parser) -> int:
-    print("aware3d: `fit image` is not implemented yet in this version")
-    return 2
+    if args.fit_kind != "image":
+        parser.parse_args(["fit", "--help"])
+        return 2
+    from .fit import fit_image
+
+    m = fit_image(args.path, field=args.field, cam=args.cam, steps=args.steps, out=args.out, progress=True)
+    print(f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} after {m['steps']} steps "
+          f"({m['seconds']:.1f} s, {m['params']:,} parameters)")
+    for k, v in m.get("files", {}).items():
+        print(f"{k}: {v}")
+    return 0
 
 
 def cmd_demo(args, parser) -> int:
