@@ -5,7 +5,8 @@ matmul peaks measured in the same run.
 
 Rows: generation (EMA generator, no grad) at 64x64 (``celeba64`` preset) with batch 1 and 16 and
 at 256x256 (``celebahq256``) with batch 1 and 4; one training step (generator phase, discriminator
-phase with R1, EMA) at 64x64 with the paper's batch 32. FLOPs are counted by
+phase with R1, EMA) at 64x64 with the paper's batch 32, with the discriminator in fp32 (default)
+and in bf16 (``bf16_d=True``). FLOPs are counted by
 ``torch.utils.flop_counter`` (matmuls, convolutions, their backward passes) over exactly the work
 timed; GFLOP/s = counted FLOPs / best wall time over ``--repeats``. The fp32 and bf16 peaks are
 the best of a few 2048^3 matmuls. The load average is printed: on a shared machine other
@@ -107,14 +108,17 @@ def main(argv=None):
             flops = count_flops(gen)
             add(f"generate {cfg.resolution}x{cfg.resolution} batch {B}", best_time(gen, args.repeats), flops, B)
 
-    cfg = gm.make_config("celeba64", bf16=not args.fp32, batch_size=32)
-    method = gm.build(cfg)
-    eng = GanEngine(method, method.gan_config(), device="cpu")
-    data = RandomReal(cfg.resolution)
-    eng.train_step(data)  # warm-up (allocations, oneDNN kernels)
-    flops = count_flops(lambda: eng.train_step(data))
-    add("train step 64x64 batch 32 (G + D + R1)", best_time(lambda: eng.train_step(data), args.repeats, 0),
-        flops, 32)
+    for bf16_d in (False, True):
+        if bf16_d and args.fp32:
+            continue
+        cfg = gm.make_config("celeba64", bf16=not args.fp32, bf16_d=bf16_d, batch_size=32)
+        method = gm.build(cfg)
+        eng = GanEngine(method, method.gan_config(), device="cpu")
+        data = RandomReal(cfg.resolution)
+        eng.train_step(data)  # warm-up (allocations, oneDNN kernels)
+        flops = count_flops(lambda: eng.train_step(data))
+        name = "train step 64x64 batch 32 (G + D + R1)" + (", bf16 D" if bf16_d else "")
+        add(name, best_time(lambda: eng.train_step(data), args.repeats, 0), flops, 32)
     load1 = os.getloadavg()
 
     print(f"# GIRAFFE on {platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -167,3 +167,14 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
                 moved = max(moved, (init[name] - v).abs().max().item())
     assert moved > 1e-3            # training changed the weights by far more than the tolerance
     assert worst < 1e-5, f"data-parallel weights differ from the single process by {worst}"
+
+
+def test_r1_with_bf16_discriminator_close_to_fp32():
+    # bf16 keeps 8 mantissa bits: the penalty (a sum of ~12k squared gradients) agrees to a few %
+    torch.manual_seed(0)
+    D = gm.DCDiscriminator(n_feat=64, img_size=32)
+    x = torch.rand(8, 3, 32, 32, requires_grad=True)
+    ref = gan.r1_penalty(D(x), x).item()
+    D.bf16 = True
+    low = gan.r1_penalty(D(x), x).item()
+    assert ref > 0 and abs(low - ref) / ref < 0.05

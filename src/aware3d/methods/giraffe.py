@@ -100,6 +100,7 @@ class GiraffeConfig:
     density_noise: float = 1.0          # N(0, 1) added to raw densities in training (official)
     flip: bool = True                   # horizontal flips of the real images
     bf16: bool = True                   # bf16 autocast for the generator (fields + 2D renderer)
+    bf16_d: bool = False                # bf16 autocast for the discriminator too (faster, noisier R1)
     sample_every: int = 500
     checkpoint_every: int = 1000
     log_every: int = 10
@@ -564,8 +565,9 @@ class DCDiscriminator(nn.Module):
     """DCGAN-style critic: log2(S) - 2 stride-2 4x4 convs (channels doubling up to ``n_feat`` at
     4x4), leaky ReLU 0.2, a final 4x4 conv to one logit (official ``DCDiscriminator``)."""
 
-    def __init__(self, in_dim: int = 3, n_feat: int = 512, img_size: int = 64):
+    def __init__(self, in_dim: int = 3, n_feat: int = 512, img_size: int = 64, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16  # bf16 autocast (about 2x faster on CPU; R1 then carries ~1% noise)
         n_layers = int(round(math.log2(img_size))) - 2
         if 2 ** (n_layers + 2) != img_size or n_layers < 1:
             raise ValueError(f"img_size: expected a power of 2 >= 8, got {img_size}")
@@ -575,9 +577,11 @@ class DCDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        for layer in self.blocks:
-            x = F.leaky_relu(layer(x), 0.2)
-        return self.conv_out(x).reshape(x.shape[0], 1)
+        with _autocast(self.bf16, x.device):
+            for layer in self.blocks:
+                x = F.leaky_relu(layer(x), 0.2)
+            out = self.conv_out(x).reshape(x.shape[0], 1)
+        return out.float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -701,7 +705,7 @@ class GiraffeMethod:
     def __init__(self, cfg: GiraffeConfig):
         self.cfg = cfg
         self.generator = GiraffeGenerator(cfg)
-        self.discriminator = DCDiscriminator(n_feat=cfg.d_feat, img_size=cfg.resolution)
+        self.discriminator = DCDiscriminator(n_feat=cfg.d_feat, img_size=cfg.resolution, bf16=cfg.bf16_d)
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
         return sample_inputs(self.cfg, n, generator, train)
