@@ -70,7 +70,10 @@ class Model(nn.Module):
 
     # -- optimisation ----------------------------------------------------------------------------
     def make_optimizer(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg["lr"], betas=(0.9, 0.999), eps=1e-7)
+        from .ngp import fused_adam_kwargs
+
+        return torch.optim.Adam(self.parameters(), lr=self.cfg["lr"], betas=(0.9, 0.999), eps=1e-7,
+                                **fused_adam_kwargs())
 
     def lr_at(self, step: int) -> float:
         c = self.cfg
