@@ -149,7 +149,6 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     steps = 2
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), steps), nprocs=2, join=True)
     torch.set_num_threads(1)
-    single = _single = None
     cfg = gm.make_config("tiny16", seed=5, bf16=False, batch_size=4)
     method = gm.build(cfg)
     gcfg = method.gan_config(max_steps=steps, progress=False, sample_every=0, checkpoint_every=0, device="cpu")

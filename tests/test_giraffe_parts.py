@@ -1,5 +1,4 @@
 """GIRAFFE generator pieces: shapes, gradients, pose transforms, composition, box masking."""
-import math
 
 import pytest
 import torch

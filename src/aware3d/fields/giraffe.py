@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..render import giraffe_encoding
 from ..render._checks import ShapeError, check_tensor
