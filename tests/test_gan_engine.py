@@ -133,7 +133,7 @@ def _ddp_worker(rank, world, port, out_dir, steps):
         cfg = gm.make_config("tiny16", seed=5, bf16=False, batch_size=4)
         method = gm.build(cfg)
         gcfg = method.gan_config(max_steps=steps, progress=False, sample_every=0, checkpoint_every=0,
-                                 device="cpu")
+                                 device="cpu", log_every=1)
         gan.train_gan(method, RandomImages(16), out_dir, gcfg, config={"preset": "tiny16"})
     finally:
         dist.destroy_process_group()
@@ -151,7 +151,8 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     torch.set_num_threads(1)
     cfg = gm.make_config("tiny16", seed=5, bf16=False, batch_size=4)
     method = gm.build(cfg)
-    gcfg = method.gan_config(max_steps=steps, progress=False, sample_every=0, checkpoint_every=0, device="cpu")
+    gcfg = method.gan_config(max_steps=steps, progress=False, sample_every=0, checkpoint_every=0, device="cpu",
+                             log_every=1)
     gan.train_gan(method, RandomImages(16), tmp_path / "one", gcfg, config={"preset": "tiny16"})
     torch.set_num_threads(os.cpu_count() or 1)
     from aware3d.train.io import load_checkpoint
@@ -166,6 +167,14 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
                 moved = max(moved, (init[name] - v).abs().max().item())
     assert moved > 1e-3            # training changed the weights by far more than the tolerance
     assert worst < 1e-5, f"data-parallel weights differ from the single process by {worst}"
+    # the logged losses are global-batch means too (averaged over the ranks)
+    import csv
+    def logged(run):
+        return {(r["step"], r["tag"]): float(r["value"]) for r in csv.DictReader(open(run / "scalars.csv"))
+                if r["tag"] in ("loss_G", "loss_D", "R1")}
+    la, lb = logged(tmp_path / "ddp"), logged(tmp_path / "one")
+    assert la.keys() == lb.keys() and len(la) == 6          # 3 tags at steps 1 and 2
+    assert all(abs(la[k] - lb[k]) < 1e-5 for k in la)
 
 
 def test_r1_with_bf16_discriminator_close_to_fp32():

@@ -306,6 +306,11 @@ class GanEngine:
         if "R1" in names:
             out.update(self.phase_r1(real))
         self.step += 1
+        if self.world > 1:  # report global-batch means, as one process would
+            keys = sorted(out)
+            vals = torch.stack([out[k].float().reshape(()) for k in keys])
+            dist.all_reduce(vals)
+            out = dict(zip(keys, vals / self.world))
         return {k: float(v) for k, v in out.items()}
 
     # -- sampling ----------------------------------------------------------------------------------
