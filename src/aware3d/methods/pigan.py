@@ -101,10 +101,10 @@ _CELEBA = dict(stages=((0, 64, 56, 6e-5, 2e-4),), resolution=64, fov=12.0, ray_s
 _OBJECTS = dict(fov=40.0, radius=1.0, ray_start=0.5, ray_end=1.5, pose_dist="uniform", yaw_mean=180.0,
                 yaw_std=180.0, pitch_mean=40.0, pitch_std=20.0, box_scale=2.5, flip=False,
                 mesh_extent=0.4, r1_weight=1.0)
-# CPU: 16 -> 32 progressive growing, small networks (minutes on 2 cores).
+# CPU: 16 -> 32 progressive growing, small networks (minutes on 2 cores), EMA 0.99 for short runs.
 _CPU = dict(stages=((0, 16, 8, 2e-4, 4e-4), (400, 32, 8, 2e-4, 4e-4)), fade_steps=200, resolution=32,
             n_samples=8, n_importance=8, z_dim=64, hidden=64, n_layers=4, map_hidden=64, d_base=2,
-            d_max=64, noise_anneal_steps=500, sample_every=100, checkpoint_every=200)
+            d_max=64, noise_anneal_steps=500, ema_beta=0.99, sample_every=100, checkpoint_every=200)
 
 PRESETS: dict[str, dict] = {
     # paper / official curricula
