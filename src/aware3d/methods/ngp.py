@@ -24,22 +24,26 @@ PRESETS = {
                   occ_res=128, step_scale=1.0 / 1024, samples_per_batch=2 ** 18, init_rays=4096,
                   max_samples_per_ray=1024, lr=1e-2, lr_final=1e-3, decay_steps=30_000,
                   weight_decay=1e-6, occ_every=16, occ_warmup=256, occ_threshold=0.01,
-                  early_stop_T=1e-4, bf16="auto", max_steps=30_000),
+                  early_stop_T=1e-4, bf16=False, max_steps=30_000),
     # the same model with CPU-sized batches and a coarser march for a 2-core machine
     # (64^3 occupancy cells: refreshing 128^3 every 16 steps would cost more than the steps)
     "cpu": dict(levels=16, features=2, log2_table=19, base_res=16, max_res=1024, hidden=64,
                 occ_res=64, step_scale=1.0 / 256, samples_per_batch=2 ** 16, init_rays=2048,
                 max_samples_per_ray=512, lr=1e-2, lr_final=1e-3, decay_steps=20_000,
                 weight_decay=1e-6, occ_every=16, occ_warmup=256, occ_threshold=0.01,
-                early_stop_T=1e-4, bf16="auto", max_steps=20_000),
+                early_stop_T=1e-4, bf16=False, max_steps=20_000),
     # tests and quick looks
     "tiny": dict(levels=8, features=2, log2_table=14, base_res=8, max_res=256, hidden=32,
                  occ_res=32, step_scale=1.0 / 128, samples_per_batch=2 ** 13, init_rays=512,
                  max_samples_per_ray=256, lr=1e-2, lr_final=1e-3, decay_steps=2_000,
                  weight_decay=1e-6, occ_every=16, occ_warmup=64, occ_threshold=0.01,
-                 early_stop_T=1e-4, bf16="auto", max_steps=2_000),
+                 early_stop_T=1e-4, bf16=False, max_steps=2_000),
 }
 DEFAULT_PRESET = "cpu"
+# bf16 autocast of the MLPs is off in every preset: measured on a 2-core Sapphire Rapids (AMX), a
+# lego step took the same time with and without it (the 64-wide MLPs are a small share of a step),
+# and the varying packed sample counts make oneDNN rebuild its bf16 kernels (~30 s of warm-up).
+# `--set bf16=true` (or "auto": on where the CPU has AMX/avx512_bf16) turns it on.
 
 
 def fused_adam_kwargs() -> dict:
