@@ -13,16 +13,6 @@ from aware3d.fields.cips import CIPSDecoder, ModulatedFC, modulated_fc
 from aware3d.methods import cips3d as cm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one thread is as fast as two on an idle machine and avoids
-    OpenMP barrier stalls (10x slower steps) when the 2 cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_modulated_fc_hand_values():
     # W = [[3, 4]], s = (1, 1): demodulated row = (3, 4) / 5 = (0.6, 0.8); x = (1, 1) -> 1.4.
     # Without demodulation: 3 + 4 = 7. With s = (2, 0): row (6, 0) -> (1, 0): x = (1, 1) -> 1.
@@ -132,15 +122,6 @@ def test_partial_backprop_reaches_nerf_only_through_selected_rays():
     assert sum(float(g.abs().sum()) for g in on if g is not None) > 0
     # 16 of 64 rays: the selected set is exactly grad_rays per image
     assert int(sel.sum()) == 2 * 16
-
-
-@pytest.fixture(scope="module")
-def objects32(tmp_path_factory):
-    from aware3d.data.synth import synth_objects
-
-    out = tmp_path_factory.mktemp("objects32")
-    synth_objects(out, count=6, resolution=32, supersample=1, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,6 @@ from aware3d.render.cameras import image_rays, intrinsics_from_fov, look_at, sph
 from aware3d.render.samplers import near_far_sphere
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _half_space(points, dirs):
     """Density 1e4 where z > 0 (an opaque wall at z = 0), red everywhere."""
     sigma = torch.where(points[..., 2] > 0, 1e4, 0.0)

@@ -10,16 +10,6 @@ import torch.nn as nn
 from aware3d.methods import giraffe as gm
 from aware3d.train import gan
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny networks: one thread is faster, and immune to a busy machine (an OpenMP barrier on an
-    # oversubscribed 2-core box costs a scheduler time slice per op)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 class RandomImages:
     """In-memory stand-in for ImageFolderDataset: ``sample(n, generator)`` -> [-1, 1] images."""
@@ -139,7 +129,17 @@ def _ddp_worker(rank, world, port, out_dir, steps):
         dist.destroy_process_group()
 
 
+@pytest.fixture
+def _restore_threads():
+    # the test below raises the intra-op thread count for its comparison: give the tests after it
+    # the suite's setting (tests/conftest.py) back
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("_restore_threads")
 def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     # 2 processes with 2 images each vs 1 process with the global batch of 4: every rank draws the
     # same global batch and keeps its half; gradients are averaged -> same update. Float sums differ

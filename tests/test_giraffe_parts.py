@@ -6,16 +6,6 @@ import torch
 from aware3d.fields.giraffe import FeatureField
 from aware3d.methods import giraffe as gm
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny networks: one thread is faster, and immune to a busy machine (an OpenMP barrier on an
-    # oversubscribed 2-core box costs a scheduler time slice per op)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def tiny(preset="tiny16", **kw):
     return gm.make_config(preset, **kw)

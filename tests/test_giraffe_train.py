@@ -9,16 +9,6 @@ from PIL import Image
 
 from aware3d.methods import giraffe as gm
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny networks: one thread is faster, and immune to a busy machine (an OpenMP barrier on an
-    # oversubscribed 2-core box costs a scheduler time slice per op)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):

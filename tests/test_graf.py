@@ -12,24 +12,6 @@ from aware3d.methods import graf
 from aware3d.render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks: one thread avoids OpenMP overhead on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def objects(tmp_path_factory):
-    from aware3d.data.synth import synth_objects
-
-    out = tmp_path_factory.mktemp("objects")
-    synth_objects(out, count=12, resolution=32, supersample=1, progress=False)
-    return out
-
-
 def test_field_shapes_gradients_and_code_roles():
     torch.manual_seed(0)
     f = GrafField(z_shape_dim=6, z_app_dim=5, hidden=16, n_layers=4, skips=(2,), n_freq_pos=3, n_freq_dir=2)

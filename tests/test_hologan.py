@@ -14,16 +14,6 @@ from aware3d.methods import gan_common as gc
 from aware3d.methods import hologan as hm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one thread is as fast as two on an idle machine and avoids
-    OpenMP barrier stalls (10x slower steps) when the 2 cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_adain_hand_case():
     # one channel [1, 2, 3, 4]: mean 2.5, biased variance 1.25; gamma 2, beta 1:
     # 2 * (x - 2.5) / sqrt(1.25) + 1 = 1 + (-3, -1, 1, 3) / 1.1180 = (-1.6833, 0.1056, 1.8944, 3.6833)
@@ -143,15 +133,6 @@ def test_presets_build_and_paper_sizes():
     assert G.vol_res == 16 and G.const.shape == (1, 512, 4, 4, 4)
     with pytest.raises(ValueError, match="unknown"):
         hm.make_config("cpu", no_such_setting=1)
-
-
-@pytest.fixture(scope="module")
-def objects32(tmp_path_factory):
-    from aware3d.data.synth import synth_objects
-
-    out = tmp_path_factory.mktemp("objects32")
-    synth_objects(out, count=6, resolution=32, supersample=1, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

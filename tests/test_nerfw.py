@@ -13,32 +13,7 @@ from aware3d.methods import nerfw
 from aware3d.train import recon
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these tests run small tensors on a shared 2-core machine: extra OpenMP threads only spin
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _hashgrid_available():
-    # the kernels are built by another module; skip (not fail) while they are absent or their API
-    # does not match fields/nerf.py yet
-    try:
-        from aware3d.fields.nerf import HashGridField
-        from aware3d.kernels.marching import OccupancyGrid  # noqa: F401
-
-        f = HashGridField(torch.tensor([-1.0, -1, -1, 1, 1, 1]), levels=2, log2_table=8, base_res=2,
-                          max_res=4, hidden=8)
-        f(torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 1.0]] * 2))
-        return True
-    except Exception:
-        return False
-
-
-needs_hashgrid = pytest.mark.skipif(not _hashgrid_available(),
-                                    reason="the hash-grid kernels (aware3d.kernels.hashgrid / marching) are not usable in this checkout yet")
+needs_hashgrid = pytest.mark.needs_hashgrid  # tests/conftest.py skips while the kernels are not usable
 SCENE = {"aabb": [-1.3, -1.3, -1.0, 1.3, 1.3, 1.0], "near": 1.9, "far": 6.1,
          "background": [1.0, 1.0, 1.0], "width": 16, "height": 16, "n_images": 4}
 

@@ -12,23 +12,6 @@ from aware3d.methods import gan_common as gc
 from aware3d.methods import pigan
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def objects(tmp_path_factory):
-    from aware3d.data.synth import synth_objects
-
-    out = tmp_path_factory.mktemp("objects")
-    synth_objects(out, count=12, resolution=32, supersample=1, progress=False)
-    return out
-
-
 def test_siren_initialisation_matches_the_formulas():
     torch.manual_seed(0)
     f = FilmSirenField(z_dim=256, hidden=256, n_layers=4, init_w0=25.0)
