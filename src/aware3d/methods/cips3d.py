@@ -24,7 +24,6 @@ Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render`,
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -376,41 +375,10 @@ def build(cfg: Cips3DConfig, seed: int | None = None) -> Cips3DMethod:
 
 PROGRAMS = gc.program_names(Cips3DMethod.latent_groups)
 
-
-def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
-          max_minutes: float | None = None, resume: bool = False, seed: int = 0,
-          batch_size: int | None = None, **overrides) -> Path:
-    """Train CIPS-3D on an image folder ``data``; returns the run folder ``out``.
-
-    ``overrides`` are :class:`Cips3DConfig` fields (strings are parsed as YAML). With ``resume``
-    the stored config of ``out`` is used (overrides still apply) and training continues from the
-    latest checkpoint. Multi-process: ``torchrun --nproc_per_node N`` (global batch split)."""
-    return _hg.train_with_engine(sys.modules[__name__], data, out, preset=preset, max_steps=max_steps,
-                                 max_minutes=max_minutes, resume=resume, seed=seed,
-                                 batch_size=batch_size, **overrides)
-
-
-def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
-    """``(cfg, method, G)`` of a run's latest checkpoint; the EMA generator by default."""
-    return gc.load_run(sys.modules[__name__], run_dir, ema=ema, device=device)
-
-
-def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
-             batch_size: int = 50) -> dict:
-    """FID and KID of the EMA generator on ``n_gen`` images against ``data`` (default the run's
-    training folder); writes ``run_dir/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``."""
-    return gc.evaluate_run(sys.modules[__name__], run_dir, n_gen=n_gen, data=data, seed=seed,
-                           batch_size=batch_size)
-
-
-def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
-           n_samples: int | None = None) -> dict:
-    """Render a control program (:data:`PROGRAMS`: camera yaw / pitch sweeps, shape (NeRF code),
-    appearance (INR code) and joint interpolation, fixed-seed grid) with the EMA generator; writes
-    ``<program>_seed<seed>.{gif,mp4,png}`` (default under RUN/render/<program>), returns the paths."""
-    _, method, G = load_generator(run_dir)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
-    return gc.render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
+train, load_generator, evaluate, render = gc.entry_points(
+    __name__, "CIPS-3D", trainer=_hg.train_with_engine,
+    notes={"render": "Programs: camera yaw / pitch sweeps, shape (NeRF code), appearance (INR code) "
+                     "and joint interpolation, fixed-seed grid."})
 
 
 @torch.no_grad()

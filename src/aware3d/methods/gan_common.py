@@ -5,21 +5,27 @@ stay the reference for the training loop; what is here is what the other methods
 them:
 
 - **configs**: presets as dicts over a method's config dataclass (:func:`make_config`,
-  :func:`replace_config`, :func:`config_from_dict`; command-line strings are parsed as YAML);
-- **data**: the image folder of a run (:func:`image_dataset`) and :class:`MappedImages`, a wrapper
-  that transforms every real batch the engine draws (resizing for progressive growing, GRAF's
-  patches) with the engine's own random generator, so a resumed run continues exactly;
+  :func:`replace_config`, :func:`config_from_dict`; command-line strings are parsed as YAML by
+  :func:`coerce_value`, GIRAFFE's configs included);
+- **data**: the image folder of a run (:func:`image_dataset`, :func:`real_images`) and
+  :class:`MappedImages`, a wrapper that transforms every real batch the engine draws (resizing for
+  progressive growing, GRAF's patches) with the engine's own random generator, so a resumed run
+  continues exactly;
 - **training**: :func:`train_method` builds dataset + :class:`~aware3d.train.gan.GanConfig` +
   engine from a preset and runs :func:`~aware3d.train.gan.train_gan`, calling the method's
   optional ``set_step(step, engine)`` before every step (annealing, progressive growing);
 - **loading / evaluation**: :func:`load_run` (EMA generator of a run's latest checkpoint) and
   :func:`evaluate_run` (FID / KID, ``RUN/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``);
+- **entry points**: :func:`entry_points` makes a method module's ``train``, ``load_generator``,
+  ``evaluate`` and ``render`` from the functions above, :func:`single_object_mesh` its
+  ``export_object_mesh``;
 - **rendering**: :func:`render_radiance`, volume rendering of a conditional radiance field with
   stratified + hierarchical sampling (one network for both passes, as pi-GAN);
 - **controls**: camera yaw / pitch sweeps, latent interpolation per latent group and fixed-seed
   grids (:func:`program_names`, :func:`render_program_frames`, :func:`render_program`, writing
   GIF + MP4 + a PNG grid);
-- **geometry**: :func:`density_grid` / :func:`export_density_mesh` (marching cubes -> PLY) and
+- **geometry**: :func:`density_grid` / :func:`export_density_mesh` (marching cubes -> PLY),
+  :func:`export_sample_mesh` (the mesh of one generated sample) and
   :func:`depth_reprojection_error` (3D consistency of two rendered views).
 
 A method module using these provides ``NAME``, a config dataclass ``Config`` (with at least
@@ -50,30 +56,45 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "make_config", "replace_config", "config_from_dict", "image_dataset", "MappedImages",
-    "resize_images", "train_method", "checkpoint_step", "load_run", "evaluate_run", "to_unit",
+    "coerce_value", "make_config", "replace_config", "config_from_dict", "image_dataset",
+    "real_images", "MappedImages", "resize_images", "train_method",
+    "checkpoint_step", "load_run", "evaluate_run", "to_unit", "entry_points", "single_object_mesh",
     "render_radiance", "program_names", "render_program_frames", "render_program",
-    "density_grid", "export_density_mesh", "depth_reprojection_error", "sweep_values",
+    "density_grid", "export_density_mesh", "export_sample_mesh", "depth_reprojection_error",
+    "sweep_values",
 ]
 
 # --------------------------------------------------------------------------------------------------
 # Configs
 
 
-def _coerce(value, current):
-    from .giraffe import _coerce as giraffe_coerce  # one parser for command-line overrides
-
-    return giraffe_coerce("", value, current)
+def coerce_value(value, current):
+    """Override values from the command line come as strings: parse them like YAML, then match
+    the type of the default ``current`` (tuples from lists, floats from ints)."""
+    if isinstance(value, str) and not isinstance(current, str):
+        import yaml
+        value = yaml.safe_load(value)
+    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(current, bool):
+        return bool(value)
+    if isinstance(current, float) and isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(current, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def replace_config(cfg, **overrides):
     """``dataclasses.replace`` with command-line coercion; ``None`` values are ignored and unknown
-    names raise ``ValueError`` listing the known ones."""
+    names raise ``ValueError`` listing the known ones (the message names the config by its class
+    attribute ``settings_name`` if it has one, else by its class name)."""
     names = {f.name for f in dataclasses.fields(cfg)}
     bad = sorted(set(overrides) - names)
     if bad:
-        raise ValueError(f"unknown {type(cfg).__name__} setting(s) {bad}; known: {sorted(names)}")
-    vals = {k: _coerce(v, getattr(cfg, k)) for k, v in overrides.items() if v is not None}
+        what = getattr(type(cfg), "settings_name", type(cfg).__name__)
+        raise ValueError(f"unknown {what} setting(s) {bad}; known: {sorted(names)}")
+    vals = {k: coerce_value(v, getattr(cfg, k)) for k, v in overrides.items() if v is not None}
     return dataclasses.replace(cfg, **vals)
 
 
@@ -88,7 +109,7 @@ def config_from_dict(config_cls, d: Mapping[str, Any]):
     """Rebuild a config from the plain data written to a run folder (unknown keys ignored)."""
     base = config_cls()
     names = {f.name for f in dataclasses.fields(config_cls)}
-    return dataclasses.replace(base, **{k: _coerce(v, getattr(base, k)) for k, v in d.items()
+    return dataclasses.replace(base, **{k: coerce_value(v, getattr(base, k)) for k, v in d.items()
                                         if k in names})
 
 
@@ -102,6 +123,17 @@ def image_dataset(path, resolution: int, flip: bool = True):
     from ..data.imagefolder import ImageFolderDataset
 
     return ImageFolderDataset(str(path), resolution, flip=flip)
+
+
+def real_images(data, resolution: int) -> torch.Tensor:
+    """All real images of the folder ``data`` at the training resolution: uint8 (N, 3, S, S)."""
+    from ..data.imagefolder import ImageFolderDataset
+
+    ds = ImageFolderDataset(str(data), resolution, flip=False)
+    images = getattr(ds, "images", None)
+    if images is None:
+        images = torch.stack([ds.uint8(i) for i in range(len(ds))])
+    return images
 
 
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -228,15 +260,13 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
     ...}``, names from the number of images) and returns it."""
     from ..metrics.fid import compute_fid_kid
     from ..train.io import atomic_write_text
-    from .giraffe import _real_images
-
     from ..train.gan import resolve_device
 
     cfg, method, G = load_run(mod, run_dir, device=resolve_device(device))
     data = data or cfg.data
     if data is None:
         raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
-    real = _real_images(str(data), cfg.resolution)
+    real = real_images(str(data), cfg.resolution)
     g = torch.Generator().manual_seed(int(seed))
     dev = next(G.parameters()).device
 
@@ -256,6 +286,91 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points of a method module
+
+
+def entry_points(module_name: str, title: str, trainer: Callable | None = None,
+                 notes: Mapping[str, str] | None = None) -> tuple:
+    """``(train, load_generator, evaluate, render)`` of the method module ``module_name``, the
+    wrappers of :func:`train_method`, :func:`load_run`, :func:`evaluate_run` and
+    :func:`render_program` that the command line calls::
+
+        train, load_generator, evaluate, render = gc.entry_points(__name__, "GRAF")
+
+    The module must define ``DEFAULT_PRESET`` (the default of ``train``'s ``preset``) before the
+    call; everything else of the module is looked up when a function runs. ``title`` is the
+    method's name in the docstrings, ``trainer`` replaces :func:`train_method` (same arguments;
+    e.g. training with another engine) and ``notes`` adds a method-specific paragraph to a
+    function's docstring (keys: the function names)."""
+    import sys
+
+    def mod():
+        return sys.modules[module_name]
+
+    default_preset = mod().DEFAULT_PRESET
+
+    def train(data, out, preset: str = default_preset, max_steps: int | None = None,
+              max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+              batch_size: int | None = None, **overrides) -> Path:
+        return (trainer or train_method)(mod(), data, out, preset=preset, max_steps=max_steps,
+                                         max_minutes=max_minutes, resume=resume, seed=seed,
+                                         batch_size=batch_size, **overrides)
+
+    def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
+        return load_run(mod(), run_dir, ema=ema, device=device)
+
+    def evaluate(run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50) -> dict:
+        return evaluate_run(mod(), run_dir, n_gen=n_gen, data=data, seed=seed, batch_size=batch_size)
+
+    def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
+               n_samples: int | None = None) -> dict:
+        _, method, G = mod().load_generator(run_dir)
+        out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
+        return render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
+
+    docs = {
+        "train": f"""Train {title} on an image folder ``data``; returns the run folder ``out``.
+
+        ``overrides`` are fields of the module's ``Config`` (strings are parsed as YAML). With
+        ``resume`` the stored config of ``out`` is used (``batch_size`` and overrides still apply)
+        and training continues from the latest checkpoint. Multi-process: ``torchrun
+        --nproc_per_node N`` (the global batch is split over the processes).""",
+        "load_generator": f"""``(cfg, method, G)`` of a {title} run's latest checkpoint: the EMA
+        generator by default, in eval mode (see :func:`aware3d.methods.gan_common.load_run`).""",
+        "evaluate": f"""FID and KID of a {title} run's EMA generator on ``n_gen`` images against
+        ``data`` (default the run's training folder); writes ``run_dir/eval/metrics.json`` with
+        ``{{"fid5k", "kid5k", ...}}`` (see :func:`aware3d.methods.gan_common.evaluate_run`).""",
+        "render": f"""Render a control program (the module's ``PROGRAMS``) of a {title} run with
+        its EMA generator; writes ``<program>_seed<seed>.{{gif,mp4,png}}`` under ``out_dir``
+        (default ``run_dir/render/<program>``) and returns their paths.""",
+    }
+    fns = (train, load_generator, evaluate, render)
+    for fn in fns:
+        note = (notes or {}).get(fn.__name__)
+        fn.__doc__ = docs[fn.__name__] + (f"\n\n        {note}" if note else "")
+        fn.__module__, fn.__qualname__ = module_name, fn.__name__
+    return fns
+
+
+def single_object_mesh(module_name: str, title: str) -> Callable:
+    """``export_object_mesh`` of a one-object method module ``module_name``: the command line's
+    GIRAFFE-style mesh exporter, forwarding to the module's ``export_mesh`` (``object_index`` 0)."""
+    import sys
+
+    def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
+                           out_path=None, **kw) -> dict:
+        if object_index != 0:
+            raise ValueError(f"object_index: {title} generates one object, expected 0, got {object_index}")
+        return sys.modules[module_name].export_mesh(run_dir, seed=seed, resolution=resolution,
+                                                    out_path=out_path, **kw)
+
+    export_object_mesh.__doc__ = (f"CLI compatibility with GIRAFFE's exporter: {title} has one "
+                                  f"object (``object_index`` 0).")
+    export_object_mesh.__module__ = module_name
+    return export_object_mesh
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,6 +592,26 @@ def export_density_mesh(density_fn: Callable[[torch.Tensor], torch.Tensor], lo, 
     return {"path": str(path), "n_vertices": int(len(verts)), "n_faces": int(len(faces)),
             "threshold": level, "density_max": vmax, "resolution": int(resolution),
             "bounds": [lo3.tolist(), hi3.tolist()]}
+
+
+def export_sample_mesh(run_dir, seed: int, extent: float, density_fn: Callable, color_fn: Callable,
+                       eye: torch.Tensor, out_path=None, resolution: int = 128,
+                       threshold: float | None = None) -> dict:
+    """:func:`export_density_mesh` of one generated sample (drawn from ``seed``) over the cube
+    [-extent, extent]^3, vertex colours ``color_fn(points (1, V, 3), dirs (1, V, 3)) -> (1, V, 3)``
+    seen from the camera centre ``eye`` (3,); writes ``out_path`` (default
+    ``run_dir/mesh_seed<seed>.ply``) and returns the summary with ``seed``."""
+    def colors(v):
+        d = v - eye
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        return color_fn(v[None], d[None])[0]
+
+    out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}.ply"
+    e = float(extent)
+    info = export_density_mesh(density_fn, -e, e, out, resolution=resolution, threshold=threshold,
+                               colors_fn=colors)
+    info["seed"] = int(seed)
+    return info
 
 
 def depth_reprojection_error(depth_a: torch.Tensor, depth_b: torch.Tensor, K: torch.Tensor,

@@ -36,6 +36,7 @@ from ..render.compose import EPS as COMPOSE_EPS
 from ..render.compose import compose
 from ..render.samplers import points_along_rays, stratified_samples
 from ..render.volume import accumulate_packed, render_weights, volume_render
+from . import gan_common as gc
 
 NAME = "giraffe"
 
@@ -46,6 +47,8 @@ NAME = "giraffe"
 @dataclass
 class GiraffeConfig:
     """Every setting of a GIRAFFE run (plain data; written to the run folder's config)."""
+
+    settings_name = "GIRAFFE"           # not a field: how error messages name these settings
 
     # image and rendering
     resolution: int = 64                # output image size (square)
@@ -172,46 +175,17 @@ PRESETS["faces256"] = PRESETS["celebahq256"]
 DEFAULT_PRESET = "cpu32"
 
 
-def _coerce(name: str, value, current):
-    """Override values from the command line come as strings: parse them like YAML, then match
-    the type of the default (tuples from lists, floats from ints)."""
-    if isinstance(value, str) and not isinstance(current, str):
-        import yaml
-        value = yaml.safe_load(value)
-    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
-        return tuple(value)
-    if isinstance(current, bool):
-        return bool(value)
-    if isinstance(current, float) and isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(current, int) and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def make_config(preset: str = DEFAULT_PRESET, **overrides) -> GiraffeConfig:
     """A preset's config with ``overrides`` (field names of :class:`GiraffeConfig`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    cfg = GiraffeConfig(**PRESETS[preset], preset=preset)
-    return replace_config(cfg, **overrides)
+    return gc.make_config(GiraffeConfig, PRESETS, preset, **overrides)
 
 
-def replace_config(cfg: GiraffeConfig, **overrides) -> GiraffeConfig:
-    names = {f.name for f in dataclasses.fields(cfg)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ValueError(f"unknown GIRAFFE setting(s) {bad}; known: {sorted(names)}")
-    vals = {k: _coerce(k, v, getattr(cfg, k)) for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(cfg, **vals)
+replace_config = gc.replace_config
 
 
 def config_from_dict(d: dict) -> GiraffeConfig:
     """Rebuild a config from the plain data written to a run folder."""
-    names = {f.name for f in dataclasses.fields(GiraffeConfig)}
-    base = GiraffeConfig()
-    return dataclasses.replace(base, **{k: _coerce(k, v, getattr(base, k)) for k, v in d.items()
-                                        if k in names})
+    return gc.config_from_dict(GiraffeConfig, d)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -788,7 +762,7 @@ def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
     data = data or cfg.data
     if data is None:
         raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
-    real = _real_images(str(data), cfg.resolution)
+    real = gc.real_images(str(data), cfg.resolution)
     g = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
@@ -804,17 +778,6 @@ def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-def _real_images(data: str, resolution: int) -> torch.Tensor:
-    """All real images of the folder at the training resolution: uint8 (N, 3, S, S)."""
-    from ..data.imagefolder import ImageFolderDataset
-
-    ds = ImageFolderDataset(data, resolution, flip=False)
-    images = getattr(ds, "images", None)
-    if images is None:
-        images = torch.stack([ds.uint8(i) for i in range(len(ds))])
-    return images
 
 
 def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,

@@ -20,9 +20,7 @@ Images are in [-1, 1]; the world is z-up with OpenGL cameras (docs/CONVENTIONS.m
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -358,35 +356,8 @@ def build(cfg: Config, seed: int | None = None) -> GrafMethod:
 
 PROGRAMS = gc.program_names(GrafMethod.latent_groups)
 
-
-def train(data, out, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
-          max_minutes: float | None = None, resume: bool = False, seed: int = 0,
-          batch_size: int | None = None, **overrides) -> Path:
-    """Train GRAF on an image folder ``data``; returns the run folder ``out``. ``overrides`` are
-    :class:`Config` fields (strings parsed as YAML)."""
-    return gc.train_method(sys.modules[__name__], data, out, preset=preset, max_steps=max_steps,
-                           max_minutes=max_minutes, resume=resume, seed=seed, batch_size=batch_size,
-                           **overrides)
-
-
-def load_generator(run_dir, ema: bool = True, device="cpu"):
-    """``(cfg, method, G)`` of a run's latest checkpoint (EMA generator by default)."""
-    return gc.load_run(sys.modules[__name__], run_dir, ema=ema, device=device)
-
-
-def evaluate(run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50) -> dict:
-    """FID / KID of full-image renders of the EMA generator; writes ``run_dir/eval/metrics.json``."""
-    return gc.evaluate_run(sys.modules[__name__], run_dir, n_gen=n_gen, data=data, seed=seed,
-                           batch_size=batch_size)
-
-
-def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
-           n_samples: int | None = None) -> dict:
-    """Render a control program (:data:`PROGRAMS`) with the EMA generator; writes GIF, MP4 and a PNG
-    grid under ``out_dir`` (default ``run_dir/render/<program>``) and returns their paths."""
-    _, method, G = load_generator(run_dir)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
-    return gc.render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
+train, load_generator, evaluate, render = gc.entry_points(
+    __name__, "GRAF", notes={"evaluate": "The generator renders full images (not patches) for it."})
 
 
 @torch.no_grad()
@@ -400,25 +371,10 @@ def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
     r = method.angle_ranges()
     eye = method.camera_from_angles(torch.tensor([r["yaw"][2]]), torch.tensor([r["pitch"][2]]))[0, :3, 3]
 
-    def density(p):
-        return G.field.density(p[None], x["z_shape"])[0]
-
-    def colors(v):
-        d = v - eye
-        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        return G.field(v[None], d[None], x["z_shape"], x["z_app"])[1][0]
-
-    out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}.ply"
-    e = float(cfg.mesh_extent)
-    info = gc.export_density_mesh(density, -e, e, out, resolution=resolution, threshold=threshold,
-                                  colors_fn=colors)
-    info["seed"] = int(seed)
-    return info
+    return gc.export_sample_mesh(run_dir, seed, cfg.mesh_extent,
+                                 lambda p: G.field.density(p[None], x["z_shape"])[0],
+                                 lambda v, d: G.field(v, d, x["z_shape"], x["z_app"])[1], eye,
+                                 out_path=out_path, resolution=resolution, threshold=threshold)
 
 
-def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
-                       out_path=None, **kw) -> dict:
-    """CLI compatibility with GIRAFFE's exporter: GRAF has one object (``object_index`` 0)."""
-    if object_index != 0:
-        raise ValueError(f"object_index: GRAF generates one object, expected 0, got {object_index}")
-    return export_mesh(run_dir, seed=seed, resolution=resolution, out_path=out_path, **kw)
+export_object_mesh = gc.single_object_mesh(__name__, "GRAF")
