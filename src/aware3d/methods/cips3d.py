@@ -361,7 +361,7 @@ class Cips3DMethod:
         return loss, out
 
     def gan_config(self, **kw):
-        return _hg.gan_config_from(self.cfg, **kw)
+        return gc.gan_config_from(self.cfg, **kw)
 
 
 def build(cfg: Cips3DConfig, seed: int | None = None) -> Cips3DMethod:

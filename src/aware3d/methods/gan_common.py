@@ -11,9 +11,10 @@ them:
   :class:`MappedImages`, a wrapper that transforms every real batch the engine draws (resizing for
   progressive growing, GRAF's patches) with the engine's own random generator, so a resumed run
   continues exactly;
-- **training**: :func:`train_method` builds dataset + :class:`~aware3d.train.gan.GanConfig` +
-  engine from a preset and runs :func:`~aware3d.train.gan.train_gan`, calling the method's
-  optional ``set_step(step, engine)`` before every step (annealing, progressive growing);
+- **training**: :func:`gan_config_from` (the engine settings of a method config) and
+  :func:`train_method`, which builds dataset + :class:`~aware3d.train.gan.GanConfig` + engine from a
+  preset and runs :func:`~aware3d.train.gan.train_gan`, calling the method's optional
+  ``set_step(step, engine)`` before every step (annealing, progressive growing);
 - **loading / evaluation**: :func:`load_run` (EMA generator of a run's latest checkpoint) and
   :func:`evaluate_run` (FID / KID, ``RUN/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``);
 - **entry points**: :func:`entry_points` makes a method module's ``train``, ``load_generator``,
@@ -57,7 +58,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "coerce_value", "make_config", "replace_config", "config_from_dict", "image_dataset",
-    "real_images", "MappedImages", "resize_images", "train_method",
+    "real_images", "MappedImages", "resize_images", "gan_config_from", "train_method",
     "checkpoint_step", "load_run", "evaluate_run", "to_unit", "entry_points", "single_object_mesh",
     "render_radiance", "program_names", "render_program_frames", "render_program",
     "density_grid", "export_density_mesh", "export_sample_mesh", "depth_reprojection_error",
@@ -183,6 +184,25 @@ def checkpoint_step(run_dir) -> int | None:
         return None
     m = _CKPT_RE.match(p.name)
     return int(m.group(1)) if m else int(load_checkpoint(p)["step"])
+
+
+# the fields of aware3d.train.gan.GanConfig a method config may carry under the same names
+_ENGINE_FIELDS = ("batch_size", "optimizer", "lr_g", "lr_d", "betas", "ema_beta", "r1_weight",
+                  "r1_interval", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints",
+                  "seed", "device")
+
+
+def gan_config_from(cfg, **kw):
+    """:class:`~aware3d.train.gan.GanConfig` from the engine settings of the method config ``cfg``
+    (those of its fields named as GanConfig's; the others keep GanConfig's defaults), then ``kw``."""
+    from ..train.gan import GanConfig
+
+    names = {f.name for f in dataclasses.fields(cfg)}
+    base = {k: getattr(cfg, k) for k in _ENGINE_FIELDS if k in names}
+    if "betas" in base:
+        base["betas"] = tuple(base["betas"])
+    base.update(kw)
+    return GanConfig(**base)
 
 
 def train_method(mod, data, out, preset: str | None = None, max_steps: int | None = None,

@@ -323,16 +323,7 @@ class GrafMethod:
                     group["lr"] = lr * c.lr_anneal ** k
 
     def gan_config(self, **kw):
-        from ..train.gan import GanConfig
-
-        c = self.cfg
-        base = dict(batch_size=c.batch_size, optimizer=c.optimizer, lr_g=c.lr_g, lr_d=c.lr_d,
-                    ema_beta=c.ema_beta, r1_weight=c.r1_weight, r1_interval=c.r1_interval,
-                    sample_every=c.sample_every, checkpoint_every=c.checkpoint_every,
-                    log_every=c.log_every, keep_checkpoints=c.keep_checkpoints, seed=c.seed,
-                    device=c.device)
-        base.update(kw)
-        return GanConfig(**base)
+        return gc.gan_config_from(self.cfg, **kw)
 
     # controls
     def camera_from_angles(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:

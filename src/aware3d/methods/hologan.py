@@ -293,20 +293,10 @@ class HoloGANMethod:
         return loss, out
 
     def gan_config(self, **kw):
-        return gan_config_from(self.cfg, **kw)
+        return gc.gan_config_from(self.cfg, **kw)
 
 
-def gan_config_from(c, **kw):
-    """GanConfig from a method config's engine fields (shared by HoloGAN and CIPS-3D)."""
-    from ..train.gan import GanConfig
-
-    base = dict(batch_size=c.batch_size, optimizer=c.optimizer, lr_g=c.lr_g, lr_d=c.lr_d,
-                betas=tuple(c.betas), ema_beta=c.ema_beta, r1_weight=c.r1_weight,
-                r1_interval=c.r1_interval, sample_every=c.sample_every,
-                checkpoint_every=c.checkpoint_every, log_every=c.log_every,
-                keep_checkpoints=c.keep_checkpoints, seed=c.seed, device=c.device)
-    base.update(kw)
-    return GanConfig(**base)
+gan_config_from = gc.gan_config_from  # kept under its former name here
 
 
 def build_generator(cfg: HoloGANConfig) -> HoloGenerator:

@@ -371,17 +371,9 @@ class PiganMethod:
         self.discriminator.alpha = 1.0
 
     def gan_config(self, **kw):
-        from ..train.gan import GanConfig
-
-        c = self.cfg
-        st = getattr(self, "_stage", None) or stage_at(c, 0)[1]
-        base = dict(batch_size=st["batch_size"], optimizer=c.optimizer, lr_g=st["lr_g"], lr_d=st["lr_d"],
-                    betas=tuple(c.betas), ema_beta=c.ema_beta, r1_weight=c.r1_weight,
-                    r1_interval=c.r1_interval, sample_every=c.sample_every,
-                    checkpoint_every=c.checkpoint_every, log_every=c.log_every,
-                    keep_checkpoints=c.keep_checkpoints, seed=c.seed, device=c.device)
-        base.update(kw)
-        return GanConfig(**base)
+        st = getattr(self, "_stage", None) or stage_at(self.cfg, 0)[1]
+        stage = dict(batch_size=st["batch_size"], lr_g=st["lr_g"], lr_d=st["lr_d"])
+        return gc.gan_config_from(self.cfg, **{**stage, **kw})
 
     # controls
     def camera_from_angles(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
