@@ -2,7 +2,8 @@
 :func:`aware3d.data.synth.synth_scene` (same primitives, cameras, ray caster and Blender layout) with,
 in the TRAINING views only,
 
-- per-image appearance: light direction (azimuth uniform, elevation 20-75 deg), ambient level,
+- per-image appearance: light direction (the canonical light turned by up to +-``light_jitter`` deg
+  in azimuth and half that in elevation, like the sun at different hours), ambient level,
   exposure (log-uniform in ``exposure``) and white balance (per-channel gains 1 +- ``white_balance``,
   normalised to mean 1), applied to the shaded object pixels;
 - transient occluders: 1..``max_occluders`` per view, "people" (upright boxes, ~0.15 x 0.15 x 0.7)
@@ -33,9 +34,11 @@ from .synth import (DEFAULT_LIGHT, Primitive, _save_png, _split_sizes, _threads,
 SPLITS = ("train", "val", "test")
 
 
-def _appearance(rng: np.random.Generator, exposure, white_balance: float) -> dict:
-    az = rng.uniform(0, 2 * math.pi)
-    el = math.radians(rng.uniform(20.0, 75.0))
+def _appearance(rng: np.random.Generator, exposure, white_balance: float, light_jitter: float) -> dict:
+    base = np.asarray(DEFAULT_LIGHT, dtype=np.float64)
+    az0, el0 = math.atan2(base[1], base[0]), math.asin(base[2] / np.linalg.norm(base))
+    az = az0 + math.radians(rng.uniform(-light_jitter, light_jitter))
+    el = min(max(el0 + math.radians(rng.uniform(-0.5, 0.5) * light_jitter), math.radians(10)), math.radians(85))
     light = [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)]
     gains = 1.0 + rng.uniform(-white_balance, white_balance, 3)
     gains = gains / gains.mean()
@@ -83,7 +86,7 @@ def synth_wild_scene(out_dir, n_views: int = 100, resolution: int = 128, hemisph
                      seed: int = 0, *, radius: float = 4.0, fov_deg: float = 40.0,
                      scene: str | Sequence[Primitive] = "default", split: Sequence[float] = (0.8, 0.1, 0.1),
                      max_occluders: int = 3, exposure: Sequence[float] = (0.55, 1.6),
-                     white_balance: float = 0.2, occluder_margin: float = 0.45,
+                     white_balance: float = 0.2, light_jitter: float = 40.0, occluder_margin: float = 0.45,
                      progress: bool = True, num_threads: int | None = 1) -> dict:
     """Write a Blender-format scene with per-image appearance changes and transient occluders in the
     training views (see the module docstring); ``aware3d.data.load_scene`` reads it. Cameras and
@@ -91,11 +94,12 @@ def synth_wild_scene(out_dir, n_views: int = 100, resolution: int = 128, hemisph
     Returns the scene.json content."""
     with _threads(num_threads):
         return _synth_wild(out_dir, n_views, resolution, hemisphere, seed, radius, fov_deg, scene,
-                           split, max_occluders, exposure, white_balance, occluder_margin, progress)
+                           split, max_occluders, exposure, white_balance, light_jitter, occluder_margin,
+                           progress)
 
 
 def _synth_wild(out_dir, n_views, resolution, hemisphere, seed, radius, fov_deg, scene, split,
-                max_occluders, exposure, white_balance, occluder_margin, progress):
+                max_occluders, exposure, white_balance, light_jitter, occluder_margin, progress):
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -120,7 +124,7 @@ def _synth_wild(out_dir, n_views, resolution, hemisphere, seed, radius, fov_deg,
     bar = tqdm(total=int(n_views), desc="synth_wild_scene", unit="view", disable=not progress)
     for k, (s, i) in enumerate(assign):
         if s == "train":
-            app = _appearance(rng, exposure, white_balance)
+            app = _appearance(rng, exposure, white_balance, light_jitter)
             n_occ = int(rng.integers(1, max_occluders + 1)) if max_occluders > 0 else 0
             occ = _occluders(rng, c2w[k, :3, 3].numpy().astype(np.float64), core, aabb, n_occ)
         else:
@@ -154,6 +158,7 @@ def _synth_wild(out_dir, n_views, resolution, hemisphere, seed, radius, fov_deg,
         "n_views": int(n_views), "split_sizes": sizes, "hemisphere": bool(hemisphere), "seed": int(seed),
         "canonical_appearance": CANONICAL, "max_occluders": int(max_occluders),
         "exposure": list(map(float, exposure)), "white_balance": float(white_balance),
+        "light_jitter_deg": float(light_jitter),
         "train_appearance": [fr["appearance"] for fr in frames["train"]],
         "notes": "train views: per-image light / ambient / exposure / white balance and transient "
                  "occluders (listed per frame); val and test views: canonical appearance, no occluders",

@@ -17,6 +17,11 @@
   sample-count batching; subclasses :class:`aware3d.methods.ngp.Model`, reusing its marcher, packed
   weights kernel, optimiser groups and batch sizing). ``cam``: coordinate-aware modulation of the
   static colour branch (view direction; :mod:`aware3d.fields.cam`).
+- ``static_weight`` (1 for the ngp backbone, 0 for mlp): the hash-grid backbone has no coarse
+  network, so the static-only render of its field takes the coarse network's role in the loss
+  (``static_weight`` * plain MSE of the static-only colour). Without it the static colour drifts to
+  black while the per-image transient head, which the paper's composite lets add colour on top of
+  an opaque static surface, carries the colour.
 - ``transient_warmup`` (not in the paper; 0 in the ``paper`` preset, 200 in ``tiny``, 1000 in ``cpu``):
   the first steps train NeRF-A (appearance embeddings, no transient head, plain MSE). On short runs
   the uncertainty term otherwise takes its shortcut (raise beta and explain pixels with transient
@@ -54,7 +59,7 @@ BACKBONES = ("mlp", "ngp")
 
 _NERFW = dict(backbone="mlp", cam=False, cam_res=4, appearance_dim=48, transient_dim=16,
               transient_width=None, transient_depth=None, beta_min=0.03, lambda_u=0.01,
-              embed_std=0.1, transient_warmup=None)
+              embed_std=0.1, transient_warmup=None, static_weight=None)
 # transient head size per backbone when the preset leaves it None: the paper's 4 x 128 on the
 # 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); 2 x 64 (Instant-NGP's own
 # MLP size) on the hash grid so the field keeps its speed
@@ -89,6 +94,8 @@ def resolve_config(cfg: dict) -> dict:
     mod = _nerf if backbone == "mlp" else _ngp
     src = {**mod.PRESETS.get(cfg.get("preset") or DEFAULT_PRESET, mod.PRESETS[mod.DEFAULT_PRESET]),
            **_TRANSIENT[backbone]}
+    if cfg.get("static_weight") is None:
+        cfg["static_weight"] = 0.0 if backbone == "mlp" else 1.0
     if cfg.get("transient_warmup") is None:
         cfg["transient_warmup"] = _WARMUP.get(cfg.get("preset") or DEFAULT_PRESET, 0)
     if backbone == "mlp" and cfg.get("transient_width") is None:
@@ -171,8 +178,12 @@ class _NeRFWBase:
         self._step = int(step)
 
     def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
-        return nerfw_loss(out["color"], target, out.get("beta"), out.get("transient_sigma"),
+        loss = nerfw_loss(out["color"], target, out.get("beta"), out.get("transient_sigma"),
                           out.get("color_coarse"), self.cfg["lambda_u"])
+        w = float(self.cfg.get("static_weight") or 0.0)
+        if w > 0 and "beta" in out:
+            loss = loss + w * F.mse_loss(out["color_static"], target)
+        return loss
 
     def _code_parameters(self):
         return [p for e in (self.appearance_codes, self.transient_codes) if e is not None
