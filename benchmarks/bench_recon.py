@@ -95,13 +95,20 @@ def main():
     ap.add_argument("--out", default="benchmarks/runs")
     ap.add_argument("--device", default=None)
     ap.add_argument("--preset", default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's choice, all cores)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     res = Path("benchmarks/results")
     res.mkdir(parents=True, exist_ok=True)
     res_file = res / f"recon_{Path(args.data).name}_ds{args.downscale}.json"
-    saved = json.loads(res_file.read_text()) if res_file.exists() else {"rows": []}
-    keep = [r for r in saved.get("rows", []) if r["method"] not in args.methods]
+
+    def others() -> list:  # rows of methods this invocation does not run (read at write time)
+        saved = json.loads(res_file.read_text()) if res_file.exists() else {"rows": []}
+        return [r for r in saved.get("rows", []) if r["method"] not in args.methods]
+
     rows = []
     for method in args.methods:
         nerf = method == "nerf"
@@ -115,13 +122,14 @@ def main():
             r["seconds_to_target_upper_bound"] = min(hit) if hit else None
         r["seconds_to_target"] = t
         rows.append(r)
-        res_file.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": keep + rows}, indent=2))
-    rows = keep + rows
+        res_file.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": others() + rows},
+                                       indent=2))
+    rows = others() + rows
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     machine = torch.cuda.get_device_name(0) if dev.startswith("cuda") else cpu_model()
     print()
     print(f"{Path(args.data).name} at 1/{args.downscale} resolution, trained on train, PSNR on val "
-          f"({machine}, torch {torch.__version__})")
+          f"({machine}, {torch.get_num_threads()} threads, torch {torch.__version__})")
     all_m = sorted({c["minutes"] for r in rows for c in r["checkpoints"]})
     head = f"{'method':<8}" + "".join(f"{f'{m:g} min':>10}" for m in all_m) + \
         f"{f'to {args.target:g} dB':>14}{'frame (s)':>11}"
@@ -141,7 +149,8 @@ def main():
         elif "nerf" in times:
             budget = max(c["minutes"] for r in rows if r["method"] == "nerf" for c in r["checkpoints"]) * 60
             print(f"speed-up to {args.target:g} dB: > {budget / times['ngp']:.1f}x (nerf did not reach it)")
-    res_file.write_text(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "rows": rows},
+    res_file.write_text(json.dumps({"machine": machine, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+                                    "rows": rows},
                                    indent=2))
 
 
