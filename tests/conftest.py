@@ -70,6 +70,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", f"needs_hashgrid: skipped when {HASHGRID_REASON}")
 
 
-def pytest_runtest_setup(item):
-    if item.get_closest_marker("needs_hashgrid") is not None and not hashgrid_available():
-        pytest.skip(HASHGRID_REASON)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("needs_hashgrid") is not None and not hashgrid_available():
+            item.add_marker(pytest.mark.skip(reason=HASHGRID_REASON))
