@@ -150,3 +150,17 @@ def test_mesh_of_analytic_sphere_density():
         v2, f2 = read_ply(Path(d) / "s.ply")
     np.testing.assert_array_equal(v2, v)
     np.testing.assert_array_equal(f2, f)
+
+
+def test_ngp_rays_with_no_samples_render_background():
+    # Rays that miss the scene box get no samples at all: the render is the background colour,
+    # opacity 0 (this once failed reshaping an empty feature tensor).
+    cfg = recon.make_config("ngp", "tiny")
+    scene = {"aabb": [-1, -1, -1, 1, 1, 1], "near": 0.1, "far": 6.0, "background": [1.0, 0.5, 0.0]}
+    model = recon.build_model("ngp", cfg, scene, "cpu")
+    o = torch.tensor([[0.0, 0.0, 5.0]]).repeat(4, 1)
+    d = torch.tensor([[0.0, 0.0, 1.0]]).repeat(4, 1)  # pointing away from the box
+    out = model(o, d, training=False)
+    assert out["n_samples"] == 0
+    torch.testing.assert_close(out["color"], torch.tensor([[1.0, 0.5, 0.0]]).repeat(4, 1))
+    torch.testing.assert_close(out["opacity"], torch.zeros(4))

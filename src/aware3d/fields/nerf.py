@@ -111,7 +111,7 @@ class HashGridField(nn.Module):
             h = self.density_mlp(enc)
         h = h.float()
         sigma = trunc_exp(h[:, 0] - 1.0)  # the -1 bias starts training nearly empty
-        return sigma.reshape(shape), h[:, 1:].reshape(*shape, -1)
+        return sigma.reshape(shape), h[:, 1:].reshape(*shape, h.shape[-1] - 1)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self._geometry(x)[0]
