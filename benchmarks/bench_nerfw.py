@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="/tmp/aware3d-bench/nerfw-runs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for the nerfw configs (repeatable)")
+    ap.add_argument("--tag", default="", help="suffix of the run folders and results file")
     ap.add_argument("--results", default=str(Path(__file__).resolve().parent / "results"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -59,7 +62,9 @@ def main(argv=None) -> int:
     rows = []
     for name in a.configs:
         method, ov = CONFIGS[name]
-        run = Path(a.out) / name
+        if method == "nerfw":
+            ov = ov + [tuple(kv.split("=", 1)) for kv in a.sets]
+        run = Path(a.out) / (name + a.tag)
         if run.exists():
             shutil.rmtree(run)
         t0 = time.time()
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
         steps, secs = int(ck["step"]), float(ck.get("train_seconds", 0.0))
         full = recon.evaluate(run, progress=False, device=a.device)
         half = nerfw.evaluate_appearance_half(run, steps=a.half_steps, progress=False, device=a.device)
-        row = {"config": name, "method": method, "steps": steps, "train_seconds": secs,
+        row = {"config": name + a.tag, "method": method, "overrides": ov, "steps": steps, "train_seconds": secs,
                "ms_per_step": 1000 * secs / max(steps, 1), "wall_seconds": wall,
                "psnr_full": full["psnr"], "ssim_full": full["ssim"],
                "psnr_half": half["psnr"], "ssim_half": half["ssim"], "psnr_left": half["psnr_left"]}
@@ -88,7 +93,7 @@ def main(argv=None) -> int:
               f"{r['ssim_full']:.3f} | {r['psnr_half']:.2f} | {r['ssim_half'] or float('nan'):.3f} |")
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
-    (res / f"nerfw_{data.name}.json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
+    (res / f"nerfw_{data.name}{a.tag}.json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
     return 0
 
 

@@ -157,11 +157,11 @@ def test_cached_appearance_renderer_matches_forward(backbone):
 def test_presets_resolve_per_backbone():
     # None entries come from the chosen backbone's preset of the same name: tiny mlp -> nerf tiny
     # lr 1e-3, transient head 4 x 32 (half the 64-wide trunk, as the paper's 4 x 128 on 256);
-    # tiny ngp -> ngp tiny lr 1e-2, transient head 2 x 64. --set values win.
+    # tiny ngp -> ngp tiny lr 1e-2, transient head 2 x 32 (the hash field's hidden width). --set wins.
     a = nerfw.resolve_config(recon.make_config("nerfw", "tiny"))
     assert (a["lr"], a["transient_width"], a["transient_depth"]) == (1e-3, 32, 4)
     b = nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", "ngp")]))
-    assert (b["lr"], b["transient_width"], b["transient_depth"]) == (1e-2, 64, 2)
+    assert (b["lr"], b["transient_width"], b["transient_depth"]) == (1e-2, 32, 2)
     c = nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("lr", "0.005")]))
     assert c["lr"] == 0.005
     # static warm-up before the transient head switches on: tiny 200 steps, cpu 1000, paper 0

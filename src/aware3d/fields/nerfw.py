@@ -95,7 +95,7 @@ class NeRFWMLP(CAMNeRFMLP):
 class NeRFWHashField(CAMHashGridField):
     """Instant-NGP field backbone + appearance term on the colour MLP's first layer + transient head
     on the 15 geometry features (2 x 64 by default, sized like Instant-NGP's own MLPs so the field
-    keeps the hash grid's speed)."""
+    keeps the hash grid's speed; methods.nerfw uses the backbone's ``hidden`` width)."""
 
     def __init__(self, aabb, *, appearance_dim: int = 48, transient_dim: int = 16,
                  transient_width: int = 64, transient_depth: int = 2, cam_res: int | None = None, **kw):
@@ -121,3 +121,11 @@ class NeRFWHashField(CAMHashGridField):
         _, geo = self._geometry(x)
         with self._autocast():
             return self.transient(geo, transient_bias)[0]
+
+    def total_density(self, x: torch.Tensor, transient_bias: torch.Tensor | None) -> torch.Tensor:
+        """Static + transient density with one hash-grid pass (occupancy, early termination)."""
+        sigma, geo = self._geometry(x)
+        if transient_bias is None or self.transient is None:
+            return sigma
+        with self._autocast():
+            return sigma + self.transient(geo, transient_bias)[0].float()

@@ -61,9 +61,9 @@ _NERFW = dict(backbone="mlp", cam=False, cam_res=4, appearance_dim=48, transient
               transient_width=None, transient_depth=None, beta_min=0.03, lambda_u=0.01,
               embed_std=0.1, transient_warmup=None, static_weight=None)
 # transient head size per backbone when the preset leaves it None: the paper's 4 x 128 on the
-# 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); 2 x 64 (Instant-NGP's own
-# MLP size) on the hash grid so the field keeps its speed
-_TRANSIENT = {"mlp": dict(transient_depth=4), "ngp": dict(transient_width=64, transient_depth=2)}
+# 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); on the hash grid 2 layers
+# as wide as its own MLPs (``hidden``: 64, 32 in tiny) so the field keeps its speed
+_TRANSIENT = {"mlp": dict(transient_depth=4), "ngp": dict(transient_depth=2)}
 # steps trained as NeRF-A (appearance embeddings, no transient head, plain MSE) before the transient
 # head and the uncertainty loss switch on. Not in the paper (0 in the paper preset): on short runs the
 # uncertainty term's shortcut (raise beta, explain pixels with transients) wins while the static
@@ -98,8 +98,9 @@ def resolve_config(cfg: dict) -> dict:
         cfg["static_weight"] = 0.0 if backbone == "mlp" else 1.0
     if cfg.get("transient_warmup") is None:
         cfg["transient_warmup"] = _WARMUP.get(cfg.get("preset") or DEFAULT_PRESET, 0)
-    if backbone == "mlp" and cfg.get("transient_width") is None:
-        cfg["transient_width"] = max(int(cfg.get("width") or src["width"]) // 2, 16)
+    if cfg.get("transient_width") is None:
+        cfg["transient_width"] = max(int(cfg.get("width") or src["width"]) // 2, 16) if backbone == "mlp" \
+            else int(cfg.get("hidden") or src["hidden"])
     for k, v in list(cfg.items()):
         if v is None and k in src:
             cfg[k] = src[k]
@@ -321,9 +322,7 @@ class NeRFWNGPModel(_NeRFWBase, _ngp.Model):
         if idx.numel() and self.cfg["early_stop_T"] > 0:
             with torch.no_grad():
                 xm = o[idx] + 0.5 * (t0 + t1)[:, None] * d[idx]
-                dens = self.field.density(xm)
-                if tb is not None:
-                    dens = dens + self.field.transient_density(xm, tb[idx]).float()
+                dens = self.field.total_density(xm, None if tb is None else tb[idx])
                 _, T = self._weights(dens, t1 - t0, idx, n)
                 keep = T > self.cfg["early_stop_T"]
             idx, t0, t1 = idx[keep], t0[keep], t1[keep]
@@ -344,12 +343,13 @@ class NeRFWNGPModel(_NeRFWBase, _ngp.Model):
             acc = accumulate_packed(w_tot, idx, n)
             color = apply_background(accumulate_packed(w_s[:, None] * f["rgb"] + w_t[:, None] * f["t_rgb"],
                                                        idx, n), acc, bg)
-            w_alone, _ = self._weights(sig_t, delta, idx, n)
             out.update(color=color, opacity=acc, depth=accumulate_packed((w_s + w_t) * tm, idx, n),
                        beta=accumulate_packed(w_t * f["t_beta"], idx, n) + self.cfg["beta_min"],
-                       transient_sigma=sig_t,
-                       color_transient=accumulate_packed(w_alone[:, None] * f["t_rgb"], idx, n),
-                       opacity_transient=accumulate_packed(w_alone, idx, n))
+                       transient_sigma=sig_t)
+            if not self.training:  # the transient field alone: render programs only
+                w_alone, _ = self._weights(sig_t, delta, idx, n)
+                out.update(color_transient=accumulate_packed(w_alone[:, None] * f["t_rgb"], idx, n),
+                           opacity_transient=accumulate_packed(w_alone, idx, n))
         return {k: (v.reshape(*shape, *v.shape[1:]) if isinstance(v, torch.Tensor) and k != "transient_sigma"
                     else v) for k, v in out.items()}
 
@@ -381,11 +381,10 @@ class NeRFWNGPModel(_NeRFWBase, _ngp.Model):
     def _occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
         """Static density plus the transient density of one training image (cycled over updates),
         so the decayed-max occupancy grid also keeps the cells the transients occupy."""
-        dens = type(self.field).density(self.field, x)
         if self.transient_codes is not None and self.field.transient is not None and self.transient_active():
             tb = self.field.transient_bias(self.transient_codes.weight[self._occ_image])
-            dens = dens + self.field.transient_density(x, tb.expand(x.shape[0], -1)).float()
-        return dens
+            return self.field.total_density(x, tb.expand(x.shape[0], -1))
+        return type(self.field).density(self.field, x)
 
     def before_step(self, step: int) -> None:
         # methods.ngp refreshes its occupancy grid from ``self.field.density``; for the duration of
