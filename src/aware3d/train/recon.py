@@ -255,7 +255,9 @@ def evaluate(run_dir, data: str | None = None, split: str = "test", device: str 
     for i in tqdm(range(n), disable=not progress, desc=f"eval {split}"):
         r = render_image(model, ds.K[i], ds.c2w[i], ds.width, ds.height)
         gt = ds.images[i]
-        v = {"name": ds.names[i] if ds.names else str(i), "psnr": float(psnr(r["color"], gt)),
+        name = ds.names[i] if ds.names else str(i)
+        name = name[2:] if name.startswith("./") else name
+        v = {"name": name, "psnr": float(psnr(r["color"], gt)),
              "ssim": float(ssim(r["color"], gt))}
         if ds.depths is not None:
             gd = ds.depths[i]
