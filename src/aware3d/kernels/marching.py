@@ -28,6 +28,7 @@ from torch import nn
 
 from aware3d.kernels import _build
 from aware3d.render._checks import ShapeError, check_leading, check_tensor
+from aware3d.render.volume import render_weights_packed_reference as _core_packed_reference
 
 __all__ = ["OccupancyGrid", "ray_aabb_intersect", "march_rays", "march_rays_reference",
            "ray_offsets", "render_weights_packed", "render_weights_packed_reference",
@@ -322,19 +323,10 @@ def _check_packed(sigmas, deltas, ray_indices, n_rays):
 def render_weights_packed_reference(sigmas: torch.Tensor, deltas: torch.Tensor,
                                     ray_indices: torch.Tensor, n_rays: int
                                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed weights in plain PyTorch: scatter to a padded (n_rays, max_len) layout, exclusive
-    cumsum of sigma*delta per row, gather back. Differentiable by autograd."""
+    """The rendering core's packed weights (:func:`aware3d.render.volume.render_weights_packed_reference`)
+    after the same input checks as the compiled kernel."""
     _check_packed(sigmas, deltas, ray_indices, n_rays)
-    ray_indices = ray_indices.long()
-    offsets = ray_offsets(ray_indices, n_rays)
-    pos = torch.arange(sigmas.numel(), device=sigmas.device) - offsets[ray_indices]
-    max_len = int((offsets[1:] - offsets[:-1]).max()) if sigmas.numel() else 0
-    sd = sigmas * deltas.to(sigmas.dtype)
-    padded = sd.new_zeros(n_rays, max_len + 1).index_put((ray_indices, pos + 1), sd)
-    depth = torch.cumsum(padded, dim=1)[ray_indices, pos]  # sum_{j<i} sigma_j delta_j
-    trans = torch.exp(-depth)
-    alphas = -torch.expm1(-sd)  # 1 - exp(-sigma delta), accurate for small values
-    return trans * alphas, trans
+    return _core_packed_reference(sigmas, deltas, ray_indices, n_rays)
 
 
 class _RenderWeightsPacked(torch.autograd.Function):

@@ -114,25 +114,27 @@ def volume_render(sigmas: torch.Tensor, values: torch.Tensor, t: torch.Tensor, *
 # Packed layout: samples of all rays in one flat array, sorted by ray, ``ray_indices`` (S,).
 
 
-def _segment_exclusive_cumsum(x: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
-    total = torch.cumsum(x, 0)
-    # per-ray offset = cumulative sum up to (excluding) the ray's first sample
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    first = torch.cumsum(counts, 0) - counts  # index of first sample per ray
-    base = torch.cat([x.new_zeros(1), total])[first]  # sum before each ray
-    return total - x - base[ray_indices]
-
-
 def render_weights_packed_reference(sigmas: torch.Tensor, deltas: torch.Tensor,
                                     ray_indices: torch.Tensor, n_rays: int):
-    """Packed weights (pure PyTorch reference). sigmas, deltas, ray_indices: (S,), samples sorted
-    by ray. Returns ``(weights, transmittance)`` each (S,)."""
+    """Packed weights (the pure-PyTorch reference of the compiled kernel in
+    :mod:`aware3d.kernels.marching`). sigmas, deltas, ray_indices: (S,), samples sorted by ray.
+    Returns ``(weights, transmittance)`` each (S,).
+
+    The samples are scattered into a padded (n_rays, max_len) layout so the exclusive cumulative
+    optical depth is a per-row cumsum (a global cumsum minus per-ray offsets would lose precision
+    over millions of samples), then gathered back. Differentiable by autograd."""
     check_tensor("sigmas", sigmas, (None,), floating=True)
     for name, v in (("deltas", deltas), ("ray_indices", ray_indices)):
         if v.shape != sigmas.shape:
             raise ShapeError(f"{name}: expected shape {tuple(sigmas.shape)} (that of sigmas), got {tuple(v.shape)}")
-    tau = sigmas.clamp_min(0) * deltas
-    T = torch.exp(-_segment_exclusive_cumsum(tau, ray_indices, n_rays))
+    ray_indices = ray_indices.long()
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    pos = torch.arange(sigmas.numel(), device=sigmas.device) - offsets[ray_indices]
+    max_len = int(counts.max()) if sigmas.numel() else 0
+    tau = sigmas.clamp_min(0) * deltas.to(sigmas.dtype)
+    padded = tau.new_zeros(n_rays, max_len + 1).index_put((ray_indices, pos + 1), tau)
+    T = torch.exp(-torch.cumsum(padded, dim=1)[ray_indices, pos])  # exp(-sum_{j<i} sigma_j delta_j)
     return T * (-torch.expm1(-tau)), T
 
 
