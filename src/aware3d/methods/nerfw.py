@@ -508,7 +508,8 @@ def evaluate_appearance_half(run_dir, data: str | None = None, split: str = "tes
         views.append(v)
         mark = pred.clone()
         mark[:, half - 1: half + 1] = torch.tensor([1.0, 0.0, 0.0])
-        io.save_png(out_dir / f"{i:03d}_{v['name'].replace('/', '_')}_half.png", torch.cat([gt, mark], 1))
+        stem = v["name"][2:] if v["name"].startswith("./") else v["name"]
+        io.save_png(out_dir / f"{i:03d}_{stem.replace('/', '_')}_half.png", torch.cat([gt, mark], 1))
     ss = [v["ssim"] for v in views if v["ssim"] is not None]
     metrics = {"protocol": "appearance optimised on the left half, measured on the right half",
                "appearance_optimised": bool(has_app), "steps": int(steps) if has_app else 0,
