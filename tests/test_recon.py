@@ -164,3 +164,14 @@ def test_ngp_rays_with_no_samples_render_background():
     assert out["n_samples"] == 0
     torch.testing.assert_close(out["color"], torch.tensor([[1.0, 0.5, 0.0]]).repeat(4, 1))
     torch.testing.assert_close(out["opacity"], torch.zeros(4))
+
+
+@pytest.mark.parametrize("method", ["nerf", "ngp"])
+def test_cam_option_trains(method, tiny_scene, tmp_path):
+    # --cam swaps in the CAM field (identity at initialisation, see tests/test_cam.py) and trains.
+    run = recon.train(method, str(tiny_scene), out=str(tmp_path / method), preset="tiny", max_steps=3,
+                      progress=False, val_every=0, device="cpu", overrides=[("cam", "true")])
+    model, saved = recon.load_run(run)
+    assert saved["config"]["cam"] is True
+    from aware3d.fields.cam import CAMHashGridField, CAMNeRFMLP
+    assert isinstance(model.coarse if method == "nerf" else model.field, (CAMNeRFMLP, CAMHashGridField))

@@ -25,6 +25,8 @@ PRESETS = {
     "tiny": dict(depth=4, width=64, n_coarse=32, n_fine=32, batch_size=512, lr=1e-3,
                  lr_final=1e-4, decay_steps=5_000, chunk=8192, max_steps=2_000),
 }
+for _p in PRESETS.values():  # --cam: coordinate-aware modulation of the field (off by default)
+    _p.update(cam=False, cam_res=4)
 DEFAULT_PRESET = "cpu"
 
 
@@ -34,8 +36,15 @@ class Model(nn.Module):
         self.cfg = cfg
         self.near, self.far = float(scene["near"]), float(scene["far"])
         self.register_buffer("background", torch.as_tensor(scene["background"], dtype=torch.float32))
-        self.coarse = NeRFMLP(depth=cfg["depth"], width=cfg["width"])
-        self.fine = NeRFMLP(depth=cfg["depth"], width=cfg["width"]) if cfg["n_fine"] > 0 else None
+        def mlp():
+            if cfg.get("cam"):
+                from ..fields.cam import CAMNeRFMLP
+
+                return CAMNeRFMLP(depth=cfg["depth"], width=cfg["width"], cam_res=cfg["cam_res"])
+            return NeRFMLP(depth=cfg["depth"], width=cfg["width"])
+
+        self.coarse = mlp()
+        self.fine = mlp() if cfg["n_fine"] > 0 else None
 
     # -- rendering -------------------------------------------------------------------------------
     def _render(self, net, rays_o, rays_d, t, bg):

@@ -39,6 +39,8 @@ PRESETS = {
                  weight_decay=1e-6, occ_every=16, occ_warmup=64, occ_threshold=0.01,
                  early_stop_T=1e-4, bf16=False, max_steps=2_000),
 }
+for _p in PRESETS.values():  # --cam: coordinate-aware modulation of the field (off by default)
+    _p.update(cam=False, cam_res=4)
 DEFAULT_PRESET = "cpu"
 # bf16 autocast of the MLPs is off in every preset: measured on a 2-core Sapphire Rapids (AMX), a
 # lego step took the same time with and without it (the 64-wide MLPs are a small share of a step),
@@ -76,10 +78,15 @@ class Model(nn.Module):
         bf16 = cfg["bf16"]
         use_bf16 = bf16_is_fast() if bf16 == "auto" else bool(bf16)
         scale = float((aabb[3:] - aabb[:3]).max())
-        self.field = HashGridField(aabb, levels=cfg["levels"], features=cfg["features"],
-                                   log2_table=cfg["log2_table"], base_res=cfg["base_res"],
-                                   max_res=cfg["max_res"], hidden=cfg["hidden"],
-                                   autocast_bf16=use_bf16)
+        field_kw = dict(levels=cfg["levels"], features=cfg["features"], log2_table=cfg["log2_table"],
+                        base_res=cfg["base_res"], max_res=cfg["max_res"], hidden=cfg["hidden"],
+                        autocast_bf16=use_bf16)
+        if cfg.get("cam"):
+            from ..fields.cam import CAMHashGridField
+
+            self.field = CAMHashGridField(aabb, cam_res=cfg["cam_res"], **field_kw)
+        else:
+            self.field = HashGridField(aabb, **field_kw)
         self.occ = OccupancyGrid(aabb, resolution=cfg["occ_res"])
         self.step_size = math.sqrt(3) * cfg["step_scale"] * scale
         self.n_rays = int(cfg["init_rays"])

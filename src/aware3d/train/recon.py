@@ -46,6 +46,8 @@ def make_config(method: str, preset: str | None = None, overrides=None, **explic
         cfg[k] = _parse_value(v) if isinstance(v, str) else v
     cfg.update({k: v for k, v in explicit.items() if v is not None})
     cfg["preset"] = preset
+    if hasattr(mod, "resolve_config"):  # presets with backbone-dependent entries (nerfw)
+        mod.resolve_config(cfg)
     return cfg
 
 
