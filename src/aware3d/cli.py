@@ -126,11 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _not_available(what: str) -> int:
-    print(f"aware3d: {what} is not available in this version yet", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from .cli import GAN_METHODS, RECON_METHODS
+from .cli import RECON_METHODS
 
 
 

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..cli import RECON_METHODS  # the one list of reconstruction methods (cli.py stays import-light)
 from . import io
-
-RECON_METHODS = ("nerf", "ngp", "nerfw")
 
 
 def method_module(name: str):
