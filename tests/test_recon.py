@@ -175,3 +175,22 @@ def test_cam_option_trains(method, tiny_scene, tmp_path):
     assert saved["config"]["cam"] is True
     from aware3d.fields.cam import CAMHashGridField, CAMNeRFMLP
     assert isinstance(model.coarse if method == "nerf" else model.field, (CAMNeRFMLP, CAMHashGridField))
+
+
+def test_ngp_occupancy_threshold_is_optical_thickness():
+    # The paper marks a cell occupied when sigma * step > 0.01 (optical thickness), not sigma > 0.01.
+    # A faint haze (sigma 0.2, thickness 0.003 per step) around a dense cube must be pruned; with
+    # the threshold read as a density every cell stayed occupied and marching sampled the haze.
+    cfg = recon.make_config("ngp", "tiny")
+    scene = {"aabb": [-1, -1, -1, 1, 1, 1], "near": 0.1, "far": 6.0, "background": [1.0, 1.0, 1.0]}
+    model = recon.build_model("ngp", cfg, scene, "cpu")
+    assert 0.01 / model.step_size > 0.2
+
+    def density(x):
+        cube = (x.abs() < 0.5).all(-1)
+        return torch.where(cube, torch.full_like(x[:, 0], 100.0), torch.full_like(x[:, 0], 0.2))
+
+    model.field.density = density
+    model.before_step(0)
+    frac = model.occ.binary.float().mean().item()
+    assert abs(frac - 1 / 8) < 0.03, frac

@@ -1,7 +1,8 @@
 """Hash-grid NeRF in the spirit of Instant-NGP (Mueller et al., SIGGRAPH 2022): the default method.
 
 Multiresolution hash grid + tiny MLPs (:class:`aware3d.fields.nerf.HashGridField`), an occupancy
-grid refreshed every 16 steps from decayed densities so marching skips empty space, early ray
+grid refreshed every 16 steps from decayed densities so marching skips empty space (a cell is
+occupied when its optical thickness sigma * step exceeds 0.01, or the grid's mean), early ray
 termination (samples behind transmittance < 1e-4 are dropped before the network runs with
 gradients), batches sized by sample count rather than ray count, Adam (0.9, 0.99, eps 1e-15) with
 lr 1e-2 and weight decay 1e-6 on the MLPs only (PAPERS.md, card 3).
@@ -150,8 +151,9 @@ class Model(nn.Module):
 
     def before_step(self, step: int) -> None:
         c = self.cfg
+        # the paper's threshold is an optical thickness (sigma * step = 0.01), not a density
         self.occ.update(self.field.density, step=step, update_every=c["occ_every"],
-                        threshold=c["occ_threshold"], warmup_steps=c["occ_warmup"])
+                        threshold=c["occ_threshold"] / self.step_size, warmup_steps=c["occ_warmup"])
 
     def next_batch_rays(self, n_samples: int) -> int:
         """Keep ~samples_per_batch samples per step: rescale the ray count by the last step's
