@@ -183,31 +183,41 @@ def fid_of_run(name: str, mod, run: Path, data: str, n_gen: int, n_real: int) ->
                            cache_key=f"{Path(data).resolve()}@{cfg.resolution}@first{n_real}")
 
 
-def train_curve(name: str, mod, preset: str, data: str, out: Path, minutes: float, points: int,
-                n_gen: int, n_real: int) -> list[dict]:
+def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: list[float],
+                n_gen: int, n_real: int, overrides: dict | None = None) -> list[dict]:
+    """Train ``name`` until each of ``at_minutes`` (training wall clock: FID and sample grids pause
+    it, a resumed chunk continues the run), then FID/KID of the EMA generator and an 8x8 sample
+    grid (``runs/NAME/curve_<minutes>min.png``)."""
+    from aware3d.methods import gan_common as gc
+    from aware3d.methods.gan_common import checkpoint_step
+    from aware3d.train.io import make_grid, save_png
+
     run = out / "runs" / name
     if run.exists():
         import shutil
 
         shutil.rmtree(run)
     curve, done = [], 0.0
-    for p in range(points):
-        chunk = minutes / points
+    for p, m in enumerate(at_minutes):
         t0 = time.time()
-        mod.train(data, str(run), preset=preset, max_minutes=chunk, resume=p > 0, seed=0,
-                  sample_every=100000, checkpoint_every=100000)
-        done += chunk
-        from aware3d.methods.gan_common import checkpoint_step
-
+        mod.train(data, str(run), preset=preset, max_minutes=m - done, resume=p > 0, seed=0,
+                  sample_every=100000, checkpoint_every=100000, **(overrides or {}))
+        done = m
         steps = checkpoint_step(run)
         t1 = time.time()
         res = fid_of_run(name, mod, run, data, n_gen, n_real)
         fid_key = next(k for k in res if k.startswith("fid"))
         kid_key = next(k for k in res if k.startswith("kid") and not k.endswith("_std"))
+        cfg, method, G = load_trained(name, mod, run)
+        with torch.no_grad():
+            imgs = gc.to_unit(G(method.sample_inputs(64, torch.Generator().manual_seed(7), train=False)),
+                              method.image_range)
+        save_png(run / f"curve_{m:g}min.png", make_grid(imgs.float().permute(0, 2, 3, 1), nrow=8))
         curve.append({"minutes": round(done, 2), "steps": steps, "fid": res[fid_key],
-                      "kid": res[kid_key], "train_wall_s": round(t1 - t0, 1),
+                      "kid": res[kid_key], "metric": fid_key, "train_wall_s": round(t1 - t0, 1),
                       "fid_wall_s": round(time.time() - t1, 1)})
-        print(f"  {name}: {done:.1f} min, {steps} steps, {fid_key} {res[fid_key]:.1f}, {kid_key} {res[kid_key]:.4f}")
+        print(f"  {name}: {done:g} min, {steps} steps, {fid_key} {res[fid_key]:.1f}, "
+              f"{kid_key} {res[kid_key]:.4f}", flush=True)
     return curve
 
 
@@ -268,7 +278,15 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(ALL))
     ap.add_argument("--train", default="graf,pigan", help="methods to train when --minutes > 0")
     ap.add_argument("--minutes", type=float, default=0.0)
-    ap.add_argument("--points", type=int, default=2, help="FID evaluations along the training")
+    ap.add_argument("--points", type=int, default=2, help="FID evaluations along the training "
+                    "(equal chunks of --minutes; --at overrides)")
+    ap.add_argument("--at", type=float, nargs="+", default=None,
+                    help="training minutes at which to measure FID (e.g. 15 30 60)")
+    ap.add_argument("--native-res", action="store_true",
+                    help="train at the CPU preset's own resolution instead of 64 x 64")
+    ap.add_argument("--synth-count", type=int, default=2000)
+    ap.add_argument("--merge", nargs="+", default=None, metavar="OUT",
+                    help="only merge the results.json of these --out folders into one table and plot")
     ap.add_argument("--data", default="../shared/data/celeba_10k", help="image folder or 'synth'")
     ap.add_argument("--fid-n", type=int, default=200)
     ap.add_argument("--fid-real", type=int, default=1000)
@@ -281,13 +299,19 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge(args.merge, out)
+    at = args.at or [args.minutes * (p + 1) / args.points for p in range(args.points)]
+    if args.at:
+        args.minutes = max(args.at)
     data, kind = args.data, "faces"
     if data == "synth":
         from aware3d.data.synth import synth_objects
 
         data, kind = str(out / "synth_objects"), "objects"
         if not (Path(data) / "labels.json").is_file():
-            synth_objects(data, count=2000, resolution=32, progress=False)
+            synth_objects(data, count=args.synth_count, resolution=32 if args.native_res else 64,
+                          objects=(1, 2), progress=False, num_threads=torch.get_num_threads())
 
     results = {}
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
@@ -312,14 +336,22 @@ def main(argv=None) -> int:
               f"{row['ms_b16']:.1f} ms/img (b16), consistency {row['consistency']}")
         if args.minutes > 0 and name in args.train.split(","):
             row["train_preset"] = preset
-            row["curve"] = train_curve(name, mod, preset, data, out, args.minutes, args.points,
-                                       args.fid_n, args.fid_real)
+            row["train_res"] = "native" if args.native_res else 64
+            row["curve"] = train_curve(name, mod, preset, data, out, at, args.fid_n, args.fid_real,
+                                       None if args.native_res else spec["res64"])
             if "none" not in row["consistency"]:  # 3D consistency of the trained EMA generator
                 tcfg, tmethod, tG = load_trained(name, mod, out / "runs" / name)
                 row["consistency"] = consistency(name, mod, tcfg, tmethod, tG, args.yaw_step)
                 row["consistency"]["note"] += f", trained {args.minutes:g} min"
         results[name] = row
 
+    write_outputs(results, out, {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                 "cpu": platform.processor(), "args": vars(args), "data": data})
+    return 0
+
+
+def write_outputs(results: dict, out: Path, meta: dict) -> None:
+    """results.json, table.md and (when any method has a curve) fid_vs_minutes.png in ``out``."""
     lines = ["| method | preset | params G / D | ms/img b1 | ms/img b16 | depth reproj. err (rel / abs) | FID (min: value) |",
              "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -331,17 +363,29 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {r['preset']} | {r['params_G'] / 1e6:.3f}M / {r['params_D'] / 1e6:.3f}M | "
                      f"{r['ms_b1']:.1f} | {r['ms_b16']:.1f} | {cons} | {fid} |")
     table = "\n".join(lines)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
-            "args": vars(args), "data": data}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
     (out / "table.md").write_text(table + "\n")
     print()
     print(table)
     curves = {k: v["curve"] for k, v in results.items() if "curve" in v}
     if curves:
+        a = meta.get("args", {})
+        metric = next(c["metric"] for v in curves.values() for c in v if "metric" in c) if any(
+            "metric" in c for v in curves.values() for c in v) else "FID"
         p = plot_curves(curves, out / "fid_vs_minutes.png",
-                        f"FID ({args.fid_n} gen vs {args.fid_real} real) on {Path(data).name}")
+                        f"{metric} vs training minutes on {Path(str(meta.get('data', a.get('data', '')))).name}")
         print(f"plot: {p}")
+
+
+def merge(folders: list, out: Path) -> int:
+    """One table and one plot from several runs of this script (e.g. one process per method)."""
+    results, metas = {}, []
+    for f in folders:
+        saved = json.loads((Path(f) / "results.json").read_text())
+        results.update(saved["results"])
+        metas.append(saved["meta"])
+    write_outputs(results, out, {"merged": [str(f) for f in folders], "data": metas[0].get("data", ""),
+                                 "threads": [m.get("threads") for m in metas]})
     return 0
 
 

@@ -160,7 +160,9 @@ class InceptionFeatures:
         x = _as_nchw_unit(images).to(self.device)
         x = torch.round(x * 255.0)                       # 8-bit quantization, values 0..255
         x = resize_tf_bilinear(x, INCEPTION_SIZE)
-        return (x - 128.0) / 128.0                       # [-1, 0.9921875]
+        # channels-last input: oneDNN's convolutions skip a layout conversion (same features to
+        # float rounding, ~1.35x more images/s on a 2-core CPU)
+        return ((x - 128.0) / 128.0).contiguous(memory_format=torch.channels_last)  # [-1, 0.9921875]
 
     @torch.inference_mode()
     def features(self, images: Any) -> torch.Tensor:
