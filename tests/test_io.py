@@ -227,3 +227,17 @@ def test_sigint_deferred_waits_for_check():
             assert guard.requested
             guard.check()
     assert after == 3 and calls == ["saved"]
+
+
+def test_scalar_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
+    # A run logged steps 1..5, was checkpointed at 3 and killed; the resumed run logs 4 and 5 again.
+    # Every step must appear once (the interrupted run's 4 and 5 are gone), in order.
+    with tio.ScalarLogger(tmp_path) as log:
+        for s in range(1, 6):
+            log.log(s, {"loss": float(s)})
+    with tio.ScalarLogger(tmp_path, resume_step=3) as log:
+        for s in (4, 5):
+            log.log(s, {"loss": 10.0 * s})
+    with open(tmp_path / "scalars.csv", newline="") as f:
+        rows = [(int(r["step"]), float(r["value"])) for r in csv.DictReader(f)]
+    assert rows == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]

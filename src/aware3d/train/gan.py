@@ -386,9 +386,10 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
     if world > 1:
         dist.barrier()
     engine = (engine_cls or GanEngine)(method, cfg, device=device, rank=rank, world_size=world)
-    if resume and latest_checkpoint(run_dir) is not None:
+    resumed = resume and latest_checkpoint(run_dir) is not None
+    if resumed:
         engine.load_state_dict(load_checkpoint(run_dir, map_location="cpu"))
-    logger = ScalarLogger(run_dir) if rank == 0 else None
+    logger = ScalarLogger(run_dir, resume_step=engine.step if resumed else None) if rank == 0 else None
     fixed = engine.fixed_inputs() if rank == 0 else None
 
     def checkpoint():

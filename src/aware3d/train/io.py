@@ -355,10 +355,15 @@ class ScalarLogger:
     TB_DIR = "tb"
     HEADER = ("step", "tag", "value", "wall_time")
 
-    def __init__(self, run_dir: PathLike, tensorboard: bool = True):
+    def __init__(self, run_dir: PathLike, tensorboard: bool = True, resume_step: int | None = None):
+        """``resume_step``: the step of the checkpoint a resumed run starts from. Scalars logged
+        after it by the interrupted run (they will be logged again) are dropped from the CSV and
+        purged from TensorBoard, so every step appears once."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / self.CSV_NAME
+        if resume_step is not None and self.csv_path.exists():
+            self._truncate_csv(int(resume_step))
         new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         self._csv_file = open(self.csv_path, "a", newline="", encoding="utf-8")
         self._csv = csv.writer(self._csv_file)
@@ -373,7 +378,19 @@ class ScalarLogger:
                 warnings.warn(f"ScalarLogger: TensorBoard unavailable ({e}); writing "
                               f"{self.csv_path.name} only")
             else:
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / self.TB_DIR))
+                kw = {} if resume_step is None else {"purge_step": int(resume_step) + 1}
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / self.TB_DIR), **kw)
+
+    def _truncate_csv(self, last_step: int) -> None:
+        with open(self.csv_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        keep = [r for r in rows[1:] if r and int(r[0]) <= last_step]
+        if len(keep) == len(rows) - 1:
+            return
+        with atomic_open(self.csv_path, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.HEADER)
+            w.writerows(keep)
 
     @property
     def tb_dir(self) -> Path:

@@ -165,7 +165,7 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
                                                     "optimizer": opt.state_dict(),
                                                     "rng": io.get_rng_state(), **extra})
 
-    logger = io.ScalarLogger(run_dir)
+    logger = io.ScalarLogger(run_dir, resume_step=step if resume else None)
     bar = tqdm(total=limit_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
                desc=f"{method}")
     rays_seen, t_last = 0, time.time()
