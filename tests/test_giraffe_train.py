@@ -127,3 +127,16 @@ def test_evaluate_writes_fid_kid(tiny_run, tmp_path):
     assert np.isfinite(m["fid20"]) and m["fid20"] > 0
     saved = json.loads((tiny_run / "eval" / "metrics.json").read_text())
     assert saved["fid20"] == pytest.approx(m["fid20"])
+
+
+def test_cli_device_reaches_the_gan_config(tmp_path):
+    # `aware3d train giraffe --device cpu` once ignored --device (the config kept "auto").
+    from aware3d.cli import main
+
+    data = tmp_path / "images"
+    _write_images(data)
+    run = tmp_path / "run"
+    assert main(["train", "giraffe", "--data", str(data), "--out", str(run), "--preset", "tiny16",
+                 "--max-steps", "1", "--device", "cpu"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["device"] == "cpu", cfg.get("device")

@@ -70,6 +70,8 @@ def cmd_train(args, parser) -> int:
         kw = {k: yaml.safe_load(v) for k, v in args.overrides}
         if args.preset:
             kw["preset"] = args.preset  # else the method's own default (its CPU preset)
+        if args.device:
+            kw.setdefault("device", args.device)  # a GAN config field (--set device=... wins)
         run = _gan(m).train(args.data, args.out or f"runs/{m}-{Path(args.data).name}",
                             max_steps=args.max_steps, max_minutes=args.max_minutes,
                             resume=args.resume, seed=args.seed, batch_size=args.batch_size, **kw)
