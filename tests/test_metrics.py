@@ -186,6 +186,35 @@ def test_compute_fid_kid_plumbing_and_cache(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "fid").glob("*.npz"))) == 2
 
 
+def test_real_feature_cache_follows_edited_images(tmp_path, monkeypatch):
+    # Replacing an image of a folder (or a pixel of a tensor) must not reuse the old cached
+    # features: the cache entry once depended on the folder path and count only.
+    import os
+
+    from PIL import Image
+
+    monkeypatch.setenv("AWARE3D_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    ex = _MeanColorFeatures()
+    a = fidm.real_features(folder, extractor=ex)
+    Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(folder / "0.png")
+    st = (folder / "0.png").stat()
+    os.utime(folder / "0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    b = fidm.real_features(folder, extractor=ex)
+    assert not np.allclose(a[0], b[0]) and np.allclose(b[0, :3], 1.0)
+    assert ex.seen == 12
+    fidm.real_features(folder, extractor=ex)          # unchanged since: served from the cache
+    assert ex.seen == 12
+    t = torch.rand(5, 8, 8, 3)
+    c = fidm.real_features(t, extractor=ex, cache_key="mem")
+    t[0] = 1.0
+    d = fidm.real_features(t, extractor=ex, cache_key="mem")
+    assert not np.allclose(c[0], d[0]) and np.allclose(d[0, :3], 1.0)
+
+
 def test_real_features_sources_agree():
     # Tensor, channels-first tensor and an iterable of (images, labels) batches give the same
     # features (30 rows) for the same images.

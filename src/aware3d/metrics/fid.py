@@ -360,36 +360,59 @@ def _take(batches: Iterable[torch.Tensor], n: int | None) -> Iterator[torch.Tens
 
 
 def _describe_real(real: Any, batch_size: int):
-    """-> (dataset key or None, known image count or None, (H, W), iterator of NCHW [0,1] batches)."""
+    """-> (dataset key or None, known image count or None, (H, W), iterator of NCHW [0,1] batches,
+    content fingerprint or None: ``fingerprint(count)`` hashes what the first ``count`` images are,
+    so an edited, added or replaced image is a new cache entry)."""
     if isinstance(real, (str, os.PathLike)):
         folder = Path(real)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: real-image folder does not exist")
         files = _list_images(folder)
         h, w = _load_image(files[0]).shape[:2]
-        return str(folder.resolve()), len(files), (h, w), _batched(_folder_batches(files, batch_size),
-                                                                   batch_size)
+
+        def fingerprint(count):  # names, sizes and modification times (no decoding)
+            sel = files if count == "all" else files[:count]
+            h_ = hashlib.sha1()
+            for f in sel:
+                st = f.stat()
+                h_.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            return h_.hexdigest()[:16]
+
+        return (str(folder.resolve()), len(files), (h, w),
+                _batched(_folder_batches(files, batch_size), batch_size), fingerprint)
     if isinstance(real, (torch.Tensor, np.ndarray)):
         arr = real if real.ndim == 4 else real[None]
         n = arr.shape[0]
         if n == 0:
             raise ValueError("real images: empty tensor")
         hw = tuple(_as_nchw_unit(arr[:1]).shape[-2:])
+
+        def fingerprint(count):  # the pixel values themselves
+            sel = arr if count == "all" else arr[:count]
+            a = sel.detach().cpu().numpy() if isinstance(sel, torch.Tensor) else np.asarray(sel)
+            h_ = hashlib.sha1(str((a.dtype, a.shape)).encode())
+            h_.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
+            return h_.hexdigest()[:16]
+
         return None, n, hw, _batched((arr[i:i + batch_size] for i in range(0, n, batch_size)),
-                                     batch_size)
+                                     batch_size), fingerprint
     it = iter(real)
     try:
         first = next(it)
     except StopIteration:
         raise ValueError("real images: the iterable is empty") from None
     hw = tuple(_as_nchw_unit(_unwrap(first)).shape[-2:])
-    # a loader's len() counts batches, not images: the count stays unknown
-    return None, None, hw, _batched(itertools.chain([first], it), batch_size)
+    # a loader's len() counts batches, not images: the count stays unknown; its content cannot be
+    # fingerprinted without consuming it, so its cache entry is named by ``cache_key`` alone
+    return None, None, hw, _batched(itertools.chain([first], it), batch_size), None
 
 
-def _cache_file(key: str, count: Any, hw: tuple[int, int], protocol: str) -> Path:
-    ident = json.dumps({"dataset": key, "count": count, "resolution": list(hw),
-                        "protocol": protocol}, sort_keys=True)
+def _cache_file(key: str, count: Any, hw: tuple[int, int], protocol: str,
+                content: str | None = None) -> Path:
+    ident = {"dataset": key, "count": count, "resolution": list(hw), "protocol": protocol}
+    if content is not None:
+        ident["content"] = content
+    ident = json.dumps(ident, sort_keys=True)
     digest = hashlib.sha1(ident.encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(key).name or "dataset")[:40]
     return fid_cache_dir() / f"{slug}-n{count}-{hw[0]}x{hw[1]}-{digest}.npz"
@@ -408,7 +431,7 @@ def real_features(real: Any, n_real: int | None = None, *, extractor: Callable |
     endless loaders). ``cache_key`` (e.g. the dataset path) enables caching for tensors/iterables.
     The cache is used only with an extractor that declares a ``protocol``.
     """
-    folder_key, known_n, hw, batches = _describe_real(real, batch_size)
+    folder_key, known_n, hw, batches, fingerprint = _describe_real(real, batch_size)
     key = os.fspath(cache_key) if cache_key is not None else folder_key
     if n_real is not None:
         count: Any = int(n_real) if known_n is None else min(int(n_real), known_n)
@@ -417,7 +440,9 @@ def real_features(real: Any, n_real: int | None = None, *, extractor: Callable |
     if extractor is None:
         extractor = InceptionFeatures(device=device, batch_size=batch_size, progress=progress)
     protocol = getattr(extractor, "protocol", None)
-    path = _cache_file(key, count, hw, protocol) if (use_cache and key and protocol) else None
+    path = None
+    if use_cache and key and protocol:
+        path = _cache_file(key, count, hw, protocol, fingerprint(count) if fingerprint else None)
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
