@@ -45,7 +45,7 @@ NAME = "cips3d"
 
 
 @dataclass
-class Cips3DConfig:
+class Cips3DConfig(gc.RunSettings):
     """Every setting of a CIPS-3D run (plain data; written to the run folder's config)."""
 
     resolution: int = 64                # output image size
@@ -86,18 +86,8 @@ class Cips3DConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-3
     betas: tuple = (0.0, 0.999)
-    ema_beta: float = 0.999
     r1_weight: float = 10.0
-    r1_interval: int = 1
-    flip: bool = True
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    keep_checkpoints: int = 3
-    seed: int = 0
-    device: str = "auto"
     preset: str = "cpu"
-    data: str | None = None
     # render-time only
     mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
 

@@ -187,6 +187,24 @@ def checkpoint_step(run_dir) -> int | None:
 
 
 # the fields of aware3d.train.gan.GanConfig a method config may carry under the same names
+@dataclasses.dataclass
+class RunSettings:
+    """The bookkeeping fields every GAN method's config shares, with their common defaults (each
+    method's config subclasses this and adds its own networks, poses and optimiser settings;
+    see :class:`aware3d.train.gan.GanConfig` for what the engine does with them)."""
+
+    ema_beta: float = 0.999             # generator EMA used for samples and evaluation
+    r1_interval: int = 1                # 1: R1 in every D step; k > 1: lazy, weight x k every k
+    flip: bool = True                   # random horizontal flips of the real images
+    sample_every: int = 500             # fixed-seed sample grid every N steps
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda[:k]
+    data: str | None = None             # the image folder a run trained on (filled in by train)
+
+
 _ENGINE_FIELDS = ("batch_size", "optimizer", "lr_g", "lr_d", "betas", "ema_beta", "r1_weight",
                   "r1_interval", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints",
                   "seed", "device")

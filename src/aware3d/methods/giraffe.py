@@ -45,7 +45,7 @@ NAME = "giraffe"
 
 
 @dataclass
-class GiraffeConfig:
+class GiraffeConfig(gc.RunSettings):
     """Every setting of a GIRAFFE run (plain data; written to the run folder's config)."""
 
     settings_name = "GIRAFFE"           # not a field: how error messages name these settings
@@ -97,21 +97,11 @@ class GiraffeConfig:
     optimizer: str = "rmsprop"
     lr_g: float = 5e-4
     lr_d: float = 1e-4
-    ema_beta: float = 0.999
     r1_weight: float = 10.0
-    r1_interval: int = 1
     density_noise: float = 1.0          # N(0, 1) added to raw densities in training (official)
-    flip: bool = True                   # horizontal flips of the real images
     bf16: bool = True                   # bf16 autocast for the generator (fields + 2D renderer)
     bf16_d: bool = False                # bf16 autocast for the discriminator too (faster, noisier R1)
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    keep_checkpoints: int = 3
-    seed: int = 0
-    device: str = "auto"
     preset: str = "cpu32"
-    data: str | None = None
 
     @property
     def n_entities(self) -> int:

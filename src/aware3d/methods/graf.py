@@ -38,7 +38,7 @@ NAME = "graf"
 
 
 @dataclass
-class Config:
+class Config(gc.RunSettings):
     """Every setting of a GRAF run (plain data; written to the run folder's config)."""
 
     # image, patches, rendering
@@ -77,21 +77,11 @@ class Config:
     lr_d: float = 1e-4
     lr_anneal: float = 0.5              # lr *= lr_anneal at each of lr_anneal_steps
     lr_anneal_steps: tuple = (50000, 100000, 200000)
-    ema_beta: float = 0.999
     r1_weight: float = 10.0
-    r1_interval: int = 1
     density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
     noise_anneal_steps: int = 5000      # ... over these steps (official "decrease_noise")
-    flip: bool = True
     mesh_extent: float = 1.0            # export_mesh box [-e, e]^3
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    keep_checkpoints: int = 3
-    seed: int = 0
-    device: str = "auto"
     preset: str = "cpu32"
-    data: str | None = None
 
 
 def _elevation_from_v(v: float) -> float:

@@ -46,7 +46,7 @@ NAME = "hologan"
 
 
 @dataclass
-class HoloGANConfig:
+class HoloGANConfig(gc.RunSettings):
     """Every setting of a HoloGAN run (plain data; written to the run folder's config)."""
 
     resolution: int = 64
@@ -72,18 +72,8 @@ class HoloGANConfig:
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     betas: tuple = (0.5, 0.999)
-    ema_beta: float = 0.999
     r1_weight: float = 0.0
-    r1_interval: int = 1
-    flip: bool = True
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    keep_checkpoints: int = 3
-    seed: int = 0
-    device: str = "auto"
     preset: str = "cpu"
-    data: str | None = None
 
 
 _OBJECTS = dict(yaw_range=(-180.0, 180.0), pitch_range=(-20.0, 20.0))

@@ -38,7 +38,7 @@ NAME = "pigan"
 
 
 @dataclass
-class Config:
+class Config(gc.RunSettings):
     """Every setting of a pi-GAN run (plain data; written to the run folder's config)."""
 
     # progressive schedule: (start step, render resolution, batch size, lr G, lr D) per stage
@@ -73,21 +73,11 @@ class Config:
     batch_size: int | None = None       # None: the stages' batch sizes; a number overrides all stages
     optimizer: str = "adam"
     betas: tuple = (0.0, 0.9)
-    ema_beta: float = 0.999
     r1_weight: float = 0.2
-    r1_interval: int = 1
     density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
     noise_anneal_steps: int = 5000      # ... over these steps (official nerf_noise schedule)
-    flip: bool = True
     mesh_extent: float = 0.15           # export_mesh box [-e, e]^3 (official extract_shapes: 0.3 cube)
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    keep_checkpoints: int = 3
-    seed: int = 0
-    device: str = "auto"
     preset: str = "cpu32"
-    data: str | None = None
 
 
 # Official CelebA curriculum: 64^2 from the start, batch 56, 12 + 12 samples.
