@@ -194,3 +194,20 @@ def test_ngp_occupancy_threshold_is_optical_thickness():
     model.before_step(0)
     frac = model.occ.binary.float().mean().item()
     assert abs(frac - 1 / 8) < 0.03, frac
+
+
+def test_turntable_render_needs_no_training_images(tiny_scene, tmp_path, monkeypatch):
+    # The run keeps the intrinsics and camera orbit it needs (config "scene"); rendering a turntable
+    # once decoded the whole training split again just to read them.
+    run = recon.train("ngp", str(tiny_scene), out=str(tmp_path / "r"), preset="tiny", max_steps=2,
+                      progress=False, val_every=0)
+    scene = json.loads((run / "config.json").read_text())["scene"]
+    assert len(scene["K"]) == 3 and scene["orbit_radius"] > 0
+    import aware3d.data
+
+    def no_loading(*a, **k):
+        raise AssertionError("render_program loaded the dataset")
+
+    monkeypatch.setattr(aware3d.data, "load_scene", no_loading)
+    files = recon.render_program(run, "turntable", frames=3, progress=False)
+    assert Path(files["rgb_gif"]).stat().st_size > 0

@@ -57,8 +57,16 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def scene_info(ds) -> dict:
+    """What a run keeps of its training scene (in its config): box, depth range, background, image
+    size, the first view's intrinsics and the orbit of the training cameras (mean distance from the
+    origin and mean elevation), so rendering never has to decode the training images again."""
+    centres = ds.c2w[:, :3, 3].float()
+    dist = centres.norm(dim=-1)
+    elev = torch.rad2deg(torch.asin((centres[:, 2] / dist.clamp_min(1e-8)).clamp(-1, 1)))
     return {"aabb": ds.aabb.tolist(), "near": float(ds.near), "far": float(ds.far),
-            "background": ds.background.tolist(), "width": ds.width, "height": ds.height}
+            "background": ds.background.tolist(), "width": ds.width, "height": ds.height,
+            "K": ds.K[0].tolist(), "orbit_radius": float(dist.mean()),
+            "orbit_elevation_deg": float(elev.mean())}
 
 
 def build_model(method: str, cfg: dict, scene: dict, device) -> torch.nn.Module:
@@ -336,18 +344,17 @@ def render_program(run_dir, program: str = "turntable", path: str | None = None,
         H, W = int(round(H * resolution / W)), resolution
     from ..data import load_scene
 
-    ds = load_scene(saved["data"], "train", downscale=saved["downscale"])
-    K = scale_intrinsics(ds.K[0], W / ds.width)
+    if "K" not in scene or "orbit_radius" not in scene:  # runs written before these were kept
+        scene = {**scene, **scene_info(load_scene(saved["data"], "train", downscale=saved["downscale"]))}
+    K = scale_intrinsics(torch.tensor(scene["K"], dtype=torch.float32), W / int(scene["width"]))
     if program == "turntable":
-        centres = ds.c2w[:, :3, 3]
-        radius = float(centres.norm(dim=-1).mean())
-        elev = float(torch.rad2deg(torch.asin((centres[:, 2] / centres.norm(dim=-1)).clamp(-1, 1))).mean())
-        poses = turntable_path(frames or 60, radius=radius, elevation_deg=max(elev, 15.0))
+        poses = turntable_path(frames or 60, radius=scene["orbit_radius"],
+                               elevation_deg=max(scene["orbit_elevation_deg"], 15.0))
     elif program == "test-views":
         try:
             test = load_scene(saved["data"], "test", downscale=saved["downscale"])
         except Exception:
-            test = ds
+            test = load_scene(saved["data"], "train", downscale=saved["downscale"])
         poses = test.c2w[: frames or len(test)]
     else:
         if not path:
