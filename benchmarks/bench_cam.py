@@ -53,14 +53,14 @@ def bench_lego(a) -> list[dict]:
     from aware3d.train import recon
 
     rows = []
-    for backbone in ("mlp", "ngp"):
+    for backbone in ("nerf", "ngp"):  # the methods themselves, with and without --cam
         for cam in (False, True):
             run = Path(a.out) / f"lego-{backbone}{'-cam' if cam else ''}"
             if run.exists():
                 shutil.rmtree(run)
-            ov = [("backbone", backbone), ("appearance_dim", 0), ("transient_dim", 0), ("cam", cam)]
-            preset = a.lego_preset_mlp if backbone == "mlp" else a.lego_preset_ngp
-            recon.train("nerfw", str(a.lego_data), out=str(run), preset=preset, downscale=4,
+            ov = [("cam", cam)]
+            preset = a.lego_preset_mlp if backbone == "nerf" else a.lego_preset_ngp
+            recon.train(backbone, str(a.lego_data), out=str(run), preset=preset, downscale=4,
                         max_minutes=a.lego_minutes, progress=False, val_every=0, ckpt_every=0,
                         device=a.device, overrides=ov)
             from aware3d.train.io import load_checkpoint
@@ -125,7 +125,12 @@ def main(argv=None) -> int:
                   f"{r['ms_per_step']:.0f} | {r['steps']} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
-    (res / "cam.json").write_text(json.dumps(out, indent=2))
+    f = res / "cam.json"  # keep the other part's rows when only one part was run
+    saved = json.loads(f.read_text()) if f.is_file() else {}
+    if "lego" in out or "images" in out:
+        saved.setdefault("args_by_part", {})["lego" if "lego" in out else "images"] = out.pop("args")
+    saved.update(out)
+    f.write_text(json.dumps(saved, indent=2))
     return 0
 
 
