@@ -1,9 +1,11 @@
 """GIRAFFE controllability: does moving one object move it across the image?
 
 For ``--scenes`` random scenes of a trained run (EMA generator, fixed seed), object 0 is slid along
-the camera's right axis projected onto the ground plane, from ``-amp`` to ``+amp`` around its
-sampled position in ``--steps`` equal steps (``amp`` = half the preset's translation range, so the
-sweep spans the range the objects were trained in). Each step renders object 0 alone with its alpha
+the camera's right axis projected onto the ground plane: its coordinate along that axis goes from
+``-amp`` to ``+amp`` in ``--steps`` equal steps while its coordinate along the camera's forward
+axis stays as sampled (``amp`` = half the preset's translation range, so the sweep stays inside
+the range the objects were trained in; sliding +-amp around the sampled position instead pushes
+objects out of the frame, where the centroid stops at the border). Each step renders object 0 alone with its alpha
 (``G(inputs, objects=[0], background=False, return_alpha=True)``); the alpha-weighted centroid's x
 coordinate is recorded. A scene passes when the object is visible (alpha mass >= ``--min-mass``
 pixels) in at least ``--min-visible`` steps and the centroid moves strictly to the right between
@@ -40,7 +42,9 @@ def controllability(G, cfg, n_scenes: int = 100, steps: int = 9, seed: int = 0, 
     strips = []
     for k, off in enumerate(offsets):
         x = {kk: v.clone() for kk, v in base.items()}
-        x["obj_translation"][:, 0, :2] += float(off) * right[:, :2]
+        t = x["obj_translation"][:, 0, :2]
+        along = (t * right[:, :2]).sum(-1, keepdim=True)
+        t += (float(off) - along) * right[:, :2]  # position along the camera's right axis = off
         alphas = []
         for a in range(0, n_scenes, chunk):
             part = {kk: v[a:a + chunk] for kk, v in x.items()}
