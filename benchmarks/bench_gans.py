@@ -285,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--native-res", action="store_true",
                     help="train at the CPU preset's own resolution instead of 64 x 64")
     ap.add_argument("--synth-count", type=int, default=2000)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the trained methods (YAML value), repeatable")
     ap.add_argument("--merge", nargs="+", default=None, metavar="OUT",
                     help="only merge the results.json of these --out folders into one table and plot")
     ap.add_argument("--data", default="../shared/data/celeba_10k", help="image folder or 'synth'")
@@ -337,8 +339,12 @@ def main(argv=None) -> int:
         if args.minutes > 0 and name in args.train.split(","):
             row["train_preset"] = preset
             row["train_res"] = "native" if args.native_res else 64
-            row["curve"] = train_curve(name, mod, preset, data, out, at, args.fid_n, args.fid_real,
-                                       None if args.native_res else spec["res64"])
+            import yaml
+
+            ov = {} if args.native_res else dict(spec["res64"])
+            ov.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sets)})
+            row["overrides"] = ov
+            row["curve"] = train_curve(name, mod, preset, data, out, at, args.fid_n, args.fid_real, ov)
             if "none" not in row["consistency"]:  # 3D consistency of the trained EMA generator
                 tcfg, tmethod, tG = load_trained(name, mod, out / "runs" / name)
                 row["consistency"] = consistency(name, mod, tcfg, tmethod, tG, args.yaw_step)
