@@ -148,28 +148,33 @@ def real_images(data: str, res: int, n: int) -> torch.Tensor:
     from aware3d.data.imagefolder import ImageFolderDataset
 
     ds = ImageFolderDataset(data, res, flip=False, limit=n)
+    n = len(ds) if n is None else min(n, len(ds))
     return ds.images[:n].float() / 255.0 if ds.images is not None else \
-        torch.stack([ds.uint8(i) for i in range(min(n, len(ds)))]).float() / 255.0
+        torch.stack([ds.uint8(i) for i in range(n)]).float() / 255.0
 
 
-def load_trained(name: str, mod, run: Path):
-    """(cfg, method, G) of a run's EMA generator, whichever loader the module has."""
+def load_trained(name: str, mod, run: Path, step: int | None = None):
+    """(cfg, method, G) of a run's EMA generator (its checkpoint at ``step``, default the latest),
+    whichever loader the module has."""
     from aware3d.methods import gan_common as gc
 
     if hasattr(mod, "Config"):  # gan_common-based modules
-        return gc.load_run(mod, run)
-    loaded = mod.load_generator(run)
+        return gc.load_run(mod, run, checkpoint=step)
+    loaded = mod.load_generator(run, checkpoint=step)
     cfg, G = loaded[0], loaded[-1]
     method = mod.build(cfg)
     method.generator = G
     return cfg, method, G
 
 
-def fid_of_run(name: str, mod, run: Path, data: str, n_gen: int, n_real: int) -> dict:
+def fid_of_run(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | None,
+               step: int | None = None) -> dict:
+    """FID/KID of the EMA generator of ``run`` (its checkpoint at ``step``, default the latest)
+    against the first ``n_real`` real images (all of them when None or 0)."""
     from aware3d.methods import gan_common as gc
     from aware3d.metrics.fid import compute_fid_kid
 
-    cfg, method, G = load_trained(name, mod, run)
+    cfg, method, G = load_trained(name, mod, run, step)
     sample = method.sample_inputs
     image_range = method.image_range
     g = torch.Generator().manual_seed(123)
@@ -178,16 +183,19 @@ def fid_of_run(name: str, mod, run: Path, data: str, n_gen: int, n_real: int) ->
     def generate(n):
         return gc.to_unit(G(sample(n, g, train=False)), image_range)
 
-    real = real_images(data, cfg.resolution, n_real)
-    return compute_fid_kid(generate, real, n_gen, batch_size=50, progress=False,
-                           cache_key=f"{Path(data).resolve()}@{cfg.resolution}@first{n_real}")
+    real = real_images(data, cfg.resolution, n_real or None)
+    res = compute_fid_kid(generate, real, n_gen, batch_size=50, progress=False,
+                          cache_key=f"{Path(data).resolve()}@{cfg.resolution}@first{n_real or 'all'}")
+    return dict(res, n_real=int(real.shape[0]))
 
 
 def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: list[float],
-                n_gen: int, n_real: int, overrides: dict | None = None) -> list[dict]:
+                n_gen: int, n_real: int, overrides: dict | None = None, defer_fid: bool = False) -> list[dict]:
     """Train ``name`` until each of ``at_minutes`` (training wall clock: FID and sample grids pause
     it, a resumed chunk continues the run), then FID/KID of the EMA generator and an 8x8 sample
-    grid (``runs/NAME/curve_<minutes>min.png``)."""
+    grid (``runs/NAME/curve_<minutes>min.png``). ``defer_fid``: train through every point first
+    (saving a checkpoint at each), then measure FID on those checkpoints: one uninterrupted
+    training process, and the FID of the early points is not paid for inside the training budget."""
     from aware3d.methods import gan_common as gc
     from aware3d.methods.gan_common import checkpoint_step
     from aware3d.train.io import make_grid, save_png
@@ -205,20 +213,33 @@ def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: l
         done = m
         steps = checkpoint_step(run)
         t1 = time.time()
-        res = fid_of_run(name, mod, run, data, n_gen, n_real)
-        fid_key = next(k for k in res if k.startswith("fid"))
-        kid_key = next(k for k in res if k.startswith("kid") and not k.endswith("_std"))
         cfg, method, G = load_trained(name, mod, run)
         with torch.no_grad():
             imgs = gc.to_unit(G(method.sample_inputs(64, torch.Generator().manual_seed(7), train=False)),
                               method.image_range)
         save_png(run / f"curve_{m:g}min.png", make_grid(imgs.float().permute(0, 2, 3, 1), nrow=8))
-        curve.append({"minutes": round(done, 2), "steps": steps, "fid": res[fid_key],
-                      "kid": res[kid_key], "metric": fid_key, "train_wall_s": round(t1 - t0, 1),
-                      "fid_wall_s": round(time.time() - t1, 1)})
-        print(f"  {name}: {done:g} min, {steps} steps, {fid_key} {res[fid_key]:.1f}, "
-              f"{kid_key} {res[kid_key]:.4f}", flush=True)
+        curve.append({"minutes": round(done, 2), "steps": steps, "train_wall_s": round(t1 - t0, 1)})
+        print(f"  {name}: {done:g} min, {steps} steps", flush=True)
+        if not defer_fid:
+            add_fid(name, mod, run, data, n_gen, n_real, curve[-1])
+    if defer_fid:
+        for point in curve:
+            add_fid(name, mod, run, data, n_gen, n_real, point)
     return curve
+
+
+def add_fid(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | None, point: dict) -> dict:
+    """FID/KID of the run's checkpoint at ``point["steps"]`` into ``point`` (metric named after
+    the number of generated images)."""
+    t1 = time.time()
+    res = fid_of_run(name, mod, run, data, n_gen, n_real, step=point["steps"])
+    fid_key = next(k for k in res if k.startswith("fid"))
+    kid_key = next(k for k in res if k.startswith("kid") and not k.endswith("_std"))
+    point.update(fid=res[fid_key], kid=res[kid_key], metric=fid_key, n_real=res.get("n_real"),
+                 fid_wall_s=round(time.time() - t1, 1))
+    print(f"  {name}: {point['minutes']:g} min, {point['steps']} steps, {fid_key} {res[fid_key]:.1f}, "
+          f"{kid_key} {res[kid_key]:.4f}", flush=True)
+    return point
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,7 +312,12 @@ def main(argv=None) -> int:
                     help="only merge the results.json of these --out folders into one table and plot")
     ap.add_argument("--data", default="../shared/data/celeba_10k", help="image folder or 'synth'")
     ap.add_argument("--fid-n", type=int, default=200)
-    ap.add_argument("--fid-real", type=int, default=1000)
+    ap.add_argument("--fid-real", type=int, default=1000, help="real images for FID (0: all)")
+    ap.add_argument("--defer-fid", action="store_true",
+                    help="train through every --at point first, then measure FID on their checkpoints")
+    ap.add_argument("--refid", default=None, metavar="OUT",
+                    help="only re-measure the FID curve of a finished run of this script (its "
+                    "results.json and kept checkpoints) with --fid-n / --fid-real, into --out")
     ap.add_argument("--yaw-step", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -303,6 +329,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         return merge(args.merge, out)
+    if args.refid:
+        return refid(Path(args.refid), out, args.fid_n, args.fid_real)
     at = args.at or [args.minutes * (p + 1) / args.points for p in range(args.points)]
     if args.at:
         args.minutes = max(args.at)
@@ -344,7 +372,8 @@ def main(argv=None) -> int:
             ov = {} if args.native_res else dict(spec["res64"])
             ov.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sets)})
             row["overrides"] = ov
-            row["curve"] = train_curve(name, mod, preset, data, out, at, args.fid_n, args.fid_real, ov)
+            row["curve"] = train_curve(name, mod, preset, data, out, at, args.fid_n, args.fid_real, ov,
+                                       defer_fid=args.defer_fid)
             if "none" not in row["consistency"]:  # 3D consistency of the trained EMA generator
                 tcfg, tmethod, tG = load_trained(name, mod, out / "runs" / name)
                 row["consistency"] = consistency(name, mod, tcfg, tmethod, tG, args.yaw_step)
@@ -392,6 +421,24 @@ def merge(folders: list, out: Path) -> int:
         metas.append(saved["meta"])
     write_outputs(results, out, {"merged": [str(f) for f in folders], "data": metas[0].get("data", ""),
                                  "threads": [m.get("threads") for m in metas]})
+    return 0
+
+
+def refid(src: Path, out: Path, n_gen: int, n_real: int) -> int:
+    """The FID curve of a finished run (``src``/results.json and ``src``/runs/NAME checkpoints)
+    re-measured with another protocol (e.g. fid5k against the whole real set)."""
+    saved = json.loads((src / "results.json").read_text())
+    data = saved["meta"]["data"]
+    for name, row in saved["results"].items():
+        if "curve" not in row:
+            continue
+        mod = load_module(name)
+        for point in row["curve"]:
+            for k in ("fid", "kid", "metric", "n_real", "fid_wall_s"):
+                point.pop(k, None)
+            add_fid(name, mod, src / "runs" / name, data, n_gen, n_real, point)
+    meta = dict(saved["meta"], refid=dict(source=str(src), fid_n=n_gen, fid_real=n_real or "all"))
+    write_outputs(saved["results"], out, meta)
     return 0
 
 

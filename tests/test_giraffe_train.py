@@ -140,3 +140,40 @@ def test_cli_device_reaches_the_gan_config(tmp_path):
                  "--max-steps", "1", "--device", "cpu"]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["device"] == "cpu", cfg.get("device")
+
+
+def test_evaluate_a_chosen_checkpoint(tiny_run, tmp_path, capsys):
+    # `aware3d eval RUN --checkpoint STEP` measures that checkpoint (a curve of FID against training
+    # time needs the earlier ones), writes eval/metrics_step_XXXXXXXX.json and leaves metrics.json.
+    from aware3d.cli import main
+    from aware3d.train.io import CheckpointNotFoundError, checkpoint_file, list_checkpoints
+
+    steps = [int(p.stem.split("_")[1]) for p in list_checkpoints(tiny_run)]
+    assert steps[-1] == 12 and 10 in steps
+    assert checkpoint_file(tiny_run, 10).name == "step_00000010.pt"
+    assert checkpoint_file(tiny_run, "10") == checkpoint_file(tiny_run, str(checkpoint_file(tiny_run, 10)))
+    _, G10 = gm.load_generator(tiny_run, checkpoint=10)
+    _, G12 = gm.load_generator(tiny_run)
+    b10, b12 = (G.state_dict()["object_field.sigma_out.bias"] for G in (G10, G12))
+    assert (b12 - b10).min() > 15  # the latest carries the +20 the fixture added; step 10 does not
+
+    _write_images(tmp_path / "real", n=12)
+
+    def pooled_pixels(images):
+        x = torch.as_tensor(images).float()
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1).numpy()
+
+    m10 = gm.evaluate(tiny_run, n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels, checkpoint=10)
+    m12 = gm.evaluate(tiny_run, n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels)
+    assert m10["step"] == 10 and m12["step"] == 12 and m10["fid20"] != pytest.approx(m12["fid20"])
+    saved = json.loads((tiny_run / "eval" / "metrics_step_00000010.json").read_text())
+    assert saved["fid20"] == pytest.approx(m10["fid20"]) and saved["step"] == 10
+    assert json.loads((tiny_run / "eval" / "metrics.json").read_text())["step"] == 12
+
+    with pytest.raises(CheckpointNotFoundError, match=r"step_00000007\.pt.*steps \[.*10, 12\]"):
+        gm.load_generator(tiny_run, checkpoint=7)
+    run = tmp_path / "recon"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "ngp"}))
+    assert main(["eval", str(run), "--checkpoint", "3"]) != 0
+    assert "--checkpoint applies to GAN runs (this run is ngp)" in capsys.readouterr().err

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="dataset to evaluate on (default: the training data)")
     e.add_argument("--split", default="test", help="reconstruction split (default test)")
     e.add_argument("--n-gen", type=int, default=5000, help="GANs: generated images for FID/KID (default 5000)")
+    e.add_argument("--checkpoint", default=None, metavar="STEP|FILE",
+                   help="GANs: measure this checkpoint (a step or a .pt file) instead of the latest; "
+                   "writes RUN/eval/metrics_step_XXXXXXXX.json")
     e.add_argument("--appearance-half", choices=("left",), default=None,
                    help="nerfw: optimise test appearance on the left half, measure on the right")
 

@@ -81,6 +81,8 @@ def cmd_train(args, parser) -> int:
 
 def cmd_eval(args, parser) -> int:
     method = _method_of(args.run)
+    if args.checkpoint is not None and method in RECON_METHODS:
+        raise ValueError(f"--checkpoint applies to GAN runs (this run is {method})")
     if args.appearance_half and method != "nerfw":
         raise ValueError(f"--appearance-half applies to nerfw runs (this run is {method})")
     if args.appearance_half:
@@ -95,9 +97,9 @@ def cmd_eval(args, parser) -> int:
         metrics = evaluate(args.run, data=args.data, split=args.split)
         print(print_metrics_table(metrics))
     else:
-        metrics = _gan(method).evaluate(args.run, n_gen=args.n_gen, data=args.data)
+        metrics = _gan(method).evaluate(args.run, n_gen=args.n_gen, data=args.data, checkpoint=args.checkpoint)
         print("\n".join(f"{k:<12}{v:>12.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
-    print(f"wrote {Path(args.run) / 'eval' / 'metrics.json'}")
+    print(f"wrote {metrics.get('path', Path(args.run) / 'eval' / 'metrics.json')}")
     return 0
 
 

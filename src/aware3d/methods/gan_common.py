@@ -268,14 +268,15 @@ def train_method(mod, data, out, preset: str | None = None, max_steps: int | Non
 # Loading and evaluation
 
 
-def load_run(mod, run_dir, ema: bool = True, device: str | torch.device = "cpu"):
-    """``(cfg, method, G)`` of a run's latest checkpoint: the EMA generator by default, in eval
-    mode without gradients, after the method's ``prepare_inference()``."""
-    from ..train.io import load_checkpoint, load_run_config
+def load_run(mod, run_dir, ema: bool = True, device: str | torch.device = "cpu", checkpoint=None):
+    """``(cfg, method, G)`` of a run's checkpoint (``checkpoint``: a step or a file, default the
+    latest): the EMA generator by default, in eval mode without gradients, after the method's
+    ``prepare_inference()``."""
+    from ..train.io import checkpoint_file, load_checkpoint, load_run_config
 
     cfg = config_from_dict(mod.Config, load_run_config(run_dir))
     method = mod.build(cfg)
-    state = load_checkpoint(run_dir, map_location="cpu")
+    state = load_checkpoint(checkpoint_file(run_dir, checkpoint), map_location="cpu")
     key = "G_ema" if ema and "G_ema" in state else "G"
     method.generator.load_state_dict(state[key])
     if hasattr(method, "prepare_inference"):
@@ -291,16 +292,18 @@ def to_unit(images: torch.Tensor, image_range=(-1.0, 1.0)) -> torch.Tensor:
 
 
 def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
-                 device: str | torch.device = "auto", extractor: Callable | None = None) -> dict:
+                 device: str | torch.device = "auto", extractor: Callable | None = None,
+                 checkpoint=None) -> dict:
     """FID and KID of the run's EMA generator on ``n_gen`` images (prior cameras and latents drawn
     from ``seed``) against the real images of ``data`` (default the run's training folder) at the
     run's resolution. Writes ``run_dir/eval/metrics.json`` (``{"fid5k", "kid5k", "kid5k_std",
-    ...}``, names from the number of images) and returns it."""
+    ...}``, names from the number of images) and returns it. ``checkpoint`` (a step or a file)
+    measures that checkpoint instead of the latest and writes ``eval/metrics_step_XXXXXXXX.json``."""
     from ..metrics.fid import compute_fid_kid
     from ..train.io import atomic_write_text
     from ..train.gan import resolve_device
 
-    cfg, method, G = load_run(mod, run_dir, device=resolve_device(device))
+    cfg, method, G = load_run(mod, run_dir, device=resolve_device(device), checkpoint=checkpoint)
     data = data or cfg.data
     if data is None:
         raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
@@ -320,9 +323,24 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
     metrics = {k: float(v) for k, v in res.items()}
     metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=int(cfg.resolution),
                    generator="ema", data=str(data), method=mod.NAME)
+    return write_eval_metrics(run_dir, metrics, checkpoint)
+
+
+def write_eval_metrics(run_dir, metrics: dict, checkpoint=None) -> dict:
+    """``metrics`` (plus the checkpoint's step) into ``run_dir/eval/metrics.json``, or
+    ``metrics_step_XXXXXXXX.json`` when a particular checkpoint was measured; returns them."""
+    from ..train.io import _CKPT_RE, atomic_write_text, checkpoint_file
+
+    f = checkpoint_file(run_dir, checkpoint)
+    m = _CKPT_RE.match(f.name)
+    if m:
+        metrics["step"] = int(m.group(1))
+    name = "metrics.json" if checkpoint is None else (
+        f"metrics_step_{metrics['step']:08d}.json" if "step" in metrics else f"metrics_{f.stem}.json")
     out = Path(run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / name, json.dumps(metrics, indent=2) + "\n")
+    metrics["path"] = str(out / name)
     return metrics
 
 
@@ -357,11 +375,13 @@ def entry_points(module_name: str, title: str, trainer: Callable | None = None,
                                          max_minutes=max_minutes, resume=resume, seed=seed,
                                          batch_size=batch_size, **overrides)
 
-    def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
-        return load_run(mod(), run_dir, ema=ema, device=device)
+    def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu", checkpoint=None):
+        return load_run(mod(), run_dir, ema=ema, device=device, checkpoint=checkpoint)
 
-    def evaluate(run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50) -> dict:
-        return evaluate_run(mod(), run_dir, n_gen=n_gen, data=data, seed=seed, batch_size=batch_size)
+    def evaluate(run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
+                 checkpoint=None) -> dict:
+        return evaluate_run(mod(), run_dir, n_gen=n_gen, data=data, seed=seed, batch_size=batch_size,
+                            checkpoint=checkpoint)
 
     def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
                n_samples: int | None = None) -> dict:

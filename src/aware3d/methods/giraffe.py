@@ -717,29 +717,29 @@ def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | No
     return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume, config=dataclasses.asdict(cfg))
 
 
-def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu"):
-    """(config, generator) of a run's latest checkpoint; the EMA generator by default."""
-    from ..train.io import load_checkpoint, load_run_config
+def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu", checkpoint=None):
+    """(config, generator) of a run's checkpoint (a step or a file; default the latest); the EMA
+    generator by default."""
+    from ..train.io import checkpoint_file, load_checkpoint, load_run_config
 
     cfg = config_from_dict(load_run_config(run_dir))
-    state = load_checkpoint(run_dir, map_location="cpu")
+    state = load_checkpoint(checkpoint_file(run_dir, checkpoint), map_location="cpu")
     G = GiraffeGenerator(cfg)
     G.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"])
     return cfg, G.to(device).eval().requires_grad_(False)
 
 
 def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
-             batch_size: int = 50, **fid_kw) -> dict:
+             batch_size: int = 50, checkpoint=None, **fid_kw) -> dict:
     """FID and KID of the EMA generator against the real images (``data``, default the run's
     training folder, resized to the run's resolution) on ``n_gen`` generated images; writes
     ``run_dir/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}`` (names follow ``n_gen``).
-    ``fid_kw`` go to :func:`aware3d.metrics.fid.compute_fid_kid` (``extractor``, ``n_real``...)."""
-    import json
-
+    ``fid_kw`` go to :func:`aware3d.metrics.fid.compute_fid_kid` (``extractor``, ``n_real``...).
+    ``checkpoint`` (a step or a file) measures that checkpoint and writes
+    ``eval/metrics_step_XXXXXXXX.json``."""
     from ..metrics.fid import compute_fid_kid
-    from ..train.io import atomic_write_text
 
-    cfg, G = load_generator(run_dir)
+    cfg, G = load_generator(run_dir, checkpoint=checkpoint)
     data = data or cfg.data
     if data is None:
         raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
@@ -755,10 +755,7 @@ def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
     metrics = {k: float(v) for k, v in res.items()}
     metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=cfg.resolution,
                    generator="ema", data=str(data))
-    out = Path(run_dir) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return gc.write_eval_metrics(run_dir, metrics, checkpoint)
 
 
 def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,

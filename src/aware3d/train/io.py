@@ -163,6 +163,28 @@ def latest_checkpoint(run_dir: PathLike) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def checkpoint_file(run_dir: PathLike, checkpoint: int | str | PathLike | None = None) -> Path:
+    """The checkpoint file a user names: None -> the latest; a step (int or digits) ->
+    ``checkpoints/step_XXXXXXXX.pt``; otherwise a path to a ``.pt`` file.
+
+    Raises :class:`CheckpointNotFoundError` naming the file looked for and the steps there are."""
+    if checkpoint is None:
+        f = latest_checkpoint(run_dir)
+        if f is None:
+            raise CheckpointNotFoundError(
+                f"{_ckpt_dir(run_dir)}: no checkpoint found (expected step_XXXXXXXX.pt files)")
+        return f
+    if isinstance(checkpoint, int) or str(checkpoint).isdigit():
+        f = _ckpt_dir(run_dir) / f"step_{int(checkpoint):08d}.pt"
+    else:
+        f = Path(checkpoint)
+    if not f.is_file():
+        steps = [int(_CKPT_RE.match(q.name).group(1)) for q in list_checkpoints(run_dir)]
+        raise CheckpointNotFoundError(f"{f}: no such checkpoint (checkpoint {checkpoint!r}; this run has "
+                                      f"steps {steps or 'none'})")
+    return f
+
+
 def save_checkpoint(run_dir: PathLike, step: int, state: Mapping[str, Any], keep: int | None = 3
                     ) -> Path:
     """Write ``run_dir/checkpoints/step_{step:08d}.pt`` atomically and point ``latest`` at it.
