@@ -130,6 +130,23 @@ def test_occupancy_grid_update_marks_dense_region():
     assert grid.density.max().item() == pytest.approx(9.5)  # 10 * 0.95, no new density
 
 
+def test_occupancy_grid_dense_warmup_keeps_every_cell_until_warmup_ends():
+    # Same sphere. With dense_warmup every cell stays occupied through the warm-up (densities are
+    # still recorded); the first refresh after it prunes to the sphere. Without it, step 0 prunes.
+    sphere = lambda x: 10.0 * (x.norm(dim=-1) < 0.5).float()  # noqa: E731
+    dense = OccupancyGrid(resolution=16)
+    dense.update(sphere, step=0, warmup_steps=32, dense_warmup=True)
+    assert dense.binary.all() and dense.density.max() == 10.0
+    dense.update(sphere, step=16, warmup_steps=32, dense_warmup=True)
+    assert dense.binary.all()
+    dense.update(sphere, step=32, warmup_steps=32, dense_warmup=True, generator=torch.Generator().manual_seed(0))
+    c = dense.cell_centers().norm(dim=-1)
+    assert dense.binary[c < 0.4].all() and not dense.binary[c > 0.6].any()
+    sparse = OccupancyGrid(resolution=16)
+    sparse.update(sphere, step=0, warmup_steps=32)
+    assert not sparse.binary[c > 0.6].any()
+
+
 def _padded_weights(sigmas, deltas, ray_indices, n_rays):
     """Plain per-ray loop in float64: T_i = prod_{j<i} (1 - alpha_j), w_i = T_i alpha_i."""
     w = torch.zeros_like(sigmas, dtype=torch.float64)

@@ -109,7 +109,7 @@ class OccupancyGrid(nn.Module):
     def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], step: int, *,
                update_every: int = 16, decay: float = 0.95, threshold: float = 0.01,
                warmup_steps: int = 256, generator: torch.Generator | None = None,
-               chunk: int = 2 ** 18) -> bool:
+               chunk: int = 2 ** 18, dense_warmup: bool = False) -> bool:
         """Refresh the grid at training ``step`` if ``step % update_every == 0``; return whether it did.
 
         Paper (App. E.2): every cell's density is decayed by ``decay``; the chosen cells take
@@ -119,6 +119,10 @@ class OccupancyGrid(nn.Module):
         ``min(threshold, mean density)`` (the mean keeps sparse scenes from emptying out early).
         ``density_fn`` maps world points (M, 3) to densities (M,) or (M, 1); it is called under
         ``no_grad`` in chunks of ``chunk`` points.
+
+        ``dense_warmup``: every cell stays occupied until ``warmup_steps`` (densities are still
+        tracked), so rays keep sampling the whole box while the field is faint. Slower early steps;
+        it keeps a short run on a small, tight scene from pruning a region that would have grown.
         """
         if update_every < 1 or step % update_every != 0:
             return False
@@ -145,8 +149,11 @@ class OccupancyGrid(nn.Module):
         flat = self.density.flatten() * decay
         flat = flat.scatter_reduce(0, cells, sigma, reduce="amax", include_self=True)
         self.density.copy_(flat.view(r, r, r))
-        thr = min(float(threshold), float(self.density.mean()))
-        self.binary.copy_(self.density > thr)
+        if dense_warmup and step < warmup_steps:
+            self.binary.fill_(True)
+        else:
+            thr = min(float(threshold), float(self.density.mean()))
+            self.binary.copy_(self.density > thr)
         return True
 
 

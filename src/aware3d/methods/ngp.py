@@ -42,6 +42,8 @@ PRESETS = {
 }
 for _p in PRESETS.values():  # --cam: coordinate-aware modulation of the field (off by default)
     _p.update(cam=False, cam_res=4)
+    # keep every occupancy cell marched during the warm-up (the demo's short run on a tight box)
+    _p.setdefault("occ_dense_warmup", False)
 DEFAULT_PRESET = "cpu"
 # bf16 autocast of the MLPs is off in every preset: measured on a 2-core Sapphire Rapids (AMX), a
 # lego step took the same time with and without it (the 64-wide MLPs are a small share of a step),
@@ -153,7 +155,8 @@ class Model(nn.Module):
         c = self.cfg
         # the paper's threshold is an optical thickness (sigma * step = 0.01), not a density
         self.occ.update(self.field.density, step=step, update_every=c["occ_every"],
-                        threshold=c["occ_threshold"] / self.step_size, warmup_steps=c["occ_warmup"])
+                        threshold=c["occ_threshold"] / self.step_size, warmup_steps=c["occ_warmup"],
+                        dense_warmup=bool(c.get("occ_dense_warmup", False)))
 
     def next_batch_rays(self, n_samples: int) -> int:
         """Keep ~samples_per_batch samples per step: rescale the ray count by the last step's
