@@ -23,8 +23,9 @@
   black while the per-image transient head, which the paper's composite lets add colour on top of
   an opaque static surface, carries the colour.
 - ``transient_warmup`` (not in the paper; 0 in the ``paper`` preset, 200 in ``tiny``, 1000 in ``cpu``):
-  the first steps train NeRF-A (appearance embeddings, no transient head, plain MSE). On short runs
-  the uncertainty term otherwise takes its shortcut (raise beta and explain pixels with transient
+  the first steps train NeRF-A (appearance embeddings, no transient head; the loss is NeRF-W's with
+  beta = beta_min, so its scale does not jump when the head switches on). On short runs the
+  uncertainty term otherwise takes its shortcut (raise beta and explain pixels with transient
   density) while the static field is still blurry, and the static scene never forms.
 
 Presets ``paper``, ``cpu``, ``tiny`` hold the keys of both backbones' presets of the same name plus
@@ -64,7 +65,7 @@ _NERFW = dict(backbone="mlp", cam=False, cam_res=4, appearance_dim=48, transient
 # 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); on the hash grid 2 layers
 # as wide as its own MLPs (``hidden``: 64, 32 in tiny) so the field keeps its speed
 _TRANSIENT = {"mlp": dict(transient_depth=4), "ngp": dict(transient_depth=2)}
-# steps trained as NeRF-A (appearance embeddings, no transient head, plain MSE) before the transient
+# steps trained as NeRF-A (appearance embeddings, no transient head, beta = beta_min) before the transient
 # head and the uncertainty loss switch on. Not in the paper (0 in the paper preset): on short runs the
 # uncertainty term's shortcut (raise beta, explain pixels with transients) wins while the static
 # field is still blurry and the static scene never forms; a static warm-up avoids it.
@@ -179,7 +180,14 @@ class _NeRFWBase:
         self._step = int(step)
 
     def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
-        loss = nerfw_loss(out["color"], target, out.get("beta"), out.get("transient_sigma"),
+        beta = out.get("beta")
+        if beta is None and self.transient_codes is not None:
+            # transient warm-up: the same loss with beta(r) = beta_min, i.e. NeRF-W with the transient
+            # head silent. The plain MSE here made the loss ~1 / (2 beta_min^2) = 555x larger the step
+            # the head switched on; Adam's second moments lag such a jump by hundreds of steps, so the
+            # first updates were ~30x too large and saturated the colour head (grey/black scenes).
+            beta = out["color"].new_full(out["color"].shape[:-1], float(self.cfg["beta_min"]))
+        loss = nerfw_loss(out["color"], target, beta, out.get("transient_sigma"),
                           out.get("color_coarse"), self.cfg["lambda_u"])
         w = float(self.cfg.get("static_weight") or 0.0)
         if w > 0 and "beta" in out:
