@@ -186,3 +186,39 @@ def test_r1_with_bf16_discriminator_close_to_fp32():
     D.bf16 = True
     low = gan.r1_penalty(D(x), x).item()
     assert ref > 0 and abs(low - ref) / ref < 0.05
+
+
+def test_collapse_watch_warns_once_after_constant_fakes():
+    w = gan.CollapseWatch(steps=3, tol=1e-3)
+    assert w.update(1, {"fake_std": 1e-4}) is None and w.update(2, {"fake_std": 1e-4}) is None
+    assert w.update(3, {"fake_std": 0.2}) is None          # a varied batch resets the count
+    assert [w.update(s, {"fake_std": 0.0}) is None for s in (4, 5)] == [True, True]
+    msg = w.update(6, {"fake_std": 0.0})
+    assert msg and "since step 4" in msg and "r1_weight" in msg
+    assert w.update(7, {"fake_std": 0.0}) is None          # once
+    assert gan.CollapseWatch(steps=0).update(1, {"fake_std": 0.0}) is None
+
+
+def test_collapsed_generator_is_reported_during_training(tmp_path):
+    # A generator whose output is pinned at 0 (black images, as a collapsed run's saturated sigmoid)
+    # is reported after collapse_steps steps; a healthy tiny run is not.
+    cfg = gm.make_config("tiny16", seed=0, bf16=False)
+    method = gm.build(cfg)
+    G = method.generator
+
+    class Black(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = G
+
+        def forward(self, x):
+            return self.inner(x) * 0.0
+
+    method.generator = Black()
+    gcfg = method.gan_config(max_steps=4, progress=False, sample_every=0, checkpoint_every=0, collapse_steps=3)
+    with pytest.warns(RuntimeWarning, match="constant .* since step 1"):
+        gan.train_gan(method, RandomImages(16), tmp_path / "black", gcfg, config={})
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _run(tmp_path / "ok", 4, collapse_steps=3)

@@ -62,6 +62,35 @@ class GanConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    collapse_steps: int = 200          # warn when generated images stay constant this long (0: off)
+
+
+class CollapseWatch:
+    """Notices a collapsed run: the generated batch constant (pixel std < ``tol``) in every D step
+    for ``steps`` steps. That happens when the discriminator wins and the generator's output
+    saturates (e.g. a final sigmoid pinned at 0: black images, zero gradient); such a run does not
+    recover. :meth:`update` returns the warning once, then None."""
+
+    def __init__(self, steps: int = 200, tol: float = 1e-3):
+        self.steps, self.tol = int(steps), float(tol)
+        self.since: int | None = None
+        self.warned = False
+
+    def update(self, step: int, scalars: dict) -> str | None:
+        if self.steps <= 0 or self.warned or "fake_std" not in scalars:
+            return None
+        if float(scalars["fake_std"]) >= self.tol:
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = step
+        if step - self.since + 1 < self.steps:
+            return None
+        self.warned = True
+        return (f"step {step}: every generated image has been constant (pixel std < {self.tol:g}) since "
+                f"step {self.since}: the discriminator has won and the run will not recover. Stop it and "
+                f"restart with a stronger R1 or a slower discriminator (e.g. --set r1_weight=10, "
+                f"--set lr_d=...); `--resume` from a checkpoint before step {self.since} keeps the progress.")
 
 
 class GanMethod(Protocol):
@@ -266,7 +295,7 @@ class GanEngine:
         loss = l_real + l_fake
         out = {"loss_D": (l_real + l_fake).detach(), "loss_D_real": l_real.detach(),
                "loss_D_fake": l_fake.detach(), "D_real": d_real.detach().mean(),
-               "D_fake": d_fake.detach().mean()}
+               "D_fake": d_fake.detach().mean(), "fake_std": fake.detach().float().std()}
         if with_r1:
             pen = r1_penalty(d_real, x_real)
             loss = loss + self.cfg.r1_weight * pen
@@ -410,6 +439,7 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
     t0 = time.time()
     start_step = engine.step
     last_saved = engine.step
+    collapse = CollapseWatch(cfg.collapse_steps)
     try:
         with install_sigint_checkpoint(checkpoint, defer=True) as guard:
             if engine.step == 0 and cfg.sample_every > 0:
@@ -425,6 +455,12 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
                 scalars["images_per_s"] = ips
                 if on_step is not None:
                     on_step(engine, scalars)
+                warning = collapse.update(engine.step, scalars)
+                if warning and rank == 0:
+                    import warnings
+
+                    (bar.write if bar is not None else print)(f"WARNING: {warning}")
+                    warnings.warn(warning, RuntimeWarning, stacklevel=2)
                 if rank == 0:
                     if cfg.log_every > 0 and (engine.step % cfg.log_every == 0 or engine.step == 1):
                         logger.log(engine.step, scalars)
