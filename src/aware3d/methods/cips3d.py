@@ -331,7 +331,8 @@ class Cips3DMethod:
         l_real, l_fake = discriminator_loss(d_real, d_fake)
         loss = l_real + l_fake
         out = {"loss_D": loss.detach(), "loss_D_real": l_real.detach(), "loss_D_fake": l_fake.detach(),
-               "D_real": d_real.detach().mean(), "D_fake": d_fake.detach().mean()}
+               "D_real": d_real.detach().mean(), "D_fake": d_fake.detach().mean(),
+               "fake_std": fake["image"].detach().float().std()}
         if r1_weight > 0:
             pen = r1_penalty(d_real, x_real)
             loss = loss + r1_weight * pen

@@ -275,7 +275,7 @@ class HoloGANMethod:
         out = {"loss_D": (l_real + l_fake).detach(), "loss_D_real": l_real.detach(),
                "loss_D_fake": l_fake.detach(), "loss_D_style": l_style.detach(),
                "loss_identity_D": l_id.detach(), "D_real": dr["logit"].detach().mean(),
-               "D_fake": df["logit"].detach().mean()}
+               "D_fake": df["logit"].detach().mean(), "fake_std": fake.detach().float().std()}
         if r1_weight > 0:
             pen = r1_penalty(dr["logit"], x_real)
             loss = loss + r1_weight * pen
