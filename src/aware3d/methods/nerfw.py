@@ -23,8 +23,9 @@
   black while the per-image transient head, which the paper's composite lets add colour on top of
   an opaque static surface, carries the colour.
 - ``transient_warmup`` (not in the paper; 0 in the ``paper`` preset, 200 in ``tiny``, 1000 in ``cpu``):
-  the first steps train NeRF-A (appearance embeddings, no transient head; the loss is NeRF-W's with
-  beta = beta_min, so its scale does not jump when the head switches on). On short runs the
+  the first steps train NeRF-A (appearance embeddings, no transient head). ``warmup_beta_min`` (on
+  for mlp, off for ngp: measured) makes the warm-up loss NeRF-W's with beta = beta_min instead of
+  the plain MSE, so its scale does not jump 555x when the head switches on. On short runs the
   uncertainty term otherwise takes its shortcut (raise beta and explain pixels with transient
   density) while the static field is still blurry, and the static scene never forms.
 
@@ -60,7 +61,7 @@ BACKBONES = ("mlp", "ngp")
 
 _NERFW = dict(backbone="mlp", cam=False, cam_res=4, appearance_dim=48, transient_dim=16,
               transient_width=None, transient_depth=None, beta_min=0.03, lambda_u=0.01,
-              embed_std=0.1, transient_warmup=None, static_weight=None)
+              embed_std=0.1, transient_warmup=None, static_weight=None, warmup_beta_min=None)
 # transient head size per backbone when the preset leaves it None: the paper's 4 x 128 on the
 # 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); on the hash grid 2 layers
 # as wide as its own MLPs (``hidden``: 64, 32 in tiny) so the field keeps its speed
@@ -97,6 +98,8 @@ def resolve_config(cfg: dict) -> dict:
            **_TRANSIENT[backbone]}
     if cfg.get("static_weight") is None:
         cfg["static_weight"] = 0.0 if backbone == "mlp" else 1.0
+    if cfg.get("warmup_beta_min") is None:  # measured per backbone (BENCHMARKS.md, NeRF-W section)
+        cfg["warmup_beta_min"] = backbone == "mlp"
     if cfg.get("transient_warmup") is None:
         cfg["transient_warmup"] = _WARMUP.get(cfg.get("preset") or DEFAULT_PRESET, 0)
     if cfg.get("transient_width") is None:
@@ -181,11 +184,14 @@ class _NeRFWBase:
 
     def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
         beta = out.get("beta")
-        if beta is None and self.transient_codes is not None:
+        if beta is None and self.transient_codes is not None and self.cfg.get("warmup_beta_min", True):
             # transient warm-up: the same loss with beta(r) = beta_min, i.e. NeRF-W with the transient
             # head silent. The plain MSE here made the loss ~1 / (2 beta_min^2) = 555x larger the step
-            # the head switched on; Adam's second moments lag such a jump by hundreds of steps, so the
-            # first updates were ~30x too large and saturated the colour head (grey/black scenes).
+            # the head switched on; Adam's second moments lag such a jump, so with the MLP preset's
+            # beta2 = 0.999 the next updates were up to ~6.5x too large for hundreds of steps
+            # (m / sqrt(v) ~ (1 - 0.9^k) / sqrt(1 - 0.999^k)), which saturated the colour head.
+            # ``warmup_beta_min`` (default: mlp on, ngp off): on the hash grid (beta2 = 0.99, ~2x
+            # for ~50 steps) the plain-MSE warm-up measured 0.7 dB better, so it stays there.
             beta = out["color"].new_full(out["color"].shape[:-1], float(self.cfg["beta_min"]))
         loss = nerfw_loss(out["color"], target, beta, out.get("transient_sigma"),
                           out.get("color_coarse"), self.cfg["lambda_u"])
