@@ -42,7 +42,7 @@ ALL = ("giraffe", "graf", "pigan", "hologan", "cips3d")
 
 # CPU presets (faces / synthetic objects) and what makes them render 64 x 64
 SPECS = {
-    "giraffe": dict(faces="cpu32_faces", objects="cpu32", res64=dict(resolution=64)),
+    "giraffe": dict(faces="cpu32_faces", objects="cpu64", res64=dict(resolution=64)),
     "graf": dict(faces="cpu32_faces", objects="cpu32", res64=dict(resolution=64, patch=32)),
     "pigan": dict(faces="cpu32_faces", objects="cpu32",
                   res64=dict(stages=((0, 64, 8, 2e-4, 4e-4),), resolution=64)),
@@ -335,6 +335,8 @@ def main(argv=None) -> int:
     if args.at:
         args.minutes = max(args.at)
     data, kind = args.data, "faces"
+    if (Path(data) / "labels.json").is_file():  # a `data synth objects` folder: the objects presets
+        kind = "objects"
     if data == "synth":
         from aware3d.data.synth import synth_objects
 

@@ -155,6 +155,10 @@ PRESETS: dict[str, dict] = {
     # CPU presets: the scene priors of a dataset, networks small enough for minutes on 2 cores
     "cpu32": dict(_OBJECTS, **_CPU),
     "cpu32_faces": dict(_FACES, **_CPU),
+    # the CPU networks at 64x64 on objects: with cpu32's D (Adam 2e-3, R1 = 1) the discriminator won
+    # at ~step 4,600 and the generator's sigmoid saturated to black for good; D at G's rate with the
+    # paper's R1 = 10 trained through 60 minutes (BENCHMARKS.md)
+    "cpu64": dict(_OBJECTS, **dict(_CPU, resolution=64, lr_d=1e-3, r1_weight=10.0)),
 }
 # Tests and smoke runs: 16^2 images from 8^2 features, a few thousand parameters per field.
 PRESETS["tiny16"] = dict(_OBJECTS, resolution=16, feature_res=8, n_samples=8, z_dim=8, z_dim_bg=4,
