@@ -196,3 +196,17 @@ def test_packed_feature_map_equals_compose_plus_volume_render(objects, backgroun
     assert f.abs().max() > 1e-3
     assert torch.allclose(f, f_ref, atol=1e-5, rtol=1e-4)
     assert torch.allclose(a, a_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset,res", [("cpu32", 32), ("cpu32_faces", 32), ("cpu64", 64)])
+def test_cpu_presets_generate_their_resolution(preset, res):
+    # the CPU presets end-to-end: 2 images at the preset's resolution in [0, 1], one D logit each;
+    # cpu64 keeps cpu32's networks with the stable discriminator settings
+    cfg = gm.make_config(preset)
+    m = gm.build(cfg)
+    with torch.no_grad():
+        img = m.generator(gm.sample_inputs(cfg, 2, torch.Generator().manual_seed(0), train=False))
+        assert img.shape == (2, 3, res, res) and 0 <= img.min() and img.max() <= 1
+        assert m.discriminator(img).shape == (2, 1)
+    if preset == "cpu64":
+        assert (cfg.lr_d, cfg.r1_weight, cfg.lr_g) == (1e-3, 10.0, 1e-3)
