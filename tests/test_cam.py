@@ -65,6 +65,47 @@ def test_cam_grids_receive_gradients():
     assert cam.scale.grad.abs().sum() > 0 and cam.shift.grad.abs().sum() > 0
 
 
+def test_consecutive_runs_hand_values():
+    from aware3d.render.encodings import consecutive_runs
+
+    x = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [2.0, 3.0], [2.0, 3.0], [0.0, 1.0]])
+    distinct, inverse = consecutive_runs(x)
+    assert inverse.tolist() == [0, 0, 0, 1, 1, 2]
+    assert torch.equal(distinct, x[[0, 3, 5]]) and torch.equal(distinct[inverse], x)
+    d, inv = consecutive_runs(torch.arange(8.0).view(4, 2))     # all distinct: no saving, no runs
+    assert inv is None and d.shape == (4, 2)
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_cam_per_ray_lookup_equals_per_sample_lookup(layout):
+    # The grids are read once per run of equal view directions (one per ray); values and the
+    # gradients of features, scale and shift grids equal the per-sample reference.
+    from aware3d.render.encodings import _grid_lookup
+
+    g = torch.Generator().manual_seed(0)
+    rays = F.normalize(torch.randn(40, 3, generator=g), dim=-1)
+    if layout == "padded":
+        coords = rays.unsqueeze(1).expand(40, 16, 3).reshape(-1, 3)
+    else:
+        coords = rays[torch.sort(torch.randint(0, 40, (500,), generator=g)).values]
+    cam = CAM(8, 3, 4)
+    with torch.no_grad():
+        cam.scale.add_(0.3 * torch.randn(cam.scale.shape, generator=g))
+        cam.shift.add_(0.3 * torch.randn(cam.shift.shape, generator=g))
+    feats = torch.randn(coords.shape[0], 8, generator=g, requires_grad=True)
+    w = torch.randn(coords.shape[0], 8, generator=g)
+    (cam(feats, coords) * w).sum().backward()
+    got = [feats.grad.clone(), cam.scale.grad.clone(), cam.shift.grad.clone()]
+    out = cam(feats, coords).detach()
+    for t in (feats, cam.scale, cam.shift):
+        t.grad = None
+    ref = _grid_lookup(cam.scale, coords) * F.layer_norm(feats, (8,), eps=cam.eps) + _grid_lookup(cam.shift, coords)
+    (ref * w).sum().backward()
+    assert torch.allclose(out, ref.detach(), atol=1e-6)
+    for a, b in zip(got, (feats.grad, cam.scale.grad, cam.shift.grad)):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_cam_nerf_mlp_at_init():
     # Same weights as a NeRFMLP (state dict loads; only cam.* stay at init).
     # normalize=False: the field's output is unchanged: density bit-identical (CAM touches only the

@@ -128,9 +128,33 @@ def cam_modulate(features: torch.Tensor, coords: torch.Tensor, scale_grid: torch
         if g.dim() != dim + 1 or g.shape[0] != c:
             raise ShapeError(f"{name}: expected shape ({c}, R_1..R_{dim}) for {dim}-D coords, got {tuple(g.shape)}")
     f = F.layer_norm(features, (c,), eps=eps) if normalize else features
-    gamma = _grid_lookup(scale_grid, coords)
-    beta = _grid_lookup(shift_grid, coords)
+    distinct, inverse = consecutive_runs(coords)
+    if inverse is None:
+        gamma = _grid_lookup(scale_grid, coords)
+        beta = _grid_lookup(shift_grid, coords)
+    else:  # e.g. one view direction per ray for all its samples: read the grids once per ray
+        gamma = _grid_lookup(scale_grid, distinct).index_select(0, inverse)
+        beta = _grid_lookup(shift_grid, distinct).index_select(0, inverse)
     return gamma * f + beta
+
+
+def consecutive_runs(coords: torch.Tensor, max_fraction: float = 0.5):
+    """``(distinct (U, D), inverse (N,))`` for runs of equal consecutive rows of ``coords (N, D)``
+    (``distinct[inverse] == coords``), or ``(coords, None)`` when the runs would save little
+    (U > ``max_fraction`` * N). Samples of one ray sit next to each other in both the padded and
+    the packed layouts and share the ray's direction, so a per-ray lookup replaces a per-sample
+    one (CAM on the view direction: 12-190x fewer grid reads)."""
+    n = coords.shape[0]
+    if n < 2:
+        return coords, None
+    with torch.no_grad():
+        starts = torch.ones(n, dtype=torch.bool, device=coords.device)
+        starts[1:] = (coords[1:] != coords[:-1]).any(-1)
+        u = int(starts.sum())
+        if u > max_fraction * n:
+            return coords, None
+        inverse = torch.cumsum(starts, 0) - 1
+    return coords[starts], inverse
 
 
 def _grid_lookup(grid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
