@@ -53,7 +53,7 @@ def bench_lego(a) -> list[dict]:
     from aware3d.train import recon
 
     rows = []
-    for backbone in ("nerf", "ngp"):  # the methods themselves, with and without --cam
+    for backbone in a.lego_methods:  # the methods themselves, with and without --cam
         for cam in (False, True):
             run = Path(a.out) / f"lego-{backbone}{'-cam' if cam else ''}"
             if run.exists():
@@ -93,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lego-minutes", type=float, default=3.0)
     ap.add_argument("--lego-preset-mlp", default="tiny")
     ap.add_argument("--lego-preset-ngp", default="cpu")
+    ap.add_argument("--lego-methods", nargs="+", default=["nerf", "ngp"], choices=["nerf", "ngp"])
+    ap.add_argument("--results-name", default="cam.json", help="results file in --results")
     ap.add_argument("--val-views", type=int, default=5)
     ap.add_argument("--out", default="/tmp/aware3d-bench/cam")
     ap.add_argument("--threads", type=int, default=1)
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
                   f"{r['ms_per_step']:.0f} | {r['steps']} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
-    f = res / "cam.json"  # keep the other part's rows when only one part was run
+    f = res / a.results_name  # keep the other part's rows when only one part was run
     saved = json.loads(f.read_text()) if f.is_file() else {}
     if "lego" in out or "images" in out:
         saved.setdefault("args_by_part", {})["lego" if "lego" in out else "images"] = out.pop("args")
