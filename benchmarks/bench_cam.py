@@ -37,7 +37,7 @@ def bench_images(a) -> list[dict]:
     for name in a.images:
         path = FOX / name
         for field in ("mlp", "hash"):
-            for cam in (False, True):
+            for cam in {"both": (False, True), "on": (True,), "off": (False,)}[a.lego_cam]:
                 m = fit_image(str(path), field=field, cam=cam, steps=10 ** 9, max_seconds=a.seconds,
                               max_side=a.max_side, out=str(Path(a.out) / f"{Path(name).stem}-{field}{'-cam' if cam else ''}"),
                               eval_every=a.eval_every, batch=a.batch, device=a.device)
@@ -54,7 +54,7 @@ def bench_lego(a) -> list[dict]:
 
     rows = []
     for backbone in a.lego_methods:  # the methods themselves, with and without --cam
-        for cam in (False, True):
+        for cam in {"both": (False, True), "on": (True,), "off": (False,)}[a.lego_cam]:
             run = Path(a.out) / f"lego-{backbone}{'-cam' if cam else ''}"
             if run.exists():
                 shutil.rmtree(run)
@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lego-preset-mlp", default="tiny")
     ap.add_argument("--lego-preset-ngp", default="cpu")
     ap.add_argument("--lego-methods", nargs="+", default=["nerf", "ngp"], choices=["nerf", "ngp"])
+    ap.add_argument("--lego-cam", choices=("both", "on", "off"), default="both",
+                    help="lego runs with CAM, without, or both (default)")
     ap.add_argument("--results-name", default="cam.json", help="results file in --results")
     ap.add_argument("--val-views", type=int, default=5)
     ap.add_argument("--out", default="/tmp/aware3d-bench/cam")
