@@ -300,7 +300,6 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
     ...}``, names from the number of images) and returns it. ``checkpoint`` (a step or a file)
     measures that checkpoint instead of the latest and writes ``eval/metrics_step_XXXXXXXX.json``."""
     from ..metrics.fid import compute_fid_kid
-    from ..train.io import atomic_write_text
     from ..train.gan import resolve_device
 
     cfg, method, G = load_run(mod, run_dir, device=resolve_device(device), checkpoint=checkpoint)
