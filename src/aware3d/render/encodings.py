@@ -128,13 +128,13 @@ def cam_modulate(features: torch.Tensor, coords: torch.Tensor, scale_grid: torch
         if g.dim() != dim + 1 or g.shape[0] != c:
             raise ShapeError(f"{name}: expected shape ({c}, R_1..R_{dim}) for {dim}-D coords, got {tuple(g.shape)}")
     f = F.layer_norm(features, (c,), eps=eps) if normalize else features
+    # both grids in one lookup; e.g. one view direction per ray for all its samples: read them
+    # once per ray and gather
     distinct, inverse = consecutive_runs(coords)
-    if inverse is None:
-        gamma = _grid_lookup(scale_grid, coords)
-        beta = _grid_lookup(shift_grid, coords)
-    else:  # e.g. one view direction per ray for all its samples: read the grids once per ray
-        gamma = _grid_lookup(scale_grid, distinct).index_select(0, inverse)
-        beta = _grid_lookup(shift_grid, distinct).index_select(0, inverse)
+    both = _grid_lookup(torch.cat([scale_grid, shift_grid]), distinct)
+    if inverse is not None:
+        both = both.index_select(0, inverse)
+    gamma, beta = both.split(c, dim=-1)
     return gamma * f + beta
 
 
