@@ -299,14 +299,9 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
     run's resolution. Writes ``run_dir/eval/metrics.json`` (``{"fid5k", "kid5k", "kid5k_std",
     ...}``, names from the number of images) and returns it. ``checkpoint`` (a step or a file)
     measures that checkpoint instead of the latest and writes ``eval/metrics_step_XXXXXXXX.json``."""
-    from ..metrics.fid import compute_fid_kid
     from ..train.gan import resolve_device
 
     cfg, method, G = load_run(mod, run_dir, device=resolve_device(device), checkpoint=checkpoint)
-    data = data or cfg.data
-    if data is None:
-        raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
-    real = real_images(str(data), cfg.resolution)
     g = torch.Generator().manual_seed(int(seed))
     dev = next(G.parameters()).device
 
@@ -316,12 +311,27 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
         x = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in x.items()}
         return to_unit(G(x), method.image_range).cpu()
 
-    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size, extractor=extractor,
-                          use_cache=extractor is None,
-                          cache_key=f"{Path(data).resolve()}@{cfg.resolution}")
+    return fid_of_generator(run_dir, generate, data or cfg.data, cfg.resolution, n_gen,
+                            batch_size=batch_size, checkpoint=checkpoint, extra={"method": mod.NAME},
+                            extractor=extractor, use_cache=extractor is None)
+
+
+def fid_of_generator(run_dir, generate: Callable[[int], torch.Tensor], data, resolution: int, n_gen: int,
+                     batch_size: int = 50, checkpoint=None, extra: dict | None = None, **fid_kw) -> dict:
+    """FID and KID of ``generate(n)`` (a batch of ``n`` images in [0, 1]) on ``n_gen`` images
+    against the real images of ``data`` at ``resolution``, written for the run by
+    :func:`write_eval_metrics` (with ``extra``). ``fid_kw`` go to
+    :func:`aware3d.metrics.fid.compute_fid_kid` (``extractor``, ``use_cache``, ``n_real``...)."""
+    from ..metrics.fid import compute_fid_kid
+
+    if data is None:
+        raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
+    real = real_images(str(data), resolution)
+    fid_kw.setdefault("cache_key", f"{Path(data).resolve()}@{resolution}")
+    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size, **fid_kw)
     metrics = {k: float(v) for k, v in res.items()}
-    metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=int(cfg.resolution),
-                   generator="ema", data=str(data), method=mod.NAME)
+    metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=int(resolution),
+                   generator="ema", data=str(data), **(extra or {}))
     return write_eval_metrics(run_dir, metrics, checkpoint)
 
 

@@ -741,25 +741,15 @@ def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
     ``fid_kw`` go to :func:`aware3d.metrics.fid.compute_fid_kid` (``extractor``, ``n_real``...).
     ``checkpoint`` (a step or a file) measures that checkpoint and writes
     ``eval/metrics_step_XXXXXXXX.json``."""
-    from ..metrics.fid import compute_fid_kid
-
     cfg, G = load_generator(run_dir, checkpoint=checkpoint)
-    data = data or cfg.data
-    if data is None:
-        raise ValueError(f"{run_dir}: no training data path in the run config; pass data=")
-    real = gc.real_images(str(data), cfg.resolution)
     g = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def generate(n: int) -> torch.Tensor:
         return G(sample_inputs(cfg, n, g, train=False))
 
-    fid_kw.setdefault("cache_key", f"{Path(data).resolve()}@{cfg.resolution}")
-    res = compute_fid_kid(generate, real, n_gen, batch_size=batch_size, **fid_kw)
-    metrics = {k: float(v) for k, v in res.items()}
-    metrics.update(n_gen=int(n_gen), n_real=int(real.shape[0]), resolution=cfg.resolution,
-                   generator="ema", data=str(data))
-    return gc.write_eval_metrics(run_dir, metrics, checkpoint)
+    return gc.fid_of_generator(run_dir, generate, data or cfg.data, cfg.resolution, n_gen,
+                               batch_size=batch_size, checkpoint=checkpoint, **fid_kw)
 
 
 def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
