@@ -220,9 +220,9 @@ def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: l
         save_png(run / f"curve_{m:g}min.png", make_grid(imgs.float().permute(0, 2, 3, 1), nrow=8))
         curve.append({"minutes": round(done, 2), "steps": steps, "train_wall_s": round(t1 - t0, 1)})
         print(f"  {name}: {done:g} min, {steps} steps", flush=True)
-        if not defer_fid:
+        if not defer_fid and n_gen > 0:
             add_fid(name, mod, run, data, n_gen, n_real, curve[-1])
-    if defer_fid:
+    if defer_fid and n_gen > 0:
         for point in curve:
             add_fid(name, mod, run, data, n_gen, n_real, point)
     return curve
@@ -246,13 +246,17 @@ def add_fid(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | None
 # Plot (PIL only)
 
 
+def _has_fid(point: dict) -> bool:
+    return "fid" in point and math.isfinite(point["fid"])
+
+
 def plot_curves(curves: dict, path: Path, title: str) -> Path:
     from PIL import Image, ImageDraw
 
     W, H, L, R, T, B = 640, 420, 70, 150, 40, 50
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
-    pts = [(c["minutes"], c["fid"]) for v in curves.values() for c in v if math.isfinite(c["fid"])]
+    pts = [(c["minutes"], c["fid"]) for v in curves.values() for c in v if _has_fid(c)]
     if not pts:
         d.text((L, H // 2), "no FID points", fill="black")
         img.save(path)
@@ -279,7 +283,7 @@ def plot_curves(curves: dict, path: Path, title: str) -> Path:
     d.text((8, 12), title, fill="black")
     for i, (name, curve) in enumerate(curves.items()):
         col = COLORS.get(name, (0, 0, 0))
-        line = [xy(c["minutes"], c["fid"]) for c in curve if math.isfinite(c["fid"])]
+        line = [xy(c["minutes"], c["fid"]) for c in curve if _has_fid(c)]
         if len(line) > 1:
             d.line(line, fill=col, width=2)
         for x, y in line:
@@ -311,13 +315,16 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="+", default=None, metavar="OUT",
                     help="only merge the results.json of these --out folders into one table and plot")
     ap.add_argument("--data", default="../shared/data/celeba_10k", help="image folder or 'synth'")
-    ap.add_argument("--fid-n", type=int, default=200)
+    ap.add_argument("--fid-n", type=int, default=200,
+                    help="generated images per FID point (0: train and keep the checkpoints only; "
+                    "measure later with --refid)")
     ap.add_argument("--fid-real", type=int, default=1000, help="real images for FID (0: all)")
     ap.add_argument("--defer-fid", action="store_true",
                     help="train through every --at point first, then measure FID on their checkpoints")
     ap.add_argument("--refid", default=None, metavar="OUT",
                     help="only re-measure the FID curve of a finished run of this script (its "
-                    "results.json and kept checkpoints) with --fid-n / --fid-real, into --out")
+                    "results.json and kept checkpoints) with --fid-n / --fid-real, into --out "
+                    "(written after every point; points --out already has with this protocol are kept)")
     ap.add_argument("--yaw-step", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -396,7 +403,8 @@ def write_outputs(results: dict, out: Path, meta: dict) -> None:
         cons = c["none"] if "none" in c else (
             f"{100 * c['mean_rel']:.2f}% / {c['mean_abs']:.4f} ({c['n_valid']} px, {c['note']})"
             if c["n_valid"] else f"no overlapping surface ({c['note']})")
-        fid = ", ".join(f"{p['minutes']:g}: {p['fid']:.1f}" for p in r.get("curve", [])) or "-"
+        fid = ", ".join(f"{p['minutes']:g}: {p['fid']:.1f}" if "fid" in p else f"{p['minutes']:g}: -"
+                        for p in r.get("curve", [])) or "-"
         lines.append(f"| {name} | {r['preset']} | {r['params_G'] / 1e6:.3f}M / {r['params_D'] / 1e6:.3f}M | "
                      f"{r['ms_b1']:.1f} | {r['ms_b16']:.1f} | {cons} | {fid} |")
     table = "\n".join(lines)
@@ -428,18 +436,34 @@ def merge(folders: list, out: Path) -> int:
 
 def refid(src: Path, out: Path, n_gen: int, n_real: int) -> int:
     """The FID curve of a finished run (``src``/results.json and ``src``/runs/NAME checkpoints)
-    re-measured with another protocol (e.g. fid5k against the whole real set)."""
+    re-measured with another protocol (e.g. fid5k against the whole real set). ``out``/results.json
+    is rewritten after every point, and a point it already holds with this protocol is not measured
+    again, so an interrupted re-measurement continues where it stopped (``out`` may be ``src``)."""
+    from aware3d.utils.atomic import atomic_write_text
+
     saved = json.loads((src / "results.json").read_text())
+    done = {}
+    if (out / "results.json").is_file():
+        prev = json.loads((out / "results.json").read_text())
+        if prev.get("meta", {}).get("refid", {}).get("fid_n") == n_gen and \
+                prev["meta"]["refid"].get("fid_real") == (n_real or "all"):
+            done = {(name, p["steps"]): p for name, row in prev["results"].items()
+                    for p in row.get("curve", []) if "fid" in p}
     data = saved["meta"]["data"]
-    for name, row in saved["results"].items():
-        if "curve" not in row:
-            continue
-        mod = load_module(name)
-        for point in row["curve"]:
-            for k in ("fid", "kid", "metric", "n_real", "fid_wall_s"):
-                point.pop(k, None)
-            add_fid(name, mod, src / "runs" / name, data, n_gen, n_real, point)
     meta = dict(saved["meta"], refid=dict(source=str(src), fid_n=n_gen, fid_real=n_real or "all"))
+    todo = [(name, p) for name, row in saved["results"].items() for p in row.get("curve", [])]
+    for name, point in todo:  # reset every point first: a half-updated file never mixes protocols
+        for k in ("fid", "kid", "metric", "n_real", "fid_wall_s"):
+            point.pop(k, None)
+        point.update({k: v for k, v in done.get((name, point["steps"]), {}).items()
+                      if k in ("fid", "kid", "metric", "n_real", "fid_wall_s")})
+    for name, point in todo:
+        if "fid" in point:
+            print(f"  {name}: {point['minutes']:g} min already measured ({point['fid']:.1f})", flush=True)
+            continue
+        add_fid(name, load_module(name), src / "runs" / name, data, n_gen, n_real, point)
+        atomic_write_text(out / "results.json",
+                          json.dumps({"meta": meta, "results": saved["results"]}, indent=2, default=str))
     write_outputs(saved["results"], out, meta)
     return 0
 

@@ -7,6 +7,13 @@
 #   bash benchmarks/run_gan_table.sh synth                 # data synth objects (generated once)
 #   METHODS="graf pigan" AT="15 30 60" FID_N=5000 bash benchmarks/run_gan_table.sh celeba
 #
+# Training and FID can run in different sittings (one method-hour of training plus ~17 core-minutes
+# of Inception per fid5k point on one CPU core):
+#   FID_N=0 METHODS="graf pigan" bash benchmarks/run_gan_table.sh celeba   # train, keep checkpoints
+#   STAGE=fid bash benchmarks/run_gan_table.sh celeba   # fid5k on every kept point, then the table
+# The FID stage rewrites <method>/results.json after every point and skips the points it already
+# has, so an interrupted FID stage continues where it stopped.
+#
 # Output: benchmarks/runs/table_<dataset>/<method>/ (results.json, sample grids) and the merged
 # benchmarks/runs/table_<dataset>/all/{table.md,fid_vs_minutes.png}. Logs: <method>.log.
 set -euo pipefail
@@ -17,6 +24,7 @@ AT=${AT:-"15 30 60"}
 FID_N=${FID_N:-5000}
 FID_REAL=${FID_REAL:-0}            # 0: the whole real set
 N_PARALLEL=${N_PARALLEL:-$(nproc)}
+STAGE=${STAGE:-train}              # train (then FID unless FID_N=0) | fid (only FID of kept points)
 PY=${PY:-python}
 case "$DATASET" in
   celeba) DATA=${DATA:-../shared/data/celeba_10k} ;;
@@ -34,10 +42,18 @@ fi
 core=0
 pids=()
 for m in $METHODS; do
-  echo "$(date +%T) start $m on core $core -> $OUT/$m ($OUT/$m.log)"
-  taskset -c "$core" $PY benchmarks/bench_gans.py --methods "$m" --train "$m" --data "$DATA" \
-      --at $AT --fid-n "$FID_N" --fid-real "$FID_REAL" --defer-fid --threads 1 --reps 2 \
-      --out "$OUT/$m" > "$OUT/$m.log" 2>&1 &
+  if [ "$STAGE" = fid ]; then
+    [ -f "$OUT/$m/results.json" ] || { echo "no $OUT/$m/results.json: train $m first"; continue; }
+    [ "$FID_N" -gt 0 ] || { echo "STAGE=fid needs FID_N > 0"; exit 2; }
+    echo "$(date +%T) FID of $m's kept checkpoints on core $core ($OUT/$m.fid.log)"
+    taskset -c "$core" $PY benchmarks/bench_gans.py --refid "$OUT/$m" --out "$OUT/$m" \
+        --fid-n "$FID_N" --fid-real "$FID_REAL" --threads 1 >> "$OUT/$m.fid.log" 2>&1 &
+  else
+    echo "$(date +%T) start $m on core $core -> $OUT/$m ($OUT/$m.log)"
+    taskset -c "$core" $PY benchmarks/bench_gans.py --methods "$m" --train "$m" --data "$DATA" \
+        --at $AT --fid-n "$FID_N" --fid-real "$FID_REAL" --defer-fid --threads 1 --reps 2 \
+        --out "$OUT/$m" > "$OUT/$m.log" 2>&1 &
+  fi
   pids+=($!)
   core=$(( (core + 1) % N_PARALLEL ))
   if [ "${#pids[@]}" -ge "$N_PARALLEL" ]; then
