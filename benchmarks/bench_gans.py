@@ -44,8 +44,10 @@ ALL = ("giraffe", "graf", "pigan", "hologan", "cips3d")
 SPECS = {
     "giraffe": dict(faces="cpu32_faces", objects="cpu64", res64=dict(resolution=64)),
     "graf": dict(faces="cpu32_faces", objects="cpu32", res64=dict(resolution=64, patch=32)),
+    # pi-GAN keeps its progressive growing: the CPU presets' 16 -> 32 stages, then 64 from step 1200
     "pigan": dict(faces="cpu32_faces", objects="cpu32",
-                  res64=dict(stages=((0, 64, 8, 2e-4, 4e-4),), resolution=64)),
+                  res64=dict(stages=((0, 16, 8, 2e-4, 4e-4), (400, 32, 8, 2e-4, 4e-4),
+                                     (1200, 64, 8, 2e-4, 4e-4)), resolution=64)),
     "hologan": dict(faces="cpu", objects="cpu_objects", res64=dict(resolution=64)),
     "cips3d": dict(faces="cpu", objects="cpu_objects", res64=dict(resolution=64)),
 }

@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--minutes", type=float, default=3.0, help="training minutes per config")
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--half-steps", type=int, default=100, help="appearance steps per test view")
+    ap.add_argument("--half-steps", type=int, default=100,
+                    help="appearance steps per test view (0: skip the half protocol, full images only)")
     ap.add_argument("--out", default="/tmp/aware3d-bench/nerfw-runs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
         ck = load_checkpoint(run)
         steps, secs = int(ck["step"]), float(ck.get("train_seconds", 0.0))
         full = recon.evaluate(run, progress=False, device=a.device)
-        half = nerfw.evaluate_appearance_half(run, steps=a.half_steps, progress=False, device=a.device)
+        half = nerfw.evaluate_appearance_half(run, steps=a.half_steps, progress=False, device=a.device) \
+            if a.half_steps > 0 else {"psnr": float("nan"), "ssim": float("nan"), "psnr_left": float("nan")}
         row = {"config": name + a.tag, "method": method, "overrides": ov, "steps": steps, "train_seconds": secs,
                "ms_per_step": 1000 * secs / max(steps, 1), "wall_seconds": wall,
                "psnr_full": full["psnr"], "ssim_full": full["ssim"],
