@@ -192,9 +192,13 @@ def cmd_demo(args, parser) -> int:
     if resume:
         print("      (an earlier demo run exists there: continuing it)")
     # dense warm-up: on this small, tight scene early pruning greys out faint objects
-    # (BENCHMARKS.md: 16.60 -> 19.50 dB in a 1.5-minute A/B)
+    # (BENCHMARKS.md: 16.60 -> 19.50 dB in a 1.5-minute A/B). A hash grid sized for 96-px images
+    # (2^16 entries per level, finest level 256): the cpu preset's 2^19 x 1024 grid, made for
+    # 200-800 px, took 2.5x the time per step and left the objects grey and noisy (19.98 -> 28.32 dB
+    # in a 2-minute A/B, BENCHMARKS.md)
     train("ngp", str(data), out=str(run), max_minutes=args.minutes, resume=resume,
-          device=args.device, val_every=0, overrides=[("occ_dense_warmup", True)])
+          device=args.device, val_every=0,
+          overrides=[("occ_dense_warmup", True), ("log2_table", 16), ("max_res", 256)])
     print("[3/4] evaluating on the held-out test views")
     metrics = evaluate(run, split="test", device=args.device)
     print("[4/4] rendering a turntable")
