@@ -436,6 +436,9 @@ def merge(folders: list, out: Path) -> int:
     return 0
 
 
+_FID_KEYS = ("fid", "kid", "metric", "n_real", "fid_wall_s")  # what add_fid writes into a point
+
+
 def refid(src: Path, out: Path, n_gen: int, n_real: int) -> int:
     """The FID curve of a finished run (``src``/results.json and ``src``/runs/NAME checkpoints)
     re-measured with another protocol (e.g. fid5k against the whole real set). ``out``/results.json
@@ -455,10 +458,9 @@ def refid(src: Path, out: Path, n_gen: int, n_real: int) -> int:
     meta = dict(saved["meta"], refid=dict(source=str(src), fid_n=n_gen, fid_real=n_real or "all"))
     todo = [(name, p) for name, row in saved["results"].items() for p in row.get("curve", [])]
     for name, point in todo:  # reset every point first: a half-updated file never mixes protocols
-        for k in ("fid", "kid", "metric", "n_real", "fid_wall_s"):
+        for k in _FID_KEYS:
             point.pop(k, None)
-        point.update({k: v for k, v in done.get((name, point["steps"]), {}).items()
-                      if k in ("fid", "kid", "metric", "n_real", "fid_wall_s")})
+        point.update({k: v for k, v in done.get((name, point["steps"]), {}).items() if k in _FID_KEYS})
     for name, point in todo:
         if "fid" in point:
             print(f"  {name}: {point['minutes']:g} min already measured ({point['fid']:.1f})", flush=True)
