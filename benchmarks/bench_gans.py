@@ -66,9 +66,14 @@ def load_module(name: str):
 
 
 def build(mod, preset: str, **overrides):
+    """(cfg, method) as inference sees it: ``prepare_inference()`` sets e.g. pi-GAN's render
+    resolution to the final one (its first training stage renders at 16 x 16)."""
     cfg = mod.make_config(preset, **overrides)
     torch.manual_seed(0)
-    return cfg, mod.build(cfg)
+    method = mod.build(cfg)
+    if hasattr(method, "prepare_inference"):
+        method.prepare_inference()
+    return cfg, method
 
 
 def n_params(m: torch.nn.Module) -> int:
