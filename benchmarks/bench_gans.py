@@ -239,6 +239,8 @@ def add_fid(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | None
     """FID/KID of the run's checkpoint at ``point["steps"]`` into ``point`` (metric named after
     the number of generated images)."""
     t1 = time.time()
+    print(f"  {name}: measuring fid{n_gen // 1000}k at {point['minutes']:g} min (step {point['steps']}), "
+          f"started {time.strftime('%H:%M:%S')}", flush=True)
     res = fid_of_run(name, mod, run, data, n_gen, n_real, step=point["steps"])
     fid_key = next(k for k in res if k.startswith("fid"))
     kid_key = next(k for k in res if k.startswith("kid") and not k.endswith("_std"))
