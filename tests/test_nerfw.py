@@ -199,6 +199,11 @@ def test_loss_scale_is_continuous_across_the_transient_warmup(backbone):
     # default: on for the MLP, off (plain MSE warm-up, measured better) for the hash grid
     assert nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", backbone)]))[
         "warmup_beta_min"] == (backbone == "mlp")
+    # static-only MSE weight: 500 on the MLP (0 in the paper preset), 1 on the hash grid
+    for preset, want in (("tiny", 500.0 if backbone == "mlp" else 1.0),
+                         ("paper", 0.0 if backbone == "mlp" else 1.0)):
+        got = nerfw.resolve_config(recon.make_config("nerfw", preset, [("backbone", backbone)]))
+        assert got["static_weight"] == want, (preset, got["static_weight"])
     # During the warm-up the loss is NeRF-W's with beta(r) = beta_min (the transient head silent):
     # the step the head switches on (transient density ~ 0 at init), the fine term may not jump.
     # It used to be the plain MSE: 1 / (2 * 0.03^2) = 555x smaller, and Adam's lagging moments then
@@ -217,8 +222,11 @@ def test_loss_scale_is_continuous_across_the_transient_warmup(backbone):
     before = float(model.loss(out, target).detach())
     bm = cfg["beta_min"]
     fine = ((out["color"] - target).square().sum(-1) / (2 * bm ** 2) + math.log(bm)).mean()
-    def extra_of(out):
-        return torch.nn.functional.mse_loss(out["color_coarse"], target) if "color_coarse" in out else 0.0
+    def extra_of(out, static=True):  # coarse MSE (MLP) + static_weight * static-only MSE
+        mse = torch.nn.functional.mse_loss
+        coarse = mse(out["color_coarse"], target) if "color_coarse" in out else 0.0
+        return coarse + (cfg["static_weight"] * mse(out.get("color_static", out["color"]), target)
+                         if static else 0.0)
 
     extra = extra_of(out)
     assert before == pytest.approx(float(fine + extra), rel=1e-5)
@@ -232,7 +240,7 @@ def test_loss_scale_is_continuous_across_the_transient_warmup(backbone):
     model.cfg["warmup_beta_min"] = False
     model.before_step(2)
     out = model(o, d, training=True, image_ids=ids)
-    plain = torch.nn.functional.mse_loss(out["color"], target) + extra_of(out)
+    plain = torch.nn.functional.mse_loss(out["color"], target) + extra_of(out, static=False)
     assert float(model.loss(out, target).detach()) == pytest.approx(float(plain), rel=1e-5)
 
 
@@ -282,3 +290,27 @@ def test_cli_train_nerfw_20_steps(wild_scene, tmp_path, backbone):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["method"] == "nerfw" and cfg["config"]["backbone"] == backbone
     _check_run(run)
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "ngp"])
+def test_annealed_beta_floor_schedule_and_render(backbone):
+    # beta_min_start = 0.5, beta_min = 0.03, warm-up 10, anneal 100 steps (log-linear):
+    # steps <= 10: 0.5; step 60: sqrt(0.5 * 0.03) = 0.122474; steps >= 110 and evaluation: 0.03.
+    # A silent transient head (no transient density) renders beta(r) = the floor on every ray.
+    torch.manual_seed(0)
+    cfg = recon.make_config("nerfw", "tiny", [("backbone", backbone), ("transient_warmup", 10),
+                                               ("beta_min_start", 0.5), ("beta_anneal_steps", 100)])
+    model = nerfw.Model(cfg, dict(SCENE)).train()
+    for step, want in ((0, 0.5), (10, 0.5), (60, math.sqrt(0.5 * 0.03)), (110, 0.03), (5000, 0.03)):
+        model.before_step(step)
+        assert model.beta_floor() == pytest.approx(want, rel=1e-9), step
+    with torch.no_grad():
+        (model.fine if backbone == "mlp" else model.field).transient.out.bias[0] = -1e4
+    o, d = _rays(32)
+    ids = torch.zeros(32, dtype=torch.long)
+    model.before_step(60)
+    beta = model(o, d, training=True, image_ids=ids)["beta"]
+    assert torch.allclose(beta, torch.full_like(beta, math.sqrt(0.5 * 0.03)), atol=1e-6)
+    # the paper's fixed floor when beta_min_start is unset
+    model.cfg["beta_min_start"] = None
+    assert model.beta_floor() == 0.03

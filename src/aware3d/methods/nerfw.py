@@ -17,17 +17,27 @@
   sample-count batching; subclasses :class:`aware3d.methods.ngp.Model`, reusing its marcher, packed
   weights kernel, optimiser groups and batch sizing). ``cam``: coordinate-aware modulation of the
   static colour branch (view direction; :mod:`aware3d.fields.cam`).
-- ``static_weight`` (1 for the ngp backbone, 0 for mlp): the hash-grid backbone has no coarse
-  network, so the static-only render of its field takes the coarse network's role in the loss
-  (``static_weight`` * plain MSE of the static-only colour). Without it the static colour drifts to
-  black while the per-image transient head, which the paper's composite lets add colour on top of
-  an opaque static surface, carries the colour.
+- ``static_weight`` * plain MSE of the static-only colour (not in the paper). 1 for the ngp
+  backbone: it has no coarse network, so the static-only render of its field takes the coarse
+  network's role. Without it the static colour drifts to black while the per-image transient head,
+  which the paper's composite lets add colour on top of an opaque static surface, carries the colour.
+  500 for the MLP backbone (0 in the ``paper`` preset): the uncertainty term weights a ray by
+  1 / (2 beta^2), so rays the static field already fits (beta = beta_min) count ~(beta / beta_min)^2
+  more than rays where the model has raised beta. On a hash grid each region has its own parameters
+  and Adam rescales their steps, so that does not matter; an MLP shares every parameter, and its
+  static field then stops learning whatever it has not fit yet (the objects of the wild scene stayed
+  a blur, 16.7 dB vs nerf's 21.7 after 10 minutes). A static term on the same scale keeps it
+  learning (20.8 dB; BENCHMARKS.md).
 - ``transient_warmup`` (not in the paper; 0 in the ``paper`` preset, 200 in ``tiny``, 1000 in ``cpu``):
   the first steps train NeRF-A (appearance embeddings, no transient head). ``warmup_beta_min`` (on
   for mlp, off for ngp: measured) makes the warm-up loss NeRF-W's with beta = beta_min instead of
   the plain MSE, so its scale does not jump 555x when the head switches on. On short runs the
   uncertainty term otherwise takes its shortcut (raise beta and explain pixels with transient
   density) while the static field is still blurry, and the static scene never forms.
+- ``beta_min_start`` / ``beta_anneal_steps`` (not in the paper; off by default): an annealed beta
+  floor, log-linear from ``beta_min_start`` to ``beta_min`` over the steps after the warm-up (see
+  :meth:`_NeRFWBase.beta_floor`). Measured on the MLP backbone (BENCHMARKS.md): it does not stop the
+  uncertainty shortcut there, so it stays off.
 
 Presets ``paper``, ``cpu``, ``tiny`` hold the keys of both backbones' presets of the same name plus
 NeRF-W's own; keys the two backbones disagree on (``lr``, ``lr_final``, ``decay_steps``,
@@ -61,7 +71,8 @@ BACKBONES = ("mlp", "ngp")
 
 _NERFW = dict(backbone="mlp", cam=False, cam_res=4, appearance_dim=48, transient_dim=16,
               transient_width=None, transient_depth=None, beta_min=0.03, lambda_u=0.01,
-              embed_std=0.1, transient_warmup=None, static_weight=None, warmup_beta_min=None)
+              embed_std=0.1, transient_warmup=None, static_weight=None, warmup_beta_min=None,
+              beta_min_start=None, beta_anneal_steps=0)
 # transient head size per backbone when the preset leaves it None: the paper's 4 x 128 on the
 # 256-wide MLP (half the trunk width: 4 x 32 on the 64-wide tiny preset); on the hash grid 2 layers
 # as wide as its own MLPs (``hidden``: 64, 32 in tiny) so the field keeps its speed
@@ -71,6 +82,9 @@ _TRANSIENT = {"mlp": dict(transient_depth=4), "ngp": dict(transient_depth=2)}
 # uncertainty term's shortcut (raise beta, explain pixels with transients) wins while the static
 # field is still blurry and the static scene never forms; a static warm-up avoids it.
 _WARMUP = {"paper": 0, "cpu": 1000, "tiny": 200}
+# MLP backbone, non-paper presets: plain MSE of the static-only colour, weighted ~ 1 / (2 beta_min^2)
+# (555) so it counts like the uncertainty term does on a well-fit ray (see the module docstring)
+_MLP_STATIC_WEIGHT = 500.0
 
 
 def _merged_preset(name: str) -> dict:
@@ -96,8 +110,9 @@ def resolve_config(cfg: dict) -> dict:
     mod = _nerf if backbone == "mlp" else _ngp
     src = {**mod.PRESETS.get(cfg.get("preset") or DEFAULT_PRESET, mod.PRESETS[mod.DEFAULT_PRESET]),
            **_TRANSIENT[backbone]}
-    if cfg.get("static_weight") is None:
-        cfg["static_weight"] = 0.0 if backbone == "mlp" else 1.0
+    if cfg.get("static_weight") is None:  # measured (BENCHMARKS.md, NeRF-W section); the paper: none
+        cfg["static_weight"] = 1.0 if backbone == "ngp" else \
+            (0.0 if (cfg.get("preset") or DEFAULT_PRESET) == "paper" else _MLP_STATIC_WEIGHT)
     if cfg.get("warmup_beta_min") is None:  # measured per backbone (BENCHMARKS.md, NeRF-W section)
         cfg["warmup_beta_min"] = backbone == "mlp"
     if cfg.get("transient_warmup") is None:
@@ -182,6 +197,19 @@ class _NeRFWBase:
     def before_step(self, step: int) -> None:
         self._step = int(step)
 
+    def beta_floor(self) -> float:
+        """beta_min at the current step. With ``beta_min_start`` set (not in the paper; off by
+        default) the floor decays log-linearly from ``beta_min_start`` to ``beta_min`` over the
+        ``beta_anneal_steps`` steps after the transient warm-up, and stays at ``beta_min_start``
+        during the warm-up; evaluation and rendering (past every step) use ``beta_min``."""
+        end = float(self.cfg["beta_min"])
+        start, n = self.cfg.get("beta_min_start"), int(self.cfg.get("beta_anneal_steps") or 0)
+        if start is None or n <= 0:
+            return end
+        k = self._step - int(self.cfg.get("transient_warmup") or 0)
+        f = min(max(k / n, 0.0), 1.0)
+        return float(start) ** (1.0 - f) * end ** f
+
     def loss(self, out: dict, target: torch.Tensor) -> torch.Tensor:
         beta = out.get("beta")
         if beta is None and self.transient_codes is not None and self.cfg.get("warmup_beta_min", True):
@@ -192,12 +220,13 @@ class _NeRFWBase:
             # (m / sqrt(v) ~ (1 - 0.9^k) / sqrt(1 - 0.999^k)), which saturated the colour head.
             # ``warmup_beta_min`` (default: mlp on, ngp off): on the hash grid (beta2 = 0.99, ~2x
             # for ~50 steps) the plain-MSE warm-up measured 0.7 dB better, so it stays there.
-            beta = out["color"].new_full(out["color"].shape[:-1], float(self.cfg["beta_min"]))
+            beta = out["color"].new_full(out["color"].shape[:-1], self.beta_floor())
         loss = nerfw_loss(out["color"], target, beta, out.get("transient_sigma"),
                           out.get("color_coarse"), self.cfg["lambda_u"])
         w = float(self.cfg.get("static_weight") or 0.0)
-        if w > 0 and "beta" in out:
-            loss = loss + w * F.mse_loss(out["color_static"], target)
+        if w > 0 and ("beta" in out or self.cfg.get("warmup_beta_min", True)):
+            # in a beta_min warm-up too, so the loss keeps its scale when the transient head switches on
+            loss = loss + w * F.mse_loss(out.get("color_static", out["color"]), target)
         return loss
 
     def _code_parameters(self):
@@ -270,7 +299,7 @@ class NeRFWMLPModel(_NeRFWBase, _nerf.Model):
         tb = self.fine.transient_bias(trans)
         f = self.fine(x, d.unsqueeze(-2).expand_as(x), None if ab is None else ab.unsqueeze(-2),
                       None if tb is None else tb.unsqueeze(-2))
-        out = composite_padded(f, t_all, bg, self.cfg["beta_min"])
+        out = composite_padded(f, t_all, bg, self.beta_floor())
         out.pop("weights")
         out["color_coarse"] = coarse["color"]
         return {k: (v.reshape(*shape, *v.shape[1:]) if k != "transient_sigma" else v) for k, v in out.items()}
@@ -358,7 +387,7 @@ class NeRFWNGPModel(_NeRFWBase, _ngp.Model):
             color = apply_background(accumulate_packed(w_s[:, None] * f["rgb"] + w_t[:, None] * f["t_rgb"],
                                                        idx, n), acc, bg)
             out.update(color=color, opacity=acc, depth=accumulate_packed((w_s + w_t) * tm, idx, n),
-                       beta=accumulate_packed(w_t * f["t_beta"], idx, n) + self.cfg["beta_min"],
+                       beta=accumulate_packed(w_t * f["t_beta"], idx, n) + self.beta_floor(),
                        transient_sigma=sig_t)
             if not self.training:  # the transient field alone: render programs only
                 w_alone, _ = self._weights(sig_t, delta, idx, n)
