@@ -41,6 +41,27 @@ def test_render_radiance_wall_hand_values():
     assert torch.allclose(empty["color"], torch.ones(1, 3, 3)) and empty["opacity"].abs().max() == 0
 
 
+def test_render_radiance_chunk_counts_the_whole_batch():
+    # a batch of 4 images x 8 rays with chunk=8: every field call sees at most 8 rays (2 per image),
+    # whatever the batch size, and the result equals the unchunked render
+    calls = []
+
+    def field(points, dirs):
+        calls.append(points.shape[0] * points.shape[1])
+        return _half_space(points, dirs)
+
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(4, 8, 3, generator=g) * 0.1 + torch.tensor([0.0, 0.0, -1.0])
+    d = torch.nn.functional.normalize(torch.randn(4, 8, 3, generator=g) * 0.1 + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    whole = gc.render_radiance(field, o, d, 0.0, 2.0, 10, 6)
+    assert max(calls) == 4 * 8 * 10
+    calls.clear()
+    chunked = gc.render_radiance(field, o, d, 0.0, 2.0, 10, 6, chunk=8)
+    assert max(calls) <= 8 * 10 and len(calls) == 2 * 4   # 4 chunks x (coarse + fine)
+    for k in whole:
+        assert torch.allclose(chunked[k], whole[k], atol=1e-6), k
+
+
 def _sphere_depth(K, c2w, res, radius=1.0):
     o, d = image_rays(K, c2w, res, res)
     near, _, hit = near_far_sphere(o, d, radius)

@@ -455,7 +455,9 @@ def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tens
     weights (random with ``perturb``, evenly spaced levels otherwise); the coarse outputs are kept
     and merged with the fine ones, sorted by depth (pi-GAN's scheme: one network for both passes).
     ``noise_std`` adds N(0, noise_std^2) to the raw densities (training regulariser of NeRF / GRAF /
-    pi-GAN; global RNG). ``chunk`` splits the rays into groups of at most ``chunk`` (inference).
+    pi-GAN; global RNG). ``chunk`` bounds the rays of one field call, counted over the whole batch
+    (B x rays per image <= ``chunk``, at least one ray per image; inference), so that the working
+    set stays the same whatever the batch size.
 
     Returns ``{"color" (B, R, C), "depth" (B, R) sum_i w_i t_i, "opacity" (B, R)}``.
     """
@@ -463,11 +465,12 @@ def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tens
     from ..render.volume import render_weights, volume_render
 
     B, R = rays_o.shape[:2]
-    if chunk is not None and R > chunk:
+    if chunk is not None and B * R > chunk and R > 1:
+        step = max(1, int(chunk) // B)  # rays per image per call; the latents are per image
         parts = []
-        for a in range(0, R, chunk):
-            nf = [v[:, a:a + chunk] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
-            parts.append(render_radiance(field_fn, rays_o[:, a:a + chunk], rays_d[:, a:a + chunk],
+        for a in range(0, R, step):
+            nf = [v[:, a:a + step] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
+            parts.append(render_radiance(field_fn, rays_o[:, a:a + step], rays_d[:, a:a + step],
                                          nf[0], nf[1], n_samples, n_importance, perturb=perturb,
                                          noise_std=noise_std, background=background))
         return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}

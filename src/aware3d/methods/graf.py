@@ -53,7 +53,7 @@ class Config(gc.RunSettings):
     near: float = 7.5                   # ray bounds for the largest camera radius
     far: float = 12.5
     white_background: bool = False
-    chunk: int = 8192                   # rays per chunk at inference
+    chunk: int = 2048                   # rays per field call at inference, over the whole batch
     # camera (degrees; elevation above the xy-plane, azimuth from +x towards +y)
     fov: float = 10.0
     radius: tuple = (9.5, 10.5)

@@ -58,7 +58,7 @@ class Config(gc.RunSettings):
     n_samples: int = 12                 # coarse samples per ray
     n_importance: int = 12              # hierarchical (fine) samples per ray
     white_background: bool = False
-    chunk: int = 8192                   # rays per chunk at inference
+    chunk: int = 2048                   # rays per field call at inference, over the whole batch
     # networks
     z_dim: int = 256
     hidden: int = 256
