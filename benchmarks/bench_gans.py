@@ -322,7 +322,11 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for the trained methods (YAML value), repeatable")
     ap.add_argument("--merge", nargs="+", default=None, metavar="OUT",
-                    help="only merge the results.json of these --out folders into one table and plot")
+                    help="only merge the results.json of these --out folders (or results files) into "
+                    "one table and plot")
+    ap.add_argument("--speed", default=None, metavar="OUT",
+                    help="with --merge: take every method's ms/img from this run (a run without "
+                    "training, so that all methods are timed alike)")
     ap.add_argument("--data", default="../shared/data/celeba_10k", help="image folder or 'synth'")
     ap.add_argument("--fid-n", type=int, default=200,
                     help="generated images per FID point (0: train and keep the checkpoints only; "
@@ -344,7 +348,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        return merge(args.merge, out)
+        return merge(args.merge, out, args.speed)
     if args.refid:
         return refid(Path(args.refid), out, args.fid_n, args.fid_real)
     at = args.at or [args.minutes * (p + 1) / args.points for p in range(args.points)]
@@ -431,15 +435,31 @@ def write_outputs(results: dict, out: Path, meta: dict) -> None:
         print(f"plot: {p}")
 
 
-def merge(folders: list, out: Path) -> int:
-    """One table and one plot from several runs of this script (e.g. one process per method)."""
+def _results_file(f) -> Path:
+    """An --out folder of this script (its results.json) or a results file itself."""
+    f = Path(f)
+    return f if f.is_file() else f / "results.json"
+
+
+def merge(folders: list, out: Path, speed: str | None = None) -> int:
+    """One table and one plot from several runs of this script (e.g. one process per method).
+    With ``speed`` (a run of this script without training), every method's ms/img are taken from
+    that one run, so that all of them were timed by the same code on the same machine state."""
     results, metas = {}, []
     for f in folders:
-        saved = json.loads((Path(f) / "results.json").read_text())
+        saved = json.loads(_results_file(f).read_text())
         results.update(saved["results"])
         metas.append(saved["meta"])
-    write_outputs(results, out, {"merged": [str(f) for f in folders], "data": metas[0].get("data", ""),
-                                 "threads": [m.get("threads") for m in metas]})
+    meta = {"merged": [str(f) for f in folders], "data": metas[0].get("data", ""),
+            "threads": [m.get("threads") for m in metas]}
+    if speed:
+        timed = json.loads(_results_file(speed).read_text())["results"]
+        for name, row in results.items():
+            if name in timed:
+                row["ms_b1"], row["ms_b16"] = timed[name]["ms_b1"], timed[name]["ms_b16"]
+                row["ms_source"] = str(speed)
+        meta["speed"] = str(speed)
+    write_outputs(results, out, meta)
     return 0
 
 
