@@ -260,48 +260,13 @@ def _has_fid(point: dict) -> bool:
 
 
 def plot_curves(curves: dict, path: Path, title: str) -> Path:
-    from PIL import Image, ImageDraw
+    """FID vs training minutes, one line per method in its fixed colour."""
+    from aware3d.fit import plot_curve
 
-    W, H, L, R, T, B = 640, 420, 70, 150, 40, 50
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    pts = [(c["minutes"], c["fid"]) for v in curves.values() for c in v if _has_fid(c)]
-    if not pts:
-        d.text((L, H // 2), "no FID points", fill="black")
-        img.save(path)
-        return path
-    xmax = max(p[0] for p in pts) * 1.05
-    ylo, yhi = min(p[1] for p in pts), max(p[1] for p in pts)
-    pad = max((yhi - ylo) * 0.1, 1.0)
-    ylo, yhi = max(0.0, ylo - pad), yhi + pad
-
-    def xy(m, f):
-        return (L + (W - L - R) * m / xmax, T + (H - T - B) * (1 - (f - ylo) / (yhi - ylo)))
-
-    d.rectangle([L, T, W - R, H - B], outline="black")
-    for k in range(6):
-        f = ylo + (yhi - ylo) * k / 5
-        y = xy(0, f)[1]
-        d.line([L - 4, y, L, y], fill="black")
-        d.text((8, y - 6), f"{f:.0f}", fill="black")
-        m = xmax * k / 5
-        x = xy(m, ylo)[0]
-        d.line([x, H - B, x, H - B + 4], fill="black")
-        d.text((x - 8, H - B + 8), f"{m:.1f}", fill="black")
-    d.text((L + (W - L - R) // 2 - 50, H - 20), "training minutes", fill="black")
-    d.text((8, 12), title, fill="black")
-    for i, (name, curve) in enumerate(curves.items()):
-        col = COLORS.get(name, (0, 0, 0))
-        line = [xy(c["minutes"], c["fid"]) for c in curve if _has_fid(c)]
-        if len(line) > 1:
-            d.line(line, fill=col, width=2)
-        for x, y in line:
-            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=col)
-        ly = T + 10 + 18 * i
-        d.line([W - R + 10, ly, W - R + 30, ly], fill=col, width=3)
-        d.text((W - R + 36, ly - 6), name, fill="black")
-    img.save(path)
-    return path
+    series = {name: [(c["minutes"], c["fid"]) for c in curve if _has_fid(c)] for name, curve in curves.items()}
+    metric = title.split(" ")[0]
+    return plot_curve(series, path, title, xlabel="training minutes", ylabel=metric,
+                      colours={k: COLORS[k] for k in series if k in COLORS}, x_from_zero=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -184,3 +184,19 @@ def test_fit_image_rejects_bad_arguments(tmp_path):
         fit_image(None, field="siren", image=_gradient_image(8), out=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not found"):
         fit_image(str(tmp_path / "missing.png"), out=str(tmp_path))
+
+
+def test_plot_ticks_are_round_and_colours_are_kept(tmp_path):
+    from PIL import Image
+
+    from aware3d.fit import nice_ticks, plot_curve
+
+    assert nice_ticks(0, 63) == [0, 20, 40, 60]
+    assert nice_ticks(37, 281) == [50, 100, 150, 200, 250]
+    assert nice_ticks(20.5, 23.3) == [21, 22, 23]
+    assert nice_ticks(0.0, 1.0) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    # a named colour is used whatever the series' order; the others take the palette
+    path = plot_curve({"b": [(0, 1), (10, 2)], "a": [(0, 2), (10, 1)]}, tmp_path / "p.png",
+                      colours={"a": (10, 200, 30)})
+    px = set(Image.open(path).convert("RGB").getdata())
+    assert (10, 200, 30) in px and (31, 119, 180) in px

@@ -157,10 +157,23 @@ def pixel_coords(height: int, width: int) -> torch.Tensor:
     return torch.stack([xx, yy], -1).reshape(-1, 2)
 
 
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values (steps of 1, 2, 2.5 or 5 x 10^k) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(n, 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + k * step, 10) for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+
 def plot_curve(points, path, title: str = "", xlabel: str = "step", ylabel: str = "PSNR (dB)",
-               size=(640, 400)) -> Path:
+               size=(640, 400), colours: dict | None = None, x_from_zero: bool = False) -> Path:
     """A line plot drawn with PIL (no matplotlib): ``points`` = [(x, y), ...] or a dict
-    {label: [(x, y), ...]} for several lines. Writes a PNG; returns its path."""
+    {label: [(x, y), ...]} for several lines (``colours``: {label: (r, g, b)}; others take the
+    default palette in order). Round tick values; ``x_from_zero`` starts the x axis at 0. Writes a
+    PNG; returns its path."""
     from PIL import Image, ImageDraw, ImageFont
 
     from .train.io import atomic_write_bytes
@@ -181,27 +194,29 @@ def plot_curve(points, path, title: str = "", xlabel: str = "step", ylabel: str 
     if allp:
         x0, x1 = min(p[0] for p in allp), max(p[0] for p in allp)
         y0, y1 = min(p[1] for p in allp), max(p[1] for p in allp)
+        if x_from_zero:
+            x0 = min(x0, 0.0)
         if x1 <= x0:
             x1 = x0 + 1
+        x1 += 0.03 * (x1 - x0)
         pad = max(0.05 * (y1 - y0), 0.5)
         y0, y1 = y0 - pad, y1 + pad
 
         def px(x, y):
             return (L + (x - x0) / (x1 - x0) * (W - R - L), H - B - (y - y0) / (y1 - y0) * (H - B - T))
 
-        for k in range(6):
-            yv = y0 + (y1 - y0) * k / 5
-            xv = x0 + (x1 - x0) * k / 5
+        for yv in nice_ticks(y0, y1):
             _, yy = px(x0, yv)
-            xx, _ = px(xv, y0)
             dr.line([L - 4, yy, L, yy], fill="black")
-            dr.text((6, yy - 6), f"{yv:.1f}", fill="black", font=font)
+            dr.text((6, yy - 6), f"{yv:.4g}", fill="black", font=font)
+            dr.line([L + 1, yy, W - R - 1, yy], fill=(225, 225, 225))
+        for xv in nice_ticks(x0, x1):
+            xx, _ = px(xv, y0)
             dr.line([xx, H - B, xx, H - B + 4], fill="black")
             dr.text((xx - 12, H - B + 6), f"{xv:.4g}", fill="black", font=font)
-            dr.line([L + 1, yy, W - R - 1, yy], fill=(225, 225, 225))
-        colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+        palette = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
         for n, (label, pts) in enumerate(series.items()):
-            col = colours[n % len(colours)]
+            col = (colours or {}).get(label, palette[n % len(palette)])
             xy = [px(x, y) for x, y in pts]
             if len(xy) > 1:
                 dr.line(xy, fill=col, width=2)
