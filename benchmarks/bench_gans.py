@@ -239,14 +239,16 @@ def add_fid(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | None
     """FID/KID of the run's checkpoint at ``point["steps"]`` into ``point`` (metric named after
     the number of generated images)."""
     t1 = time.time()
-    print(f"  {name}: measuring fid{n_gen // 1000}k at {point['minutes']:g} min (step {point['steps']}), "
-          f"started {time.strftime('%H:%M:%S')}", flush=True)
+    at = f"{point['minutes']:g} min (step {point['steps']})" if point.get("minutes") is not None \
+        else f"step {point['steps']}"
+    print(f"  {name}: measuring fid{n_gen // 1000}k at {at}, started {time.strftime('%H:%M:%S')}",
+          flush=True)
     res = fid_of_run(name, mod, run, data, n_gen, n_real, step=point["steps"])
     fid_key = next(k for k in res if k.startswith("fid"))
     kid_key = next(k for k in res if k.startswith("kid") and not k.endswith("_std"))
     point.update(fid=res[fid_key], kid=res[kid_key], metric=fid_key, n_real=res.get("n_real"),
                  fid_wall_s=round(time.time() - t1, 1))
-    print(f"  {name}: {point['minutes']:g} min, {point['steps']} steps, {fid_key} {res[fid_key]:.1f}, "
+    print(f"  {name}: {at}, {fid_key} {res[fid_key]:.1f}, "
           f"{kid_key} {res[kid_key]:.4f}", flush=True)
     return point
 
@@ -303,6 +305,17 @@ def main(argv=None) -> int:
                     help="only re-measure the FID curve of a finished run of this script (its "
                     "results.json and kept checkpoints) with --fid-n / --fid-real, into --out "
                     "(written after every point; points --out already has with this protocol are kept)")
+    ap.add_argument("--follow", default=None, metavar="OUT",
+                    help="measure FID (--fid-n / --fid-real) of every checkpoint of the training run "
+                    "in OUT/runs/NAME (NAME from --methods) as it appears, while it trains on another "
+                    "core; points go to OUT/follow_fid/ (one file each), which --refid then reuses. Stops after "
+                    "--points checkpoints, or once OUT/results.json has no point left unmeasured")
+    ap.add_argument("--newest-first", action="store_true",
+                    help="with --follow: measure the newest unmeasured checkpoint first")
+    ap.add_argument("--keep-generators", nargs=2, default=None, metavar=("OUT", "DEST"),
+                    help="copy a finished run of this script (OUT/results.json, OUT/follow_fid/, "
+                    "OUT/runs/NAME configs) into DEST with only the EMA generator of each kept "
+                    "checkpoint: small enough to keep, and --refid DEST measures it later")
     ap.add_argument("--yaw-step", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -316,6 +329,11 @@ def main(argv=None) -> int:
         return merge(args.merge, out, args.speed)
     if args.refid:
         return refid(Path(args.refid), out, args.fid_n, args.fid_real)
+    if args.follow:
+        return follow(Path(args.follow), args.methods.split(",")[0].strip(), args.data, args.fid_n,
+                      args.fid_real, args.points, newest_first=args.newest_first)
+    if args.keep_generators:
+        return keep_generators(Path(args.keep_generators[0]), Path(args.keep_generators[1]))
     at = args.at or [args.minutes * (p + 1) / args.points for p in range(args.points)]
     if args.at:
         args.minutes = max(args.at)
@@ -431,6 +449,117 @@ def merge(folders: list, out: Path, speed: str | None = None) -> int:
 _FID_KEYS = ("fid", "kid", "metric", "n_real", "fid_wall_s")  # what add_fid writes into a point
 
 
+def _protocol(n_gen: int, n_real: int | None) -> dict:
+    return dict(fid_n=n_gen, fid_real=n_real or "all")
+
+
+def _followed_points(src: Path, n_gen: int, n_real: int | None) -> dict:
+    """{(name, step): point} that ``follow`` measured in ``src`` with this protocol."""
+    points = {}
+    for f in sorted((src / "follow_fid").glob("*.json")):
+        saved = json.loads(f.read_text())
+        if saved.get("protocol") == _protocol(n_gen, n_real):
+            points[(saved["name"], int(saved["steps"]))] = saved["point"]
+    return points
+
+
+def _claim(path: Path) -> bool:
+    """Take ``path`` (a claim file holding our pid) unless a live process holds it."""
+    import os
+
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(path.read_text() or 0), 0)
+                return False  # a live follower measures it
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # its follower died: take it over
+                continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return True
+    return False
+
+
+def follow(out: Path, name: str, data: str, n_gen: int, n_real: int | None, points: int,
+           newest_first: bool = False, poll_s: float = 20.0) -> int:
+    """FID of each checkpoint of the run ``out``/runs/``name`` as the trainer writes it (this runs
+    beside the trainer, on another core): one file per point in ``out``/follow_fid/, each written
+    atomically. Several followers may share a run (each claims a point before measuring it; e.g.
+    one ``newest_first`` on the trainer's core once it is done). Ends after ``points`` measured
+    checkpoints, or once ``out``/results.json exists and each of its points is measured."""
+    from aware3d.train.io import _CKPT_RE
+    from aware3d.utils.atomic import atomic_write_text
+
+    if n_gen <= 0:
+        raise SystemExit("--follow needs --fid-n > 0")
+    mod = load_module(name)
+    run, fdir = out / "runs" / name, out / "follow_fid"
+    fdir.mkdir(parents=True, exist_ok=True)
+    print(f"following {run}", flush=True)
+    while True:
+        measured = {s for (nm, s) in _followed_points(out, n_gen, n_real) if nm == name}
+        steps = sorted((int(m.group(1)) for p in (run / "checkpoints").glob("step_*.pt")
+                        if (m := _CKPT_RE.match(p.name))), reverse=newest_first) \
+            if (run / "checkpoints").is_dir() else []
+        todo = [s for s in steps if s not in measured]
+        claimed = next((s for s in todo if _claim(fdir / f"{name}_step_{s:08d}.claim")), None)
+        if claimed is not None:
+            point = {"steps": claimed, "minutes": None}
+            try:
+                add_fid(name, mod, run, data, n_gen, n_real, point)
+                atomic_write_text(fdir / f"{name}_step_{claimed:08d}.json", json.dumps(dict(
+                    protocol=_protocol(n_gen, n_real), name=name, steps=claimed,
+                    point={k: point[k] for k in _FID_KEYS}), indent=2))
+            finally:
+                (fdir / f"{name}_step_{claimed:08d}.claim").unlink(missing_ok=True)
+            continue
+        if len(measured) >= points:
+            return 0
+        if (out / "results.json").is_file():
+            curve = json.loads((out / "results.json").read_text())["results"].get(name, {}).get("curve", [])
+            if curve and all(p["steps"] in measured for p in curve):
+                return 0
+        time.sleep(poll_s)
+
+
+def keep_generators(src: Path, dest: Path) -> int:
+    """``src`` (a finished run of this script) -> ``dest`` with results, configs and, of every
+    kept checkpoint, only its step and EMA generator (what FID and the render programs load)."""
+    import io
+    import shutil
+
+    from aware3d.train.io import _CKPT_RE, load_checkpoint
+    from aware3d.utils.atomic import atomic_write_bytes
+
+    dest.mkdir(parents=True, exist_ok=True)
+    if (src / "results.json").is_file():
+        shutil.copyfile(src / "results.json", dest / "results.json")
+    for f in sorted((src / "follow_fid").glob("*.json")):
+        (dest / "follow_fid").mkdir(exist_ok=True)
+        shutil.copyfile(f, dest / "follow_fid" / f.name)
+    total = 0
+    for run in sorted((src / "runs").glob("*")):
+        for fname in ("config.json", "config.yaml"):
+            if (run / fname).is_file():
+                (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run / fname, dest / "runs" / run.name / fname)
+        for ck in sorted((run / "checkpoints").glob("step_*.pt")):
+            if not _CKPT_RE.match(ck.name):
+                continue
+            state = load_checkpoint(ck)
+            key = "G_ema" if "G_ema" in state else "G"
+            buf = io.BytesIO()
+            torch.save({"step": state["step"], key: state[key]}, buf)
+            atomic_write_bytes(dest / "runs" / run.name / "checkpoints" / ck.name, buf.getvalue())
+            total += buf.tell()
+            print(f"  {ck} -> {dest / 'runs' / run.name / 'checkpoints' / ck.name} ({buf.tell() / 1e6:.2f} MB)")
+    print(f"kept {total / 1e6:.1f} MB in {dest}")
+    return 0
+
+
 def refid(src: Path, out: Path, n_gen: int, n_real: int) -> int:
     """The FID curve of a finished run (``src``/results.json and ``src``/runs/NAME checkpoints)
     re-measured with another protocol (e.g. fid5k against the whole real set). ``out``/results.json
@@ -446,6 +575,8 @@ def refid(src: Path, out: Path, n_gen: int, n_real: int) -> int:
                 prev["meta"]["refid"].get("fid_real") == (n_real or "all"):
             done = {(name, p["steps"]): p for name, row in prev["results"].items()
                     for p in row.get("curve", []) if "fid" in p}
+    for key, p in _followed_points(src, n_gen, n_real).items():  # measured while it trained
+        done.setdefault(key, p)
     data = saved["meta"]["data"]
     meta = dict(saved["meta"], refid=dict(source=str(src), fid_n=n_gen, fid_real=n_real or "all"))
     todo = [(name, p) for name, row in saved["results"].items() for p in row.get("curve", [])]
