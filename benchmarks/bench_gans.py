@@ -490,7 +490,7 @@ def follow(out: Path, name: str, data: str, n_gen: int, n_real: int | None, poin
     atomically. Several followers may share a run (each claims a point before measuring it; e.g.
     one ``newest_first`` on the trainer's core once it is done). Ends after ``points`` measured
     checkpoints, or once ``out``/results.json exists and each of its points is measured."""
-    from aware3d.train.io import _CKPT_RE
+    from aware3d.train.io import _CKPT_RE, list_checkpoints
     from aware3d.utils.atomic import atomic_write_text
 
     if n_gen <= 0:
@@ -501,9 +501,8 @@ def follow(out: Path, name: str, data: str, n_gen: int, n_real: int | None, poin
     print(f"following {run}", flush=True)
     while True:
         measured = {s for (nm, s) in _followed_points(out, n_gen, n_real) if nm == name}
-        steps = sorted((int(m.group(1)) for p in (run / "checkpoints").glob("step_*.pt")
-                        if (m := _CKPT_RE.match(p.name))), reverse=newest_first) \
-            if (run / "checkpoints").is_dir() else []
+        steps = [int(_CKPT_RE.match(p.name).group(1)) for p in list_checkpoints(run)]
+        steps = steps[::-1] if newest_first else steps
         todo = [s for s in steps if s not in measured]
         claimed = next((s for s in todo if _claim(fdir / f"{name}_step_{s:08d}.claim")), None)
         if claimed is not None:
@@ -531,7 +530,7 @@ def keep_generators(src: Path, dest: Path) -> int:
     import io
     import shutil
 
-    from aware3d.train.io import _CKPT_RE, load_checkpoint
+    from aware3d.train.io import list_checkpoints, load_checkpoint
     from aware3d.utils.atomic import atomic_write_bytes
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -546,9 +545,7 @@ def keep_generators(src: Path, dest: Path) -> int:
             if (run / fname).is_file():
                 (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(run / fname, dest / "runs" / run.name / fname)
-        for ck in sorted((run / "checkpoints").glob("step_*.pt")):
-            if not _CKPT_RE.match(ck.name):
-                continue
+        for ck in list_checkpoints(run):
             state = load_checkpoint(ck)
             key = "G_ema" if "G_ema" in state else "G"
             buf = io.BytesIO()
@@ -571,14 +568,14 @@ def refid(src: Path, out: Path, n_gen: int, n_real: int) -> int:
     done = {}
     if (out / "results.json").is_file():
         prev = json.loads((out / "results.json").read_text())
-        if prev.get("meta", {}).get("refid", {}).get("fid_n") == n_gen and \
-                prev["meta"]["refid"].get("fid_real") == (n_real or "all"):
+        prev_refid = prev.get("meta", {}).get("refid", {})
+        if {k: prev_refid.get(k) for k in ("fid_n", "fid_real")} == _protocol(n_gen, n_real):
             done = {(name, p["steps"]): p for name, row in prev["results"].items()
                     for p in row.get("curve", []) if "fid" in p}
     for key, p in _followed_points(src, n_gen, n_real).items():  # measured while it trained
         done.setdefault(key, p)
     data = saved["meta"]["data"]
-    meta = dict(saved["meta"], refid=dict(source=str(src), fid_n=n_gen, fid_real=n_real or "all"))
+    meta = dict(saved["meta"], refid=dict(source=str(src), **_protocol(n_gen, n_real)))
     todo = [(name, p) for name, row in saved["results"].items() for p in row.get("curve", [])]
     for name, point in todo:  # reset every point first: a half-updated file never mixes protocols
         for k in _FID_KEYS:
