@@ -94,6 +94,20 @@ def test_hierarchical_sampling_path():
     assert fmap.shape == (2, 8, 8, 8) and torch.isfinite(fmap).all()
 
 
+def test_chunked_inference_equals_one_pass():
+    """At inference the NeRF rays and the decoder's pixels go in bounded chunks (odd sizes, so the
+    last chunk is partial); the image and depth equal a single pass."""
+    x = _tiny(n_importance=4).sample_inputs(3, torch.Generator().manual_seed(2), train=False)
+    outs = []
+    for chunk, decode_chunk in [(10 ** 6, 10 ** 6), (21, 50)]:
+        torch.manual_seed(0)
+        m = _tiny(n_importance=4, chunk=chunk, decode_chunk=decode_chunk)
+        with torch.no_grad():
+            outs.append(m.generator.eval()(x, return_aux=True))
+    for k in ("image", "depth", "features"):
+        assert torch.allclose(outs[0][k], outs[1][k], atol=1e-5), k
+
+
 def test_partial_backprop_reaches_nerf_only_through_selected_rays():
     # grad_rays = 16 of the 64 NeRF rays per image. A loss on the other 48 rays must give the NeRF
     # (and its mapping network) exactly zero gradient; a loss on the 16 selected ones must not.
