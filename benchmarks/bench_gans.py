@@ -196,6 +196,29 @@ def fid_of_run(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | N
     return dict(res, n_real=int(real.shape[0]))
 
 
+def save_grid(method, G, path: Path) -> None:
+    """The 8x8 sample grid of the table (64 samples, seed 7: the same latents at every point)."""
+    from aware3d.methods import gan_common as gc
+    from aware3d.train.io import make_grid, save_png
+
+    with torch.no_grad():
+        imgs = gc.to_unit(G(method.sample_inputs(64, torch.Generator().manual_seed(7), train=False)),
+                          method.image_range)
+    save_png(path, make_grid(imgs.float().permute(0, 2, 3, 1), nrow=8))
+
+
+def grids(src: Path, prefix: str) -> int:
+    """The sample grid of every curve point of a finished (or kept, ``--keep-generators``) run,
+    rendered again from its checkpoint: ``<prefix>_<minutes>min.png``."""
+    saved = json.loads((src / "results.json").read_text())
+    for name, row in saved["results"].items():
+        for p in row.get("curve", []):
+            path = Path(f"{prefix}_{p['minutes']:g}min.png")
+            save_grid(*load_trained(name, load_module(name), src / "runs" / name, p["steps"])[1:], path)
+            print(f"  {name}: step {p['steps']} -> {path}")
+    return 0
+
+
 def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: list[float],
                 n_gen: int, n_real: int, overrides: dict | None = None, defer_fid: bool = False) -> list[dict]:
     """Train ``name`` until each of ``at_minutes`` (training wall clock: FID and sample grids pause
@@ -203,9 +226,7 @@ def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: l
     grid (``runs/NAME/curve_<minutes>min.png``). ``defer_fid``: train through every point first
     (saving a checkpoint at each), then measure FID on those checkpoints: one uninterrupted
     training process, and the FID of the early points is not paid for inside the training budget."""
-    from aware3d.methods import gan_common as gc
     from aware3d.methods.gan_common import checkpoint_step
-    from aware3d.train.io import make_grid, save_png
 
     run = out / "runs" / name
     if run.exists():
@@ -220,11 +241,7 @@ def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: l
         done = m
         steps = checkpoint_step(run)
         t1 = time.time()
-        cfg, method, G = load_trained(name, mod, run)
-        with torch.no_grad():
-            imgs = gc.to_unit(G(method.sample_inputs(64, torch.Generator().manual_seed(7), train=False)),
-                              method.image_range)
-        save_png(run / f"curve_{m:g}min.png", make_grid(imgs.float().permute(0, 2, 3, 1), nrow=8))
+        save_grid(*load_trained(name, mod, run)[1:], run / f"curve_{m:g}min.png")
         curve.append({"minutes": round(done, 2), "steps": steps, "train_wall_s": round(t1 - t0, 1)})
         print(f"  {name}: {done:g} min, {steps} steps", flush=True)
         if not defer_fid and n_gen > 0:
@@ -316,6 +333,9 @@ def main(argv=None) -> int:
                     help="copy a finished run of this script (OUT/results.json, OUT/follow_fid/, "
                     "OUT/runs/NAME configs) into DEST with only the EMA generator of each kept "
                     "checkpoint: small enough to keep, and --refid DEST measures it later")
+    ap.add_argument("--grids", nargs=2, default=None, metavar=("OUT", "PREFIX"),
+                    help="render the sample grid of every curve point of OUT (a run of this script "
+                         "or a --keep-generators folder) again, to PREFIX_<minutes>min.png")
     ap.add_argument("--yaw-step", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -332,6 +352,8 @@ def main(argv=None) -> int:
     if args.follow:
         return follow(Path(args.follow), args.methods.split(",")[0].strip(), args.data, args.fid_n,
                       args.fid_real, args.points, newest_first=args.newest_first)
+    if args.grids:
+        return grids(Path(args.grids[0]), args.grids[1])
     if args.keep_generators:
         return keep_generators(Path(args.keep_generators[0]), Path(args.keep_generators[1]))
     at = args.at or [args.minutes * (p + 1) / args.points for p in range(args.points)]
