@@ -72,3 +72,18 @@ def test_refid_reuses_followed_points_and_measures_only_the_rest(bg, tmp_path, m
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [p["fid"] for p in saved["results"]["pigan"]["curve"]] == [123.0, 99.0]
     assert saved["meta"]["refid"] == {"source": str(tmp_path), "fid_n": 5000, "fid_real": "all"}
+
+
+def test_grids_render_each_point_from_its_own_checkpoint(bg, tmp_path, monkeypatch):
+    curve = [{"minutes": 15.0, "steps": 10}, {"minutes": 60.0, "steps": 40}]
+    (tmp_path / "results.json").write_text(json.dumps({"results": {"hologan": {"curve": curve}}}))
+    loaded, saved = [], []
+    monkeypatch.setattr(bg, "load_module", lambda name: name)
+    monkeypatch.setattr(bg, "load_trained", lambda name, mod, run, step: loaded.append(
+        (name, run, step)) or ("cfg", "method", f"G{step}"))
+    monkeypatch.setattr(bg, "save_grid", lambda method, G, path: saved.append((G, path)))
+    assert bg.grids(tmp_path, str(tmp_path / "out" / "hologan")) == 0
+    run = tmp_path / "runs" / "hologan"
+    assert loaded == [("hologan", run, 10), ("hologan", run, 40)]
+    assert saved == [("G10", tmp_path / "out" / "hologan_15min.png"),
+                     ("G40", tmp_path / "out" / "hologan_60min.png")]
