@@ -10,23 +10,16 @@ The two paths must give the same image (checked; max abs difference printed).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import time
-from pathlib import Path
 
 import torch
+
+import bench_gans as bg  # beside this script (its folder is sys.path[0] when run as a script)
 
 # what each method chunks at inference (config field -> "off" value)
 CHUNKS = {"graf": {"chunk": 10 ** 9}, "pigan": {"chunk": 10 ** 9},
           "cips3d": {"chunk": 10 ** 9, "decode_chunk": 10 ** 9}}
-
-
-def _bench_gans():
-    spec = importlib.util.spec_from_file_location("bench_gans", Path(__file__).with_name("bench_gans.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main(argv=None) -> int:
@@ -39,11 +32,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    bg = _bench_gans()
     rows = []
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
         mod, spec = bg.load_module(name), bg.SPECS[name]
-        cfg, method = bg.build(mod, spec[args.kind], **spec["res64"])
+        _, method = bg.build(mod, spec[args.kind], **spec["res64"])
         G = method.generator.eval()
         on = {k: getattr(G.cfg, k) for k in CHUNKS[name]}
         for b in args.batch:

@@ -212,9 +212,10 @@ def grids(src: Path, prefix: str) -> int:
     rendered again from its checkpoint: ``<prefix>_<minutes>min.png``."""
     saved = json.loads((src / "results.json").read_text())
     for name, row in saved["results"].items():
+        mod = load_module(name)
         for p in row.get("curve", []):
             path = Path(f"{prefix}_{p['minutes']:g}min.png")
-            save_grid(*load_trained(name, load_module(name), src / "runs" / name, p["steps"])[1:], path)
+            save_grid(*load_trained(name, mod, src / "runs" / name, p["steps"])[1:], path)
             print(f"  {name}: step {p['steps']} -> {path}")
     return 0
 
