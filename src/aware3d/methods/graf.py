@@ -99,9 +99,12 @@ _OBJECTS = dict(fov=40.0, radius=(6.0, 6.0), near=3.0, far=9.5, elevation_range=
                 azimuth_range=(0.0, 360.0), uniform_area=False, pos_scale=0.5, flip=False,
                 mesh_extent=2.2)
 # Small networks that learn on a 2-core CPU in minutes (EMA 0.99: with 0.999 a few hundred steps
-# leave the evaluated generator mostly at its initialisation).
+# leave the evaluated generator mostly at its initialisation). gamma(x) with L = 4: with L = 6 the
+# small field kept its top frequencies as stripes across every sample for thousands of steps
+# (BENCHMARKS.md, "GRAF's CPU presets: 4 position frequencies instead of 6": fid1k after 25
+# minutes 336 -> 270 on celeba_10k, 278 -> 226 on synth objects).
 _CPU = dict(resolution=32, patch=16, n_samples=16, n_importance=8, z_shape_dim=32, z_app_dim=16,
-            hidden=64, n_layers=4, skips=(2,), n_freq_pos=6, n_freq_dir=2, ndf=16, batch_size=8,
+            hidden=64, n_layers=4, skips=(2,), n_freq_pos=4, n_freq_dir=2, ndf=16, batch_size=8,
             anneal_every=100, noise_anneal_steps=500, ema_beta=0.99, sample_every=100, checkpoint_every=200)
 
 PRESETS: dict[str, dict] = {
