@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import aware3d
+
 from aware3d.fields.cips import CIPSDecoder, ModulatedFC, modulated_fc
 from aware3d.methods import cips3d as cm
 
@@ -141,7 +143,7 @@ def test_partial_backprop_reaches_nerf_only_through_selected_rays():
 @pytest.fixture(scope="module")
 def tiny_run(objects32, tmp_path_factory):
     pytest.importorskip("aware3d.data.imagefolder", reason="ImageFolderDataset not available")
-    return cm.train(str(objects32), str(tmp_path_factory.mktemp("cips") / "run"), preset="tiny",
+    return cm.METHOD.train(str(objects32), str(tmp_path_factory.mktemp("cips") / "run"), preset="tiny",
                     max_steps=20, seed=0)
 
 
@@ -162,14 +164,15 @@ def test_train_entry_point_20_steps(tiny_run):
 def test_render_programs_and_mesh(tiny_run, tmp_path):
     from aware3d.methods import gan_common as gc
 
-    files = cm.render(tiny_run, "yaw_sweep", out_dir=tmp_path, n_frames=3, n_samples=2)
+    files = aware3d.load(tiny_run, device="cpu").render_program("yaw-sweep", out=tmp_path, frames=3, samples=2)
     assert set(files) == {"gif", "mp4", "png"} and all(Path(p).exists() for p in files.values())
-    assert cm.render_aux(tiny_run, n_samples=2, out_path=tmp_path / "aux.png").exists()
-    cfg, method, G = cm.load_generator(tiny_run)
-    a = gc.render_program_frames(method, G, "interpolate_shape", n_frames=4, n_samples=2)
-    b = gc.render_program_frames(method, G, "interpolate_appearance", n_frames=4, n_samples=2)
+    assert cm.render_aux(aware3d.load(tiny_run, device="cpu"), n_samples=2, out_path=tmp_path / "aux.png").exists()
+    r = aware3d.load(tiny_run, device="cpu")
+    cfg, method, G = r.config, r.gan, r.G
+    a = gc.render_program_frames(method, G, "interpolate-shape", n_frames=4, n_samples=2)
+    b = gc.render_program_frames(method, G, "interpolate-appearance", n_frames=4, n_samples=2)
     assert a.shape == (4, 2, 32, 32, 3)
     assert torch.allclose(a[0], b[0], atol=1e-6) and not torch.allclose(a[2], b[2], atol=1e-4)
-    assert Path(cm.render(tiny_run, "seed_grid", out_dir=tmp_path, n_frames=2, n_samples=4)["png"]).exists()
-    res = cm.export_mesh(tiny_run, seed=0, resolution=24, out_path=tmp_path / "m.ply")
+    assert Path(aware3d.load(tiny_run, device="cpu").render_program("seed-grid", out=tmp_path, frames=2, samples=4)["png"]).exists()
+    res = cm.export_mesh(aware3d.load(tiny_run, device="cpu"), seed=0, resolution=24, out_path=tmp_path / "m.ply")
     assert (tmp_path / "m.ply").exists() and res["resolution"] == 24 and res["extent"] == 2.5

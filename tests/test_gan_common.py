@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+import aware3d
+
 from aware3d.methods import gan_common as gc
+from aware3d.programs.gan import _program_inputs
 from aware3d.methods import graf
 from aware3d.render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
 from aware3d.render.samplers import near_far_sphere
@@ -143,14 +146,14 @@ def test_programs_change_only_what_they_control():
     # a yaw sweep over the full circle changes the image; frames are (T, B, H, W, 3) in [0, 1]
     m = graf.build(graf.make_config("tiny16"))
     G = m.generator.eval().requires_grad_(False)
-    frames = gc.render_program_frames(m, G, "yaw_sweep", n_frames=3, n_samples=2)
+    frames = gc.render_program_frames(m, G, "yaw-sweep", n_frames=3, n_samples=2)
     assert frames.shape == (3, 2, 16, 16, 3) and frames.min() >= 0 and frames.max() <= 1
     assert not torch.equal(frames[0], frames[1])
     g = torch.Generator().manual_seed(0)
     base, other = m.sample_inputs(2, g, train=False), m.sample_inputs(2, g, train=False)
-    xs = gc._program_inputs(m, "interpolate_appearance", base, other, 4)
+    xs = _program_inputs(m, "interpolate-appearance", base, other, 4)
     depths = [G(x, return_dict=True)["depth"] for x in xs]
     assert all(torch.equal(depths[0], dd) for dd in depths[1:])
     assert torch.allclose(xs[0]["z_app"], base["z_app"]) and torch.equal(xs[2]["z_shape"], base["z_shape"])
     with pytest.raises(ValueError, match="program: expected one of"):
-        gc.render_program_frames(m, G, "interpolate_latent")
+        gc.render_program_frames(m, G, "interpolate-latent")

@@ -1,10 +1,13 @@
 """GIRAFFE end to end: a 20-step run through the Python entry point, render programs, mesh export."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+import aware3d
 from PIL import Image
 
 from aware3d.methods import giraffe as gm
@@ -48,7 +51,7 @@ def test_train_entry_point_20_steps(tmp_path):
     pytest.importorskip("aware3d.data.imagefolder", reason="ImageFolderDataset (data/imagefolder.py) not available")
     data = tmp_path / "images"
     _write_images(data)
-    run = gm.train(str(data), str(tmp_path / "run"), preset="tiny16", max_steps=20, seed=0)
+    run = gm.METHOD.train(str(data), str(tmp_path / "run"), preset="tiny16", max_steps=20, seed=0)
     ckpt = torch.load(run / "checkpoints" / "step_00000020.pt", weights_only=True)
     assert ckpt["step"] == 20
     cfg = json.loads((run / "config.json").read_text())
@@ -65,32 +68,34 @@ def test_train_entry_point_20_steps(tmp_path):
     g, e = ckpt["G"], ckpt["G_ema"]
     assert any(not torch.equal(g[k], e[k]) for k in g)
     # resume continues the stored run to 25 steps
-    gm.train(str(data), str(tmp_path / "run"), max_steps=25, resume=True)
+    gm.METHOD.train(str(data), str(tmp_path / "run"), max_steps=25, resume=True)
     assert torch.load(run / "checkpoints" / "step_00000025.pt", weights_only=True)["step"] == 25
 
 
 def test_render_every_program(tiny_run, tmp_path):
-    from aware3d.programs import giraffe as prog
-    for name in prog.PROGRAMS:
-        files = prog.render(tiny_run, name, out_dir=tmp_path / name, seed=1, n_frames=4, n_samples=2)
+    run = aware3d.load(tiny_run, device="cpu")
+    assert list(run.programs) == list(gm.METHOD.programs) and len(run.programs) == 12
+    for name in run.programs:
+        files = run.render_program(name, out=tmp_path / name, seed=1, frames=4, samples=2)
         assert set(files) == {"gif", "mp4", "png"}
+        files = {k: Path(v) for k, v in files.items()}
         gif = Image.open(files["gif"])
         # add_objects: 0, 1, ..., 2 + 4 objects = 7 frames; background_only: the object rotation
         # does not touch the background, identical frames are merged by the GIF encoder -> 1
-        n_expected = {"add_objects": gm.make_config("tiny16").n_objects + 4 + 1, "background_only": 1}.get(name, 4)
+        n_expected = {"add-objects": gm.make_config("tiny16").n_objects + 4 + 1, "background-only": 1}.get(name, 4)
         assert gif.n_frames == n_expected, name
         png = Image.open(files["png"])
-        assert png.mode == ("RGBA" if name.endswith("_only") else "RGB"), name
+        assert png.mode == ("RGBA" if name.endswith("-only") else "RGB"), name
         assert files["mp4"].stat().st_size > 0
 
 
 def test_program_controls_change_only_their_factor(tiny_run):
     from aware3d.programs import giraffe as prog
-    cfg, G = gm.load_generator(tiny_run)
-    f = prog.render_frames(G, cfg, "object_rotation", seed=0, n_frames=4, n_samples=2)
+    run = aware3d.load(tiny_run, device="cpu")
+    f = prog.render_frames(run.gan, run.G, "object-rotation", seed=0, n_frames=4, n_samples=2)
     assert f.shape == (4, 2, 16, 16, 3)
     assert not torch.allclose(f[0], f[1])                # the object turned 90 degrees
-    bg = prog.render_frames(G, cfg, "background_only", seed=0, n_frames=4, n_samples=2)
+    bg = prog.render_frames(run.gan, run.G, "background_only", seed=0, n_frames=4, n_samples=2)  # alias
     # background only: the object rotation has no effect (frames identical)
     assert torch.allclose(bg[0], bg[3])
     assert bg.shape[-1] == 4
@@ -98,7 +103,8 @@ def test_program_controls_change_only_their_factor(tiny_run):
 
 def test_export_object_mesh(tiny_run, tmp_path):
     from aware3d.utils.mesh import read_ply
-    info = gm.export_object_mesh(tiny_run, seed=0, object_index=1, resolution=24, out_path=tmp_path / "o.ply")
+    info = aware3d.load(tiny_run, device="cpu").export_mesh(out=tmp_path / "o.ply", seed=0, object_index=1,
+                                                            resolution=24)
     assert info["n_faces"] > 0
     v, f = read_ply(info["path"])
     assert v.shape == (info["n_vertices"], 3) and f.shape == (info["n_faces"], 3)
@@ -121,7 +127,7 @@ def test_evaluate_writes_fid_kid(tiny_run, tmp_path):
         x = torch.as_tensor(images).float()
         return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1).numpy()
 
-    m = gm.evaluate(tiny_run, n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels)
+    m = aware3d.load(tiny_run).evaluate(n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels)
     # metric names follow n_gen (fid5k for 5000, fid20 here); the real set is the 12 images
     assert {"fid20", "kid20"} <= set(m) and m["n_gen"] == 20 and m["n_real"] == 12
     assert np.isfinite(m["fid20"]) and m["fid20"] > 0
@@ -152,8 +158,8 @@ def test_evaluate_a_chosen_checkpoint(tiny_run, tmp_path, capsys):
     assert steps[-1] == 12 and 10 in steps
     assert checkpoint_file(tiny_run, 10).name == "step_00000010.pt"
     assert checkpoint_file(tiny_run, "10") == checkpoint_file(tiny_run, str(checkpoint_file(tiny_run, 10)))
-    _, G10 = gm.load_generator(tiny_run, checkpoint=10)
-    _, G12 = gm.load_generator(tiny_run)
+    G10 = aware3d.load(tiny_run, checkpoint=10).G
+    G12 = aware3d.load(tiny_run).G
     b10, b12 = (G.state_dict()["object_field.sigma_out.bias"] for G in (G10, G12))
     assert (b12 - b10).min() > 15  # the latest carries the +20 the fixture added; step 10 does not
 
@@ -163,17 +169,19 @@ def test_evaluate_a_chosen_checkpoint(tiny_run, tmp_path, capsys):
         x = torch.as_tensor(images).float()
         return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1).numpy()
 
-    m10 = gm.evaluate(tiny_run, n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels, checkpoint=10)
-    m12 = gm.evaluate(tiny_run, n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels)
+    m10 = aware3d.load(tiny_run, checkpoint=10).evaluate(n_gen=20, data=str(tmp_path / "real"),
+                                                         extractor=pooled_pixels)
+    m12 = aware3d.load(tiny_run).evaluate(n_gen=20, data=str(tmp_path / "real"), extractor=pooled_pixels)
     assert m10["step"] == 10 and m12["step"] == 12 and m10["fid20"] != pytest.approx(m12["fid20"])
     saved = json.loads((tiny_run / "eval" / "metrics_step_00000010.json").read_text())
     assert saved["fid20"] == pytest.approx(m10["fid20"]) and saved["step"] == 10
     assert json.loads((tiny_run / "eval" / "metrics.json").read_text())["step"] == 12
 
     with pytest.raises(CheckpointNotFoundError, match=r"step_00000007\.pt.*steps \[.*10, 12\]"):
-        gm.load_generator(tiny_run, checkpoint=7)
+        aware3d.load(tiny_run, checkpoint=7)
+    # a folder whose config names a method but holds no run: one clear error, not a traceback
     run = tmp_path / "recon"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"method": "ngp"}))
-    assert main(["eval", str(run), "--checkpoint", "3"]) != 0
-    assert "--checkpoint applies to GAN runs (this run is ngp)" in capsys.readouterr().err
+    assert main(["eval", str(run), "--checkpoint", "3"]) == 2
+    assert "not a complete ngp run" in capsys.readouterr().err

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+import aware3d
+
 from aware3d.fields.graf import GrafField
 from aware3d.methods import gan_common as gc
 from aware3d.methods import graf
@@ -113,7 +115,7 @@ def test_generator_patch_and_full_renders_shapes_and_gradients():
 
 
 def test_train_20_steps_then_controls_mesh_and_eval(objects, tmp_path):
-    run = graf.train(objects, tmp_path / "run", preset="tiny16", max_steps=20)
+    run = graf.METHOD.train(objects, tmp_path / "run", preset="tiny16", max_steps=20)
     from aware3d.train.io import load_checkpoint, load_run_config
 
     state = load_checkpoint(run)
@@ -128,14 +130,14 @@ def test_train_20_steps_then_controls_mesh_and_eval(objects, tmp_path):
     moved = sum((state["G"][k].float() - init[k].float()).abs().sum().item() for k in init)
     assert moved > 0                                           # the generator was trained
 
-    files = graf.render(run, "yaw_sweep", n_frames=4)
+    files = aware3d.load(run, device="cpu").render_program("yaw-sweep", frames=4)
     from PIL import Image
 
     # PNG: rows = 4 samples, columns = 4 frames of 16 px with 2 px padding -> 4 * 18 + 2 = 74 px
     assert Image.open(files["png"]).size == (74, 74)
-    assert set(graf.PROGRAMS) == {"yaw_sweep", "pitch_sweep", "seed_grid", "interpolate_shape",
-                                  "interpolate_appearance"}
-    info = graf.export_mesh(run, resolution=24)
+    assert set(graf.PROGRAMS) == {"yaw-sweep", "pitch-sweep", "seed-grid", "interpolate-shape",
+                                  "interpolate-appearance"}
+    info = graf.export_mesh(aware3d.load(run, device="cpu"), resolution=24)
     assert (run / "mesh_seed0.ply").is_file() and info["resolution"] == 24
 
     # FID/KID plumbing on 12 generated images against the 12 real ones, with a cheap stand-in for
@@ -148,7 +150,7 @@ def test_train_20_steps_then_controls_mesh_and_eval(objects, tmp_path):
             feats += [y.mean((2, 3)), y.std((2, 3))]
         return torch.cat(feats, 1).numpy()
 
-    metrics = gc.evaluate_run(graf, run, n_gen=12, batch_size=12, extractor=extractor)
+    metrics = aware3d.load(run).evaluate(n_gen=12, batch_size=12, extractor=extractor)
     import json
 
     stored = json.loads((run / "eval" / "metrics.json").read_text())
@@ -162,9 +164,9 @@ def test_resume_equals_uninterrupted(objects, tmp_path):
     from aware3d.train.io import load_checkpoint
 
     kw = dict(preset="tiny16", sample_every=0, checkpoint_every=0, anneal_every=1, noise_anneal_steps=4)
-    a = graf.train(objects, tmp_path / "a", max_steps=3, **kw)
-    b = graf.train(objects, tmp_path / "b", max_steps=2, **kw)
-    b = graf.train(objects, tmp_path / "b", max_steps=3, resume=True)
+    a = graf.METHOD.train(objects, tmp_path / "a", max_steps=3, **kw)
+    b = graf.METHOD.train(objects, tmp_path / "b", max_steps=2, **kw)
+    b = graf.METHOD.train(objects, tmp_path / "b", max_steps=3, resume=True)
     sa, sb = load_checkpoint(a), load_checkpoint(b)
     assert sa["step"] == sb["step"] == 3
     for key in ("G", "G_ema", "D"):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import aware3d
+
 from aware3d.fields.hologan import adain, angles_from_c2w, project_volume, rotate_volume, rotation_matrix
 from aware3d.methods import gan_common as gc
 from aware3d.methods import hologan as hm
@@ -141,7 +143,7 @@ def tiny_run(objects32, tmp_path_factory):
     from aware3d.train import gan
 
     engine_before = gan.GanEngine
-    run = hm.train(str(objects32), str(tmp_path_factory.mktemp("holo") / "run"), preset="tiny",
+    run = hm.METHOD.train(str(objects32), str(tmp_path_factory.mktemp("holo") / "run"), preset="tiny",
                    max_steps=20, seed=0)
     assert gan.GanEngine is engine_before          # the engine-class swap is undone
     return run
@@ -163,16 +165,17 @@ def test_train_entry_point_20_steps(tiny_run):
 
 
 def test_render_programs(tiny_run, tmp_path):
-    assert hm.PROGRAMS == ("yaw_sweep", "pitch_sweep", "seed_grid", "interpolate_shape",
-                           "interpolate_appearance", "interpolate_latent")
-    files = hm.render(tiny_run, "yaw_sweep", out_dir=tmp_path, n_frames=4, n_samples=2)
+    assert hm.PROGRAMS == ("yaw-sweep", "pitch-sweep", "seed-grid", "interpolate-shape",
+                           "interpolate-appearance", "interpolate-latent")
+    files = aware3d.load(tiny_run, device="cpu").render_program("yaw-sweep", out=tmp_path, frames=4, samples=2)
     assert set(files) == {"gif", "mp4", "png"} and all(Path(p).exists() for p in files.values())
-    assert Path(hm.render(tiny_run, "seed_grid", out_dir=tmp_path, n_frames=2, n_samples=4)["png"]).exists()
-    cfg, method, G = hm.load_generator(tiny_run)
-    fr = gc.render_program_frames(method, G, "interpolate_appearance", n_frames=4, n_samples=2)
+    assert Path(aware3d.load(tiny_run, device="cpu").render_program("seed-grid", out=tmp_path, frames=2, samples=4)["png"]).exists()
+    r = aware3d.load(tiny_run, device="cpu")
+    cfg, method, G = r.config, r.gan, r.G
+    fr = gc.render_program_frames(method, G, "interpolate-appearance", n_frames=4, n_samples=2)
     assert fr.shape == (4, 2, 32, 32, 3)
     # frame 0 of both interpolations is the same base sample (weight 0); frame 2 differs
-    f2 = gc.render_program_frames(method, G, "interpolate_shape", n_frames=4, n_samples=2)
+    f2 = gc.render_program_frames(method, G, "interpolate-shape", n_frames=4, n_samples=2)
     assert torch.allclose(fr[0], f2[0], atol=1e-6) and not torch.allclose(fr[2], f2[2], atol=1e-4)
     with pytest.raises(ValueError, match="program"):
-        hm.render(tiny_run, "nope", out_dir=tmp_path)
+        aware3d.load(tiny_run, device="cpu").render_program("nope", out=tmp_path)

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from aware3d.methods import nerfw
-from aware3d.train import recon
+import aware3d
+from aware3d import registry
+from aware3d.programs import nerfw as nerfw_programs
 
 
 needs_hashgrid = pytest.mark.needs_hashgrid  # tests/conftest.py skips while the kernels are not usable
@@ -87,8 +89,8 @@ def _zero_transient_equals_backbone(method):
 
     torch.manual_seed(0)
     mod = {"nerf": nerf, "ngp": ngp}[method]
-    base = mod.Model(recon.make_config(method, "tiny"), dict(SCENE)).eval()
-    cfg = recon.make_config("nerfw", "tiny", [("backbone", "mlp" if method == "nerf" else "ngp")])
+    base = mod.Model(registry.get(method).make_config("tiny"), dict(SCENE)).eval()
+    cfg = registry.get("nerfw").make_config("tiny", [("backbone", "mlp" if method == "nerf" else "ngp")])
     w = nerfw.Model(cfg, dict(SCENE)).eval()
     missing = w.load_backbone_state(base.state_dict())
     assert missing and all(k.split(".")[0] in ("appearance_codes", "transient_codes") or
@@ -125,10 +127,10 @@ def test_appearance_interpolation_endpoints_equal_embedding_renders():
     from aware3d.render.cameras import intrinsics_from_fov, look_at
 
     torch.manual_seed(0)
-    model = nerfw.Model(recon.make_config("nerfw", "tiny"), dict(SCENE)).eval()
+    model = nerfw.Model(registry.get("nerfw").make_config("tiny"), dict(SCENE)).eval()
     K = intrinsics_from_fov(40.0, 16, 16)
     c2w = look_at(torch.tensor([3.0, -2.0, 2.0]))
-    frames = nerfw.appearance_interp_frames(model, K, c2w, 16, 16, 1, 3, 3)
+    frames = nerfw_programs.appearance_interp_frames(model, K, c2w, 16, 16, 1, 3, 3)
     w = model.appearance_codes.weight.detach()
     ra = nerfw.render_view(model, K, c2w, 16, 16, appearance=w[1])["color"].clamp(0, 1)
     rb = nerfw.render_view(model, K, c2w, 16, 16, appearance=w[3])["color"].clamp(0, 1)
@@ -142,7 +144,7 @@ def test_cached_appearance_renderer_matches_forward(backbone):
     # computed once). For any embedding it must give forward(..., appearance=emb)["color"] (to 1e-6)
     # and a gradient for the embedding.
     torch.manual_seed(0)
-    model = nerfw.Model(recon.make_config("nerfw", "tiny", [("backbone", backbone)]), dict(SCENE)).eval()
+    model = nerfw.Model(registry.get("nerfw").make_config("tiny", [("backbone", backbone)]), dict(SCENE)).eval()
     o, d = _rays(32)
     emb = torch.randn(48) * 0.3
     fn = model.appearance_renderer(o, d)
@@ -158,21 +160,21 @@ def test_presets_resolve_per_backbone():
     # None entries come from the chosen backbone's preset of the same name: tiny mlp -> nerf tiny
     # lr 1e-3, transient head 4 x 32 (half the 64-wide trunk, as the paper's 4 x 128 on 256);
     # tiny ngp -> ngp tiny lr 1e-2, transient head 2 x 32 (the hash field's hidden width). --set wins.
-    a = nerfw.resolve_config(recon.make_config("nerfw", "tiny"))
+    a = nerfw.resolve_config(registry.get("nerfw").make_config("tiny"))
     assert (a["lr"], a["transient_width"], a["transient_depth"]) == (1e-3, 32, 4)
-    b = nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", "ngp")]))
+    b = nerfw.resolve_config(registry.get("nerfw").make_config("tiny", [("backbone", "ngp")]))
     assert (b["lr"], b["transient_width"], b["transient_depth"]) == (1e-2, 32, 2)
-    c = nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("lr", "0.005")]))
+    c = nerfw.resolve_config(registry.get("nerfw").make_config("tiny", [("lr", "0.005")]))
     assert c["lr"] == 0.005
     # static warm-up before the transient head switches on: tiny 200 steps, cpu 1000, paper 0
-    assert [nerfw.resolve_config(recon.make_config("nerfw", p))["transient_warmup"]
+    assert [nerfw.resolve_config(registry.get("nerfw").make_config(p))["transient_warmup"]
             for p in ("tiny", "cpu", "paper")] == [200, 1000, 0]
     with pytest.raises(ValueError, match="backbone"):
-        nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", "siren")]))
+        nerfw.resolve_config(registry.get("nerfw").make_config("tiny", [("backbone", "siren")]))
 
 
 def _train(wild_scene, tmp_path, backbone, steps=20):
-    return recon.train("nerfw", str(wild_scene), out=str(tmp_path / f"nerfw-{backbone}"), preset="tiny",
+    return registry.get("nerfw").train(str(wild_scene), out=str(tmp_path / f"nerfw-{backbone}"), preset="tiny",
                        max_steps=steps, progress=False, val_every=0, device="cpu",
                        overrides=[("backbone", backbone), ("batch_size", 256), ("transient_warmup", 5)])
 
@@ -181,7 +183,7 @@ def test_transient_warmup_switches_the_transient_head_on():
     # Training forward passes before step `transient_warmup` carry no transient outputs (NeRF-A,
     # loss with beta = beta_min); from that step on they do; evaluation (model.eval()) always has them.
     torch.manual_seed(0)
-    model = nerfw.Model(recon.make_config("nerfw", "tiny", [("transient_warmup", 3)]), dict(SCENE))
+    model = nerfw.Model(registry.get("nerfw").make_config("tiny", [("transient_warmup", 3)]), dict(SCENE))
     o, d = _rays(8)
     ids = torch.zeros(8, dtype=torch.long)
     model.train()
@@ -197,12 +199,12 @@ def test_transient_warmup_switches_the_transient_head_on():
 @pytest.mark.parametrize("backbone", ["mlp", "ngp"])
 def test_loss_scale_is_continuous_across_the_transient_warmup(backbone):
     # default: on for the MLP, off (plain MSE warm-up, measured better) for the hash grid
-    assert nerfw.resolve_config(recon.make_config("nerfw", "tiny", [("backbone", backbone)]))[
+    assert nerfw.resolve_config(registry.get("nerfw").make_config("tiny", [("backbone", backbone)]))[
         "warmup_beta_min"] == (backbone == "mlp")
     # static-only MSE weight: 500 on the MLP (0 in the paper preset), 1 on the hash grid
     for preset, want in (("tiny", 500.0 if backbone == "mlp" else 1.0),
                          ("paper", 0.0 if backbone == "mlp" else 1.0)):
-        got = nerfw.resolve_config(recon.make_config("nerfw", preset, [("backbone", backbone)]))
+        got = nerfw.resolve_config(registry.get("nerfw").make_config(preset, [("backbone", backbone)]))
         assert got["static_weight"] == want, (preset, got["static_weight"])
     # During the warm-up the loss is NeRF-W's with beta(r) = beta_min (the transient head silent):
     # the step the head switches on (transient density ~ 0 at init), the fine term may not jump.
@@ -210,7 +212,7 @@ def test_loss_scale_is_continuous_across_the_transient_warmup(backbone):
     # took oversized steps (up to ~6.5x) that saturated the colour head. Hand value for the warm-up loss:
     # mean_r ||C - C^||^2 / (2 beta_min^2) + log(beta_min) + the coarse / static terms.
     torch.manual_seed(0)
-    cfg = recon.make_config("nerfw", "tiny", [("backbone", backbone), ("transient_warmup", 3),
+    cfg = registry.get("nerfw").make_config("tiny", [("backbone", backbone), ("transient_warmup", 3),
                                                ("warmup_beta_min", True)])
     model = nerfw.Model(cfg, dict(SCENE)).train()
     o, d = _rays(64)
@@ -259,10 +261,10 @@ def test_train_mlp_20_steps_then_half_eval_and_programs(wild_scene, tmp_path):
     # is checked: finite right-half PSNR of one test view, metrics.json written) and one program.
     run = _train(wild_scene, tmp_path, "mlp")
     _check_run(run)
-    m = nerfw.evaluate_appearance_half(run, steps=5, progress=False)
+    m = nerfw.evaluate_appearance_half(aware3d.load(run), steps=5, progress=False)
     assert m["n_views"] == 1 and math.isfinite(m["psnr"]) and m["appearance_optimised"]
     assert json.loads((run / "eval" / "metrics.json").read_text())["protocol"].startswith("appearance")
-    files = nerfw.render(run, "uncertainty", frames=2, progress=False)
+    files = aware3d.load(run).render_program("uncertainty", frames=2, progress=False)
     assert Path(files["gif"]).stat().st_size > 0 and Path(files["grid_png"]).is_file()
 
 
@@ -298,7 +300,7 @@ def test_annealed_beta_floor_schedule_and_render(backbone):
     # steps <= 10: 0.5; step 60: sqrt(0.5 * 0.03) = 0.122474; steps >= 110 and evaluation: 0.03.
     # A silent transient head (no transient density) renders beta(r) = the floor on every ray.
     torch.manual_seed(0)
-    cfg = recon.make_config("nerfw", "tiny", [("backbone", backbone), ("transient_warmup", 10),
+    cfg = registry.get("nerfw").make_config("tiny", [("backbone", backbone), ("transient_warmup", 10),
                                                ("beta_min_start", 0.5), ("beta_anneal_steps", 100)])
     model = nerfw.Model(cfg, dict(SCENE)).train()
     for step, want in ((0, 0.5), (10, 0.5), (60, math.sqrt(0.5 * 0.03)), (110, 0.03), (5000, 0.03)):

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import aware3d
+
 from aware3d.fields.siren import FilmSirenField, MappingNetwork
 from aware3d.methods import gan_common as gc
 from aware3d.methods import pigan
@@ -138,7 +140,7 @@ def test_progressive_schedule_hand_values():
 
 def test_train_20_steps_with_progressive_growing(objects, tmp_path):
     # tiny16: 8^2 renders for steps 0-9, 16^2 from step 10 (batch 4 throughout)
-    run = pigan.train(objects, tmp_path / "run", preset="tiny16", max_steps=20)
+    run = pigan.METHOD.train(objects, tmp_path / "run", preset="tiny16", max_steps=20)
     from PIL import Image
 
     from aware3d.train.io import load_checkpoint
@@ -152,10 +154,10 @@ def test_train_20_steps_with_progressive_growing(objects, tmp_path):
                      "step_00000020.png": (74, 74)}
     rows = [r.split(",") for r in (run / "scalars.csv").read_text().splitlines()[1:]]
     assert all(math.isfinite(float(r[2])) for r in rows)
-    files = pigan.render(run, "interpolate_latent", n_frames=3, n_samples=2)
+    files = aware3d.load(run, device="cpu").render_program("interpolate-latent", frames=3, samples=2)
     # rows = 2 samples, columns = 3 frames of 16 px: width 3 * 18 + 2 = 56, height 2 * 18 + 2 = 38
     assert Image.open(files["png"]).size == (56, 38)
-    assert set(pigan.PROGRAMS) == {"yaw_sweep", "pitch_sweep", "seed_grid", "interpolate_latent"}
+    assert set(pigan.PROGRAMS) == {"yaw-sweep", "pitch-sweep", "seed-grid", "interpolate-latent"}
 
 
 def test_mesh_of_a_fitted_sample_is_watertight(tmp_path):
@@ -181,7 +183,7 @@ def test_mesh_of_a_fitted_sample_is_watertight(tmp_path):
     prepare_run_dir(run, "pigan", dataclasses.asdict(cfg))
     sd = m.generator.state_dict()
     save_checkpoint(run, 0, {"G": sd, "G_ema": sd})
-    info = pigan.export_mesh(run, seed=0, resolution=48)
+    info = pigan.export_mesh(aware3d.load(run, device="cpu"), seed=0, resolution=48)
     verts, faces = read_ply(info["path"])
     assert len(faces) > 100 and info["threshold"] == 10.0
     # watertight: every undirected edge is shared by exactly two triangles

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from aware3d.train import recon
+import aware3d
+from aware3d import registry
+from aware3d.programs.field import camera_path_from_json
 
 CLI = [sys.executable, "-m", "aware3d.cli"]
 
@@ -65,11 +67,11 @@ def test_cli_train_20_steps_then_eval_render_export(method, tiny_scene, tmp_path
 
 def test_resume_matches_uninterrupted_run(tiny_scene, tmp_path):
     # 12 steps straight == 6 steps, stop, resume to 12 (checkpoint carries model, optimizer, RNG).
-    a = recon.train("ngp", str(tiny_scene), out=str(tmp_path / "a"), preset="tiny", max_steps=12,
+    a = registry.get("ngp").train(str(tiny_scene), out=str(tmp_path / "a"), preset="tiny", max_steps=12,
                     progress=False, val_every=0, device="cpu")
-    recon.train("ngp", str(tiny_scene), out=str(tmp_path / "b"), preset="tiny", max_steps=6,
+    registry.get("ngp").train(str(tiny_scene), out=str(tmp_path / "b"), preset="tiny", max_steps=6,
                 progress=False, val_every=0, device="cpu")
-    b = recon.train("ngp", str(tiny_scene), out=str(tmp_path / "b"), max_steps=12, resume=True,
+    b = registry.get("ngp").train(str(tiny_scene), out=str(tmp_path / "b"), max_steps=12, resume=True,
                     progress=False, val_every=0, device="cpu")
     from aware3d.train.io import load_checkpoint
     sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
@@ -114,9 +116,9 @@ def test_ngp_fit_reaches_psnr_floor(tiny_scene, tmp_path):
 
     test = load_scene(tiny_scene, "test")
     empty = float(psnr(torch.ones_like(test.images), test.images).mean())
-    run = recon.train("ngp", str(tiny_scene), out=str(tmp_path / "fit"), preset="tiny", max_steps=300,
+    run = registry.get("ngp").train(str(tiny_scene), out=str(tmp_path / "fit"), preset="tiny", max_steps=300,
                       progress=False, val_every=0, device="cpu")
-    m = recon.evaluate(run, split="test", progress=False)
+    m = aware3d.load(run).evaluate(split="test", progress=False)
     assert m["psnr"] > 18.0 and m["psnr"] > empty + 6.0, (m["psnr"], empty)
 
 
@@ -129,7 +131,7 @@ def test_bad_inputs_are_clear(tiny_scene, tmp_path):
     path = tmp_path / "path.json"
     path.write_text('{"frames": [{"transform_matrix": [[1, 0], [0, 1]]}]}')
     with pytest.raises(ValueError, match="frame 0: transform_matrix must be a finite 4x4"):
-        recon._path_from_json(str(path))
+        camera_path_from_json(str(path))
 
 
 def test_mesh_of_analytic_sphere_density():
@@ -155,9 +157,9 @@ def test_mesh_of_analytic_sphere_density():
 def test_ngp_rays_with_no_samples_render_background():
     # Rays that miss the scene box get no samples at all: the render is the background colour,
     # opacity 0 (this once failed reshaping an empty feature tensor).
-    cfg = recon.make_config("ngp", "tiny")
+    cfg = registry.get("ngp").make_config("tiny")
     scene = {"aabb": [-1, -1, -1, 1, 1, 1], "near": 0.1, "far": 6.0, "background": [1.0, 0.5, 0.0]}
-    model = recon.build_model("ngp", cfg, scene, "cpu")
+    model = registry.get("ngp").build(cfg, scene, "cpu")
     o = torch.tensor([[0.0, 0.0, 5.0]]).repeat(4, 1)
     d = torch.tensor([[0.0, 0.0, 1.0]]).repeat(4, 1)  # pointing away from the box
     out = model(o, d, training=False)
@@ -169,9 +171,10 @@ def test_ngp_rays_with_no_samples_render_background():
 @pytest.mark.parametrize("method", ["nerf", "ngp"])
 def test_cam_option_trains(method, tiny_scene, tmp_path):
     # --cam swaps in the CAM field (identity at initialisation, see tests/test_cam.py) and trains.
-    run = recon.train(method, str(tiny_scene), out=str(tmp_path / method), preset="tiny", max_steps=3,
+    run = registry.get(method).train(str(tiny_scene), out=str(tmp_path / method), preset="tiny", max_steps=3,
                       progress=False, val_every=0, device="cpu", overrides=[("cam", "true")])
-    model, saved = recon.load_run(run)
+    loaded = aware3d.load(run)
+    model, saved = loaded.model, loaded.saved
     assert saved["config"]["cam"] is True
     from aware3d.fields.cam import CAMHashGridField, CAMNeRFMLP
     assert isinstance(model.coarse if method == "nerf" else model.field, (CAMNeRFMLP, CAMHashGridField))
@@ -181,9 +184,9 @@ def test_ngp_occupancy_threshold_is_optical_thickness():
     # The paper marks a cell occupied when sigma * step > 0.01 (optical thickness), not sigma > 0.01.
     # A faint haze (sigma 0.2, thickness 0.003 per step) around a dense cube must be pruned; with
     # the threshold read as a density every cell stayed occupied and marching sampled the haze.
-    cfg = recon.make_config("ngp", "tiny")
+    cfg = registry.get("ngp").make_config("tiny")
     scene = {"aabb": [-1, -1, -1, 1, 1, 1], "near": 0.1, "far": 6.0, "background": [1.0, 1.0, 1.0]}
-    model = recon.build_model("ngp", cfg, scene, "cpu")
+    model = registry.get("ngp").build(cfg, scene, "cpu")
     assert 0.01 / model.step_size > 0.2
 
     def density(x):
@@ -199,7 +202,7 @@ def test_ngp_occupancy_threshold_is_optical_thickness():
 def test_turntable_render_needs_no_training_images(tiny_scene, tmp_path, monkeypatch):
     # The run keeps the intrinsics and camera orbit it needs (config "scene"); rendering a turntable
     # once decoded the whole training split again just to read them.
-    run = recon.train("ngp", str(tiny_scene), out=str(tmp_path / "r"), preset="tiny", max_steps=2,
+    run = registry.get("ngp").train(str(tiny_scene), out=str(tmp_path / "r"), preset="tiny", max_steps=2,
                       progress=False, val_every=0)
     scene = json.loads((run / "config.json").read_text())["scene"]
     assert len(scene["K"]) == 3 and scene["orbit_radius"] > 0
@@ -209,5 +212,5 @@ def test_turntable_render_needs_no_training_images(tiny_scene, tmp_path, monkeyp
         raise AssertionError("render_program loaded the dataset")
 
     monkeypatch.setattr(aware3d.data, "load_scene", no_loading)
-    files = recon.render_program(run, "turntable", frames=3, progress=False)
+    files = aware3d.load(run).render_program("turntable", frames=3, progress=False)
     assert Path(files["rgb_gif"]).stat().st_size > 0

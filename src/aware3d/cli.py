@@ -1,13 +1,12 @@
 """The `aware3d` command line. It only parses arguments and calls into the package; every heavy
-import (torch, the methods) happens inside a handler so that `aware3d --help` answers fast."""
+import (torch, the methods) happens inside a handler so that `aware3d --help` answers fast. The
+method names come from the registry (:mod:`aware3d.registry`), the one list of methods."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-RECON_METHODS = ("nerf", "ngp", "nerfw")
-GAN_METHODS = ("giraffe", "graf", "pigan", "hologan", "cips3d")
-METHODS = RECON_METHODS + GAN_METHODS
+from .registry import METHODS
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -34,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aware3d",
         description="Neural scene representation: reconstruct radiance fields from posed photos "
-                    "(nerf, ngp, nerfw) and train controllable 3D-aware GANs (giraffe, graf, pigan, "
-                    "hologan, cips3d).")
+                    f"({', '.join(n for n, e in METHODS.items() if e.kind == 'field')}) and train "
+                    "controllable 3D-aware GANs "
+                    f"({', '.join(n for n, e in METHODS.items() if e.kind == 'gan')}).")
     from . import __version__
     p.add_argument("--version", action="version", version=f"aware3d {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -60,17 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     ob.add_argument("--objects", type=_range, default=(1, 2), help="objects per scene, N or A-B (default 1-2)")
     ob.add_argument("--seed", type=int, default=0)
 
+    # methods -------------------------------------------------------------------------------------
+    ms = sub.add_parser("methods", help="list the methods (and with --verbose their presets)")
+    ms.add_argument("--verbose", "-v", action="store_true", help="also list each method's presets")
+
     # train ---------------------------------------------------------------------------------------
-    t = sub.add_parser("train", help="train a method on a dataset")
-    t.add_argument("method", choices=METHODS, help="method to train")
+    t = sub.add_parser("train", help="train a method on a dataset",
+                       epilog="methods: " + "; ".join(f"{n}: {e.summary}" for n, e in METHODS.items()))
+    t.add_argument("method", choices=list(METHODS), help="method to train (`aware3d methods` lists them)")
     t.add_argument("--data", required=True, help="dataset folder (posed scene or image collection)")
     t.add_argument("--out", default=None, help="run folder (default runs/METHOD-DATANAME)")
-    t.add_argument("--preset", default=None, help="named settings (see docs; e.g. paper, cpu)")
+    t.add_argument("--preset", default=None,
+                   help="named settings (`aware3d methods --verbose` lists each method's; e.g. paper, cpu, tiny)")
     t.add_argument("--max-steps", type=int, default=None, help="stop after N optimisation steps")
     t.add_argument("--max-minutes", type=float, default=None, help="stop after M minutes of training")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--downscale", type=int, default=1, help="reconstruction: shrink images by N")
+    t.add_argument("--downscale", type=int, default=None, help="radiance fields: shrink images by N (default 1)")
     t.add_argument("--batch-size", type=int, default=None, help="rays (reconstruction) or images (GAN) per step")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     t.add_argument("--cam", action="store_true", help="add coordinate-aware modulation to the field")
@@ -82,23 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="measure a trained run (PSNR/SSIM or FID/KID); writes RUN/eval/metrics.json")
     e.add_argument("run", help="run folder")
     e.add_argument("--data", default=None, help="dataset to evaluate on (default: the training data)")
-    e.add_argument("--split", default="test", help="reconstruction split (default test)")
-    e.add_argument("--n-gen", type=int, default=5000, help="GANs: generated images for FID/KID (default 5000)")
+    e.add_argument("--split", default=None, help="radiance fields: dataset split (default test)")
+    e.add_argument("--n-gen", type=int, default=None, help="GANs: generated images for FID/KID (default 5000)")
     e.add_argument("--checkpoint", default=None, metavar="STEP|FILE",
-                   help="GANs: measure this checkpoint (a step or a .pt file) instead of the latest; "
+                   help="measure this checkpoint (a step or a .pt file) instead of the latest; "
                    "writes RUN/eval/metrics_step_XXXXXXXX.json")
+    e.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     e.add_argument("--appearance-half", choices=("left",), default=None,
                    help="nerfw: optimise test appearance on the left half, measure on the right")
 
     # render --------------------------------------------------------------------------------------
     r = sub.add_parser("render", help="render images / MP4 / GIF from a run")
     r.add_argument("run", help="run folder")
-    r.add_argument("--program", default=None, help="render program (e.g. turntable, test-views, path; GAN controls)")
+    r.add_argument("--program", default=None,
+                   help="render program (fields: turntable (default), test-views, path; GANs: their "
+                   "controls, e.g. yaw-sweep, camera-elevation); --list shows the run's")
     r.add_argument("path", nargs="?", default=None, help="camera path JSON for --program path")
     r.add_argument("--out", default=None, help="output folder (default RUN/render/PROGRAM)")
     r.add_argument("--frames", type=int, default=None, help="number of frames")
-    r.add_argument("--seed", type=int, default=0, help="GANs: latent seed")
-    r.add_argument("--list", action="store_true", help="list the run's render programs")
+    r.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
+    r.add_argument("--resolution", type=int, default=None, help="radiance fields: image width (default the training width)")
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    r.add_argument("--list", action="store_true", help="list the run's render programs with a line on each")
 
     # export --------------------------------------------------------------------------------------
     x = sub.add_parser("export", help="export geometry")
@@ -108,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--resolution", type=int, default=256, help="grid resolution (default 256)")
     m.add_argument("--threshold", type=float, default=None, help="density level (default per method)")
     m.add_argument("--out", default=None, help="output PLY (default RUN/mesh.ply)")
-    m.add_argument("--seed", type=int, default=0, help="GANs: latent seed")
-    m.add_argument("--object", type=int, default=0, help="GIRAFFE: which object")
+    m.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
+    m.add_argument("--object", type=int, default=None, help="GIRAFFE: which object (default 0)")
+    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
     # fit -----------------------------------------------------------------------------------------
     f = sub.add_parser("fit", help="fit a field to a signal")

@@ -1,27 +1,19 @@
-"""Handlers of the `aware3d` subcommands (imported only once a command runs)."""
+"""Handlers of the `aware3d` subcommands (imported only once a command runs).
+
+Each handler calls the method surface (:mod:`aware3d.methods.base`) through the registry and
+:func:`aware3d.load`; none asks which kind of method it has. Options a user gave that a method (or
+a render program) does not take are refused by the surface with a message naming them.
+"""
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
 
-from .cli import RECON_METHODS
 
-
-
-def _method_of(run: str) -> str:
-    from .train.io import load_run_config
-
-    p = Path(run)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: run folder not found (expected the --out folder of `aware3d train`)")
-    return load_run_config(p)["method"]
-
-
-def _gan(method: str):
-    import importlib
-
-    return importlib.import_module(f"aware3d.methods.{method}")
+def _given(**options) -> dict:
+    """The options a user set (None: not given on the command line)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def cmd_data(args, parser) -> int:
@@ -48,90 +40,65 @@ def cmd_data(args, parser) -> int:
     return 0
 
 
+def cmd_methods(args, parser) -> int:
+    from . import registry
+
+    for name in registry.METHODS:
+        m = registry.get(name)
+        print(f"{name:<9}{m.title}  [{m.kind}]  {m.paper}")
+        if args.verbose:
+            for p, desc in m.presets.items():
+                star = "*" if p == m.default_preset else " "
+                print(f"    {star}{p:<14}{desc}")
+    if not args.verbose:
+        print("\n(--verbose lists every method's presets; * marks the default)")
+    return 0
+
+
 def cmd_train(args, parser) -> int:
-    m = args.method
-    if m in RECON_METHODS:
-        from .train.recon import train
+    from . import registry
+    from .methods.base import call_with_options
 
-        overrides = list(args.overrides)
-        if args.backbone:
-            if m != "nerfw":
-                raise ValueError(f"--backbone applies to nerfw only (got method {m})")
-            overrides.append(("backbone", args.backbone))
-        if args.cam:
-            overrides.append(("cam", "true"))
-        run = train(m, args.data, out=args.out, preset=args.preset, max_steps=args.max_steps,
-                    max_minutes=args.max_minutes, resume=args.resume, seed=args.seed,
-                    downscale=args.downscale, batch_size=args.batch_size, device=args.device,
-                    overrides=overrides)
-    else:
-        import yaml
-
-        kw = {k: yaml.safe_load(v) for k, v in args.overrides}
-        if args.preset:
-            kw["preset"] = args.preset  # else the method's own default (its CPU preset)
-        if args.device:
-            kw.setdefault("device", args.device)  # a GAN config field (--set device=... wins)
-        run = _gan(m).train(args.data, args.out or f"runs/{m}-{Path(args.data).name}",
-                            max_steps=args.max_steps, max_minutes=args.max_minutes,
-                            resume=args.resume, seed=args.seed, batch_size=args.batch_size, **kw)
+    method = registry.get(args.method)
+    overrides = list(args.overrides)
+    if args.backbone:
+        overrides.append(("backbone", args.backbone))
+    if args.cam:
+        overrides.append(("cam", "true"))
+    options = dict(out=args.out, preset=args.preset, max_steps=args.max_steps,
+                   max_minutes=args.max_minutes, resume=args.resume, seed=args.seed,
+                   batch_size=args.batch_size, device=args.device, overrides=overrides)
+    options.update(_given(downscale=args.downscale))
+    run = call_with_options(method.train, options, f"training {method.name}", args.data)
     print(f"run folder: {run}")
     return 0
 
 
 def cmd_eval(args, parser) -> int:
-    method = _method_of(args.run)
-    if args.checkpoint is not None and method in RECON_METHODS:
-        raise ValueError(f"--checkpoint applies to GAN runs (this run is {method})")
-    if args.appearance_half and method != "nerfw":
-        raise ValueError(f"--appearance-half applies to nerfw runs (this run is {method})")
-    if args.appearance_half:
-        from .methods.nerfw import evaluate_appearance_half
-        from .train.recon import print_metrics_table
+    from .api import load
+    from .methods.base import call_with_options
 
-        metrics = evaluate_appearance_half(args.run, data=args.data, split=args.split)
-        print(print_metrics_table(metrics))
-    elif method in RECON_METHODS:
-        from .train.recon import evaluate, print_metrics_table
-
-        metrics = evaluate(args.run, data=args.data, split=args.split)
-        print(print_metrics_table(metrics))
-    else:
-        metrics = _gan(method).evaluate(args.run, n_gen=args.n_gen, data=args.data, checkpoint=args.checkpoint)
-        print("\n".join(f"{k:<12}{v:>12.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
-    print(f"wrote {metrics.get('path', Path(args.run) / 'eval' / 'metrics.json')}")
+    run = load(args.run, device=args.device, checkpoint=args.checkpoint)
+    options = _given(data=args.data, split=args.split, n_gen=args.n_gen,
+                     appearance_half=args.appearance_half)
+    metrics = call_with_options(run.evaluate, options, f"evaluating {run.method.name} runs")
+    print(run.format_metrics(metrics))
+    print(f"wrote {metrics.get('path', run.path / 'eval' / run.metrics_name())}")
     return 0
 
 
 def cmd_render(args, parser) -> int:
-    method = _method_of(args.run)
-    if method in RECON_METHODS:
-        from .train.recon import PROGRAMS, render_program
+    from .api import load
 
-        extra = ()
-        if method == "nerfw":
-            from .methods import nerfw
-
-            extra = nerfw.PROGRAMS
-        if args.list:
-            print("\n".join(PROGRAMS + extra))
-            return 0
-        if args.program in extra:
-            files = nerfw.render(args.run, args.program, out_dir=args.out, frames=args.frames)
-        else:
-            files = render_program(args.run, args.program or "turntable", path=args.path, out=args.out,
-                                   frames=args.frames)
-    else:
-        import importlib.util
-
-        where = f"aware3d.programs.{method}"
-        prog = importlib.import_module(where if importlib.util.find_spec(where) else f"aware3d.methods.{method}")
-        if args.list or not args.program:
-            print("\n".join(prog.PROGRAMS))
-            return 0
-        kw = {} if args.frames is None else {"n_frames": args.frames}
-        files = prog.render(args.run, args.program, out_dir=args.out, seed=args.seed, **kw)
-    for k, v in (files.items() if isinstance(files, dict) else enumerate(files)):
+    run = load(args.run, device=args.device)
+    program = args.program or run.method.default_program
+    if args.list or not program:
+        width = max(len(n) for n in run.programs)
+        print("\n".join(f"{n:<{width}}  {d}" for n, d in run.programs.items()))
+        return 0
+    options = _given(frames=args.frames, seed=args.seed, path=args.path, resolution=args.resolution)
+    files = run.render_program(program, out=args.out, **options)
+    for k, v in files.items():
         print(f"{k}: {v}")
     return 0
 
@@ -140,23 +107,15 @@ def cmd_export(args, parser) -> int:
     if args.export_kind != "mesh":
         parser.parse_args(["export", "--help"])
         return 2
-    method = _method_of(args.run)
-    if method in RECON_METHODS:
-        from .train.recon import export_mesh
+    from .api import load
 
-        info = export_mesh(args.run, resolution=args.resolution, threshold=args.threshold, out=args.out)
-    elif method == "giraffe":
-        out = args.out or str(Path(args.run) / f"mesh_seed{args.seed}_object{args.object}.ply")
-        info = _gan(method).export_object_mesh(args.run, seed=args.seed, object_index=args.object,
-                                               resolution=args.resolution, out_path=out)
-    else:
-        mod = _gan(method)
-        if not hasattr(mod, "export_mesh"):
-            raise ValueError(f"{method} has no radiance field to mesh (its 3D representation is a "
-                             f"learnt feature volume); mesh export exists for nerf, ngp, nerfw, "
-                             f"giraffe, graf, pigan and cips3d")
-        out = args.out or str(Path(args.run) / f"mesh_seed{args.seed}.ply")
-        info = mod.export_mesh(args.run, seed=args.seed, resolution=args.resolution, out_path=out)
+    run = load(args.run, device=args.device)
+    options = _given(resolution=args.resolution, threshold=args.threshold, seed=args.seed,
+                     object_index=args.object)
+    from .methods.base import call_with_options
+
+    info = call_with_options(run.export_mesh, {"out": args.out, **options},
+                             f"mesh export of {run.method.name} runs")
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -177,8 +136,9 @@ def cmd_fit(args, parser) -> int:
 
 def cmd_demo(args, parser) -> int:
     """Synthesise a scene, train ngp for a couple of minutes, render a turntable, print PSNR."""
+    from . import registry
+    from .api import load
     from .data.synth import synth_scene
-    from .train.recon import evaluate, render_program, train
 
     out = Path(args.out)
     data = out / "scene"
@@ -186,9 +146,9 @@ def cmd_demo(args, parser) -> int:
     if not (data / "transforms_train.json").exists():
         print(f"[1/4] synthesising a scene of analytic primitives in {data}")
         synth_scene(data, n_views=100, resolution=96, hemisphere=True, seed=0)
-    run = out / "run"
+    run_dir = out / "run"
     print(f"[2/4] training ngp for {args.minutes:g} minutes")
-    resume = (run / "checkpoints").is_dir()
+    resume = (run_dir / "checkpoints").is_dir()
     if resume:
         print("      (an earlier demo run exists there: continuing it)")
     # dense warm-up: on this small, tight scene early pruning greys out faint objects
@@ -196,18 +156,19 @@ def cmd_demo(args, parser) -> int:
     # (2^16 entries per level, finest level 256): the cpu preset's 2^19 x 1024 grid, made for
     # 200-800 px, took 2.5x the time per step and left the objects grey and noisy (19.98 -> 28.32 dB
     # in a 2-minute A/B, BENCHMARKS.md)
-    train("ngp", str(data), out=str(run), max_minutes=args.minutes, resume=resume,
-          device=args.device, val_every=0,
-          overrides=[("occ_dense_warmup", True), ("log2_table", 16), ("max_res", 256)])
+    registry.get("ngp").train(str(data), out=str(run_dir), max_minutes=args.minutes, resume=resume,
+                              device=args.device, val_every=0,
+                              overrides=[("occ_dense_warmup", True), ("log2_table", 16), ("max_res", 256)])
+    run = load(run_dir, device=args.device)
     print("[3/4] evaluating on the held-out test views")
-    metrics = evaluate(run, split="test", device=args.device)
+    metrics = run.evaluate(split="test")
     print("[4/4] rendering a turntable")
-    files = render_program(run, "turntable", frames=48, device=args.device)
+    files = run.render_program("turntable", frames=48)
     print()
     print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} over {metrics['n_views']} views"
           f" (took {(time.time() - t0) / 60:.1f} min)")
     print(f"turntable video: {files['rgb_mp4']}  (GIF: {files['rgb_gif']})")
     print(f"depth video:     {files['depth_mp4']}")
-    print(f"side-by-sides:   {run / 'eval'}")
-    print(f"metrics:         {run / 'eval' / 'metrics.json'}")
+    print(f"side-by-sides:   {run_dir / 'eval'}")
+    print(f"metrics:         {run_dir / 'eval' / 'metrics.json'}")
     return 0

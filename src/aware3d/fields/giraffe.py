@@ -14,11 +14,17 @@ pi-scaled encoding (2 for objects, whose canonical box is [-1, 1]^3, so inputs l
 Two layouts: *padded* (points (B, P, 3), codes (B, Z)) and *packed* (points (S, 3) with
 ``index`` (S,) naming the batch element of each point), which the generator uses to evaluate an
 object only at the samples inside its box.
+
+:class:`NeuralRenderer` is GIRAFFE's 2D neural renderer pi_theta (sec. 3.3): volume-rendered
+feature map -> RGB image.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..render import giraffe_encoding
 from ..render._checks import ShapeError, check_tensor
@@ -167,3 +173,58 @@ def background_field(**kw) -> FeatureField:
     cfg = dict(hidden=64, n_blocks=4, skips=(), z_shape_dim=128, feature_dim=128, downscale=12.0)
     cfg.update(kw)
     return FeatureField(**cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# 2D neural renderer
+
+
+class Blur(nn.Module):
+    """[1 2 1]^T [1 2 1] / 16 low-pass filter, reflect padding (the official Blur layer)."""
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).reshape(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x):
+        c = x.shape[1]
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.expand(c, 1, 3, 3).to(x.dtype),
+                        groups=c)
+
+
+class NeuralRenderer(nn.Module):
+    """pi_theta: feature map (B, M_f, h, w) -> RGB (B, 3, H, W) in [0, 1].
+
+    Each block: nearest-neighbour x2 upsampling of the features, 3x3 conv, leaky ReLU; an RGB skip
+    at every scale (3x3 conv to RGB added to the bilinearly upsampled and blurred RGB so far);
+    final sigmoid. Channels halve every block down to ``min_feat``."""
+
+    def __init__(self, n_feat: int = 128, input_dim: int = 128, out_dim: int = 3, min_feat: int = 32,
+                 img_size: int = 64, feature_res: int = 16):
+        super().__init__()
+        n_blocks = int(round(math.log2(img_size / feature_res)))
+        if feature_res * 2 ** n_blocks != img_size or n_blocks < 1:
+            raise ValueError(f"img_size: expected feature_res ({feature_res}) times a power of 2 "
+                             f"(>= 2), got {img_size}")
+        self.n_blocks = n_blocks
+        self.conv_in = nn.Identity() if n_feat == input_dim else nn.Conv2d(input_dim, n_feat, 1)
+        ch = [n_feat] + [max(n_feat // 2 ** (i + 1), min_feat) for i in range(n_blocks)]
+        self.conv_layers = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 3, 1, 1) for i in range(n_blocks))
+        self.conv_rgb = nn.ModuleList([nn.Conv2d(input_dim, out_dim, 3, 1, 1)] +
+                                      [nn.Conv2d(ch[i + 1], out_dim, 3, 1, 1) for i in range(n_blocks)])
+        self.blur = Blur()
+
+    def upsample_rgb(self, x):
+        return self.blur(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        net = self.conv_in(x)
+        rgb = self.upsample_rgb(self.conv_rgb[0](x))
+        for i, layer in enumerate(self.conv_layers):
+            net = F.leaky_relu(layer(F.interpolate(net, scale_factor=2, mode="nearest")), 0.2)
+            rgb = rgb + self.conv_rgb[i + 1](net)
+            if i < self.n_blocks - 1:
+                rgb = self.upsample_rgb(rgb)
+        return torch.sigmoid(rgb)

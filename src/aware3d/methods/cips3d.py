@@ -17,9 +17,10 @@ randomly chosen NeRF rays are rendered with autograd, the others under ``no_grad
 and time of the NeRF's backward scale with ``grad_rays``); the 2D decoder sees every pixel.
 
 Controls: shape = z_shape (NeRF), appearance = z_app (INR); camera yaw / pitch.
-Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render`, :func:`render_aux`,
-:func:`export_mesh` (on top of :mod:`aware3d.methods.gan_common`; the G/D objectives run in
-:class:`aware3d.methods.hologan.ObjectiveEngine`).
+``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`): train, load, render,
+evaluate, :func:`export_mesh`, and as programs the shared GAN controls plus ``aux``
+(:func:`render_aux`). The engine runs its own G / D objectives (``generator_objective`` /
+``discriminator_objective``).
 """
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ import torch.nn.functional as F
 from ..fields.cips import CIPSDecoder, ShallowFeatureNerf, StyleMapping
 from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
 from ..train.gan import discriminator_loss, generator_loss, r1_penalty
+from ..programs import Program
+from ..programs.gan import programs_for
+from ..nets.discriminators import DCDiscriminator
 from . import gan_common as gc
-from . import hologan as _hg
-from .giraffe import DCDiscriminator
+from .base import GenerativeMethod
 
 NAME = "cips3d"
 
@@ -278,7 +281,7 @@ class Cips3DGenerator(nn.Module):
 
 class Cips3DDiscriminator(nn.Module):
     """The main critic on S x S images and the auxiliary one on the NeRF's r x r RGB (both
-    DCGAN-style, :class:`aware3d.methods.giraffe.DCDiscriminator`). ``forward`` is the main one."""
+    DCGAN-style, :class:`aware3d.nets.discriminators.DCDiscriminator`). ``forward`` is the main one."""
 
     def __init__(self, cfg: Cips3DConfig):
         super().__init__()
@@ -294,7 +297,8 @@ class Cips3DDiscriminator(nn.Module):
 
 
 class Cips3DMethod:
-    """Networks, inputs and objectives (run by :class:`aware3d.methods.hologan.ObjectiveEngine`)."""
+    """Networks, inputs and objectives (the GAN engine runs its ``generator_objective`` and
+    ``discriminator_objective``)."""
 
     name = NAME
     image_range = (-1.0, 1.0)
@@ -369,41 +373,63 @@ def build(cfg: Cips3DConfig, seed: int | None = None) -> Cips3DMethod:
 
 
 # --------------------------------------------------------------------------------------------------
-# Entry points (aware3d.methods.gan_common does the work)
-
-PROGRAMS = gc.program_names(Cips3DMethod.latent_groups)
-
-train, load_generator, evaluate, render = gc.entry_points(
-    __name__, "CIPS-3D", trainer=_hg.train_with_engine,
-    notes={"render": "Programs: camera yaw / pitch sweeps, shape (NeRF code), appearance (INR code) "
-                     "and joint interpolation, fixed-seed grid."})
+# Extra render, mesh export and the method surface
 
 
 @torch.no_grad()
-def render_aux(run_dir, seed: int = 0, n_samples: int = 4, out_path=None) -> Path:
-    """The final images beside the shallow NeRF's own RGB (upsampled), one row per sample: the
-    check of the mirror-symmetry fix. Writes a PNG (default RUN/render/aux_seed<seed>.png)."""
+def render_aux(run, seed: int = 0, n_samples: int = 4, out_path=None) -> Path:
+    """The final images beside the shallow NeRF's own RGB (upsampled), one row per sample, of a
+    loaded run: the check of the mirror-symmetry fix. Writes a PNG (default
+    RUN/render/aux_seed<seed>.png)."""
     from ..train.io import make_grid, save_png
 
-    cfg, method, G = load_generator(run_dir)
-    o = G(method.sample_inputs(n_samples, torch.Generator().manual_seed(int(seed)), train=False), return_aux=True)
+    method, G = run.gan, run.G
+    x = {k: v.to(run.device) for k, v in run.sample(seed, n_samples).items()}
+    o = G(x, return_aux=True)
     aux = F.interpolate(o["aux"], size=o["image"].shape[-2:], mode="nearest")
     pairs = torch.stack([o["image"], aux], 1).flatten(0, 1)
-    out = Path(out_path) if out_path is not None else Path(run_dir) / "render" / f"aux_seed{seed}.png"
-    return save_png(out, make_grid(gc.to_unit(pairs, method.image_range).permute(0, 2, 3, 1), nrow=2))
+    out = Path(out_path) if out_path is not None else run.path / "render" / f"aux_seed{seed}.png"
+    return save_png(out, make_grid(gc.to_unit(pairs, method.image_range).permute(0, 2, 3, 1).cpu(), nrow=2))
 
 
-def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
+@torch.no_grad()
+def export_mesh(run, seed: int = 0, resolution: int = 128, out_path=None,
                 threshold: float | None = None) -> dict:
     """Marching cubes on the shallow NeRF's density for the shape code drawn from ``seed`` (as the
     first sample of :func:`sample_inputs`), over the cube [-mesh_extent, mesh_extent]^3 (world
     units), at ``threshold`` (default 10, or half the maximum when the field never reaches it).
     Writes a binary PLY (default RUN/mesh_seed<seed>.ply); returns a summary."""
-    cfg, method, G = load_generator(run_dir)
-    z = method.sample_inputs(1, torch.Generator().manual_seed(int(seed)), train=False)["z_shape"]
-    out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}.ply"
+    cfg, G = run.config, run.G
+    z = run.sample(seed)["z_shape"].to(run.device)
+    out = Path(out_path) if out_path is not None else run.path / f"mesh_seed{seed}.ply"
     ext = float(cfg.mesh_extent)
-    res = gc.export_density_mesh(lambda p: G.density(p.unsqueeze(0), z)[0], -ext, ext, out,
+    res = gc.export_density_mesh(lambda p: G.density(p.unsqueeze(0).to(run.device), z)[0], -ext, ext, out,
                                  resolution=resolution, threshold=threshold)
     res["extent"] = ext
     return res
+
+
+def _aux_program(run, out_dir, seed: int = 0, samples: int | None = None) -> dict:
+    return {"png": str(render_aux(run, seed=seed, n_samples=samples or 4,
+                                  out_path=Path(out_dir) / f"aux_seed{seed}.png"))}
+
+
+PRESET_DESCRIPTIONS = {
+    "ffhq64": "the official FFHQ setting at 64x64 (faces)",
+    "celeba64": "the same as ffhq64",
+    "ffhq128": "the official setting at 128x128 (6 INR blocks)",
+    "objects64": "the paper's networks on `aware3d data synth objects` at 64x64",
+    "cpu": "narrow networks for a CPU, NeRF at 32x32 upsampled to 64x64, faces' poses (the default)",
+    "cpu_objects": "the CPU networks on synth objects at 64x64",
+    "cpu32": "the CPU networks at 32x32 (NeRF at 16x16)",
+    "cpu32_objects": "the CPU networks on synth objects at 32x32",
+    "tiny": "test-sized networks at 32x32",
+}
+
+METHOD = GenerativeMethod(
+    NAME, "CIPS-3D", Cips3DConfig, build, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+    programs=programs_for(Cips3DMethod.latent_groups) + (
+        Program("aux", "the final images beside the shallow NeRF's own RGB, one row per sample",
+                _aux_program),),
+    mesh=export_mesh, paper="Zhou et al., 2021")
+PROGRAMS = tuple(METHOD.programs)

@@ -1,43 +1,35 @@
-"""Generic pieces of the 3D-aware GAN methods (GRAF, pi-GAN; HoloGAN and CIPS-3D may import them).
-
-GIRAFFE's module (:mod:`aware3d.methods.giraffe`) and the GAN engine (:mod:`aware3d.train.gan`)
-stay the reference for the training loop; what is here is what the other methods share on top of
-them:
+"""Pieces the 3D-aware GAN methods share on top of the GAN engine (:mod:`aware3d.train.gan`) and
+the method surface (:class:`aware3d.methods.base.GenerativeMethod`, which trains and loads them):
 
 - **configs**: presets as dicts over a method's config dataclass (:func:`make_config`,
   :func:`replace_config`, :func:`config_from_dict`; command-line strings are parsed as YAML by
-  :func:`coerce_value`, GIRAFFE's configs included);
+  :func:`coerce_value`);
 - **data**: the image folder of a run (:func:`image_dataset`, :func:`real_images`) and
   :class:`MappedImages`, a wrapper that transforms every real batch the engine draws (resizing for
   progressive growing, GRAF's patches) with the engine's own random generator, so a resumed run
   continues exactly;
-- **training**: :func:`gan_config_from` (the engine settings of a method config) and
-  :func:`train_method`, which builds dataset + :class:`~aware3d.train.gan.GanConfig` + engine from a
-  preset and runs :func:`~aware3d.train.gan.train_gan`, calling the method's optional
-  ``set_step(step, engine)`` before every step (annealing, progressive growing);
-- **loading / evaluation**: :func:`load_run` (EMA generator of a run's latest checkpoint) and
-  :func:`evaluate_run` (FID / KID, ``RUN/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}``);
-- **entry points**: :func:`entry_points` makes a method module's ``train``, ``load_generator``,
-  ``evaluate`` and ``render`` from the functions above, :func:`single_object_mesh` its
-  ``export_object_mesh``;
+- **training settings**: :class:`RunSettings` (the bookkeeping fields of every GAN config) and
+  :func:`gan_config_from` (the engine settings of a method config);
+- **evaluation**: :func:`evaluate_generator` (FID / KID of a loaded run, ``RUN/eval/metrics.json``
+  with ``{"fid5k", "kid5k", ...}``);
 - **rendering**: :func:`render_radiance`, volume rendering of a conditional radiance field with
   stratified + hierarchical sampling (one network for both passes, as pi-GAN);
-- **controls**: camera yaw / pitch sweeps, latent interpolation per latent group and fixed-seed
-  grids (:func:`program_names`, :func:`render_program_frames`, :func:`render_program`, writing
-  GIF + MP4 + a PNG grid);
 - **geometry**: :func:`density_grid` / :func:`export_density_mesh` (marching cubes -> PLY),
   :func:`export_sample_mesh` (the mesh of one generated sample) and
   :func:`depth_reprojection_error` (3D consistency of two rendered views).
 
-A method module using these provides ``NAME``, a config dataclass ``Config`` (with at least
-``batch_size``, ``resolution``, ``flip``, ``seed``, ``preset``, ``data``), ``PRESETS``,
-``DEFAULT_PRESET`` and ``build(cfg) -> method``. The method object is what the GAN engine needs
+The controls every GAN shares (camera sweeps, latent interpolation, seed grids) are render programs
+in :mod:`aware3d.programs.gan` (re-exported here: :func:`program_names`,
+:func:`render_program_frames`, :func:`render_program`, :func:`sweep_values`).
+
+The object a method's ``build(cfg)`` returns is what the GAN engine needs
 (:class:`~aware3d.train.gan.GanMethod`) plus ``gan_config(**kw) -> GanConfig`` and, optionally,
 
 - ``wrap_dataset(dataset) -> dataset`` (e.g. ``MappedImages(dataset, fn)``),
 - ``set_step(step, engine=None)``: put the method (and the engine: batch size, learning rates) in
   the state of training step ``step`` (0-based, the step about to run),
-- ``prepare_inference()``: called by :func:`load_run` after the weights are loaded,
+- ``prepare_inference()``: called after a run's weights are loaded,
+- ``generator_objective`` / ``discriminator_objective``: its own phase losses (HoloGAN, CIPS-3D),
 - for the controls: ``camera_from_angles(yaw_deg, pitch_deg) -> c2w (B, 4, 4)``,
   ``angle_ranges() -> {"yaw": (lo, hi, mean), "pitch": (lo, hi, mean)}`` (degrees; yaw is the
   azimuth about the world z axis, pitch the elevation above the xy-plane) and ``latent_groups``
@@ -56,10 +48,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..programs.gan import (program_names, render_program, render_program_frames,  # noqa: F401
+                            sweep_values)
+from ..train.gan import to_unit  # noqa: F401
+
 __all__ = [
     "coerce_value", "make_config", "replace_config", "config_from_dict", "image_dataset",
-    "real_images", "MappedImages", "resize_images", "gan_config_from", "train_method",
-    "checkpoint_step", "load_run", "evaluate_run", "to_unit", "entry_points", "single_object_mesh",
+    "real_images", "MappedImages", "resize_images", "RunSettings", "gan_config_from",
+    "checkpoint_step", "evaluate_generator", "fid_of_generator", "write_eval_metrics", "to_unit",
     "render_radiance", "program_names", "render_program_frames", "render_program",
     "density_grid", "export_density_mesh", "export_sample_mesh", "depth_reprojection_error",
     "sweep_values",
@@ -118,12 +114,12 @@ def config_from_dict(config_cls, d: Mapping[str, Any]):
 # Data
 
 
-def image_dataset(path, resolution: int, flip: bool = True):
+def image_dataset(path, resolution: int, flip: bool = True, progress: bool = False):
     """The GAN image folder dataset (:class:`aware3d.data.imagefolder.ImageFolderDataset`):
     ``sample(n, generator)`` -> (n, 3, S, S) in [-1, 1]."""
     from ..data.imagefolder import ImageFolderDataset
 
-    return ImageFolderDataset(str(path), resolution, flip=flip)
+    return ImageFolderDataset(str(path), resolution, flip=flip, progress=progress)
 
 
 def real_images(data, resolution: int) -> torch.Tensor:
@@ -223,87 +219,20 @@ def gan_config_from(cfg, **kw):
     return GanConfig(**base)
 
 
-def train_method(mod, data, out, preset: str | None = None, max_steps: int | None = None,
-                 max_minutes: float | None = None, resume: bool = False, seed: int = 0,
-                 batch_size: int | None = None, on_step: Callable | None = None, **overrides) -> Path:
-    """Train the GAN method of module ``mod`` on the image folder ``data``; returns the run folder.
-
-    ``overrides`` are fields of ``mod.Config`` (strings parsed as YAML). With ``resume`` and a
-    checkpoint in ``out`` the stored config is used (``batch_size`` and overrides still apply) and
-    training continues from the latest checkpoint: the method's ``set_step`` puts it in the state
-    of that step before the engine is built. ``on_step(engine, scalars)`` is passed through to the
-    engine loop (after the method's own step hook)."""
-    from ..train import gan
-    from ..train.io import load_run_config
-
-    run_dir = Path(out)
-    start = checkpoint_step(run_dir) if resume and run_dir.is_dir() else None
-    if start is not None:
-        cfg = config_from_dict(mod.Config, load_run_config(run_dir))
-        cfg = replace_config(cfg, batch_size=batch_size, **overrides)
-    else:
-        cfg = make_config(mod.Config, mod.PRESETS, preset or mod.DEFAULT_PRESET, seed=seed,
-                          batch_size=batch_size, **overrides)
-    cfg = dataclasses.replace(cfg, data=str(data))
-    dataset = image_dataset(data, cfg.resolution, flip=cfg.flip)
-    method = mod.build(cfg)
-    if hasattr(method, "wrap_dataset"):
-        dataset = method.wrap_dataset(dataset)
-    step_hook = getattr(method, "set_step", None)
-    if step_hook is not None:
-        step_hook(start or 0)
-    gcfg = method.gan_config(max_steps=max_steps, max_minutes=max_minutes)
-
-    def hook(engine, scalars):
-        if step_hook is not None:
-            step_hook(engine.step, engine)
-        if on_step is not None:
-            on_step(engine, scalars)
-
-    return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume,
-                         config=dataclasses.asdict(cfg), on_step=hook)
-
-
 # --------------------------------------------------------------------------------------------------
 # Loading and evaluation
 
 
-def load_run(mod, run_dir, ema: bool = True, device: str | torch.device = "cpu", checkpoint=None):
-    """``(cfg, method, G)`` of a run's checkpoint (``checkpoint``: a step or a file, default the
-    latest): the EMA generator by default, in eval mode without gradients, after the method's
-    ``prepare_inference()``."""
-    from ..train.io import checkpoint_file, load_checkpoint, load_run_config
-
-    cfg = config_from_dict(mod.Config, load_run_config(run_dir))
-    method = mod.build(cfg)
-    state = load_checkpoint(checkpoint_file(run_dir, checkpoint), map_location="cpu")
-    key = "G_ema" if ema and "G_ema" in state else "G"
-    method.generator.load_state_dict(state[key])
-    if hasattr(method, "prepare_inference"):
-        method.prepare_inference()
-    G = method.generator.to(device).eval().requires_grad_(False)
-    return cfg, method, G
-
-
-def to_unit(images: torch.Tensor, image_range=(-1.0, 1.0)) -> torch.Tensor:
-    """Generated images in ``image_range`` -> [0, 1] (clamped)."""
-    lo, hi = image_range
-    return ((images.float() - lo) / (hi - lo)).clamp(0, 1)
-
-
-def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
-                 device: str | torch.device = "auto", extractor: Callable | None = None,
-                 checkpoint=None) -> dict:
-    """FID and KID of the run's EMA generator on ``n_gen`` images (prior cameras and latents drawn
-    from ``seed``) against the real images of ``data`` (default the run's training folder) at the
-    run's resolution. Writes ``run_dir/eval/metrics.json`` (``{"fid5k", "kid5k", "kid5k_std",
-    ...}``, names from the number of images) and returns it. ``checkpoint`` (a step or a file)
-    measures that checkpoint instead of the latest and writes ``eval/metrics_step_XXXXXXXX.json``."""
-    from ..train.gan import resolve_device
-
-    cfg, method, G = load_run(mod, run_dir, device=resolve_device(device), checkpoint=checkpoint)
+def evaluate_generator(run, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
+                       extractor: Callable | None = None, **fid_kw) -> dict:
+    """FID and KID of a loaded run's EMA generator (:class:`aware3d.methods.base.GenerativeRun`) on
+    ``n_gen`` images (prior cameras and latents drawn from ``seed``) against the real images of
+    ``data`` (default the run's training folder) at the run's resolution. Writes
+    ``RUN/eval/metrics.json`` (``{"fid5k", "kid5k", "kid5k_std", ...}``, names from the number of
+    images; ``metrics_step_XXXXXXXX.json`` when the run was loaded at a chosen checkpoint) and
+    returns it."""
     g = torch.Generator().manual_seed(int(seed))
-    dev = next(G.parameters()).device
+    method, G, dev = run.gan, run.G, run.device
 
     @torch.no_grad()
     def generate(n: int) -> torch.Tensor:
@@ -311,9 +240,10 @@ def evaluate_run(mod, run_dir, n_gen: int = 5000, data=None, seed: int = 0, batc
         x = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in x.items()}
         return to_unit(G(x), method.image_range).cpu()
 
-    return fid_of_generator(run_dir, generate, data or cfg.data, cfg.resolution, n_gen,
-                            batch_size=batch_size, checkpoint=checkpoint, extra={"method": mod.NAME},
-                            extractor=extractor, use_cache=extractor is None)
+    fid_kw.setdefault("use_cache", extractor is None)
+    return fid_of_generator(run.path, generate, data or run.config.data, run.config.resolution, n_gen,
+                            batch_size=batch_size, checkpoint=run.checkpoint,
+                            extra={"method": run.method.name}, extractor=extractor, **fid_kw)
 
 
 def fid_of_generator(run_dir, generate: Callable[[int], torch.Tensor], data, resolution: int, n_gen: int,
@@ -351,93 +281,6 @@ def write_eval_metrics(run_dir, metrics: dict, checkpoint=None) -> dict:
     atomic_write_text(out / name, json.dumps(metrics, indent=2) + "\n")
     metrics["path"] = str(out / name)
     return metrics
-
-
-# --------------------------------------------------------------------------------------------------
-# Entry points of a method module
-
-
-def entry_points(module_name: str, title: str, trainer: Callable | None = None,
-                 notes: Mapping[str, str] | None = None) -> tuple:
-    """``(train, load_generator, evaluate, render)`` of the method module ``module_name``, the
-    wrappers of :func:`train_method`, :func:`load_run`, :func:`evaluate_run` and
-    :func:`render_program` that the command line calls::
-
-        train, load_generator, evaluate, render = gc.entry_points(__name__, "GRAF")
-
-    The module must define ``DEFAULT_PRESET`` (the default of ``train``'s ``preset``) before the
-    call; everything else of the module is looked up when a function runs. ``title`` is the
-    method's name in the docstrings, ``trainer`` replaces :func:`train_method` (same arguments;
-    e.g. training with another engine) and ``notes`` adds a method-specific paragraph to a
-    function's docstring (keys: the function names)."""
-    import sys
-
-    def mod():
-        return sys.modules[module_name]
-
-    default_preset = mod().DEFAULT_PRESET
-
-    def train(data, out, preset: str = default_preset, max_steps: int | None = None,
-              max_minutes: float | None = None, resume: bool = False, seed: int = 0,
-              batch_size: int | None = None, **overrides) -> Path:
-        return (trainer or train_method)(mod(), data, out, preset=preset, max_steps=max_steps,
-                                         max_minutes=max_minutes, resume=resume, seed=seed,
-                                         batch_size=batch_size, **overrides)
-
-    def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu", checkpoint=None):
-        return load_run(mod(), run_dir, ema=ema, device=device, checkpoint=checkpoint)
-
-    def evaluate(run_dir, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
-                 checkpoint=None) -> dict:
-        return evaluate_run(mod(), run_dir, n_gen=n_gen, data=data, seed=seed, batch_size=batch_size,
-                            checkpoint=checkpoint)
-
-    def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int | None = None,
-               n_samples: int | None = None) -> dict:
-        _, method, G = mod().load_generator(run_dir)
-        out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
-        return render_program(method, G, program, out, seed=seed, n_frames=n_frames, n_samples=n_samples)
-
-    docs = {
-        "train": f"""Train {title} on an image folder ``data``; returns the run folder ``out``.
-
-        ``overrides`` are fields of the module's ``Config`` (strings are parsed as YAML). With
-        ``resume`` the stored config of ``out`` is used (``batch_size`` and overrides still apply)
-        and training continues from the latest checkpoint. Multi-process: ``torchrun
-        --nproc_per_node N`` (the global batch is split over the processes).""",
-        "load_generator": f"""``(cfg, method, G)`` of a {title} run's latest checkpoint: the EMA
-        generator by default, in eval mode (see :func:`aware3d.methods.gan_common.load_run`).""",
-        "evaluate": f"""FID and KID of a {title} run's EMA generator on ``n_gen`` images against
-        ``data`` (default the run's training folder); writes ``run_dir/eval/metrics.json`` with
-        ``{{"fid5k", "kid5k", ...}}`` (see :func:`aware3d.methods.gan_common.evaluate_run`).""",
-        "render": f"""Render a control program (the module's ``PROGRAMS``) of a {title} run with
-        its EMA generator; writes ``<program>_seed<seed>.{{gif,mp4,png}}`` under ``out_dir``
-        (default ``run_dir/render/<program>``) and returns their paths.""",
-    }
-    fns = (train, load_generator, evaluate, render)
-    for fn in fns:
-        note = (notes or {}).get(fn.__name__)
-        fn.__doc__ = docs[fn.__name__] + (f"\n\n        {note}" if note else "")
-        fn.__module__, fn.__qualname__ = module_name, fn.__name__
-    return fns
-
-
-def single_object_mesh(module_name: str, title: str) -> Callable:
-    """``export_object_mesh`` of a one-object method module ``module_name``: the command line's
-    GIRAFFE-style mesh exporter, forwarding to the module's ``export_mesh`` (``object_index`` 0)."""
-    import sys
-
-    def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
-                           out_path=None, **kw) -> dict:
-        if object_index != 0:
-            raise ValueError(f"object_index: {title} generates one object, expected 0, got {object_index}")
-        return sys.modules[module_name].export_mesh(run_dir, seed=seed, resolution=resolution,
-                                                    out_path=out_path, **kw)
-
-    export_object_mesh.__doc__ = (f"CLI compatibility with GIRAFFE's exporter: {title} has one "
-                                  f"object (``object_index`` 0).")
-    export_object_mesh.__module__ = module_name
-    return export_object_mesh
 
 
 # --------------------------------------------------------------------------------------------------
@@ -500,125 +343,6 @@ def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tens
         values = torch.gather(values, -2, order.unsqueeze(-1).expand(*order.shape, values.shape[-1]))
     out = volume_render(sigma, values, t, background=background)
     return {"color": out["color"], "depth": out["depth"], "opacity": out["opacity"]}
-
-
-# --------------------------------------------------------------------------------------------------
-# Controls: camera sweeps, latent interpolation, fixed-seed grids
-
-_BASE_PROGRAMS = ("yaw_sweep", "pitch_sweep", "seed_grid")
-
-
-def program_names(latent_groups: Mapping[str, Sequence[str]]) -> tuple:
-    """``yaw_sweep``, ``pitch_sweep``, ``seed_grid`` and ``interpolate_<group>`` per latent group."""
-    return _BASE_PROGRAMS + tuple(f"interpolate_{g}" for g in latent_groups)
-
-
-def sweep_values(lo: float, hi: float, mean: float, n: int) -> torch.Tensor:
-    """``n`` angles of a looping sweep: a full turn when [lo, hi] spans >= 359 degrees, else
-    mean + a sin(2 pi k / n) with a = the larger distance from the mean to a bound."""
-    k = torch.arange(n, dtype=torch.float32)
-    if hi - lo >= 359.0:
-        return lo + 360.0 * k / n
-    amp = max(hi - mean, mean - lo, 1e-3)
-    return mean + amp * torch.sin(2 * math.pi * k / n)
-
-
-def _slerp_or_lerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
-    """Spherical interpolation of Gaussian latents (norm kept), linear when nearly parallel."""
-    af, bf = a.flatten(1), b.flatten(1)
-    cos = (af * bf).sum(1) / (af.norm(dim=1) * bf.norm(dim=1)).clamp_min(1e-12)
-    theta = torch.acos(cos.clamp(-1, 1))
-    s = torch.sin(theta)
-    ok = s > 1e-4
-    wa = torch.where(ok, torch.sin((1 - w) * theta) / s.clamp_min(1e-4), torch.full_like(s, 1 - w))
-    wb = torch.where(ok, torch.sin(w * theta) / s.clamp_min(1e-4), torch.full_like(s, w))
-    view = (-1,) + (1,) * (a.dim() - 1)
-    return wa.view(view) * a + wb.view(view) * b
-
-
-def _program_inputs(method, program: str, base: dict, other: dict, n_frames: int) -> list[dict]:
-    """The generator inputs of each frame of ``program``."""
-    B = next(v for v in base.values() if torch.is_tensor(v)).shape[0]
-    ranges = method.angle_ranges()
-    frames = []
-    if program in ("yaw_sweep", "pitch_sweep", "seed_grid"):
-        key = "pitch" if program == "pitch_sweep" else "yaw"
-        vals = sweep_values(*ranges[key], n_frames)
-        for v in vals.tolist():
-            yaw = v if key == "yaw" else ranges["yaw"][2]
-            pitch = v if key == "pitch" else ranges["pitch"][2]
-            x = dict(base)
-            x["c2w"] = method.camera_from_angles(torch.full((B,), yaw), torch.full((B,), pitch))
-            frames.append(x)
-        return frames
-    group = program[len("interpolate_"):]
-    keys = method.latent_groups[group]
-    for k in range(n_frames):
-        w = 0.5 * (1 - math.cos(2 * math.pi * k / n_frames))  # 0 -> 1 -> 0: a loop
-        x = dict(base)
-        x["c2w"] = method.camera_from_angles(torch.full((B,), ranges["yaw"][2]),
-                                             torch.full((B,), ranges["pitch"][2]))
-        for key in keys:
-            x[key] = _slerp_or_lerp(base[key], other[key], w)
-        frames.append(x)
-    return frames
-
-
-@torch.no_grad()
-def render_program_frames(method, G, program: str, seed: int = 0, n_frames: int = 24,
-                          n_samples: int = 4, chunk: int = 8) -> torch.Tensor:
-    """Frames of a control program: (T, n_samples, H, W, 3) in [0, 1].
-
-    ``yaw_sweep`` / ``pitch_sweep``: the camera moves (yaw: a full turn if the prior covers the
-    circle, else a sweep over the prior's range) at the prior's mean of the other angle;
-    ``interpolate_<group>``: the group's latents go from the ``seed`` scene to another one and back
-    (spherical interpolation), at the mean camera; ``seed_grid``: like ``yaw_sweep`` (used with
-    many samples for a fixed-seed grid)."""
-    names = program_names(method.latent_groups)
-    if program not in names:
-        raise ValueError(f"program: expected one of {list(names)}, got {program!r}")
-    g = torch.Generator().manual_seed(int(seed))
-    base = method.sample_inputs(n_samples, g, train=False)
-    other = method.sample_inputs(n_samples, g, train=False)
-    dev = next(G.parameters()).device
-    out = []
-    for x in _program_inputs(method, program, base, other, n_frames):
-        imgs = []
-        for a in range(0, n_samples, chunk):
-            part = {k: (v[a:a + chunk].to(dev) if torch.is_tensor(v) else v) for k, v in x.items()}
-            imgs.append(to_unit(G(part), method.image_range).cpu())
-        out.append(torch.cat(imgs).permute(0, 2, 3, 1))
-    return torch.stack(out)
-
-
-def render_program(method, G, program: str, out_dir, seed: int = 0, n_frames: int | None = None,
-                   n_samples: int | None = None, fps: float = 12.0, stem: str | None = None) -> dict:
-    """Render a control program and write ``<stem>.gif``, ``<stem>.mp4`` (every frame: the samples
-    side by side; a 4-wide grid for ``seed_grid``) and ``<stem>.png`` (rows = samples, columns = up
-    to 8 evenly spaced frames; for ``seed_grid`` the grid of all samples at the middle frame).
-    Returns ``{"gif", "mp4", "png"}`` paths (strings)."""
-    from ..train.io import make_grid, save_png, save_video
-
-    grid = program == "seed_grid"
-    n_samples = n_samples or (16 if grid else 4)
-    n_frames = n_frames or (24 if not grid else 16)
-    frames = render_program_frames(method, G, program, seed=seed, n_frames=n_frames, n_samples=n_samples)
-    T, B, H, W, C = frames.shape
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = stem or f"{program}_seed{seed}"
-    nrow = int(math.ceil(math.sqrt(B))) if grid else B
-    rows = [make_grid(frames[k], nrow=nrow) for k in range(T)]
-    files = {"gif": save_video(out / f"{stem}.gif", rows, fps=fps),
-             "mp4": save_video(out / f"{stem}.mp4", rows, fps=fps)}
-    if grid:
-        still = make_grid(frames[0], nrow=nrow)
-    else:
-        cols = min(T, 8)
-        idx = torch.linspace(0, T - 1, cols).round().long()
-        still = make_grid(frames[idx].permute(1, 0, 2, 3, 4).reshape(B * cols, H, W, C), nrow=cols)
-    files["png"] = save_png(out / f"{stem}.png", still)
-    return {k: str(v) for k, v in files.items()}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ The generator is a pipeline of separate pieces (PAPERS.md card 6), each callable
     render_feature_map    composition (render/compose) + volume rendering (render/volume)
     NeuralRenderer        2D conv upsampler: features 16^2 -> RGB 64^2 (or 256^2)
 
-``GiraffeGenerator`` chains them; ``DCDiscriminator`` is the DCGAN-style critic; the GAN engine
-(:mod:`aware3d.train.gan`) owns the training loop. Entry points: :func:`train`, :func:`evaluate`,
-:func:`export_object_mesh` (in :mod:`aware3d.programs.giraffe`).
+``GiraffeGenerator`` chains them; the networks are in :mod:`aware3d.fields.giraffe` (feature fields,
+``NeuralRenderer``) and :mod:`aware3d.nets.discriminators` (``DCDiscriminator``, the DCGAN-style
+critic); the GAN engine (:mod:`aware3d.train.gan`) owns the training loop. ``METHOD`` is its
+surface (:class:`aware3d.methods.base.GenerativeMethod`: train, load, render, evaluate,
+:func:`export_object_mesh`) with the controls of :mod:`aware3d.programs.giraffe` as programs.
 
 Conventions: world z-up, OpenGL cameras (docs/CONVENTIONS.md); object poses k(x) = R diag(s) x + t
 with R a rotation about z; generated images are in [0, 1] (final sigmoid) and real images are
@@ -30,13 +32,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fields.giraffe import FeatureField
-from ..render.cameras import image_rays, intrinsics_from_fov, look_at, sample_poses_sphere, spherical_to_cartesian
+from ..fields.giraffe import Blur, FeatureField, NeuralRenderer  # noqa: F401  (Blur: re-exported)
+from ..nets.discriminators import DCDiscriminator
+from ..render.cameras import (image_rays, intrinsics_from_fov, look_at, rotation_z, sample_poses_sphere,
+                              spherical_to_cartesian)
 from ..render.compose import EPS as COMPOSE_EPS
 from ..render.compose import compose
 from ..render.samplers import points_along_rays, stratified_samples
 from ..render.volume import accumulate_packed, render_weights, volume_render
+from ..utils.autocast import bf16_autocast
+from ..programs.giraffe import PROGRAMS as GIRAFFE_PROGRAMS
 from . import gan_common as gc
+from .base import GenerativeMethod
 
 NAME = "giraffe"
 
@@ -188,13 +195,6 @@ def config_from_dict(d: dict) -> GiraffeConfig:
 # Pose sampling: object transforms k_i and the camera
 
 
-def rotation_z(angle_deg: torch.Tensor) -> torch.Tensor:
-    """Rotation about the world z axis by ``angle_deg`` (...,) -> (..., 3, 3)."""
-    a = torch.deg2rad(torch.as_tensor(angle_deg, dtype=torch.float32))
-    c, s, z, o = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(*a.shape, 3, 3)
-
-
 def _lerp_range(lo, hi, u: torch.Tensor) -> torch.Tensor:
     lo = torch.as_tensor(lo, dtype=u.dtype)
     hi = torch.as_tensor(hi, dtype=u.dtype)
@@ -341,14 +341,6 @@ def world_to_object(x: torch.Tensor, scale: torch.Tensor, translation: torch.Ten
 # Field evaluation
 
 
-def _autocast(enabled: bool, device: torch.device):
-    if enabled and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 #: packed object samples are padded to a multiple of this many rows (see evaluate_object_packed)
 PACK_BUCKET = 1024
 
@@ -378,7 +370,7 @@ def evaluate_object_packed(field: FeatureField, rays_o, rays_d, t, z_shape, z_ap
     pts = p_box.reshape(-1, 3).index_select(0, rows)
     ray = torch.div(rows, N, rounding_mode="floor")
     index = torch.div(rows, R * N, rounding_mode="floor")
-    with _autocast(bf16, pts.device):
+    with bf16_autocast(bf16, pts.device):
         sigma, feat = field(pts, d_box.reshape(-1, 3), z_shape, z_app, index=index, dir_index=ray,
                             return_hidden=return_hidden)
     sigma, feat = sigma[:n].float(), feat[:n]
@@ -414,7 +406,7 @@ def evaluate_background(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, 
     # matmuls and gathers run about twice as fast as broadcasting over (B, R, N, H) tensors
     index = torch.arange(B, device=t.device).repeat_interleave(R * N)
     ray = torch.arange(B * R, device=t.device).repeat_interleave(N)
-    with _autocast(bf16, p.device):
+    with bf16_autocast(bf16, p.device):
         sigma, feat = field(p, d.reshape(B * R, 3), z_shape, z_app, index=index, dir_index=ray,
                             return_hidden=return_hidden)
     sigma = sigma.float().reshape(B, R, N)
@@ -474,84 +466,6 @@ def render_feature_map_packed(objects: Sequence[tuple], background: tuple | None
         fmap = part if fmap is None else fmap + part
     C = fmap.shape[-1]
     return fmap.reshape(B, res, res, C).permute(0, 3, 1, 2), w.sum(-1).reshape(B, res, res)
-
-
-# --------------------------------------------------------------------------------------------------
-# 2D neural renderer and discriminator
-
-
-class Blur(nn.Module):
-    """[1 2 1]^T [1 2 1] / 16 low-pass filter, reflect padding (the official Blur layer)."""
-
-    def __init__(self):
-        super().__init__()
-        k = torch.tensor([1.0, 2.0, 1.0])
-        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).reshape(1, 1, 3, 3), persistent=False)
-
-    def forward(self, x):
-        c = x.shape[1]
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.expand(c, 1, 3, 3).to(x.dtype),
-                        groups=c)
-
-
-class NeuralRenderer(nn.Module):
-    """pi_theta: feature map (B, M_f, h, w) -> RGB (B, 3, H, W) in [0, 1].
-
-    Each block: nearest-neighbour x2 upsampling of the features, 3x3 conv, leaky ReLU; an RGB skip
-    at every scale (3x3 conv to RGB added to the bilinearly upsampled and blurred RGB so far);
-    final sigmoid. Channels halve every block down to ``min_feat``."""
-
-    def __init__(self, n_feat: int = 128, input_dim: int = 128, out_dim: int = 3, min_feat: int = 32,
-                 img_size: int = 64, feature_res: int = 16):
-        super().__init__()
-        n_blocks = int(round(math.log2(img_size / feature_res)))
-        if feature_res * 2 ** n_blocks != img_size or n_blocks < 1:
-            raise ValueError(f"img_size: expected feature_res ({feature_res}) times a power of 2 "
-                             f"(>= 2), got {img_size}")
-        self.n_blocks = n_blocks
-        self.conv_in = nn.Identity() if n_feat == input_dim else nn.Conv2d(input_dim, n_feat, 1)
-        ch = [n_feat] + [max(n_feat // 2 ** (i + 1), min_feat) for i in range(n_blocks)]
-        self.conv_layers = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 3, 1, 1) for i in range(n_blocks))
-        self.conv_rgb = nn.ModuleList([nn.Conv2d(input_dim, out_dim, 3, 1, 1)] +
-                                      [nn.Conv2d(ch[i + 1], out_dim, 3, 1, 1) for i in range(n_blocks)])
-        self.blur = Blur()
-
-    def upsample_rgb(self, x):
-        return self.blur(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        net = self.conv_in(x)
-        rgb = self.upsample_rgb(self.conv_rgb[0](x))
-        for i, layer in enumerate(self.conv_layers):
-            net = F.leaky_relu(layer(F.interpolate(net, scale_factor=2, mode="nearest")), 0.2)
-            rgb = rgb + self.conv_rgb[i + 1](net)
-            if i < self.n_blocks - 1:
-                rgb = self.upsample_rgb(rgb)
-        return torch.sigmoid(rgb)
-
-
-class DCDiscriminator(nn.Module):
-    """DCGAN-style critic: log2(S) - 2 stride-2 4x4 convs (channels doubling up to ``n_feat`` at
-    4x4), leaky ReLU 0.2, a final 4x4 conv to one logit (official ``DCDiscriminator``)."""
-
-    def __init__(self, in_dim: int = 3, n_feat: int = 512, img_size: int = 64, bf16: bool = False):
-        super().__init__()
-        self.bf16 = bf16  # bf16 autocast (about 2x faster on CPU; R1 then carries ~1% noise)
-        n_layers = int(round(math.log2(img_size))) - 2
-        if 2 ** (n_layers + 2) != img_size or n_layers < 1:
-            raise ValueError(f"img_size: expected a power of 2 >= 8, got {img_size}")
-        ch = [in_dim] + [n_feat // 2 ** (n_layers - 1 - i) for i in range(n_layers)]
-        self.blocks = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=False) for i in range(n_layers))
-        self.conv_out = nn.Conv2d(n_feat, 1, 4, 1, 0, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.bf16, x.device):
-            for layer in self.blocks:
-                x = F.leaky_relu(layer(x), 0.2)
-            out = self.conv_out(x).reshape(x.shape[0], 1)
-        return out.float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -649,7 +563,7 @@ class GiraffeGenerator(nn.Module):
         (B, 1, S, S: opacity of the rendered entities, bilinearly upsampled), ``features`` and
         ``opacity`` (B, res, res)."""
         fmap, acc = self.feature_map(inputs, objects, background)
-        with _autocast(self.bf16, fmap.device):
+        with bf16_autocast(self.bf16, fmap.device):
             img = self.neural_renderer(fmap).float()
         if not return_alpha:
             return img
@@ -683,6 +597,19 @@ class GiraffeMethod:
     def gan_config(self, **kw):
         return gc.gan_config_from(self.cfg, **kw)
 
+    # what the render programs (aware3d.programs.giraffe) use
+    def sample_latents(self, n: int, generator: torch.Generator | None = None, n_objects: int | None = None) -> dict:
+        return sample_latents(self.cfg, n, generator, n_objects)
+
+    def sample_object_poses(self, n: int, generator: torch.Generator | None = None,
+                            n_objects: int | None = None, **prior):
+        """:func:`sample_object_poses` with the config's pose prior changed by ``prior`` (fields of
+        :class:`GiraffeConfig`, e.g. a wider ``translation_min`` / ``translation_max``)."""
+        return sample_object_poses(dataclasses.replace(self.cfg, **prior), n, generator, n_objects)
+
+    def camera_pose(self, elevation_deg, azimuth_deg, radius=None) -> torch.Tensor:
+        return camera_pose(self.cfg, elevation_deg, azimuth_deg, radius)
+
 
 def build(cfg: GiraffeConfig, seed: int | None = None) -> GiraffeMethod:
     """Networks initialised from ``seed`` (default cfg.seed), identically on every rank."""
@@ -691,73 +618,77 @@ def build(cfg: GiraffeConfig, seed: int | None = None) -> GiraffeMethod:
 
 
 # --------------------------------------------------------------------------------------------------
-# Entry points
+# Mesh export and the method surface
 
 
-def train(data: str, out: str, preset: str = DEFAULT_PRESET, max_steps: int | None = None,
-          max_minutes: float | None = None, resume: bool = False, seed: int = 0,
-          batch_size: int | None = None, **overrides) -> Path:
-    """Train GIRAFFE on an image folder ``data``; returns the run folder ``out``.
-
-    ``overrides`` are :class:`GiraffeConfig` fields (strings are parsed as YAML). With ``resume``
-    the stored config of ``out`` is used (overrides still apply) and training continues from the
-    latest checkpoint. Multi-process: launch with ``torchrun --nproc_per_node N`` (the global
-    batch is split over the processes)."""
-    from ..data.imagefolder import ImageFolderDataset
-    from ..train import gan
-    from ..train.io import latest_checkpoint, load_run_config
-
-    run_dir = Path(out)
-    if resume and latest_checkpoint(run_dir) is not None:
-        stored = load_run_config(run_dir)
-        cfg = config_from_dict(stored)
-        cfg = replace_config(cfg, batch_size=batch_size, **overrides)
-    else:
-        cfg = make_config(preset, seed=seed, batch_size=batch_size, **overrides)
-    cfg = dataclasses.replace(cfg, data=str(data))
-    import os
-    dataset = ImageFolderDataset(str(data), cfg.resolution, flip=cfg.flip,
-                                 progress=os.environ.get("RANK", "0") == "0")
-    method = build(cfg)
-    gcfg = method.gan_config(max_steps=max_steps, max_minutes=max_minutes)
-    return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume, config=dataclasses.asdict(cfg))
+@torch.no_grad()
+def object_density_grid(G: GiraffeGenerator, z_shape: torch.Tensor, resolution: int = 128,
+                        extent: float = 1.1, chunk: int = 65536) -> torch.Tensor:
+    """Density (relu of the raw field output) of one object on a ``resolution``^3 grid spanning
+    [-extent, extent]^3 of its canonical box, indexed (x, y, z). z_shape: (Z,)."""
+    lin = torch.linspace(-extent, extent, resolution)
+    pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
+    out = []
+    dev = next(G.parameters()).device
+    z = z_shape.reshape(1, -1).float().to(dev)
+    for a in range(0, pts.shape[0], chunk):
+        p = pts[a:a + chunk].to(dev)
+        out.append(G.object_density(p.unsqueeze(0), z)[0].float().cpu())
+    return torch.cat(out).clamp_min(0).reshape(resolution, resolution, resolution)
 
 
-def load_generator(run_dir, ema: bool = True, device: str | torch.device = "cpu", checkpoint=None):
-    """(config, generator) of a run's checkpoint (a step or a file; default the latest); the EMA
-    generator by default."""
-    from ..train.io import checkpoint_file, load_checkpoint, load_run_config
+def export_object_mesh(run, seed: int = 0, object_index: int = 0, resolution: int = 128,
+                       out_path=None, threshold: float | None = None, world: bool = True) -> dict:
+    """Marching cubes (skimage) on object ``object_index`` of the scene drawn from ``seed``: its
+    density in the canonical box [-1.1, 1.1]^3 (zero outside, as in the generator), at ``threshold`` (default 10 per world unit, or half
+    the maximum when the field never reaches it). Vertices are mapped to the world with the object's
+    pose k(x) = R diag(s) x + t unless ``world=False``. ``run``: a loaded GIRAFFE run. Writes a
+    binary PLY (default ``RUN/mesh_seed<seed>_object<k>.ply``) and returns a summary."""
+    from ..utils.mesh import marching_cubes_mesh, write_ply
 
-    cfg = config_from_dict(load_run_config(run_dir))
-    state = load_checkpoint(checkpoint_file(run_dir, checkpoint), map_location="cpu")
-    G = GiraffeGenerator(cfg)
-    G.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"])
-    return cfg, G.to(device).eval().requires_grad_(False)
+    cfg, G = run.config, run.G
+    if not 0 <= object_index < cfg.n_objects:
+        raise ValueError(f"object_index: expected 0..{cfg.n_objects - 1}, got {object_index}")
+    x = run.sample(seed)
+    ext = 1.0 + cfg.box_padding
+    vol = object_density_grid(G, x["z_shape_obj"][0, object_index], resolution, ext)
+    level = 10.0 if threshold is None else float(threshold)
+    vmax = float(vol.max())
+    if threshold is None and vmax <= level:
+        level = 0.5 * vmax
+    # the object has no density outside its box (the generator masks it): a layer of zeros
+    # closes surfaces that reach the box walls
+    step = 2 * ext / (resolution - 1)
+    padded = torch.nn.functional.pad(vol, (1, 1, 1, 1, 1, 1))
+    verts, faces = marching_cubes_mesh(padded.numpy(), level, (-ext - step,) * 3, (ext + step,) * 3)
+    if world and len(verts):
+        v = torch.from_numpy(verts).unsqueeze(0)
+        verts = object_to_world(v, x["obj_scale"][:, object_index], x["obj_translation"][:, object_index],
+                                   x["obj_rotation"][:, object_index])[0].numpy()
+    out = Path(out_path) if out_path is not None else run.path / f"mesh_seed{seed}_object{object_index}.ply"
+    write_ply(out, verts, faces)
+    return {"path": str(out), "n_vertices": int(len(verts)), "n_faces": int(len(faces)),
+            "threshold": level, "density_max": vmax, "resolution": resolution,
+            "frame": "world" if world else "canonical box"}
 
 
-def evaluate(run_dir, n_gen: int = 5000, data: str | None = None, seed: int = 0,
-             batch_size: int = 50, checkpoint=None, **fid_kw) -> dict:
-    """FID and KID of the EMA generator against the real images (``data``, default the run's
-    training folder, resized to the run's resolution) on ``n_gen`` generated images; writes
-    ``run_dir/eval/metrics.json`` with ``{"fid5k", "kid5k", ...}`` (names follow ``n_gen``).
-    ``fid_kw`` go to :func:`aware3d.metrics.fid.compute_fid_kid` (``extractor``, ``n_real``...).
-    ``checkpoint`` (a step or a file) measures that checkpoint and writes
-    ``eval/metrics_step_XXXXXXXX.json``."""
-    cfg, G = load_generator(run_dir, checkpoint=checkpoint)
-    g = torch.Generator().manual_seed(seed)
+PRESET_DESCRIPTIONS = {
+    "celeba64": "the paper's CelebA setting at 64x64 (one object, fov 10)",
+    "cats": "the paper's Cats setting at 64x64",
+    "clevr2": "the paper's Clevr-2 setting at 64x64 (two objects on a plane)",
+    "objects64": "the paper's networks on `aware3d data synth objects` at 64x64",
+    "celebahq256": "the paper's CelebA-HQ setting at 256x256 (M_f = 256)",
+    "faces256": "the same as celebahq256",
+    "clevr2_256": "the paper's Clevr-2 setting at 256x256",
+    "objects256": "the paper's networks on synth objects at 256x256",
+    "cpu32": "small networks for a CPU, synth objects at 32x32 (the default)",
+    "cpu32_faces": "small networks for a CPU, the faces' priors at 32x32",
+    "cpu64": "the CPU networks on synth objects at 64x64 (D at G's rate, R1 10)",
+    "tiny16": "test-sized networks at 16x16",
+    "tiny": "the same as tiny16",
+}
 
-    @torch.no_grad()
-    def generate(n: int) -> torch.Tensor:
-        return G(sample_inputs(cfg, n, g, train=False))
-
-    return gc.fid_of_generator(run_dir, generate, data or cfg.data, cfg.resolution, n_gen,
-                               batch_size=batch_size, checkpoint=checkpoint, **fid_kw)
-
-
-def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
-                       out_path=None, **kw) -> dict:
-    """Marching-cubes mesh of one generated object (see :mod:`aware3d.programs.giraffe`)."""
-    from ..programs.giraffe import export_object_mesh as _export
-
-    return _export(run_dir, seed=seed, object_index=object_index, resolution=resolution,
-                   out_path=out_path, **kw)
+METHOD = GenerativeMethod(
+    NAME, "GIRAFFE", GiraffeConfig, build, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+    programs=GIRAFFE_PROGRAMS, mesh=export_object_mesh, paper="Niemeyer & Geiger, CVPR 2021")
+PROGRAMS = tuple(METHOD.programs)

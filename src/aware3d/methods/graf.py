@@ -13,8 +13,9 @@ Pieces: :func:`sample_inputs` (latents, camera, patch), :class:`GrafGenerator` (
 :func:`aware3d.methods.gan_common.render_radiance`, stratified + optional hierarchical samples),
 :class:`PatchDiscriminator`, :class:`GrafMethod` (what the GAN engine needs).
 
-Entry points: :func:`train`, :func:`evaluate`, :func:`export_mesh`, :func:`render` with
-:data:`PROGRAMS` (camera yaw / pitch sweeps, shape and appearance interpolation, fixed-seed grid).
+``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`: train, load, render,
+evaluate, :func:`export_mesh`) with the shared GAN controls as programs (camera yaw / pitch sweeps,
+shape and appearance interpolation, fixed-seed grid).
 Images are in [-1, 1]; the world is z-up with OpenGL cameras (docs/CONVENTIONS.md).
 """
 from __future__ import annotations
@@ -29,7 +30,10 @@ import torch.nn.functional as F
 from ..fields.graf import GrafField
 from ..render.cameras import (image_rays, intrinsics_from_fov, look_at, patch_rays, patch_uv,
                               sample_poses_sphere, spherical_to_cartesian)
+from ..programs.gan import programs_for
+from ..nets.discriminators import PatchDiscriminator
 from . import gan_common as gc
+from .base import GenerativeMethod
 
 NAME = "graf"
 
@@ -247,34 +251,6 @@ class GrafGenerator(nn.Module):
                 "opacity": out["opacity"].reshape(B, h, w)}
 
 
-class PatchDiscriminator(nn.Module):
-    """GRAF's patch critic (official ``Discriminator``): stride-2 4x4 convs with spectral norm and
-    instance norm, LeakyReLU 0.2, channels doubling to 8 ndf at 4x4, then a 4x4 conv to one logit.
-    The same network judges patches of every scale (it sees K x K images only)."""
-
-    def __init__(self, ndf: int = 64, imsize: int = 32, in_dim: int = 3):
-        super().__init__()
-        n = int(round(math.log2(imsize))) - 2
-        if 2 ** (n + 2) != imsize or n < 1:
-            raise ValueError(f"imsize: expected a power of 2 >= 8, got {imsize}")
-        sn = nn.utils.parametrizations.spectral_norm
-        ch = [in_dim] + [8 * ndf // 2 ** (n - 1 - i) for i in range(n)]
-        layers = []
-        for i in range(n):
-            layers.append(sn(nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1, bias=False)))
-            if i > 0 or n <= 3:  # official: no norm on the first layer at 64^2 and 128^2
-                layers.append(nn.InstanceNorm2d(ch[i + 1]))
-            layers.append(nn.LeakyReLU(0.2))
-        layers.append(sn(nn.Conv2d(8 * ndf, 1, 4, 1, 0, bias=False)))
-        self.main = nn.Sequential(*layers)
-        self.imsize = imsize
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.imsize or x.shape[-2] != self.imsize:
-            raise ValueError(f"x: expected patches of {self.imsize} x {self.imsize}, got {tuple(x.shape)}")
-        return self.main(x).reshape(x.shape[0], 1)
-
-
 # --------------------------------------------------------------------------------------------------
 # The method as the GAN engine sees it
 
@@ -338,29 +314,41 @@ def build(cfg: Config, seed: int | None = None) -> GrafMethod:
 
 
 # --------------------------------------------------------------------------------------------------
-# Entry points
-
-PROGRAMS = gc.program_names(GrafMethod.latent_groups)
-
-train, load_generator, evaluate, render = gc.entry_points(
-    __name__, "GRAF", notes={"evaluate": "The generator renders full images (not patches) for it."})
+# Mesh export and the method surface
 
 
 @torch.no_grad()
-def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
+def export_mesh(run, seed: int = 0, resolution: int = 128, out_path=None,
                 threshold: float | None = None) -> dict:
     """Marching cubes on the density of the sample drawn from ``seed`` (z_s only: density does not
-    depend on z_a) in [-mesh_extent, mesh_extent]^3, vertex colours seen from the mean camera;
-    writes a PLY (default ``run_dir/mesh_seed<seed>.ply``) and returns a summary."""
-    cfg, method, G = load_generator(run_dir)
-    x = method.sample_inputs(1, torch.Generator().manual_seed(int(seed)), train=False)
+    depend on z_a) in [-mesh_extent, mesh_extent]^3 of a loaded run, vertex colours seen from the
+    mean camera; writes a PLY (default ``RUN/mesh_seed<seed>.ply``) and returns a summary."""
+    cfg, method, G = run.config, run.gan, run.G
+    x = {k: v.to(run.device) for k, v in run.sample(seed).items()}
     r = method.angle_ranges()
     eye = method.camera_from_angles(torch.tensor([r["yaw"][2]]), torch.tensor([r["pitch"][2]]))[0, :3, 3]
 
-    return gc.export_sample_mesh(run_dir, seed, cfg.mesh_extent,
-                                 lambda p: G.field.density(p[None], x["z_shape"])[0],
-                                 lambda v, d: G.field(v, d, x["z_shape"], x["z_app"])[1], eye,
+    return gc.export_sample_mesh(run.path, seed, cfg.mesh_extent,
+                                 lambda p: G.field.density(p[None].to(run.device), x["z_shape"])[0],
+                                 lambda v, d: G.field(v.to(run.device), d.to(run.device), x["z_shape"],
+                                                      x["z_app"])[1], eye,
                                  out_path=out_path, resolution=resolution, threshold=threshold)
 
 
-export_object_mesh = gc.single_object_mesh(__name__, "GRAF")
+PRESET_DESCRIPTIONS = {
+    "celeba64": "the paper's CelebA setup at 64x64 (faces: fov 10, radius 10, patches of 32)",
+    "cats64": "the paper's Cats setup at 64x64",
+    "carla128": "the paper's Carla setup at 128x128 (cars, full azimuth, white background)",
+    "celebahq256": "the paper's CelebA-HQ setup at 256x256 (patch scale annealed to 1/8)",
+    "objects64": "the paper's networks on `aware3d data synth objects` at 64x64",
+    "cpu32": "small networks for a CPU, synth objects at 32x32 (the default)",
+    "cpu32_faces": "small networks for a CPU, the faces' camera prior at 32x32",
+    "tiny16": "test-sized networks at 16x16 (seconds per step on a CPU)",
+    "tiny": "the same as tiny16",
+}
+
+METHOD = GenerativeMethod(
+    NAME, "GRAF", Config, build, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+    programs=programs_for(GrafMethod.latent_groups), mesh=export_mesh,
+    paper="Schwarz et al., NeurIPS 2020")
+PROGRAMS = tuple(METHOD.programs)

@@ -14,20 +14,17 @@ spectral + instance norm instead). The style losses enter both D's and G's objec
 each style classifier is a discriminator); the identity term is minimised by both networks
 (official ``q_loss``). The official code takes two G steps per D step; one each here.
 
-The engine's phases (:mod:`aware3d.train.gan`) compute the plain GAN loss: :class:`ObjectiveEngine`
-subclasses the engine so the G and D phases take their objective from the method
-(``generator_objective`` / ``discriminator_objective``; CIPS-3D uses it too), and :func:`train`
-hands it to the loop (``engine_cls`` where the loop takes one, else :func:`engine_class`).
+The engine's phases (:mod:`aware3d.train.gan`) take their objective from the method where it has
+one: :meth:`HoloGANMethod.generator_objective` / :meth:`HoloGANMethod.discriminator_objective`
+(CIPS-3D has its own too).
 
 Controls: shape = the code of the 3D AdaIN layers, appearance = the code of the 2D AdaIN layers
 (one z in training, two codes at render time); camera yaw / pitch rotate the volume.
-Entry points: :func:`train`, :func:`evaluate`, :data:`PROGRAMS`, :func:`render` (on top of
-:mod:`aware3d.methods.gan_common`).
+``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`): train, load, render,
+evaluate and the shared GAN controls as programs (no mesh: the volume holds features, not density).
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +33,10 @@ import torch.nn.functional as F
 
 from ..fields.hologan import HoloDiscriminator, HoloGenerator, angles_from_c2w
 from ..render.cameras import look_at, spherical_to_cartesian
-from ..train.gan import GanEngine, discriminator_loss, ema_update, generator_loss, r1_penalty
+from ..programs.gan import programs_for
+from ..train.gan import discriminator_loss, generator_loss, r1_penalty
 from . import gan_common as gc
+from .base import GenerativeMethod
 
 NAME = "hologan"
 
@@ -148,73 +147,6 @@ def sample_inputs(cfg: HoloGANConfig, n: int, generator: torch.Generator | None 
 
 
 # --------------------------------------------------------------------------------------------------
-# Engine hook: phases whose objective the method provides
-
-
-class ObjectiveEngine(GanEngine):
-    """:class:`GanEngine` whose G and D phases take their loss from the method:
-
-    - ``method.generator_objective(G, D, inputs) -> (loss, scalars)``
-    - ``method.discriminator_objective(G, D, real, inputs, r1_weight) -> (loss, scalars)``
-      (``r1_weight`` is 0 on steps without inline R1)
-
-    Everything else (optimisers, EMA, gradient averaging over processes, lazy R1, checkpoints) is
-    the engine's. A method without these two functions trains exactly as with :class:`GanEngine`."""
-
-    def phase_generator(self) -> dict:
-        if not hasattr(self.method, "generator_objective"):
-            return super().phase_generator()
-        self.G.train().requires_grad_(True)
-        self.D.train().requires_grad_(False)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss, out = self.method.generator_objective(self.G, self.D, self.draw_inputs(train=True))
-        loss.backward()
-        self._average_grads(self.G)
-        self.opt_g.step()
-        ema_update(self.G_ema, self.G, self.cfg.ema_beta)
-        return out
-
-    def phase_discriminator(self, real: torch.Tensor, with_r1: bool) -> dict:
-        if not hasattr(self.method, "discriminator_objective"):
-            return super().phase_discriminator(real, with_r1)
-        self.G.train().requires_grad_(False)
-        self.D.train().requires_grad_(True)
-        self.opt_d.zero_grad(set_to_none=True)
-        r1 = self.cfg.r1_weight if with_r1 else 0.0
-        loss, out = self.method.discriminator_objective(self.G, self.D, real,
-                                                        self.draw_inputs(train=True), r1)
-        loss.backward()
-        self._average_grads(self.D)
-        self.opt_d.step()
-        return out
-
-
-@contextlib.contextmanager
-def engine_class(cls):
-    """Make :func:`aware3d.train.gan.train_gan` build ``cls`` instead of :class:`GanEngine`.
-
-    ``train_gan`` constructs ``GanEngine`` by name; until it takes an ``engine_cls`` argument this
-    swaps the module attribute for the duration of the call (restored on exit)."""
-    from ..train import gan
-
-    old = gan.GanEngine
-    gan.GanEngine = cls
-    try:
-        yield
-    finally:
-        gan.GanEngine = old
-
-
-def train_with_engine(mod, data, out, engine_cls=ObjectiveEngine, **kw) -> Path:
-    """:func:`aware3d.methods.gan_common.train_method` for module ``mod`` with ``engine_cls``:
-    through its ``engine_cls`` argument when it has one, else by :func:`engine_class`."""
-    if "engine_cls" in inspect.signature(gc.train_method).parameters:
-        return gc.train_method(mod, data, out, engine_cls=engine_cls, **kw)
-    with engine_class(engine_cls):
-        return gc.train_method(mod, data, out, **kw)
-
-
-# --------------------------------------------------------------------------------------------------
 # The method as the GAN engine sees it
 
 
@@ -302,11 +234,23 @@ def build(cfg: HoloGANConfig, seed: int | None = None) -> HoloGANMethod:
 
 
 # --------------------------------------------------------------------------------------------------
-# Entry points (aware3d.methods.gan_common does the work)
+# The method surface
 
-PROGRAMS = gc.program_names(HoloGANMethod.latent_groups)
+PRESET_DESCRIPTIONS = {
+    "celeba64": "the paper's CelebA setting at 64x64",
+    "objects64": "the paper's networks on `aware3d data synth objects` (full yaw turn, pitch +-20)",
+    "celeba128": "the official 128x128 generator (one more 2D block, projection 512)",
+    "cpu": "about 1/8 of the channels for a CPU, faces' pose prior at 64x64 (the default)",
+    "cpu_objects": "the CPU networks on synth objects at 64x64",
+    "cpu32": "the CPU networks at 32x32 (an 8^3 volume)",
+    "cpu32_objects": "the CPU networks on synth objects at 32x32",
+    "tiny": "test-sized networks at 32x32",
+}
 
-train, load_generator, evaluate, render = gc.entry_points(
-    __name__, "HoloGAN", trainer=train_with_engine,
-    notes={"render": "Programs: yaw / pitch sweeps of the volume, shape (3D AdaIN code), appearance "
-                     "(2D AdaIN code) and joint interpolation, fixed-seed grid."})
+METHOD = GenerativeMethod(
+    NAME, "HoloGAN", HoloGANConfig, build, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+    programs=programs_for(HoloGANMethod.latent_groups),
+    no_mesh_reason="its 3D representation is a learnt feature volume, not a density; mesh export "
+                   "exists for nerf, ngp, nerfw, giraffe, graf, pigan and cips3d",
+    paper="Nguyen-Phuoc et al., ICCV 2019")
+PROGRAMS = tuple(METHOD.programs)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..fields.nerf import NeRFMLP
 from ..render.samplers import hierarchical_samples, points_along_rays, stratified_samples
+from .base import FieldMethod
 from ..render.volume import volume_render
 
 PRESETS = {
@@ -90,3 +91,13 @@ class Model(nn.Module):
 
     def before_step(self, step: int) -> None:
         pass
+
+
+PRESET_DESCRIPTIONS = {
+    "paper": "the paper's settings: 8 x 256 MLP, 64 + 128 samples, 4096 rays per batch",
+    "cpu": "the paper's network and sampling with 1024 rays per batch (the default)",
+    "tiny": "a 4 x 64 network with 32 + 32 samples, for tests and quick looks",
+}
+
+METHOD = FieldMethod("nerf", "NeRF", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+                     paper="Mildenhall et al., ECCV 2020")

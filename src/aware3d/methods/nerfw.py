@@ -47,7 +47,9 @@ by :func:`resolve_config` when the model is built (``--set lr=...`` still overri
 Evaluation as in the paper: :func:`evaluate_appearance_half` optimises each test image's appearance
 embedding on its left half and measures PSNR / SSIM on the right half. Without image ids the model
 renders the static scene with the mean training appearance (what ``aware3d eval`` measures).
-Render programs (:func:`render`): ``appearance-interp``, ``static``, ``transient``, ``uncertainty``.
+Render programs (:mod:`aware3d.programs.nerfw`): ``appearance-interp``, ``static``, ``transient``,
+``uncertainty``, beside the camera programs of every field. ``METHOD`` is its surface
+(:class:`aware3d.methods.base.FieldMethod`).
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ from . import nerf as _nerf
 from . import ngp as _ngp
 from ..fields.cam import CAMNeRFMLP
 from ..fields.nerfw import NeRFWHashField, NeRFWMLP
+from ..programs.nerfw import PROGRAMS as NERFW_PROGRAMS
+from ..programs.nerfw import render_view
+from .base import FieldMethod
 from ..render.samplers import hierarchical_samples, points_along_rays, stratified_samples
 from ..render.volume import (accumulate_packed, apply_background, composite, deltas_from_t,
                              expected_depth, opacity, transmittance, volume_render)
@@ -465,56 +470,33 @@ def Model(cfg: dict, scene: dict) -> nn.Module:
 # rendering helpers, paper evaluation, render programs
 
 
-@torch.no_grad()
-def render_view(model, K: torch.Tensor, c2w: torch.Tensor, width: int, height: int, *,
-                image_id: int | None = None, appearance: torch.Tensor | None = None,
-                keys=("color",), chunk: int = 8192) -> dict:
-    """Render one frame in chunks: ``keys`` of the model's output as (H, W, ...) CPU tensors.
-    ``image_id`` renders with that training image's embeddings (static + transient)."""
-    from ..render.cameras import image_rays
-
-    dev = next(model.parameters()).device
-    o, d = image_rays(K.to(dev), c2w.to(dev), width, height)
-    o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-    outs = {k: [] for k in keys}
-    for i in range(0, o.shape[0], chunk):
-        kw = {}
-        if image_id is not None:
-            kw["image_ids"] = torch.full((min(chunk, o.shape[0] - i),), int(image_id), dtype=torch.long,
-                                         device=dev)
-        if appearance is not None:
-            kw["appearance"] = appearance.to(dev)
-        r = model(o[i:i + chunk], d[i:i + chunk], training=False, **kw)
-        for k in keys:
-            outs[k].append(r[k].float())
-    return {k: torch.cat(v).reshape(height, width, *v[0].shape[1:]).cpu() for k, v in outs.items()}
-
-
-def evaluate_appearance_half(run_dir, data: str | None = None, split: str = "test", steps: int = 100,
-                             lr: float = 0.02, batch: int = 4096, device: str | None = None,
-                             progress: bool = True, max_views: int | None = None, seed: int = 0) -> dict:
+def evaluate_appearance_half(run, half: str = "left", data: str | None = None, split: str = "test",
+                             steps: int = 100, lr: float = 0.02, batch: int = 4096, progress: bool = True,
+                             max_views: int | None = None, seed: int = 0) -> dict:
     """The paper's protocol: per test image, optimise its appearance embedding (from the mean
     training embedding, Adam, ``steps`` full-batch steps, network frozen, static render, MSE) on the
     LEFT half of the image (a fixed random subset of at most ``batch`` of its pixels, whose
     appearance-independent render parts are computed once: see ``appearance_renderer``); report
     PSNR / SSIM on the RIGHT half.
 
-    Also works on runs of methods without embeddings (nerf, ngp): then nothing is optimised and the
-    same right-half metrics are reported, for comparison. Writes RUN/eval/metrics.json and one PNG per
-    view (ground truth | render, the optimised half marked). Returns the metrics dict."""
+    ``run``: a loaded run (:func:`aware3d.load`); ``half``: the half the appearance is optimised on
+    (``"left"``, the paper's). Also works on runs of methods without embeddings (nerf, ngp): then
+    nothing is optimised and the same right-half metrics are reported, for comparison. Writes
+    RUN/eval/metrics.json and one PNG per view (ground truth | render, the optimised half marked).
+    Returns the metrics dict."""
     from tqdm import tqdm
 
-    from ..data import load_scene
     from ..metrics import psnr, ssim
     from ..render.cameras import image_rays
-    from ..train import io, recon
+    from ..train import io
 
-    run_dir = Path(run_dir)
-    model, saved = recon.load_run(run_dir, device)
+    if half != "left":
+        raise ValueError(f"--appearance-half: expected 'left' (the paper's protocol), got {half!r}")
+    run_dir, model = run.path, run.model
     dev = next(model.parameters()).device
     for p in model.parameters():
         p.requires_grad_(False)
-    ds = load_scene(data or saved["data"], split, downscale=saved["downscale"])
+    ds = run.load_data(split, data)
     has_app = getattr(model, "appearance_codes", None) is not None
     n = len(ds) if max_views is None else min(len(ds), max_views)
     W, H = ds.width, ds.height
@@ -562,94 +544,19 @@ def evaluate_appearance_half(run_dir, data: str | None = None, split: str = "tes
                "psnr_full": sum(v["psnr_full"] for v in views) / len(views),
                "split": split, "n_views": len(views),
                "seconds_per_view": (time.time() - t0) / len(views), "views": views}
-    io.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    io.atomic_write_text(out_dir / run.metrics_name(), json.dumps(metrics, indent=2))
+    metrics["path"] = str(out_dir / run.metrics_name())
     return metrics
 
 
-PROGRAMS = ("appearance-interp", "static", "transient", "uncertainty")
+PRESET_DESCRIPTIONS = {
+    "paper": "the paper's settings on the chosen backbone (mlp: 8 x 256, 64 + 128 samples)",
+    "cpu": "the same model with CPU-sized batches, a static-colour term and a NeRF-A warm-up (the default)",
+    "tiny": "a narrow network for tests and quick looks",
+}
 
-
-def most_different_pair(model) -> tuple[int, int]:
-    """The two training images whose appearance embeddings are farthest apart."""
-    w = model.appearance_codes.weight.detach()
-    dist = torch.cdist(w, w)
-    k = int(dist.argmax())
-    return k // w.shape[0], k % w.shape[0]
-
-
-def appearance_interp_frames(model, K, c2w, width: int, height: int, a: int, b: int,
-                             n: int) -> torch.Tensor:
-    """Static renders (n, H, W, 3) with appearance (1 - s) e_a + s e_b, s = 0 .. 1 (n values).
-    The first frame is exactly the render with image a's embedding and the last with image b's."""
-    w = model.appearance_codes.weight.detach()
-    frames = []
-    for s in torch.linspace(0, 1, max(int(n), 2)).tolist():
-        emb = w[a] if s == 0.0 else (w[b] if s == 1.0 else (1 - s) * w[a] + s * w[b])
-        frames.append(render_view(model, K, c2w, width, height, appearance=emb)["color"].clamp(0, 1))
-    return torch.stack(frames)
-
-
-def render(run_dir, program: str = "appearance-interp", out_dir=None, frames: int | None = None,
-           images: tuple[int, int] | None = None, device: str | None = None, progress: bool = True,
-           fps: int = 12) -> dict:
-    """NeRF-W render programs; returns ``{name: path}`` of the written files.
-
-    - ``appearance-interp``: ``frames`` (24) static renders from training image a's camera while the
-      appearance moves from image a's embedding to image b's (``images``; default the two training
-      images with the most different embeddings). MP4, GIF, first/last frame PNG, a strip PNG.
-    - ``static`` / ``transient`` / ``uncertainty``: the first ``frames`` (8) training views with their
-      own embeddings: the static part alone, the transient part alone (over the background), the
-      uncertainty beta (turbo colour map from beta_min to the largest beta). MP4 and GIF over the views
-      and a PNG grid (ground truth row over the program's row).
-    """
-    from tqdm import tqdm
-
-    from ..data import load_scene
-    from ..train import io, recon
-
-    if program not in PROGRAMS:
-        raise ValueError(f"--program: nerfw has {', '.join(PROGRAMS)}, got {program!r}")
-    run_dir = Path(run_dir)
-    model, saved = recon.load_run(run_dir, device)
-    ds = load_scene(saved["data"], "train", downscale=saved["downscale"])
-    W, H = ds.width, ds.height
-    out = Path(out_dir) if out_dir else run_dir / "render" / program
-    files: dict = {}
-    if program == "appearance-interp":
-        if model.appearance_codes is None:
-            raise ValueError("appearance-interp: this run has no appearance embeddings (appearance_dim=0)")
-        a, b = images if images is not None else most_different_pair(model)
-        seq = appearance_interp_frames(model, ds.K[a], ds.c2w[a], W, H, int(a), int(b), frames or 24)
-        files["mp4"] = str(io.save_video(out / "appearance_interp.mp4", seq, fps=fps))
-        files["gif"] = str(io.save_video(out / "appearance_interp.gif", seq, fps=fps))
-        files["first_png"] = str(io.save_png(out / f"frame_first_image{a}.png", seq[0]))
-        files["last_png"] = str(io.save_png(out / f"frame_last_image{b}.png", seq[-1]))
-        pick = torch.linspace(0, len(seq) - 1, min(8, len(seq))).round().long()
-        files["strip_png"] = str(io.save_png(out / "strip.png", io.make_grid(seq[pick], nrow=len(pick))))
-        files["images"] = [int(a), int(b)]
-        return files
-    n = min(len(ds), frames or 8)
-    rows, gts = [], []
-    results = []
-    for i in tqdm(range(n), disable=not progress, desc=f"render {program}"):
-        results.append(render_view(model, ds.K[i], ds.c2w[i], W, H, image_id=i,
-                                   keys=("color_static", "color_transient", "opacity_transient", "beta")))
-        gts.append(ds.images[i])
-    if program == "static":
-        rows = [r["color_static"].clamp(0, 1) for r in results]
-    elif program == "transient":
-        bg = ds.background
-        rows = [(r["color_transient"] + (1 - r["opacity_transient"]).unsqueeze(-1) * bg).clamp(0, 1)
-                for r in results]
-    else:
-        bmin = float(saved["config"].get("beta_min", 0.03))
-        bmax = max(float(r["beta"].max()) for r in results)
-        rows = [torch.as_tensor(io.colorize_depth(r["beta"], bmin, max(bmax, bmin + 1e-6), invert=False))
-                for r in results]
-        files["beta_max"] = bmax
-    seq = torch.stack(rows)
-    files["mp4"] = str(io.save_video(out / f"{program}.mp4", seq, fps=max(1, fps // 4)))
-    files["gif"] = str(io.save_video(out / f"{program}.gif", seq, fps=max(1, fps // 4)))
-    files["grid_png"] = str(io.save_png(out / f"{program}_grid.png",
-                                        io.make_grid(torch.cat([torch.stack(gts), seq]), nrow=n)))
-    return files
+METHOD = FieldMethod(
+    "nerfw", "NeRF in the Wild", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+    resolve_config=resolve_config, programs=NERFW_PROGRAMS,
+    evaluators={"appearance_half": evaluate_appearance_half},
+    paper="Martin-Brualla et al., CVPR 2021")

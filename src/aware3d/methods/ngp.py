@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..fields.nerf import HashGridField
 from ..render.samplers import near_far_aabb
+from .base import FieldMethod
 from ..render.volume import accumulate_packed, apply_background
 
 PRESETS = {
@@ -166,3 +167,13 @@ class Model(nn.Module):
             ratio = target / n_samples
             self.n_rays = int(min(max(self.n_rays * ratio, 256), 65536))
         return self.n_rays
+
+
+PRESET_DESCRIPTIONS = {
+    "paper": "the paper's settings: 16 levels, 2^19 entries, 2^18 samples per batch, 128^3 occupancy",
+    "cpu": "the same model with CPU-sized batches (2^16 samples) and 64^3 occupancy (the default)",
+    "tiny": "8 levels, 2^14 entries, for tests and quick looks",
+}
+
+METHOD = FieldMethod("ngp", "Instant-NGP-style hash-grid NeRF", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+                     paper="Mueller et al., SIGGRAPH 2022")

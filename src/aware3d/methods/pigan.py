@@ -10,8 +10,9 @@ the learning rates changing per stage); the discriminator (:class:`ProgressiveDi
 CoordConv residual network with one RGB adapter per resolution that fades in each new one over
 ``fade_steps``. Non-saturating loss + R1 (0.2 for CelebA), Adam betas (0, 0.9), lr G 6e-5 / D 2e-4.
 
-Entry points: :func:`train`, :func:`evaluate`, :func:`export_mesh`, :func:`render` with
-:data:`PROGRAMS` (camera yaw / pitch sweeps, latent interpolation, fixed-seed grid).
+``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`: train, load, render,
+evaluate, :func:`export_mesh`) with the shared GAN controls as programs (camera yaw / pitch sweeps,
+latent interpolation, fixed-seed grid).
 Images are in [-1, 1]; the world is z-up with OpenGL cameras: pi-GAN's yaw is our azimuth about z
 (frontal view at 90 degrees, the camera on +y) and its pitch our elevation (0 = level).
 
@@ -29,7 +30,10 @@ import torch.nn.functional as F
 
 from ..fields.siren import FilmSirenField
 from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
+from ..programs.gan import programs_for
+from ..nets.discriminators import ProgressiveDiscriminator
 from . import gan_common as gc
+from .base import GenerativeMethod
 
 NAME = "pigan"
 
@@ -233,84 +237,6 @@ class PiganGenerator(nn.Module):
                 "opacity": out["opacity"].reshape(B, res, res)}
 
 
-def add_coords(x: torch.Tensor) -> torch.Tensor:
-    """CoordConv input: x (B, C, H, W) with two channels of x and y pixel coordinates in [-1, 1]."""
-    B, _, H, W = x.shape
-    ys = torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device).view(1, 1, H, 1).expand(B, 1, H, W)
-    xs = torch.linspace(-1, 1, W, dtype=x.dtype, device=x.device).view(1, 1, 1, W).expand(B, 1, H, W)
-    return torch.cat([x, xs, ys], 1)
-
-
-class CoordConv(nn.Conv2d):
-    """Conv2d on [x, x-coordinate, y-coordinate] (Liu et al. 2018)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, **kw):
-        super().__init__(in_ch + 2, out_ch, kernel_size, padding=kernel_size // 2, **kw)
-
-    def forward(self, x):
-        return super().forward(add_coords(x))
-
-
-class ResidualCoordConvBlock(nn.Module):
-    """Two 3x3 CoordConvs (LeakyReLU 0.2, Kaiming init), 2x average-pool downsampling, residual
-    connection (1x1 projection when the width changes), sum scaled by 1/sqrt(2)."""
-
-    def __init__(self, in_ch: int, out_ch: int, downsample: bool = True):
-        super().__init__()
-        self.conv1, self.conv2 = CoordConv(in_ch, out_ch), CoordConv(out_ch, out_ch)
-        for c in (self.conv1, self.conv2):
-            nn.init.kaiming_normal_(c.weight, a=0.2, mode="fan_in", nonlinearity="leaky_relu")
-        self.proj = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
-        self.downsample = downsample
-
-    def forward(self, x):
-        y = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
-        if self.downsample:
-            y, x = F.avg_pool2d(y, 2), F.avg_pool2d(x, 2)
-        if self.proj is not None:
-            x = self.proj(x)
-        return (y + x) / math.sqrt(2)
-
-
-class ProgressiveDiscriminator(nn.Module):
-    """pi-GAN's progressive CoordConv residual critic.
-
-    One residual block per resolution from ``max_res`` down to 2 (each halves it), an RGB adapter
-    (1x1 conv + LeakyReLU) per resolution and a final 2x2 conv to one logit; widths
-    min(d_max, d_base * 512 / r) at resolution r (official: 16 at 512 ... 400 from 32 down). An image
-    of size S enters at the adapter of S; while ``alpha`` < 1 the output of the first block is
-    blended with the adapter of S/2 applied to the 2x average-pooled image (fade-in of a new
-    resolution). ``alpha`` is set by the method per step."""
-
-    def __init__(self, max_res: int = 128, d_base: int = 16, d_max: int = 400):
-        super().__init__()
-        n = int(round(math.log2(max_res)))
-        if 2 ** n != max_res or n < 2:
-            raise ValueError(f"max_res: expected a power of 2 >= 4, got {max_res}")
-        self.resolutions = [2 ** k for k in range(n, 0, -1)]  # max_res, ..., 2
-        width = {r: int(min(d_max, max(1, d_base * 512 // r))) for r in self.resolutions}
-        self.blocks = nn.ModuleList(ResidualCoordConvBlock(width[r], width[r // 2])
-                                    for r in self.resolutions[:-1])
-        self.from_rgb = nn.ModuleList(nn.Conv2d(3, width[r], 1) for r in self.resolutions)
-        self.final = nn.Conv2d(width[2], 1, 2)
-        self.alpha = 1.0
-
-    def adapter(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.from_rgb[i](x), 0.2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        res = x.shape[-1]
-        if res not in self.resolutions[:-1] or x.shape[-2] != res:
-            raise ValueError(f"x: expected square images of size {self.resolutions[:-1]}, got {tuple(x.shape)}")
-        start = self.resolutions.index(res)
-        h = self.adapter(start, x)
-        for i, block in enumerate(self.blocks[start:]):
-            if i == 1 and self.alpha < 1:
-                h = self.alpha * h + (1 - self.alpha) * self.adapter(start + 1, F.avg_pool2d(x, 2))
-            h = block(h)
-        return self.final(h).reshape(x.shape[0], 1)
-
-
 # --------------------------------------------------------------------------------------------------
 # The method as the GAN engine sees it
 
@@ -386,31 +312,40 @@ def build(cfg: Config, seed: int | None = None) -> PiganMethod:
 
 
 # --------------------------------------------------------------------------------------------------
-# Entry points
-
-PROGRAMS = gc.program_names(PiganMethod.latent_groups)
-
-train, load_generator, evaluate, render = gc.entry_points(
-    __name__, "pi-GAN", notes={"train": "``batch_size`` overrides every stage's.",
-                               "load_generator": "The generator renders at the final resolution.",
-                               "evaluate": "The generator renders at the final resolution."})
+# Mesh export and the method surface
 
 
 @torch.no_grad()
-def export_mesh(run_dir, seed: int = 0, resolution: int = 128, out_path=None,
+def export_mesh(run, seed: int = 0, resolution: int = 128, out_path=None,
                 threshold: float | None = None) -> dict:
     """Marching cubes on the density of the sample drawn from ``seed`` in
-    [-mesh_extent, mesh_extent]^3 (threshold 10 by default), vertex colours seen from the mean
-    camera; writes a PLY (default ``run_dir/mesh_seed<seed>.ply``) and returns a summary."""
-    cfg, method, G = load_generator(run_dir)
-    x = method.sample_inputs(1, torch.Generator().manual_seed(int(seed)), train=False)
-    freqs, phases = G.field.modulation(x["z"])
+    [-mesh_extent, mesh_extent]^3 of a loaded run (threshold 10 by default), vertex colours seen
+    from the mean camera; writes a PLY (default ``RUN/mesh_seed<seed>.ply``) and returns a summary."""
+    cfg, method, G, dev = run.config, run.gan, run.G, run.device
+    x = run.sample(seed)
+    freqs, phases = G.field.modulation(x["z"].to(dev))
     eye = method.camera_from_angles(torch.tensor([cfg.yaw_mean]), torch.tensor([cfg.pitch_mean]))[0, :3, 3]
 
-    return gc.export_sample_mesh(run_dir, seed, cfg.mesh_extent,
-                                 lambda p: G.field.density(p[None], freqs=freqs, phases=phases)[0],
-                                 lambda v, d: G.field(v, d, freqs=freqs, phases=phases)[1], eye,
-                                 out_path=out_path, resolution=resolution, threshold=threshold)
+    return gc.export_sample_mesh(run.path, seed, cfg.mesh_extent,
+                                 lambda p: G.field.density(p[None].to(dev), freqs=freqs, phases=phases)[0],
+                                 lambda v, d: G.field(v.to(dev), d.to(dev), freqs=freqs, phases=phases)[1],
+                                 eye, out_path=out_path, resolution=resolution, threshold=threshold)
 
 
-export_object_mesh = gc.single_object_mesh(__name__, "pi-GAN")
+PRESET_DESCRIPTIONS = {
+    "celeba64": "the paper's CelebA curriculum at 64x64 (batch 56, 12 + 12 samples, R1 0.2)",
+    "celeba128": "CelebA growing 32 -> 64 -> 128 (the official CARLA curriculum's shape)",
+    "cats64": "the paper's Cats setup at 64x64",
+    "carla128": "the paper's CARLA curriculum, 32 -> 64 -> 128 (cars, white background)",
+    "objects64": "the paper's networks on `aware3d data synth objects`, 32 -> 64",
+    "cpu32": "small networks for a CPU, synth objects growing 16 -> 32 (the default)",
+    "cpu32_faces": "small networks for a CPU, CelebA's camera prior, 16 -> 32",
+    "tiny16": "test-sized networks growing 8 -> 16",
+    "tiny": "the same as tiny16",
+}
+
+METHOD = GenerativeMethod(
+    NAME, "pi-GAN", Config, build, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+    programs=programs_for(PiganMethod.latent_groups), mesh=export_mesh,
+    paper="Chan et al., CVPR 2021")
+PROGRAMS = tuple(METHOD.programs)

@@ -1,16 +1,17 @@
 """GIRAFFE render programs: the controls of the paper (fig. 1, 5-8) on a trained run.
 
-``render(run_dir, program, out_dir=None, seed=0, n_frames=32, n_samples=4)`` draws ``n_samples``
-scenes from ``seed`` with the EMA generator, changes one factor over ``n_frames`` frames and writes
-``<program>.gif``, ``<program>.mp4`` (each frame a row of the scenes) and ``<program>.png`` (rows =
-scenes, columns = evenly spaced frames; RGBA for the object-only / background-only programs).
+Each program draws ``samples`` scenes (4) from ``seed`` with the EMA generator, changes one factor
+over ``frames`` frames (32) and writes ``<program>_seed<seed>.gif`` / ``.mp4`` (each frame a row of
+the scenes) and ``.png`` (rows = scenes, columns = evenly spaced frames; RGBA for the object-only /
+background-only programs).
 
-Programs (``PROGRAMS``): object translation (horizontal, depth, circle), object rotation, camera
-elevation and rotation, shape / appearance / background interpolation, object-only and
+Programs (:data:`PROGRAMS`): object translation (horizontal, depth, circle), object rotation,
+camera elevation and rotation, shape / appearance / background interpolation, object-only and
 background-only renders with alpha, and adding more objects than seen in training.
 
-``export_object_mesh(run_dir, seed, object_index, resolution, out_path)``: marching cubes on one
-generated object's density in its canonical box, written as PLY in world coordinates.
+They use only the run's GIRAFFE object (``gan``: its config, ``sample_inputs``, ``sample_latents``,
+``sample_object_poses``, ``camera_pose``) and its EMA generator; the method module
+(:mod:`aware3d.methods.giraffe`) lists them in its ``METHOD``.
 """
 from __future__ import annotations
 
@@ -20,23 +21,8 @@ from typing import Callable
 
 import torch
 
-from ..methods import giraffe as gm
-
-PROGRAMS = (
-    "object_translation_horizontal",
-    "object_translation_depth",
-    "object_translation_circle",
-    "object_rotation",
-    "camera_elevation",
-    "camera_rotation",
-    "interpolate_shape",
-    "interpolate_appearance",
-    "interpolate_background",
-    "object_only",
-    "background_only",
-    "add_objects",
-)
-
+from ..render.cameras import rotation_z
+from . import Program, canonical
 
 def _clone(inputs: dict) -> dict:
     return {k: v.clone() for k, v in inputs.items()}
@@ -63,19 +49,19 @@ def _ground_axes(c2w: torch.Tensor):
             fwd / fwd.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
 
-def _translation_amplitude(cfg: gm.GiraffeConfig) -> float:
+def _translation_amplitude(cfg) -> float:
     half = max(abs(cfg.translation_max[0] - cfg.translation_min[0]),
                abs(cfg.translation_max[1] - cfg.translation_min[1])) / 2
     return max(half, 2.0 * max(cfg.scale_max))
 
 
-# Each program: (cfg, base inputs, other inputs, n_frames, generator) -> [(inputs, render kwargs)].
-FrameFn = Callable[[gm.GiraffeConfig, dict, dict, int], list]
+# Each program: (gan, base inputs, other inputs, n_frames, generator) -> [(inputs, render kwargs)].
+FrameFn = Callable[..., list]
 
 
 def _translation(kind: str) -> FrameFn:
-    def frames(cfg, base, other, n, g=None):
-        amp = _translation_amplitude(cfg)
+    def frames(gan, base, other, n, g=None):
+        amp = _translation_amplitude(gan.cfg)
         right, fwd = _ground_axes(base["c2w"])
         out = []
         for k in range(n):
@@ -92,19 +78,19 @@ def _translation(kind: str) -> FrameFn:
     return frames
 
 
-def _object_rotation(cfg, base, other, n, g=None):
+def _object_rotation(gan, base, other, n, g=None):
     out = []
     for k in range(n):
         x = _clone(base)
-        x["obj_rotation"] = x["obj_rotation"] @ gm.rotation_z(torch.tensor(360.0 * k / n))
+        x["obj_rotation"] = x["obj_rotation"] @ rotation_z(torch.tensor(360.0 * k / n))
         out.append((x, {}))
     return out
 
 
 def _camera(kind: str) -> FrameFn:
-    def frames(cfg, base, other, n, g=None):
-        lo, hi = cfg.elevation_range
-        az_lo, az_hi = cfg.azimuth_range
+    def frames(gan, base, other, n, g=None):
+        lo, hi = gan.cfg.elevation_range
+        az_lo, az_hi = gan.cfg.azimuth_range
         out = []
         for k in range(n):
             x = _clone(base)
@@ -112,7 +98,7 @@ def _camera(kind: str) -> FrameFn:
             if kind == "elevation":
                 a, b = max(lo - 10.0, -5.0), min(hi + 25.0, 85.0)
                 el = a + (b - a) * float(_pingpong(n)[k])
-                x["c2w"] = gm.camera_pose(cfg, torch.full((B,), el), torch.full((B,), 0.5 * (az_lo + az_hi)))
+                x["c2w"] = gan.camera_pose(torch.full((B,), el), torch.full((B,), 0.5 * (az_lo + az_hi)))
             else:
                 el = 0.5 * (lo + hi)
                 if az_hi - az_lo >= 180:
@@ -120,14 +106,14 @@ def _camera(kind: str) -> FrameFn:
                 else:
                     amp = max(0.5 * (az_hi - az_lo), 30.0)
                     az = 0.5 * (az_lo + az_hi) + amp * float(_sweep(n)[k])
-                x["c2w"] = gm.camera_pose(cfg, torch.full((B,), el), torch.full((B,), az))
+                x["c2w"] = gan.camera_pose(torch.full((B,), el), torch.full((B,), az))
             out.append((x, {}))
         return out
     return frames
 
 
 def _interpolate(keys) -> FrameFn:
-    def frames(cfg, base, other, n, g=None):
+    def frames(gan, base, other, n, g=None):
         out = []
         for k in range(n):
             w = float(_pingpong(n)[k])
@@ -140,83 +126,90 @@ def _interpolate(keys) -> FrameFn:
 
 
 def _only(background: bool) -> FrameFn:
-    def frames(cfg, base, other, n, g=None):
+    def frames(gan, base, other, n, g=None):
         out = []
-        for x, _ in _object_rotation(cfg, base, other, n):
+        for x, _ in _object_rotation(gan, base, other, n):
             out.append((x, {"objects": [] if background else None, "background": background,
                             "return_alpha": True}))
         return out
     return frames
 
 
-def _add_objects(cfg, base, other, n, g=None, extra: int = 4):
+def _add_objects(gan, base, other, n, g=None, extra: int = 4):
     """Frame k renders the first k objects of a scene with n_objects + ``extra`` objects (more
     than any training scene), on the background."""
+    cfg = gan.cfg
     K = cfg.n_objects + extra
-    c = cfg
+    spread = {}
     if max(abs(a - b) for a, b in zip(cfg.translation_min[:2], cfg.translation_max[:2])) == 0:
         amp = _translation_amplitude(cfg)  # objects fixed at the origin in training: spread them
-        c = gm.replace_config(cfg, translation_min=(-amp, -amp, cfg.translation_min[2]),
-                              translation_max=(amp, amp, cfg.translation_max[2]), check_collision=True)
+        spread = dict(translation_min=(-amp, -amp, cfg.translation_min[2]),
+                      translation_max=(amp, amp, cfg.translation_max[2]), check_collision=True)
     B = base["c2w"].shape[0]
-    lat = gm.sample_latents(cfg, B, g, K)
-    s, t, R = gm.sample_object_poses(c, B, g, K)
+    lat = gan.sample_latents(B, g, K)
+    s, t, R = gan.sample_object_poses(B, g, K, **spread)
     x = _clone(base)
     x.update(z_shape_obj=lat["z_shape_obj"], z_app_obj=lat["z_app_obj"], obj_scale=s,
              obj_translation=t, obj_rotation=R)
     return [(x, {"objects": list(range(k))}) for k in range(K + 1)]
 
 
-_FRAMES: dict[str, FrameFn] = {
-    "object_translation_horizontal": _translation("horizontal"),
-    "object_translation_depth": _translation("depth"),
-    "object_translation_circle": _translation("circle"),
-    "object_rotation": _object_rotation,
-    "camera_elevation": _camera("elevation"),
-    "camera_rotation": _camera("rotation"),
-    "interpolate_shape": _interpolate(["z_shape_obj"]),
-    "interpolate_appearance": _interpolate(["z_app_obj"]),
-    "interpolate_background": _interpolate(["z_shape_bg", "z_app_bg"]),
-    "object_only": _only(background=False),
-    "background_only": _only(background=True),
-    "add_objects": _add_objects,
+_FRAMES: dict[str, tuple[str, FrameFn]] = {
+    "object-translation-horizontal": ("the first object moves left and right across the image",
+                                      _translation("horizontal")),
+    "object-translation-depth": ("the first object moves towards and away from the camera", _translation("depth")),
+    "object-translation-circle": ("the first object moves on a circle on the ground", _translation("circle")),
+    "object-rotation": ("every object turns about the vertical axis", _object_rotation),
+    "camera-elevation": ("the camera rises and falls, beyond the training range", _camera("elevation")),
+    "camera-rotation": ("the camera turns about the scene", _camera("rotation")),
+    "interpolate-shape": ("the objects' shape codes move to another scene's and back", _interpolate(["z_shape_obj"])),
+    "interpolate-appearance": ("the objects' appearance codes move to another scene's and back",
+                               _interpolate(["z_app_obj"])),
+    "interpolate-background": ("the background codes move to another scene's and back",
+                               _interpolate(["z_shape_bg", "z_app_bg"])),
+    "object-only": ("the objects alone, with alpha, turning", _only(background=False)),
+    "background-only": ("the background alone, with alpha", _only(background=True)),
+    "add-objects": ("objects added one by one, up to four more than any training scene", _add_objects),
 }
-assert set(_FRAMES) == set(PROGRAMS)
 
 
 @torch.no_grad()
-def render_frames(G: gm.GiraffeGenerator, cfg: gm.GiraffeConfig, program: str, seed: int = 0,
-                  n_frames: int = 32, n_samples: int = 4, chunk: int = 16) -> torch.Tensor:
-    """Frames of a program: (T, n_samples, H, W, C) in [0, 1], C = 4 (RGBA) for the object-only /
-    background-only programs, else 3."""
+def render_frames(gan, G, program: str, seed: int = 0, n_frames: int = 32, n_samples: int = 4,
+                  chunk: int = 16) -> torch.Tensor:
+    """Frames of a program: (T, n_samples, H, W, C) in [0, 1] on the CPU, C = 4 (RGBA) for the
+    object-only / background-only programs, else 3. ``gan``: the run's GIRAFFE object; ``G``: its
+    generator."""
+    program = canonical(program)
     if program not in _FRAMES:
-        raise ValueError(f"program: expected one of {list(PROGRAMS)}, got {program!r}")
+        raise ValueError(f"program: expected one of {list(_FRAMES)}, got {program!r}")
     g = torch.Generator().manual_seed(int(seed))
-    base = gm.sample_inputs(cfg, n_samples, g, train=False)
-    other = gm.sample_inputs(cfg, n_samples, g, train=False)
+    base = gan.sample_inputs(n_samples, g, train=False)
+    other = gan.sample_inputs(n_samples, g, train=False)
+    dev = next(G.parameters()).device
     frames = []
-    for inputs, kw in _FRAMES[program](cfg, base, other, n_frames, g):
+    for inputs, kw in _FRAMES[program][1](gan, base, other, n_frames, g):
         parts = []
         for a in range(0, n_samples, chunk):
-            x = {k: v[a:a + chunk] for k, v in inputs.items()}
+            x = {k: v[a:a + chunk].to(dev) for k, v in inputs.items()}
             out = G(x, **kw)
             if isinstance(out, dict):
                 img = torch.cat([out["image"], out["alpha"]], 1)
             else:
                 img = out
-            parts.append(img.float())
+            parts.append(img.float().cpu())
         frames.append(torch.cat(parts).permute(0, 2, 3, 1).clamp(0, 1))
     return torch.stack(frames)
 
 
-def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int = 32, n_samples: int = 4,
-           fps: float = 16.0, device: str = "cpu") -> dict:
-    """Render ``program`` for the run's EMA generator; returns ``{"gif", "mp4", "png"}`` paths."""
+def render(run, program: str, out_dir, seed: int = 0, n_frames: int = 32, n_samples: int = 4,
+           fps: float = 16.0) -> dict:
+    """Render ``program`` for a loaded run's EMA generator into ``out_dir``; returns
+    ``{"gif", "mp4", "png"}`` paths."""
     from ..train.io import make_grid, save_png, save_video
 
-    cfg, G = gm.load_generator(run_dir, device=device)
-    frames = render_frames(G, cfg, program, seed=seed, n_frames=n_frames, n_samples=n_samples)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "render" / program
+    program = canonical(program)
+    frames = render_frames(run.gan, run.G, program, seed=seed, n_frames=n_frames, n_samples=n_samples)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     T, B, H, W, C = frames.shape
     video = frames[..., :3]
@@ -230,58 +223,13 @@ def render(run_dir, program: str, out_dir=None, seed: int = 0, n_frames: int = 3
     idx = torch.linspace(0, T - 1, cols).round().long()
     sel = frames[idx].permute(1, 0, 2, 3, 4).reshape(B * cols, H, W, C)
     files["png"] = save_png(out / f"{stem}.png", make_grid(sel, nrow=cols, pad_value=1.0))
-    return files
+    return {k: str(v) for k, v in files.items()}
 
 
-# --------------------------------------------------------------------------------------------------
-# Mesh export
+def _program(name: str):
+    def fn(run, out_dir, seed: int = 0, frames: int | None = None, samples: int | None = None) -> dict:
+        return render(run, name, out_dir, seed=seed, n_frames=frames or 32, n_samples=samples or 4)
+    return fn
 
 
-@torch.no_grad()
-def object_density_grid(G: gm.GiraffeGenerator, z_shape: torch.Tensor, resolution: int = 128,
-                        extent: float = 1.1, chunk: int = 65536) -> torch.Tensor:
-    """Density (relu of the raw field output) of one object on a ``resolution``^3 grid spanning
-    [-extent, extent]^3 of its canonical box, indexed (x, y, z). z_shape: (Z,)."""
-    lin = torch.linspace(-extent, extent, resolution)
-    pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
-    out = []
-    z = z_shape.reshape(1, -1).float()
-    for a in range(0, pts.shape[0], chunk):
-        p = pts[a:a + chunk]
-        out.append(G.object_density(p.unsqueeze(0), z)[0].float())
-    return torch.cat(out).clamp_min(0).reshape(resolution, resolution, resolution)
-
-
-def export_object_mesh(run_dir, seed: int = 0, object_index: int = 0, resolution: int = 128,
-                       out_path=None, threshold: float | None = None, world: bool = True) -> dict:
-    """Marching cubes (skimage) on object ``object_index`` of the scene drawn from ``seed``: its
-    density in the canonical box [-1.1, 1.1]^3 (zero outside, as in the generator), at ``threshold`` (default 10 per world unit, or half
-    the maximum when the field never reaches it). Vertices are mapped to the world with the object's
-    pose k(x) = R diag(s) x + t unless ``world=False``. Writes a binary PLY and returns a summary."""
-    from ..utils.mesh import marching_cubes_mesh, write_ply
-
-    cfg, G = gm.load_generator(run_dir)
-    if not 0 <= object_index < cfg.n_objects:
-        raise ValueError(f"object_index: expected 0..{cfg.n_objects - 1}, got {object_index}")
-    g = torch.Generator().manual_seed(int(seed))
-    x = gm.sample_inputs(cfg, 1, g, train=False)
-    ext = 1.0 + cfg.box_padding
-    vol = object_density_grid(G, x["z_shape_obj"][0, object_index], resolution, ext)
-    level = 10.0 if threshold is None else float(threshold)
-    vmax = float(vol.max())
-    if threshold is None and vmax <= level:
-        level = 0.5 * vmax
-    # the object has no density outside its box (the generator masks it): a layer of zeros
-    # closes surfaces that reach the box walls
-    step = 2 * ext / (resolution - 1)
-    padded = torch.nn.functional.pad(vol, (1, 1, 1, 1, 1, 1))
-    verts, faces = marching_cubes_mesh(padded.numpy(), level, (-ext - step,) * 3, (ext + step,) * 3)
-    if world and len(verts):
-        v = torch.from_numpy(verts).unsqueeze(0)
-        verts = gm.object_to_world(v, x["obj_scale"][:, object_index], x["obj_translation"][:, object_index],
-                                   x["obj_rotation"][:, object_index])[0].numpy()
-    out = Path(out_path) if out_path is not None else Path(run_dir) / f"mesh_seed{seed}_object{object_index}.ply"
-    write_ply(out, verts, faces)
-    return {"path": str(out), "n_vertices": int(len(verts)), "n_faces": int(len(faces)),
-            "threshold": level, "density_max": vmax, "resolution": resolution,
-            "frame": "world" if world else "canonical box"}
+PROGRAMS = tuple(Program(name, desc, _program(name)) for name, (desc, _) in _FRAMES.items())

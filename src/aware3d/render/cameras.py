@@ -308,6 +308,13 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None,
     return to_4x4(torch.stack([right, cam_up, back, eye], -1))
 
 
+def rotation_z(angle_deg: torch.Tensor) -> torch.Tensor:
+    """Rotation about the world z axis by ``angle_deg`` (...,) -> (..., 3, 3)."""
+    a = torch.deg2rad(torch.as_tensor(angle_deg, dtype=torch.float32))
+    c, s, z, o = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(*a.shape, 3, 3)
+
+
 def spherical_to_cartesian(radius, elevation_deg, azimuth_deg) -> torch.Tensor:
     """Point at ``radius`` with elevation above the xy-plane and azimuth from +x towards +y."""
     r, el, az = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float32)

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["GanConfig", "GanMethod", "GanEngine", "train_gan", "generator_loss", "discriminator_loss",
-           "r1_penalty", "ema_update", "setup_distributed", "tune_cpu_allocator"]
+           "r1_penalty", "ema_update", "setup_distributed", "tune_cpu_allocator", "to_unit"]
 
 
 @dataclass
@@ -107,6 +107,12 @@ class GanMethod(Protocol):
 
 # --------------------------------------------------------------------------------------------------
 # Losses, regulariser, EMA (pure functions)
+
+
+def to_unit(images: torch.Tensor, image_range=(-1.0, 1.0)) -> torch.Tensor:
+    """Generated images in ``image_range`` -> [0, 1] (clamped)."""
+    lo, hi = image_range
+    return ((images.float() - lo) / (hi - lo)).clamp(0, 1)
 
 
 def generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
@@ -269,23 +275,40 @@ class GanEngine:
 
     # -- phases ------------------------------------------------------------------------------------
     def phase_generator(self) -> dict:
-        """G: minimise the non-saturating loss of D on fresh fakes; then the EMA update."""
+        """G: minimise the non-saturating loss of D on fresh fakes (or the method's
+        ``generator_objective(G, D, inputs) -> (loss, scalars)`` where it has one); then the EMA
+        update."""
         self.G.train().requires_grad_(True)
         self.D.train().requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
-        fake = self.G(self.draw_inputs(train=True))
-        loss = generator_loss(self.D(fake))
+        objective = getattr(self.method, "generator_objective", None)
+        if objective is not None:
+            loss, out = objective(self.G, self.D, self.draw_inputs(train=True))
+        else:
+            fake = self.G(self.draw_inputs(train=True))
+            loss = generator_loss(self.D(fake))
+            out = {"loss_G": loss.detach()}
         loss.backward()
         self._average_grads(self.G)
         self.opt_g.step()
         ema_update(self.G_ema, self.G, self.cfg.ema_beta)
-        return {"loss_G": loss.detach()}
+        return out
 
     def phase_discriminator(self, real: torch.Tensor, with_r1: bool) -> dict:
-        """D: real vs fresh fakes (generated without gradient), + R1 on the reals if ``with_r1``."""
+        """D: real vs fresh fakes (generated without gradient), + R1 on the reals if ``with_r1``
+        (or the method's ``discriminator_objective(G, D, real, inputs, r1_weight) -> (loss,
+        scalars)`` where it has one; ``r1_weight`` is 0 on steps without inline R1)."""
         self.G.train().requires_grad_(False)
         self.D.train().requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
+        objective = getattr(self.method, "discriminator_objective", None)
+        if objective is not None:
+            r1 = self.cfg.r1_weight if with_r1 else 0.0
+            loss, out = objective(self.G, self.D, real, self.draw_inputs(train=True), r1)
+            loss.backward()
+            self._average_grads(self.D)
+            self.opt_d.step()
+            return out
         x_real = real.detach().requires_grad_(with_r1)
         d_real = self.D(x_real)
         with torch.no_grad():

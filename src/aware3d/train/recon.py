@@ -1,53 +1,22 @@
-"""Reconstruction: train a radiance field on posed images, evaluate it, render it, mesh it.
+"""The reconstruction loop: train a radiance field on posed images, evaluate it, mesh it.
 
-One loop serves every reconstruction method. A method module (``aware3d.methods.nerf``, ``ngp``)
-provides ``PRESETS``, ``DEFAULT_PRESET`` and a ``Model(cfg, scene)`` with ``forward(rays_o, rays_d,
-training=...) -> {"color", "depth", "opacity"}``, ``loss(out, target)``, ``make_optimizer()``,
-``lr_at(step)``, ``before_step(step)``, ``density(x)`` and optionally ``next_batch_rays(n_samples)``.
-A model with ``uses_image_ids = True`` (per-image embeddings, NeRF-W) also receives
-``image_ids`` (R,) int64, the training image each ray comes from.
+One loop serves every radiance-field method. It is handed the method's surface
+(:class:`aware3d.methods.base.FieldMethod`: ``name``, ``make_config(preset, overrides, **explicit)``
+and ``build(cfg, scene, device)``), never a method's name, so it imports no method. The model a
+method builds provides ``forward(rays_o, rays_d, training=...) -> {"color", "depth", "opacity"}``,
+``loss(out, target)``, ``make_optimizer()``, ``lr_at(step)``, ``before_step(step)``, ``density(x)``
+and optionally ``next_batch_rays(n_samples)``. A model with ``uses_image_ids = True`` (per-image
+embeddings, NeRF-W) also receives ``image_ids`` (R,) int64, the training image each ray comes from.
 """
 from __future__ import annotations
 
-import importlib
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 
-from ..cli import RECON_METHODS  # the one list of reconstruction methods (cli.py stays import-light)
 from . import io
-
-
-def method_module(name: str):
-    if name not in RECON_METHODS:
-        raise ValueError(f"method: expected one of {', '.join(RECON_METHODS)}, got {name!r}")
-    return importlib.import_module(f"aware3d.methods.{name}")
-
-
-def _parse_value(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def make_config(method: str, preset: str | None = None, overrides=None, **explicit) -> dict:
-    mod = method_module(method)
-    preset = preset or mod.DEFAULT_PRESET
-    if preset not in mod.PRESETS:
-        raise ValueError(f"--preset: {method} has presets {', '.join(mod.PRESETS)}, got {preset!r}")
-    cfg = dict(mod.PRESETS[preset])
-    for k, v in (overrides or []):
-        if k not in cfg:
-            raise ValueError(f"--set {k}=...: unknown key for {method}; known: {', '.join(sorted(cfg))}")
-        cfg[k] = _parse_value(v) if isinstance(v, str) else v
-    cfg.update({k: v for k, v in explicit.items() if v is not None})
-    cfg["preset"] = preset
-    if hasattr(mod, "resolve_config"):  # presets with backbone-dependent entries (nerfw)
-        mod.resolve_config(cfg)
-    return cfg
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -69,19 +38,15 @@ def scene_info(ds) -> dict:
             "orbit_elevation_deg": float(elev.mean())}
 
 
-def build_model(method: str, cfg: dict, scene: dict, device) -> torch.nn.Module:
-    return method_module(method).Model(cfg, scene).to(device)
-
-
-
 @torch.no_grad()
 def render_image(model, K: torch.Tensor, c2w: torch.Tensor, width: int, height: int,
                  chunk: int = 8192) -> dict:
-    """Render one full frame in chunks of rays. Returns color (H, W, 3), depth and opacity (H, W)."""
+    """Render one full frame in chunks of rays. K (3, 3), c2w (3, 4) or (4, 4) (OpenGL).
+    Returns color (H, W, 3), depth and opacity (H, W) on the CPU."""
     from ..render.cameras import image_rays
 
     dev = next(model.parameters()).device
-    o, d = image_rays(K.to(dev), c2w.to(dev), width, height)
+    o, d = image_rays(K.to(dev, torch.float32), c2w.to(dev, torch.float32), width, height)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     outs = {"color": [], "depth": [], "opacity": []}
     for i in range(0, o.shape[0], chunk):
@@ -103,12 +68,13 @@ def _val_psnr(model, val, n_views: int = 2) -> tuple[float, list]:
     return sum(vals) / max(len(vals), 1), images
 
 
-def train(method: str, data: str, out: str | None = None, preset: str | None = None,
+def train(method, data: str, out: str | None = None, preset: str | None = None,
           max_steps: int | None = None, max_minutes: float | None = None, resume: bool = False,
           seed: int = 0, downscale: int = 1, batch_size: int | None = None, device: str | None = None,
           overrides=None, val_every: int = 500, ckpt_every: int = 1000, progress: bool = True,
           log_every: int = 25, val_every_seconds: float | None = None, val_views: int = 1) -> Path:
-    """Train ``method`` on the posed dataset at ``data``; returns the run folder.
+    """Train the radiance-field method ``method`` (its :class:`~aware3d.methods.base.FieldMethod`)
+    on the posed dataset at ``data``; returns the run folder.
 
     ``max_minutes`` counts training time only: validation, checkpoints and logging pause the
     clock, and a resumed run continues the clock where its checkpoint left it (``train_seconds``).
@@ -119,14 +85,15 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
 
     from ..data import load_scene
 
-    out = out or f"runs/{method}-{Path(data).name}"
+    name = method.name
+    out = out or f"runs/{name}-{Path(data).name}"
     run_dir = Path(out)
     if resume:
         saved = io.load_run_config(run_dir)
         cfg, seed, downscale = saved["config"], saved["seed"], saved["downscale"]
         data = saved["data"]
     else:
-        cfg = make_config(method, preset, overrides, batch_size=batch_size)
+        cfg = method.make_config(preset, overrides, batch_size=batch_size)
     dev = pick_device(device)
     torch.manual_seed(seed)
     train_ds = load_scene(data, "train", downscale=downscale)
@@ -138,8 +105,8 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
     scene["n_images"] = len(train_ds)
     run_cfg = {"config": cfg, "data": str(Path(data).resolve()), "seed": seed, "downscale": downscale,
                "scene": scene}
-    run_dir = io.prepare_run_dir(run_dir, method, run_cfg, resume=resume)
-    model = build_model(method, cfg, scene, dev)
+    run_dir = io.prepare_run_dir(run_dir, name, run_cfg, resume=resume)
+    model = method.build(cfg, scene, dev)
     opt = model.make_optimizer()
     step, train_seconds = 0, 0.0
     if resume:
@@ -175,7 +142,7 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
 
     logger = io.ScalarLogger(run_dir, resume_step=step if resume else None)
     bar = tqdm(total=limit_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=f"{method}")
+               desc=name)
     rays_seen, t_last = 0, time.time()
     try:
         with io.install_sigint_checkpoint(checkpoint, defer=True) as guard:
@@ -232,34 +199,29 @@ def train(method: str, data: str, out: str | None = None, preset: str | None = N
     return run_dir
 
 
-def load_run(run_dir, device: str | None = None):
-    """Rebuild a trained model from its run folder. Returns ``(model, run_config)``."""
-    run_dir = Path(run_dir)
-    saved = io.load_run_config(run_dir)
-    method = saved["method"]
-    dev = pick_device(device)
-    model = build_model(method, saved["config"], saved["scene"], dev)
-    ck = io.load_checkpoint(run_dir, map_location=dev)
+def restore(model: torch.nn.Module, run_dir, checkpoint=None) -> int:
+    """Load the weights of a run's checkpoint (a step or a file; default the latest) into ``model``
+    and put it in eval mode. Returns the checkpoint's step."""
+    dev = next(model.parameters()).device
+    ck = io.load_checkpoint(io.checkpoint_file(run_dir, checkpoint), map_location=dev)
     model.load_state_dict(ck["model"])
     model.eval()
-    return model, saved
+    return int(ck.get("step", 0))
 
 
-def evaluate(run_dir, data: str | None = None, split: str = "test", device: str | None = None,
-             progress: bool = True, max_views: int | None = None) -> dict:
-    """PSNR and SSIM per view and mean (and depth error where ground-truth depth exists); writes
-    RUN/eval/metrics.json and side-by-side PNGs (ground truth | render | depth)."""
+def evaluate(model, saved: dict, ds, out_dir, split: str = "test", progress: bool = True,
+             max_views: int | None = None, metrics_name: str = "metrics.json") -> dict:
+    """PSNR and SSIM per view and mean (and depth error where ground-truth depth exists) of
+    ``model`` on the dataset split ``ds``; writes ``out_dir/<metrics_name>`` and side-by-side PNGs
+    (ground truth | render | depth). ``saved`` is the run config (its scene's near / far colour the
+    depth)."""
     from tqdm import tqdm
 
-    from ..data import load_scene
     from ..metrics import psnr, ssim
 
-    run_dir = Path(run_dir)
-    model, saved = load_run(run_dir, device)
-    ds = load_scene(data or saved["data"], split, downscale=saved["downscale"])
     n = len(ds) if max_views is None else min(len(ds), max_views)
     views = []
-    out_dir = run_dir / "eval"
+    out_dir = Path(out_dir)
     t0 = time.time()
     for i in tqdm(range(n), disable=not progress, desc=f"eval {split}"):
         r = render_image(model, ds.K[i], ds.c2w[i], ds.width, ds.height)
@@ -286,7 +248,8 @@ def evaluate(run_dir, data: str | None = None, split: str = "test", device: str 
     depth = [v["depth_mae"] for v in views if "depth_mae" in v]
     if depth:
         metrics["depth_mae"] = sum(depth) / len(depth)
-    io.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    io.atomic_write_text(out_dir / metrics_name, json.dumps(metrics, indent=2))
+    metrics["path"] = str(out_dir / metrics_name)
     return metrics
 
 
@@ -301,102 +264,22 @@ def print_metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-PROGRAMS = ("turntable", "test-views", "path")
-
-
-def _path_from_json(path: str) -> tuple[torch.Tensor, dict]:
-    """Camera path file: {"frames": [{"transform_matrix": 4x4}, ...], optional "camera_angle_x",
-    "w", "h", "fps"} (OpenGL c2w, as in Blender transforms files)."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: camera path file not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    frames = doc.get("frames") if isinstance(doc, dict) else None
-    if not frames:
-        raise ValueError(f"{p}: expected {{\"frames\": [{{\"transform_matrix\": 4x4}}, ...]}}")
-    mats = []
-    for i, f in enumerate(frames):
-        m = torch.as_tensor(f.get("transform_matrix"), dtype=torch.float32) if isinstance(f, dict) else None
-        if m is None or m.shape != (4, 4) or not torch.isfinite(m).all():
-            raise ValueError(f"{p}: frame {i}: transform_matrix must be a finite 4x4 matrix")
-        mats.append(m)
-    return torch.stack(mats), doc
-
-
-def render_program(run_dir, program: str = "turntable", path: str | None = None, out: str | None = None,
-                   frames: int | None = None, device: str | None = None, progress: bool = True,
-                   resolution: int | None = None, fps: int = 24) -> dict:
-    """Render a camera program to MP4 + GIF with depth and opacity videos. Returns file paths."""
-    from tqdm import tqdm
-
-    from ..render.cameras import intrinsics_from_fov, scale_intrinsics, turntable_path
-
-    if program not in PROGRAMS:
-        raise ValueError(f"--program: expected one of {', '.join(PROGRAMS)}, got {program!r}")
-    run_dir = Path(run_dir)
-    model, saved = load_run(run_dir, device)
-    scene = saved["scene"]
-    W, H = int(scene["width"]), int(scene["height"])
-    if resolution:
-        H, W = int(round(H * resolution / W)), resolution
-    from ..data import load_scene
-
-    if "K" not in scene or "orbit_radius" not in scene:  # runs written before these were kept
-        scene = {**scene, **scene_info(load_scene(saved["data"], "train", downscale=saved["downscale"]))}
-    K = scale_intrinsics(torch.tensor(scene["K"], dtype=torch.float32), W / int(scene["width"]))
-    if program == "turntable":
-        poses = turntable_path(frames or 60, radius=scene["orbit_radius"],
-                               elevation_deg=max(scene["orbit_elevation_deg"], 15.0))
-    elif program == "test-views":
-        try:
-            test = load_scene(saved["data"], "test", downscale=saved["downscale"])
-        except Exception:
-            test = load_scene(saved["data"], "train", downscale=saved["downscale"])
-        poses = test.c2w[: frames or len(test)]
-    else:
-        if not path:
-            raise ValueError("--program path needs a camera path JSON file: aware3d render RUN --program path FILE.json")
-        poses, doc = _path_from_json(path)
-        if "camera_angle_x" in doc:
-            K = intrinsics_from_fov(math.degrees(float(doc["camera_angle_x"])), W, H)
-        fps = int(doc.get("fps", fps))
-    out_dir = Path(out) if out else run_dir / "render" / program
-    rgb, depth, acc = [], [], []
-    for c2w in tqdm(poses, disable=not progress, desc=f"render {program}"):
-        r = render_image(model, K, c2w, W, H)
-        rgb.append(r["color"].clamp(0, 1))
-        depth.append(torch.as_tensor(io.colorize_depth(r["depth"], scene["near"], scene["far"])))
-        acc.append(r["opacity"].clamp(0, 1).unsqueeze(-1).expand(-1, -1, 3))
-    files = {}
-    for name, seq in (("rgb", rgb), ("depth", depth), ("opacity", acc)):
-        stack = torch.stack(seq)
-        files[f"{name}_mp4"] = str(io.save_video(out_dir / f"{name}.mp4", stack, fps=fps))
-        files[f"{name}_gif"] = str(io.save_video(out_dir / f"{name}.gif", stack, fps=min(fps, 20)))
-    files["first_frame"] = str(io.save_png(out_dir / "frame_000.png", rgb[0]))
-    return files
-
-
-def export_mesh(run_dir, resolution: int = 256, threshold: float | None = None, out: str | None = None,
-                device: str | None = None, chunk: int = 2 ** 18) -> dict:
-    """Marching cubes of the density on a resolution^3 grid over the scene box, written as PLY."""
+@torch.no_grad()
+def density_mesh(model, aabb, path, resolution: int = 256, threshold: float | None = None,
+                 chunk: int = 2 ** 18) -> dict:
+    """Marching cubes of ``model.density`` on a resolution^3 grid over the box ``aabb`` (6,), at
+    ``threshold`` (default 10), written as PLY to ``path``."""
     from ..utils.mesh import marching_cubes_mesh, write_ply
 
-    run_dir = Path(run_dir)
-    model, saved = load_run(run_dir, device)
-    aabb = torch.as_tensor(saved["scene"]["aabb"], dtype=torch.float32)
+    aabb = torch.as_tensor(aabb, dtype=torch.float32)
     dev = next(model.parameters()).device
     lin = [torch.linspace(float(aabb[i]), float(aabb[i + 3]), resolution) for i in range(3)]
     grid = torch.stack(torch.meshgrid(*lin, indexing="ij"), -1).reshape(-1, 3)
     dens = []
-    with torch.no_grad():
-        for i in range(0, grid.shape[0], chunk):
-            dens.append(model.density(grid[i:i + chunk].to(dev)).float().cpu())
+    for i in range(0, grid.shape[0], chunk):
+        dens.append(model.density(grid[i:i + chunk].to(dev)).float().cpu())
     vol = torch.cat(dens).reshape(resolution, resolution, resolution).numpy()
     level = float(threshold) if threshold is not None else 10.0
     verts, faces = marching_cubes_mesh(vol, level, aabb[:3].numpy(), aabb[3:].numpy())
-    path = Path(out) if out else run_dir / "mesh.ply"
     write_ply(path, verts, faces)
     return {"path": str(path), "vertices": int(len(verts)), "faces": int(len(faces)), "level": level}

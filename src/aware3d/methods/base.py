@@ -1,0 +1,485 @@
+"""The one surface every aware3d method gives, for both halves.
+
+A method module defines ``METHOD``, one of
+
+- :class:`FieldMethod`: posed photos in, a radiance field out (nerf, ngp, nerfw). Its config is a
+  plain dict; ``build(cfg, scene, device)`` makes the model the reconstruction loop
+  (:func:`aware3d.train.recon.train`) trains;
+- :class:`GenerativeMethod`: an unposed image collection in, a 3D-aware generator out (giraffe,
+  graf, pigan, hologan, cips3d). Its config is a dataclass; ``build(cfg)`` makes the object the GAN
+  engine (:func:`aware3d.train.gan.train_gan`) trains.
+
+Both give the same calls: ``presets`` (name -> one-line description), ``make_config``, ``build``,
+``train`` (through the one loop of their kind), ``load`` (a run folder -> a :class:`Run`) and
+``programs``. A loaded run gives ``render`` (a camera for fields, generator inputs for GANs),
+``programs`` / ``render_program``, ``evaluate``, ``format_metrics`` and ``export_mesh``. Commands
+call these and never ask which kind a method is; options a method does not take are refused with
+a message naming them (:func:`call_with_options`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+
+from ..programs import Program, find_program, program_table
+
+__all__ = ["Method", "FieldMethod", "GenerativeMethod", "Run", "FieldRun", "GenerativeRun",
+           "call_with_options", "pick_device"]
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, or CUDA when available, else the CPU (``"auto"`` means the same)."""
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def call_with_options(fn: Callable, options: Mapping[str, Any], what: str, *args):
+    """``fn(*args, **options)``, or a ValueError naming the options ``fn`` does not take (as
+    command-line flags) and those it does. ``what`` names the call in the message ("render
+    program turntable of ngp runs")."""
+    params = list(inspect.signature(fn).parameters.items())[len(args):]
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for _, p in params):
+        names = [k for k, _ in params]
+        bad = [k for k in options if k not in names]
+        if bad:
+            takes = [_flag(k) for k, p in params if p.default is not inspect.Parameter.empty]
+            raise ValueError(f"{', '.join(_flag(k) for k in bad)}: does not apply to {what} "
+                             f"(it takes {', '.join(takes) or 'no options'})")
+    return fn(*args, **options)
+
+
+def _check_presets(name: str, presets: Mapping[str, Any], descriptions: Mapping[str, str], default: str):
+    missing = sorted(set(presets) - set(descriptions))
+    extra = sorted(set(descriptions) - set(presets))
+    if missing or extra:
+        raise ValueError(f"{name}: every preset needs a one-line description "
+                         f"(missing {missing}, unknown {extra})")
+    if default not in presets:
+        raise ValueError(f"{name}: default preset {default!r} is not one of {sorted(presets)}")
+
+
+class Method:
+    """What every method gives (see the module docstring). ``kind`` is "field" or "gan"."""
+
+    kind: str = ""
+    run_class: type
+
+    def __init__(self, name: str, title: str, presets: Mapping[str, Any],
+                 descriptions: Mapping[str, str], default_preset: str,
+                 programs: Iterable[Program] = (), default_program: str | None = None,
+                 paper: str = ""):
+        _check_presets(name, presets, descriptions, default_preset)
+        self.name, self.title, self.paper = name, title, paper
+        self.preset_settings = presets
+        self.presets: dict[str, str] = {k: descriptions[k] for k in presets}
+        self.default_preset = default_preset
+        self.program_table = program_table(programs)
+        self.default_program = default_program
+
+    @property
+    def programs(self) -> dict[str, str]:
+        """``{name: one-line description}`` of the method's render programs."""
+        return {k: p.description for k, p in self.program_table.items()}
+
+    def __repr__(self) -> str:
+        return f"<aware3d method {self.name} ({self.kind}): {self.title}>"
+
+    def load(self, run_dir, device: str | torch.device | None = None, checkpoint=None) -> "Run":
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs
+
+
+class Run:
+    """A trained run, loaded (:func:`aware3d.load`). ``path``: the run folder; ``method``: its
+    :class:`Method`; ``config``: its settings; ``checkpoint``: the checkpoint asked for (None: the
+    latest); ``step``: the step of the loaded checkpoint."""
+
+    def __init__(self, method: Method, path, config, checkpoint=None, step: int | None = None):
+        self.method, self.path, self.config = method, Path(path), config
+        self.checkpoint, self.step = checkpoint, step
+
+    def __repr__(self) -> str:
+        return f"<aware3d {self.method.name} run {self.path} at step {self.step}>"
+
+    @property
+    def programs(self) -> dict[str, str]:
+        """``{name: one-line description}`` of the render programs of this run."""
+        return self.method.programs
+
+    def render_program(self, name: str, out=None, **options) -> dict:
+        """Play render program ``name`` (hyphens or underscores) into ``out`` (default
+        ``RUN/render/<name>``); ``options`` are the program's (``frames``, ``seed``, ``path``...).
+        Returns ``{name: path}`` of the files written."""
+        prog = find_program(self.method.program_table, name, f"{self.method.name} runs")
+        out_dir = Path(out) if out is not None else self.path / "render" / prog.name
+        return call_with_options(prog.fn, options, f"render program {prog.name} of {self.method.name} runs",
+                                 self, out_dir)
+
+    def metrics_name(self) -> str:
+        """``metrics.json``, or ``metrics_step_XXXXXXXX.json`` when a particular checkpoint was loaded."""
+        return "metrics.json" if self.checkpoint is None else f"metrics_step_{int(self.step or 0):08d}.json"
+
+    def evaluate(self, **options) -> dict:
+        raise NotImplementedError
+
+    def format_metrics(self, metrics: dict) -> str:
+        return "\n".join(f"{k:<12}{v:>12.4f}" for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    def export_mesh(self, out=None, **options) -> dict:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------------
+# Radiance fields
+
+
+class FieldMethod(Method):
+    """A radiance-field method. ``model(cfg, scene)`` builds its network (an ``nn.Module`` with the
+    interface :mod:`aware3d.train.recon` documents); ``presets`` are dicts of settings;
+    ``resolve_config(cfg)`` fills entries that depend on others (nerfw's backbone defaults);
+    ``evaluators`` are other evaluation protocols by option name (nerfw: ``appearance_half``)."""
+
+    kind = "field"
+
+    def __init__(self, name: str, title: str, model: Callable, presets: Mapping[str, dict],
+                 descriptions: Mapping[str, str], default_preset: str = "cpu",
+                 resolve_config: Callable[[dict], Any] | None = None,
+                 programs: Iterable[Program] = (), evaluators: Mapping[str, Callable] | None = None,
+                 paper: str = ""):
+        from ..programs.field import PROGRAMS as CAMERA_PROGRAMS
+
+        super().__init__(name, title, presets, descriptions, default_preset,
+                         programs=tuple(CAMERA_PROGRAMS) + tuple(programs), default_program="turntable",
+                         paper=paper)
+        self.model = model
+        self.resolve_config = resolve_config
+        self.evaluators = dict(evaluators or {})
+
+    def make_config(self, preset: str | None = None, overrides: Iterable[tuple[str, Any]] = (),
+                    **explicit) -> dict:
+        """The settings of ``preset`` (default the method's), then ``overrides`` ((key, value)
+        pairs; strings are parsed as YAML), then the ``explicit`` values that are not None."""
+        import yaml
+
+        preset = preset or self.default_preset
+        if preset not in self.preset_settings:
+            raise ValueError(f"--preset: {self.name} has presets {', '.join(self.preset_settings)}, "
+                             f"got {preset!r}")
+        cfg = dict(self.preset_settings[preset])
+        for k, v in overrides or ():
+            if k not in cfg:
+                raise ValueError(f"--set {k}=...: unknown key for {self.name}; known: {', '.join(sorted(cfg))}")
+            cfg[k] = yaml.safe_load(v) if isinstance(v, str) else v
+        cfg.update({k: v for k, v in explicit.items() if v is not None})
+        cfg["preset"] = preset
+        if self.resolve_config is not None:
+            self.resolve_config(cfg)
+        return cfg
+
+    def build(self, cfg: dict, scene: dict, device=None) -> torch.nn.Module:
+        """The model of settings ``cfg`` for a scene (``aware3d.train.recon.scene_info``)."""
+        return self.model(cfg, scene).to(pick_device(device))
+
+    def train(self, data, out=None, preset: str | None = None, max_steps: int | None = None,
+              max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+              batch_size: int | None = None, device: str | None = None,
+              overrides: Iterable[tuple[str, Any]] = (), downscale: int | None = None, **loop) -> Path:
+        """Train on the posed dataset ``data`` through :func:`aware3d.train.recon.train`; returns
+        the run folder (default ``runs/<method>-<data folder name>``). ``loop`` passes the loop's
+        own options (``val_every``, ``ckpt_every``, ``progress``, ``log_every``...)."""
+        from ..train import recon
+
+        return recon.train(self, str(data), out=None if out is None else str(out), preset=preset,
+                           max_steps=max_steps, max_minutes=max_minutes, resume=resume, seed=seed,
+                           downscale=1 if downscale is None else int(downscale), batch_size=batch_size,
+                           device=device, overrides=list(overrides or ()), **loop)
+
+    def load(self, run_dir, device: str | torch.device | None = None, checkpoint=None) -> "FieldRun":
+        from ..train import recon
+        from ..train.io import load_run_config
+
+        saved = load_run_config(run_dir)
+        missing = [k for k in ("config", "scene", "data", "downscale") if k not in saved]
+        if missing:
+            raise ValueError(f"{run_dir}: not a complete {self.name} run (its config lacks "
+                             f"{', '.join(missing)}; expected the --out folder of `aware3d train {self.name}`)")
+        model = self.build(saved["config"], saved["scene"], device)
+        step = recon.restore(model, run_dir, checkpoint)
+        return FieldRun(self, run_dir, model, saved, checkpoint=checkpoint, step=step)
+
+
+class FieldRun(Run):
+    """A trained radiance field. ``model``: the network (eval mode); ``saved``: the run config
+    (``config``, ``data``, ``downscale``, ``scene``); ``scene``: the training scene's box, depth
+    range, image size, intrinsics and camera orbit."""
+
+    def __init__(self, method: FieldMethod, path, model, saved: dict, checkpoint=None, step=None):
+        super().__init__(method, path, saved["config"], checkpoint=checkpoint, step=step)
+        self.model, self.saved = model, saved
+        self._scene = saved["scene"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def scene(self) -> dict:
+        if "K" not in self._scene or "orbit_radius" not in self._scene:
+            # runs written before these were kept: read them off the training data once
+            from ..train.recon import scene_info
+
+            self._scene = {**self._scene, **scene_info(self.load_data("train"))}
+        return self._scene
+
+    def load_data(self, split: str = "train", data=None):
+        """A split of the run's dataset (or of ``data``) at the run's downscale."""
+        from ..data import load_scene
+
+        return load_scene(data or self.saved["data"], split, downscale=self.saved["downscale"])
+
+    def intrinsics(self, width: int | None = None) -> torch.Tensor:
+        """The training camera's K (3, 3), scaled to ``width`` pixels (default the training width)."""
+        from ..render.cameras import scale_intrinsics
+
+        W = int(self.scene["width"])
+        return scale_intrinsics(torch.tensor(self.scene["K"], dtype=torch.float32), (width or W) / W)
+
+    def orbit_camera(self, azimuth_deg: float = 0.0, elevation_deg: float | None = None,
+                     radius: float | None = None) -> torch.Tensor:
+        """c2w (4, 4) of a camera looking at the origin from the training cameras' orbit (their mean
+        distance and, by default, elevation), at ``azimuth_deg`` about the world z axis."""
+        from ..render.cameras import look_at, spherical_to_cartesian
+
+        r = float(self.scene["orbit_radius"] if radius is None else radius)
+        el = float(self.scene["orbit_elevation_deg"] if elevation_deg is None else elevation_deg)
+        return look_at(spherical_to_cartesian(r, torch.tensor(el), torch.tensor(float(azimuth_deg))))
+
+    def render(self, c2w: torch.Tensor, K: torch.Tensor | None = None, width: int | None = None,
+               height: int | None = None) -> dict:
+        """One view: c2w (4, 4) or (3, 4) OpenGL camera-to-world; K (3, 3) in pixels (default the
+        training camera's, scaled to ``width``); size default the training image's. Returns
+        ``{"color" (H, W, 3), "depth" (H, W), "opacity" (H, W)}`` on the CPU."""
+        from ..train.recon import render_image
+
+        W = int(width or self.scene["width"])
+        H = int(height or round(int(self.scene["height"]) * W / int(self.scene["width"])))
+        K = self.intrinsics(W) if K is None else torch.as_tensor(K, dtype=torch.float32)
+        return render_image(self.model, K, torch.as_tensor(c2w, dtype=torch.float32), W, H)
+
+    def evaluate(self, data=None, split: str = "test", progress: bool = True,
+                 max_views: int | None = None, **protocol) -> dict:
+        """PSNR / SSIM (and depth error) on a split of the run's data (or ``data``); writes
+        ``RUN/eval/metrics.json``. ``protocol``: another evaluation the method has (nerfw:
+        ``appearance_half="left"``)."""
+        from ..train import recon
+
+        chosen = {k: v for k, v in protocol.items() if v not in (None, False)}
+        for k in chosen:
+            if k not in self.method.evaluators:
+                raise ValueError(f"{_flag(k)}: does not apply to {self.method.name} runs "
+                                 f"(it evaluates with --data, --split, --checkpoint"
+                                 f"{''.join(', ' + _flag(e) for e in self.method.evaluators)})")
+        if len(chosen) > 1:
+            raise ValueError(f"choose one evaluation protocol, got {', '.join(map(_flag, chosen))}")
+        if chosen:
+            (k, v), = chosen.items()
+            return self.method.evaluators[k](self, v, data=data, split=split, progress=progress,
+                                             max_views=max_views)
+        ds = self.load_data(split, data)
+        return recon.evaluate(self.model, self.saved, ds, self.path / "eval", split=split,
+                              progress=progress, max_views=max_views, metrics_name=self.metrics_name())
+
+    def format_metrics(self, metrics: dict) -> str:
+        from ..train.recon import print_metrics_table
+
+        return print_metrics_table(metrics)
+
+    def export_mesh(self, out=None, resolution: int = 256, threshold: float | None = None) -> dict:
+        """Marching cubes of the density over the scene box, written as PLY (default RUN/mesh.ply)."""
+        from ..train.recon import density_mesh
+
+        path = Path(out) if out is not None else self.path / "mesh.ply"
+        return density_mesh(self.model, self.scene["aabb"], path, resolution=resolution, threshold=threshold)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3D-aware GANs
+
+
+class GenerativeMethod(Method):
+    """A 3D-aware GAN. ``config_cls``: its settings dataclass; ``build(cfg)``: the object the GAN
+    engine trains (generator, discriminator, ``sample_inputs``, image range, optional hooks
+    ``wrap_dataset``, ``set_step``, ``prepare_inference``); ``mesh``: ``mesh(run, out_path=...,
+    seed=..., resolution=..., threshold=...)`` where the method has a density to mesh."""
+
+    kind = "gan"
+
+    def __init__(self, name: str, title: str, config_cls: type, build: Callable,
+                 presets: Mapping[str, dict], descriptions: Mapping[str, str], default_preset: str,
+                 programs: Iterable[Program] = (), mesh: Callable | None = None,
+                 no_mesh_reason: str = "", paper: str = ""):
+        super().__init__(name, title, presets, descriptions, default_preset, programs=programs,
+                         default_program=None, paper=paper)
+        self.config_cls, self.build_fn, self.mesh = config_cls, build, mesh
+        self.no_mesh_reason = no_mesh_reason
+
+    def make_config(self, preset: str | None = None, overrides: Iterable[tuple[str, Any]] = (),
+                    **explicit):
+        """The dataclass of ``preset`` (default the method's) with ``overrides`` ((key, value)
+        pairs; strings parsed as YAML) and the ``explicit`` values that are not None."""
+        from .gan_common import make_config
+
+        return make_config(self.config_cls, self.preset_settings, preset or self.default_preset,
+                           **dict(overrides or ()), **explicit)
+
+    def config_from_dict(self, d: Mapping[str, Any]):
+        from .gan_common import config_from_dict
+
+        return config_from_dict(self.config_cls, d)
+
+    def build(self, cfg, seed: int | None = None):
+        """The method object of settings ``cfg``, networks initialised from ``seed`` (default
+        cfg.seed), identically on every rank."""
+        return self.build_fn(cfg, seed)
+
+    def train(self, data, out=None, preset: str | None = None, max_steps: int | None = None,
+              max_minutes: float | None = None, resume: bool = False, seed: int = 0,
+              batch_size: int | None = None, device: str | None = None,
+              overrides: Iterable[tuple[str, Any]] = (), on_step: Callable | None = None,
+              progress: bool = True, **settings) -> Path:
+        """Train on the image folder ``data`` through :func:`aware3d.train.gan.train_gan`; returns
+        the run folder (default ``runs/<method>-<data folder name>``).
+
+        ``overrides`` ((key, value) pairs) and ``settings`` are fields of the method's config
+        (strings are parsed as YAML). With ``resume`` and a checkpoint in ``out`` the stored config
+        is used (``batch_size`` and overrides still apply) and training continues from the latest
+        checkpoint: the method's ``set_step`` puts it in the state of that step before the engine
+        is built. ``on_step(engine, scalars)`` is called after every step. Multi-process:
+        ``torchrun --nproc_per_node N`` (the global batch is split over the processes)."""
+        import os
+
+        from ..train import gan
+        from ..train.io import load_run_config
+        from .gan_common import checkpoint_step, config_from_dict, image_dataset, replace_config
+
+        run_dir = Path(out) if out is not None else Path("runs") / f"{self.name}-{Path(data).name}"
+        kw = {**dict(overrides or ()), **settings}
+        if device is not None:
+            kw.setdefault("device", device)  # a config field (--set device=... wins)
+        start = checkpoint_step(run_dir) if resume and run_dir.is_dir() else None
+        if start is not None:
+            cfg = config_from_dict(self.config_cls, load_run_config(run_dir))
+            cfg = replace_config(cfg, batch_size=batch_size, **kw)
+        else:
+            cfg = self.make_config(preset, seed=seed, batch_size=batch_size, **kw)
+        cfg = dataclasses.replace(cfg, data=str(data))
+        dataset = image_dataset(data, cfg.resolution, flip=cfg.flip,
+                                progress=progress and os.environ.get("RANK", "0") == "0")
+        method = self.build(cfg)
+        if hasattr(method, "wrap_dataset"):
+            dataset = method.wrap_dataset(dataset)
+        step_hook = getattr(method, "set_step", None)
+        if step_hook is not None:
+            step_hook(start or 0)
+        gcfg = method.gan_config(max_steps=max_steps, max_minutes=max_minutes, progress=progress)
+
+        def hook(engine, scalars):
+            if step_hook is not None:
+                step_hook(engine.step, engine)
+            if on_step is not None:
+                on_step(engine, scalars)
+
+        return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume,
+                             config=dataclasses.asdict(cfg), on_step=hook)
+
+    def load(self, run_dir, device: str | torch.device | None = None, checkpoint=None,
+             ema: bool = True) -> "GenerativeRun":
+        """The run's checkpoint (a step or a file; default the latest): the EMA generator by
+        default, in eval mode without gradients, after the method's ``prepare_inference()``."""
+        from ..train.io import _CKPT_RE, checkpoint_file, load_checkpoint, load_run_config
+
+        cfg = self.config_from_dict(load_run_config(run_dir))
+        gan = self.build(cfg)
+        f = checkpoint_file(run_dir, checkpoint)
+        state = load_checkpoint(f, map_location="cpu")
+        gan.generator.load_state_dict(state["G_ema" if ema and "G_ema" in state else "G"])
+        if hasattr(gan, "prepare_inference"):
+            gan.prepare_inference()
+        G = gan.generator.to(pick_device(device)).eval().requires_grad_(False)
+        m = _CKPT_RE.match(f.name)
+        step = int(m.group(1)) if m else int(state.get("step", 0))
+        return GenerativeRun(self, run_dir, cfg, gan, G, checkpoint=checkpoint, step=step)
+
+
+class GenerativeRun(Run):
+    """A trained 3D-aware GAN. ``gan``: the method object (``sample_inputs``, controls);
+    ``G``: its EMA generator (eval mode); ``config``: the settings dataclass."""
+
+    def __init__(self, method: GenerativeMethod, path, config, gan, G, checkpoint=None, step=None):
+        super().__init__(method, path, config, checkpoint=checkpoint, step=step)
+        self.gan, self.G = gan, G
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.G.parameters()).device
+
+    def sample(self, seed: int = 0, n: int = 1) -> dict:
+        """The generator inputs of ``n`` samples drawn from ``seed`` (latents, poses, camera; the
+        evaluation distribution, without training noise). Edit them, then :meth:`render`."""
+        return self.gan.sample_inputs(int(n), torch.Generator().manual_seed(int(seed)), train=False)
+
+    @torch.no_grad()
+    def render(self, inputs: dict, chunk: int = 16, **controls) -> dict:
+        """Generate from ``inputs`` (:meth:`sample`). Returns ``{"color": (B, H, W, 3) in [0, 1]}``
+        on the CPU (and ``"alpha"`` (B, H, W) where the generator gives one, e.g. GIRAFFE with
+        ``return_alpha=True``). ``controls`` go to the generator (GIRAFFE: ``objects``,
+        ``background``)."""
+        from ..train.gan import to_unit
+
+        n = next(v for v in inputs.values() if torch.is_tensor(v)).shape[0]
+        colors, alphas = [], []
+        for a in range(0, n, chunk):
+            part = {k: (v[a:a + chunk].to(self.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+            out = self.G(part, **controls)
+            img = out["image"] if isinstance(out, dict) else out
+            colors.append(to_unit(img, self.gan.image_range).permute(0, 2, 3, 1).cpu())
+            if isinstance(out, dict) and "alpha" in out:
+                alphas.append(out["alpha"][:, 0].float().cpu())
+        res = {"color": torch.cat(colors)}
+        if alphas:
+            res["alpha"] = torch.cat(alphas)
+        return res
+
+    def evaluate(self, n_gen: int = 5000, data=None, seed: int = 0, batch_size: int = 50,
+                 extractor: Callable | None = None) -> dict:
+        """FID and KID of the EMA generator on ``n_gen`` images against the real images of
+        ``data`` (default the run's training folder) at the run's resolution; writes
+        ``RUN/eval/metrics.json`` (``metrics_step_XXXXXXXX.json`` for a chosen checkpoint).
+        ``extractor``: another feature extractor for tests (default the Inception network)."""
+        from .gan_common import evaluate_generator
+
+        return evaluate_generator(self, n_gen=n_gen, data=data, seed=seed, batch_size=batch_size,
+                                  extractor=extractor)
+
+    def export_mesh(self, out=None, resolution: int = 128, threshold: float | None = None,
+                    seed: int = 0, **options) -> dict:
+        """Marching-cubes mesh of the sample drawn from ``seed`` as PLY (default
+        ``RUN/mesh_seed<seed>.ply``; GIRAFFE: ``object_index``)."""
+        if self.method.mesh is None:
+            raise ValueError(f"{self.method.name} has no density to mesh ({self.method.no_mesh_reason})")
+        return call_with_options(self.method.mesh, dict(out_path=out, resolution=resolution,
+                                                        threshold=threshold, seed=seed, **options),
+                                 f"{self.method.name} mesh export", self)
