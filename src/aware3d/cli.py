@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default RUN/render/PROGRAM)")
     r.add_argument("--frames", type=int, default=None, help="number of frames")
     r.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
+    r.add_argument("--samples", type=int, default=None, help="GANs: samples side by side in each frame")
     r.add_argument("--resolution", type=int, default=None, help="radiance fields: image width (default the training width)")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     r.add_argument("--list", action="store_true", help="list the run's render programs with a line on each")

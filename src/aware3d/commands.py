@@ -96,7 +96,8 @@ def cmd_render(args, parser) -> int:
         width = max(len(n) for n in run.programs)
         print("\n".join(f"{n:<{width}}  {d}" for n, d in run.programs.items()))
         return 0
-    options = _given(frames=args.frames, seed=args.seed, path=args.path, resolution=args.resolution)
+    options = _given(frames=args.frames, seed=args.seed, samples=args.samples, path=args.path,
+                     resolution=args.resolution)
     files = run.render_program(program, out=args.out, **options)
     for k, v in files.items():
         print(f"{k}: {v}")

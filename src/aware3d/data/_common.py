@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import DataError
+from .scene import DataError
 
 # Rotation tolerance for "rigid": max |R^T R - I| and |det R - 1|. Real exports (float32 JSON,
 # colmap2nerf) are ~1e-6 away; scale or shear in a pose is far above this.

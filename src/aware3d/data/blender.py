@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DataError, SceneDataset, parse_background
+from .scene import DataError, SceneDataset, parse_background
 from ._common import (check_pose, composite, decode_image, downscale_depth, fov_to_focal,
                       frame_label, read_json, stack_images, to_tensor, bounds_from_aabb)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DataError, SceneDataset, parse_background
+from .scene import DataError, SceneDataset, parse_background
 from ._common import (bounds_from_aabb, check_rotation, composite, decode_image, split_indices,
                       stack_images, to_tensor, undistort)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DataError
+from .scene import DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 

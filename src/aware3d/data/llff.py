@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import DataError, SceneDataset, parse_background
+from .scene import DataError, SceneDataset, parse_background
 from ._common import (RIGID_TOL, composite, decode_image, split_indices, stack_images, to_tensor)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")

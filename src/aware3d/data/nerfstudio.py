@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DataError, SceneDataset, parse_background
+from .scene import DataError, SceneDataset, parse_background
 from ._common import (bounds_from_aabb, check_pose, composite, decode_image, fov_to_focal,
                       frame_label, read_json, split_indices, stack_images, to_tensor, undistort)
 

@@ -375,6 +375,9 @@ class GenerativeMethod(Method):
         from ..train.io import load_run_config
         from .gan_common import checkpoint_step, config_from_dict, image_dataset, replace_config
 
+        if "downscale" in settings:
+            raise ValueError(f"--downscale: applies to radiance fields, not to {self.name}; a GAN trains at "
+                             f"its config's resolution (--set resolution=N)")
         run_dir = Path(out) if out is not None else Path("runs") / f"{self.name}-{Path(data).name}"
         kw = {**dict(overrides or ()), **settings}
         if device is not None:

@@ -49,8 +49,10 @@ def program_table(programs: Iterable[Program]) -> dict[str, Program]:
 
 
 def find_program(programs: Mapping[str, Program], name: str, owner: str = "this run") -> Program:
-    """The program called ``name`` (hyphens or underscores), or a ValueError listing the known ones."""
+    """The program called ``name`` (hyphens or underscores), or a ValueError listing the known ones
+    (``owner`` names whose programs they are: "giraffe runs")."""
     key = canonical(name)
     if key not in programs:
-        raise ValueError(f"--program: {owner} has {', '.join(programs) or 'no programs'}; got {name!r}")
+        raise ValueError(f"--program: expected one of the programs of {owner} "
+                         f"({', '.join(programs) or 'none'}), got {name!r}")
     return programs[key]

@@ -1,0 +1,79 @@
+"""The scene dataset every parser returns, the error every parser raises and the background
+colours (see :mod:`aware3d.data`). Kept apart from the package so that the parsers import these
+without importing the package that imports them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+
+class DataError(ValueError):
+    """A dataset file is missing, unreadable or inconsistent. The message names the file, the
+    frame (when there is one) and what was expected."""
+
+
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+
+
+def parse_background(background) -> torch.Tensor:
+    """``"white"``, ``"black"`` or three floats in [0, 1] -> tensor (3,)."""
+    if isinstance(background, str):
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background: expected 'white', 'black' or three floats in [0, 1], "
+                             f"got {background!r}")
+        return torch.tensor(BACKGROUNDS[background], dtype=torch.float32)
+    bg = torch.as_tensor(background, dtype=torch.float32).flatten()
+    if bg.numel() != 3 or not torch.isfinite(bg).all() or (bg < 0).any() or (bg > 1).any():
+        raise ValueError(f"background: expected 'white', 'black' or three floats in [0, 1], "
+                         f"got {background!r}")
+    return bg
+
+
+@dataclass
+class SceneDataset:
+    """A posed image set in the internal convention.
+
+    images: float32 (N, H, W, 3) in [0, 1], already composited on ``background`` where the files
+    had alpha. alphas: (N, H, W) in [0, 1] or None (no alpha in the files). c2w: (N, 4, 4) OpenGL
+    camera-to-world. K: (N, 3, 3) pixel intrinsics of the images as returned (after any downscale;
+    images are undistorted, so K is a plain pinhole). near / far: ray bounds for rendering. aabb:
+    (6,) scene bound (xmin, ymin, zmin, xmax, ymax, zmax) in world units. depths: (N, H, W)
+    distance along the ray, 0 where unknown / background, or None. names: one file name per frame.
+    distortion: (N, 4) OpenCV k1 k2 p1 p2 of the original cameras (already removed from the images)
+    or None. background: (3,) the colour composited behind transparent pixels.
+    """
+
+    images: torch.Tensor
+    c2w: torch.Tensor
+    K: torch.Tensor
+    width: int
+    height: int
+    near: float
+    far: float
+    aabb: torch.Tensor
+    names: list = field(default_factory=list)
+    alphas: torch.Tensor | None = None
+    depths: torch.Tensor | None = None
+    distortion: torch.Tensor | None = None
+    background: torch.Tensor = field(default_factory=lambda: torch.ones(3))
+    format: str = ""
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def rays(self, index: int | Sequence[int] | None = None):
+        """World rays through every pixel centre of the frames ``index`` (all by default).
+        Returns ``(rays_o, rays_d)`` each (n, H, W, 3) (or (H, W, 3) for an int index)."""
+        from ..render.cameras import image_rays
+
+        idx = slice(None) if index is None else index
+        return image_rays(self.K[idx], self.c2w[idx], self.width, self.height)
+
+    def __repr__(self) -> str:  # keep it short: never print the tensors
+        extra = [n for n in ("alphas", "depths", "distortion") if getattr(self, n) is not None]
+        return (f"SceneDataset(format={self.format!r}, n={len(self)}, {self.width}x{self.height}, "
+                f"near={self.near:.3g}, far={self.far:.3g}, aabb={[round(float(v), 3) for v in self.aabb]}"
+                + (f", with {'/'.join(extra)}" if extra else "") + ")")
