@@ -50,7 +50,8 @@ def bench_images(a) -> list[dict]:
 
 
 def bench_lego(a) -> list[dict]:
-    from aware3d.train import recon
+    import aware3d
+    from aware3d import registry
 
     rows = []
     for backbone in a.lego_methods:  # the methods themselves, with and without --cam
@@ -60,15 +61,15 @@ def bench_lego(a) -> list[dict]:
                 shutil.rmtree(run)
             ov = [("cam", cam)]
             preset = a.lego_preset_mlp if backbone == "nerf" else a.lego_preset_ngp
-            recon.train(backbone, str(a.lego_data), out=str(run), preset=preset, downscale=4,
-                        max_minutes=a.lego_minutes, progress=False, val_every=0, ckpt_every=0,
-                        device=a.device, overrides=ov)
+            registry.get(backbone).train(str(a.lego_data), out=str(run), preset=preset, downscale=4,
+                                         max_minutes=a.lego_minutes, progress=False, val_every=0,
+                                         ckpt_every=0, device=a.device, overrides=ov)
             from aware3d.train.io import load_checkpoint
 
             ck = load_checkpoint(run)
-            model, _ = recon.load_run(run, a.device)
-            n_params = sum(p.numel() for p in model.parameters())
-            m = recon.evaluate(run, split="test", progress=False, max_views=a.val_views, device=a.device)
+            loaded = aware3d.load(run, device=a.device)
+            n_params = sum(p.numel() for p in loaded.model.parameters())
+            m = loaded.evaluate(split="test", progress=False, max_views=a.val_views)
             row = {"scene": "lego/4", "backbone": backbone, "cam": cam, "preset": preset,
                    "psnr": m["psnr"], "ssim": m["ssim"], "steps": int(ck["step"]),
                    "seconds": float(ck["train_seconds"]),

@@ -68,9 +68,9 @@ def load_module(name: str):
 def build(mod, preset: str, **overrides):
     """(cfg, method) as inference sees it: ``prepare_inference()`` sets e.g. pi-GAN's render
     resolution to the final one (its first training stage renders at 16 x 16)."""
-    cfg = mod.make_config(preset, **overrides)
+    cfg = mod.METHOD.make_config(preset, **overrides)
     torch.manual_seed(0)
-    method = mod.build(cfg)
+    method = mod.METHOD.build(cfg)
     if hasattr(method, "prepare_inference"):
         method.prepare_inference()
     return cfg, method
@@ -113,12 +113,12 @@ def consistency(name: str, mod, cfg, method, G, yaw_step: float) -> dict:
         from aware3d.render.compose import compose
         from aware3d.render.volume import volume_render
 
-        x = mod.sample_inputs(cfg, 1, g, train=False)
+        x = method.sample_inputs(1, g, train=False)
         el = 0.5 * (cfg.elevation_range[0] + cfg.elevation_range[1])
         az = 0.5 * (cfg.azimuth_range[0] + cfg.azimuth_range[1])
         res = cfg.feature_res
         for dy in (0.0, yaw_step):
-            x["c2w"] = mod.camera_pose(cfg, torch.tensor([el]), torch.tensor([az + dy]))
+            x["c2w"] = method.camera_pose(torch.tensor([el]), torch.tensor([az + dy]))
             sig, feat, t = G.entity_fields(x)
             s, f = compose(sig, feat)
             out = volume_render(s, f, t)
@@ -161,17 +161,11 @@ def real_images(data: str, res: int, n: int) -> torch.Tensor:
 
 
 def load_trained(name: str, mod, run: Path, step: int | None = None):
-    """(cfg, method, G) of a run's EMA generator (its checkpoint at ``step``, default the latest),
-    whichever loader the module has."""
-    from aware3d.methods import gan_common as gc
-
-    if hasattr(mod, "Config"):  # gan_common-based modules
-        return gc.load_run(mod, run, checkpoint=step)
-    loaded = mod.load_generator(run, checkpoint=step)
-    cfg, G = loaded[0], loaded[-1]
-    method = mod.build(cfg)
-    method.generator = G
-    return cfg, method, G
+    """(cfg, method, G) of a run's EMA generator (its checkpoint at ``step``, default the latest)
+    on the CPU: the settings dataclass, the method object (``sample_inputs``, ``image_range``) and
+    the EMA generator in eval mode."""
+    loaded = mod.METHOD.load(run, device="cpu", checkpoint=step)
+    return loaded.config, loaded.gan, loaded.G
 
 
 def fid_of_run(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | None,
@@ -237,8 +231,8 @@ def train_curve(name: str, mod, preset: str, data: str, out: Path, at_minutes: l
     curve, done = [], 0.0
     for p, m in enumerate(at_minutes):
         t0 = time.time()
-        mod.train(data, str(run), preset=preset, max_minutes=m - done, resume=p > 0, seed=0,
-                  sample_every=100000, checkpoint_every=100000, **(overrides or {}))
+        mod.METHOD.train(data, str(run), preset=preset, max_minutes=m - done, resume=p > 0, seed=0,
+                         sample_every=100000, checkpoint_every=100000, **(overrides or {}))
         done = m
         steps = checkpoint_step(run)
         t1 = time.time()

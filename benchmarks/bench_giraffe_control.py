@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     from aware3d.methods import giraffe as gm
     from aware3d.train.io import save_png
 
-    cfg, G = gm.load_generator(args.run)
+    run = gm.METHOD.load(args.run, device="cpu")
+    cfg, G = run.config, run.G
     t0 = time.perf_counter()
     res = controllability(G, cfg, args.scenes, args.steps, args.seed, args.min_mass, args.min_visible)
     strips = res.pop("_strips")

@@ -52,8 +52,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
+    import aware3d
+    from aware3d import registry
     from aware3d.methods import nerfw
-    from aware3d.train import recon
 
     data = Path(a.data)
     if not (data / "transforms_train.json").exists():
@@ -69,15 +70,18 @@ def main(argv=None) -> int:
         if run.exists():
             shutil.rmtree(run)
         t0 = time.time()
-        recon.train(method, str(data), out=str(run), preset=a.preset, max_minutes=a.minutes,
-                    progress=False, val_every=0, ckpt_every=0, device=a.device, overrides=ov)
+        registry.get(method).train(str(data), out=str(run), preset=a.preset, max_minutes=a.minutes,
+                                   progress=False, val_every=0, ckpt_every=0, device=a.device,
+                                   overrides=ov)
         wall = time.time() - t0
         from aware3d.train.io import load_checkpoint
 
         ck = load_checkpoint(run)
         steps, secs = int(ck["step"]), float(ck.get("train_seconds", 0.0))
-        full = recon.evaluate(run, progress=False, device=a.device)
-        half = nerfw.evaluate_appearance_half(run, steps=a.half_steps, progress=False, device=a.device) \
+        full = aware3d.load(run, device=a.device).evaluate(progress=False)
+        # a fresh load: the appearance-half protocol freezes the model's parameters
+        half = nerfw.evaluate_appearance_half(aware3d.load(run, device=a.device), steps=a.half_steps,
+                                              progress=False) \
             if a.half_steps > 0 else {"psnr": float("nan"), "ssim": float("nan"), "psnr_left": float("nan")}
         row = {"config": name + a.tag, "method": method, "overrides": ov, "steps": steps, "train_seconds": secs,
                "ms_per_step": 1000 * secs / max(steps, 1), "wall_seconds": wall,

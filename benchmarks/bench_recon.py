@@ -48,8 +48,10 @@ def first_time_reaching(run: Path, target: float) -> float | None:
 def bench_method(method: str, data: str, downscale: int, minutes: list[float], out: Path,
                  probe_seconds: float, preset: str | None, device: str | None,
                  eval_views: int | None = None) -> dict:
-    from aware3d.train.recon import evaluate, load_run, render_image, train
+    import aware3d
+    from aware3d import registry
     from aware3d.data import load_scene
+    from aware3d.train.recon import render_image
 
     run = out / method
     if run.exists():
@@ -57,16 +59,16 @@ def bench_method(method: str, data: str, downscale: int, minutes: list[float], o
         shutil.rmtree(run)
     results, done = [], 0.0
     for m in minutes:
-        train(method, data, out=str(run), preset=preset, max_minutes=m - done, resume=done > 0,
-              downscale=downscale, device=device, val_every=0, val_every_seconds=probe_seconds or None,
-              val_views=2, ckpt_every=0)
+        registry.get(method).train(data, out=str(run), preset=preset, max_minutes=m - done,
+                                   resume=done > 0, downscale=downscale, device=device, val_every=0,
+                                   val_every_seconds=probe_seconds or None, val_views=2, ckpt_every=0)
         done = m
-        metrics = evaluate(run, split="val", device=device, max_views=eval_views)
+        metrics = aware3d.load(run, device=device).evaluate(split="val", max_views=eval_views)
         results.append({"minutes": m, "val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"],
                         "val_views": metrics["n_views"]})
         print(f"  {method} @ {m:g} min: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}",
               flush=True)
-    model, _ = load_run(run, device)
+    model = aware3d.load(run, device=device).model
     ds = load_scene(data, "val", downscale=downscale)
     render_image(model, ds.K[0], ds.c2w[0], ds.width, ds.height)  # warm-up
     t0 = time.perf_counter()

@@ -29,24 +29,26 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    import aware3d
+    from aware3d import registry
     from aware3d.methods import nerfw
-    from aware3d.train import recon
     from aware3d.train.io import load_checkpoint, save_checkpoint
 
     shutil.rmtree(a.out, ignore_errors=True)
     ov = [("backbone", "mlp")] + [tuple(kv.split("=", 1)) for kv in a.sets]
-    recon.train("nerfw", a.data, out=a.out, preset=a.preset, max_steps=1, progress=False, val_every=0,
-                ckpt_every=0, overrides=ov)
+    method = registry.get("nerfw")
+    method.train(a.data, out=a.out, preset=a.preset, max_steps=1, progress=False, val_every=0,
+                 ckpt_every=0, overrides=ov)
     ck, src = load_checkpoint(a.out), load_checkpoint(a.nerf_run)["model"]
     copied = [k for k, v in src.items() if k in ck["model"] and ck["model"][k].shape == v.shape]
     for k in copied:
         ck["model"][k] = src[k].clone()
     print(f"copied {len(copied)} tensors from {a.nerf_run}", flush=True)
     save_checkpoint(a.out, int(ck["step"]), ck)
-    recon.train("nerfw", a.data, out=a.out, resume=True, max_minutes=a.minutes, progress=False,
-                val_every=0, ckpt_every=0)
-    full = recon.evaluate(a.out, progress=False)
-    half = nerfw.evaluate_appearance_half(a.out, steps=a.half_steps, progress=False)
+    method.train(a.data, out=a.out, resume=True, max_minutes=a.minutes, progress=False,
+                 val_every=0, ckpt_every=0)
+    full = aware3d.load(a.out).evaluate(progress=False)
+    half = nerfw.evaluate_appearance_half(aware3d.load(a.out), steps=a.half_steps, progress=False)
     print(json.dumps({"steps": int(load_checkpoint(a.out)["step"]), "psnr_full": full["psnr"],
                       "psnr_half": half["psnr"], "ssim_half": half["ssim"]}))
     return 0

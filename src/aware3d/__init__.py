@@ -7,12 +7,13 @@ HoloGAN, CIPS-3D) behind one method surface::
     run = aware3d.load("runs/ngp-lego")
     out = run.render(run.orbit_camera(azimuth_deg=30.0))   # {"color", "depth", "opacity"}
 
-Submodules import torch; this top level stays light (the functions below import on first call)
-so that the command line starts fast.
+Training goes through a method's surface: ``aware3d.method("ngp").train(data, out=...)``
+(``aware3d.train`` is the package of the training loops). Submodules import torch; this top level
+stays light (the functions below import on first call) so that the command line starts fast.
 """
 __version__ = "0.1.0"
 
-__all__ = ["load", "train", "method", "list_methods", "__version__"]
+__all__ = ["load", "method", "list_methods", "__version__"]
 
 
 def load(run_dir, device=None, checkpoint=None):
@@ -20,13 +21,6 @@ def load(run_dir, device=None, checkpoint=None):
     from .api import load as _load
 
     return _load(run_dir, device=device, checkpoint=checkpoint)
-
-
-def train(method_name: str, data, out=None, **options):
-    """Train a method on a dataset; returns the run folder (see :func:`aware3d.api.train`)."""
-    from .api import train as _train
-
-    return _train(method_name, data, out=out, **options)
 
 
 def method(name: str):
