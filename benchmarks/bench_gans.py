@@ -266,7 +266,7 @@ def add_fid(name: str, mod, run: Path, data: str, n_gen: int, n_real: int | None
 
 
 # --------------------------------------------------------------------------------------------------
-# Plot (PIL only)
+# Plot (matplotlib, through aware3d.fit.plot_curve: legend outside the axes)
 
 
 def _has_fid(point: dict) -> bool:

@@ -170,11 +170,15 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def plot_curve(points, path, title: str = "", xlabel: str = "step", ylabel: str = "PSNR (dB)",
                size=(640, 400), colours: dict | None = None, x_from_zero: bool = False) -> Path:
-    """A line plot drawn with PIL (no matplotlib): ``points`` = [(x, y), ...] or a dict
-    {label: [(x, y), ...]} for several lines (``colours``: {label: (r, g, b)}; others take the
-    default palette in order). Round tick values; ``x_from_zero`` starts the x axis at 0. Writes a
-    PNG; returns its path."""
-    from PIL import Image, ImageDraw, ImageFont
+    """A line plot drawn with matplotlib (Agg, no display): ``points`` = [(x, y), ...] or a dict
+    {label: [(x, y), ...]} for several lines (``colours``: {label: (r, g, b)} in 0..255; others
+    take the default palette in order). Round tick values (:func:`nice_ticks`); ``x_from_zero``
+    starts the x axis at 0; the legend sits outside the axes, right of the plot, so it never hides
+    a curve. ``size`` is the PNG's (width, height) in pixels. Writes a PNG; returns its path."""
+    import io as _io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     from .train.io import atomic_write_bytes
 
@@ -182,15 +186,17 @@ def plot_curve(points, path, title: str = "", xlabel: str = "step", ylabel: str 
     series = {k: [(float(a), float(b)) for a, b in v if math.isfinite(float(b))] for k, v in series.items()}
     allp = [p for v in series.values() for p in v]
     W, H = size
-    img = Image.new("RGB", (W, H), "white")
-    dr = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    L, R, T, B = 60, 20, 30, 45
-    dr.rectangle([L, T, W - R, H - B], outline="black")
+    dpi = 100
+    # a Figure of its own (no pyplot): no global backend switch, nothing shown, nothing kept open
+    fig = Figure(figsize=(W / dpi, H / dpi), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     if title:
-        dr.text((L, 8), title, fill="black", font=font)
-    dr.text(((L + W - R) // 2 - 15, H - 18), xlabel, fill="black", font=font)
-    dr.text((4, T - 18), ylabel, fill="black", font=font)
+        ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, color=(0.88, 0.88, 0.88), linewidth=0.8)
+    ax.set_axisbelow(True)
     if allp:
         x0, x1 = min(p[0] for p in allp), max(p[0] for p in allp)
         y0, y1 = min(p[1] for p in allp), max(p[1] for p in allp)
@@ -201,33 +207,20 @@ def plot_curve(points, path, title: str = "", xlabel: str = "step", ylabel: str 
         x1 += 0.03 * (x1 - x0)
         pad = max(0.05 * (y1 - y0), 0.5)
         y0, y1 = y0 - pad, y1 + pad
-
-        def px(x, y):
-            return (L + (x - x0) / (x1 - x0) * (W - R - L), H - B - (y - y0) / (y1 - y0) * (H - B - T))
-
-        for yv in nice_ticks(y0, y1):
-            _, yy = px(x0, yv)
-            dr.line([L - 4, yy, L, yy], fill="black")
-            dr.text((6, yy - 6), f"{yv:.4g}", fill="black", font=font)
-            dr.line([L + 1, yy, W - R - 1, yy], fill=(225, 225, 225))
-        for xv in nice_ticks(x0, x1):
-            xx, _ = px(xv, y0)
-            dr.line([xx, H - B, xx, H - B + 4], fill="black")
-            dr.text((xx - 12, H - B + 6), f"{xv:.4g}", fill="black", font=font)
         palette = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
         for n, (label, pts) in enumerate(series.items()):
-            col = (colours or {}).get(label, palette[n % len(palette)])
-            xy = [px(x, y) for x, y in pts]
-            if len(xy) > 1:
-                dr.line(xy, fill=col, width=2)
-            for q in xy:
-                dr.ellipse([q[0] - 2, q[1] - 2, q[0] + 2, q[1] + 2], fill=col)
-            if label:
-                dr.text((W - R - 150, T + 6 + 14 * n), f"- {label}", fill=col, font=font)
-    import io as _io
-
+            col = tuple(c / 255 for c in (colours or {}).get(label, palette[n % len(palette)]))
+            xs, ys = [q[0] for q in pts], [q[1] for q in pts]
+            ax.plot(xs, ys, color=col, linewidth=2, marker="o", markersize=4,
+                    label=label if label else None)
+        ax.set_xticks(nice_ticks(x0, x1))
+        ax.set_yticks(nice_ticks(y0, y1))
+        ax.set_xlim(x0, x1)  # after the ticks, which would widen the limits to the outer ticks
+        ax.set_ylim(y0, y1)
+        if any(series):
+            fig.legend(loc="outside right upper", frameon=False)
     buf = _io.BytesIO()
-    img.save(buf, format="PNG")
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -105,21 +105,68 @@ def decode_image(path: Path, file, frame, name=None, downscale: int = 1,
     return img
 
 
-def area_resize(img: np.ndarray, width: int, height: int, premultiply: bool = False) -> np.ndarray:
-    """Area (box) resize of float (H, W, C); for RGBA, colour is averaged premultiplied by alpha."""
-    import cv2
+def _area_weights(n_in: int, n_out: int):
+    """Sparse (n_out, n_in) matrix of area weights: input pixel i covers [i, i + 1), output pixel o
+    covers [o * s, (o + 1) * s) with s = n_in / n_out; W[o, i] = overlap / s (rows sum to 1).
+    Overlaps are computed in float64, stored as float32."""
+    import scipy.sparse
 
+    s = n_in / n_out
+    edges = np.arange(n_out + 1, dtype=np.float64) * s
+    edges[-1] = n_in  # exact end, no round-off past the last pixel
+    lo = np.floor(edges[:-1]).astype(np.int64)
+    hi = np.minimum(np.ceil(edges[1:]).astype(np.int64), n_in)
+    kmax = int((hi - lo).max())
+    idx = lo[:, None] + np.arange(kmax)[None]                     # candidate input pixels
+    ov = np.minimum(edges[1:, None], idx + 1) - np.maximum(edges[:-1, None], idx)
+    keep = (idx < n_in) & (ov > 0)
+    rows = np.broadcast_to(np.arange(n_out)[:, None], idx.shape)
+    return scipy.sparse.csr_matrix(((ov / s)[keep].astype(np.float32), (rows[keep], idx[keep])),
+                                   shape=(n_out, n_in))
+
+
+def _area_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Exact area (box) resampling of float ``x`` along ``axis`` to ``n_out`` samples (float32).
+
+    Each output pixel is the mean of the input over its footprint, every input pixel weighted by
+    its overlap (:func:`_area_weights`): integer factors are block averages; otherwise partial
+    pixels at the footprint's ends count by their covered fraction; s < 1 (upscaling) blends the
+    two input pixels an output pixel straddles -- OpenCV's INTER_AREA, without its rounding (it
+    drops overlaps under 1e-3 px when downscaling)."""
+    n_in = x.shape[axis]
+    if n_in == n_out:
+        return x.astype(np.float32, copy=False)
+    x = np.moveaxis(x, axis, 0)
+    rest = x.shape[1:]
+    if n_in % n_out == 0:  # integer factor: plain block average
+        out = x.reshape(n_out, n_in // n_out, *rest).mean(1, dtype=np.float64).astype(np.float32)
+    else:
+        flat = np.ascontiguousarray(x, dtype=np.float32).reshape(n_in, -1)
+        out = np.asarray(_area_weights(n_in, n_out) @ flat).reshape(n_out, *rest)
+    return np.moveaxis(out, 0, axis)
+
+
+def area_resize(img: np.ndarray, width: int, height: int, premultiply: bool = False) -> np.ndarray:
+    """Area (box) resize of float (H, W) or (H, W, C) to ``width`` x ``height`` as float32 (OpenCV
+    INTER_AREA semantics, see :func:`_area_axis`). For RGBA with ``premultiply``, colour is
+    averaged premultiplied by alpha."""
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise ValueError(f"area_resize: target size must be >= 1x1, got {width}x{height}")
     if img.shape[1] == width and img.shape[0] == height:
         return img
+
+    def resize(a: np.ndarray) -> np.ndarray:
+        return _area_axis(_area_axis(np.asarray(a), height, 0), width, 1)
+
     if premultiply:
         a = img[..., 3:4]
         pre = np.concatenate([img[..., :3] * a, a], -1)
-        out = cv2.resize(pre, (width, height), interpolation=cv2.INTER_AREA)
+        out = resize(pre)
         a2 = out[..., 3:4]
         rgb = np.where(a2 > 1e-6, out[..., :3] / np.maximum(a2, 1e-6), 0.0)
         return np.concatenate([np.clip(rgb, 0, 1), a2], -1).astype(np.float32)
-    out = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
-    return out.reshape(height, width, *img.shape[2:]).astype(np.float32)
+    return resize(img).astype(np.float32)
 
 
 def downscale_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -142,14 +189,67 @@ def composite(img: np.ndarray, bg: np.ndarray):
     return img, None
 
 
+def _distort_normalized(x: np.ndarray, y: np.ndarray, dist: np.ndarray):
+    """OpenCV's lens model on normalised pinhole coordinates: (k1, k2, p1, p2[, k3[, k4, k5, k6]])
+    ->  x' = x kr + 2 p1 x y + p2 (r^2 + 2 x^2),  y' = y kr + p1 (r^2 + 2 y^2) + 2 p2 x y  with
+    kr = (1 + k1 r^2 + k2 r^4 + k3 r^6) / (1 + k4 r^2 + k5 r^4 + k6 r^6)."""
+    k = np.zeros(8)
+    k[:dist.size] = dist
+    k1, k2, p1, p2, k3, k4, k5, k6 = k
+    r2 = x * x + y * y
+    kr = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+    xd = x * kr + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * kr + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return xd, yd
+
+
+def undistort_map(K: np.ndarray, dist: Sequence[float], width: int, height: int):
+    """Source coordinates (map_x, map_y), float64 (H, W), of an undistortion to the same pinhole
+    ``K``, in OpenCV's pixel convention (pixel centres on integers, ``K`` given in it): what
+    ``cv2.initUndistortRectifyMap(K, dist, None, K, (W, H), CV_32FC1)`` computes. Output pixel
+    (u, v) -> ideal ray x = (u - cx - s (v - cy) / fy) / fx, y = (v - cy) / fy (s: skew) ->
+    distorted (x', y') -> source (fx x' + cx, fy y' + cy) (OpenCV ignores the skew here too)."""
+    dist = np.asarray(dist, dtype=np.float64).reshape(-1)
+    if dist.size not in (4, 5, 8):
+        raise ValueError(f"undistort: expected 4, 5 or 8 distortion coefficients (k1, k2, p1, p2"
+                         f"[, k3[, k4, k5, k6]]), got {dist.size}")
+    K = np.asarray(K, dtype=np.float64)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    v, u = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64),
+                       indexing="ij")
+    ray = np.linalg.inv(K) @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
+    x = (ray[0] / ray[2]).reshape(height, width)
+    y = (ray[1] / ray[2]).reshape(height, width)
+    xd, yd = _distort_normalized(x, y, dist)
+    return fx * xd + cx, fy * yd + cy
+
+
+def remap_bilinear(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """Sample float ``img`` (H, W[, C]) at (map_x, map_y) (pixel centres on integers) bilinearly;
+    coordinates outside the image are clamped to its border (edge replication, like OpenCV's
+    BORDER_REPLICATE). Returns float32 of shape map_x.shape + img.shape[2:]."""
+    import torch.nn.functional as F
+
+    h, w = img.shape[:2]
+    src = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    src = (src[..., None] if src.dim() == 2 else src).permute(2, 0, 1)[None]  # (1, C, H, W)
+    # grid_sample with align_corners=False puts pixel i's centre at (2 i + 1) / size - 1 and, with
+    # padding_mode="border", clamps the unnormalised coordinate to [0, size - 1]
+    gx = (2.0 * np.asarray(map_x, np.float64) + 1.0) / w - 1.0
+    gy = (2.0 * np.asarray(map_y, np.float64) + 1.0) / h - 1.0
+    grid = torch.from_numpy(np.stack([gx, gy], -1).astype(np.float32))[None]
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = out[0].permute(1, 2, 0).numpy()
+    return out.reshape(*np.shape(map_x), *img.shape[2:])
+
+
 def undistort(img: np.ndarray, K: np.ndarray, dist: Sequence[float]) -> np.ndarray:
     """Remove OpenCV radial-tangential distortion (k1, k2, p1, p2[, k3]) from an image, keeping the
     same pinhole ``K``: output pixel (u, v) samples the distorted input where the ideal pinhole ray
     through (u, v) landed. Border pixels whose source falls outside are filled by edge replication
     (no black borders). Pixel-centre convention: OpenCV pixels are centred on integers, so the
-    principal point is shifted by -0.5 for the remap."""
-    import cv2
-
+    principal point is shifted by -0.5 for the map (:func:`undistort_map`), which is sampled
+    bilinearly (:func:`remap_bilinear`)."""
     dist = np.asarray(dist, dtype=np.float64)
     if not np.any(dist):
         return img
@@ -157,9 +257,8 @@ def undistort(img: np.ndarray, K: np.ndarray, dist: Sequence[float]) -> np.ndarr
     Kc[0, 2] -= 0.5
     Kc[1, 2] -= 0.5
     h, w = img.shape[:2]
-    m1, m2 = cv2.initUndistortRectifyMap(Kc, dist, None, Kc, (w, h), cv2.CV_32FC1)
-    out = cv2.remap(img, m1, m2, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(img.shape)
+    m1, m2 = undistort_map(Kc, dist, w, h)
+    return remap_bilinear(img, m1, m2).reshape(img.shape)
 
 
 def split_indices(n: int, split: str, holdout: int, file) -> list[int]:

