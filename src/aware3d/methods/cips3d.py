@@ -55,41 +55,41 @@ class Cips3DConfig(gc.RunSettings):
     nerf_res: int = 64                  # NeRF feature map size (official: the output size)
     # camera: on a sphere looking at the origin; yaw = azimuth, pitch = elevation (degrees)
     camera_dist: str = "gaussian"       # gaussian (faces: pi-GAN prior) | uniform
-    yaw_mean: float = 0.0
-    pitch_mean: float = 0.0
+    yaw_mean: float = 0.0               # mean yaw, azimuth from +x towards +y (degrees; gaussian prior)
+    pitch_mean: float = 0.0             # mean pitch, elevation above the xy-plane (degrees; gaussian prior)
     yaw_std: float = math.degrees(0.3)      # official h_stddev 0.3 rad
     pitch_std: float = math.degrees(0.155)  # official v_stddev 0.155 rad
     yaw_range: tuple = (-180.0, 180.0)  # uniform
-    pitch_range: tuple = (20.0, 60.0)
-    radius: float = 1.0
-    fov: float = 12.0
-    depth_range: tuple = (0.88, 1.12)
+    pitch_range: tuple = (20.0, 60.0)   # uniform: elevation above the xy-plane (degrees), (min, max)
+    radius: float = 1.0                 # camera distance from the origin (world units)
+    fov: float = 12.0                   # field of view of the square NeRF image (degrees)
+    depth_range: tuple = (0.88, 1.12)   # near, far ray bounds (distance from the camera, world units)
     n_samples: int = 12                 # coarse samples per ray
     n_importance: int = 12              # hierarchical samples per ray (0: off)
     box_scale: float = 2 / 0.24         # points x box_scale before the SIREN (UniformBoxWarp(0.24))
     # networks (official ffhq_exp)
-    z_shape_dim: int = 256
-    z_app_dim: int = 512
-    nerf_hidden: int = 128
-    nerf_layers: int = 2
-    nerf_map_hidden: int = 128
-    nerf_map_layers: int = 4
-    feat_dim: int = 32
-    inr_hidden: int = 512
+    z_shape_dim: int = 256              # shape code z_s size (input of the NeRF's mapping network)
+    z_app_dim: int = 512                # appearance code z_a size (input of the z_a -> w mapping)
+    nerf_hidden: int = 128              # width of the shallow NeRF's FiLM-SIREN layers
+    nerf_layers: int = 2                # FiLM-SIREN layers of the shallow NeRF
+    nerf_map_hidden: int = 128          # NeRF mapping network width (z_s -> frequencies and phase shifts)
+    nerf_map_layers: int = 4            # NeRF mapping network hidden layers
+    feat_dim: int = 32                  # channels of the NeRF's feature map (input of the INR decoder)
+    inr_hidden: int = 512               # width of the INR decoder's modulated FC layers
     inr_blocks: int = 5                 # official: one block per octave 4..64 at 64^2
-    w_dim: int = 512
-    inr_map_layers: int = 8
-    d_feat: int = 512
+    w_dim: int = 512                    # style w size (modulates the INR decoder)
+    inr_map_layers: int = 8             # linear + LeakyReLU layers of the z_a -> w mapping
+    d_feat: int = 512                   # channels at 4x4 of both discriminators (main and auxiliary)
     # losses and partial backprop
     aux_weight: float = 1.0             # auxiliary discriminator on the NeRF's RGB
     grad_rays: int = 256                # rays per image that backprop through the NeRF (official 256)
     # training (engine settings; see aware3d.train.gan.GanConfig)
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-3
-    betas: tuple = (0.0, 0.999)
-    r1_weight: float = 10.0
+    batch_size: int = 32                # global batch: images per step (split over ranks)
+    optimizer: str = "adam"             # adam | rmsprop (the paper: Adam)
+    lr_g: float = 2e-4                  # generator learning rate
+    lr_d: float = 2e-3                  # discriminator learning rate
+    betas: tuple = (0.0, 0.999)         # Adam (beta1, beta2)
+    r1_weight: float = 10.0             # R1: D loss += r1_weight E||grad_x D(x)||^2 (aux D: x aux_weight)
     preset: str = "cpu"
     # render-time only
     mesh_extent: float = 0.15           # half side of the mesh export cube (world units)

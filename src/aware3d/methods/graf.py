@@ -49,39 +49,39 @@ class Config(gc.RunSettings):
     resolution: int = 64                # full image size (square)
     patch: int = 32                     # K: the patch is K x K rays
     min_scale: float = 0.25             # s ~ U[s_min, max_scale]
-    max_scale: float = 1.0
+    max_scale: float = 1.0              # s_max: upper bound of the patch scale s (patch side / image side)
     scale_anneal: float = 0.0025        # s_min = max(min_scale, exp(-3 (step // anneal_every) a)), <= 0.9
-    anneal_every: int = 1000
+    anneal_every: int = 1000            # s_min decreases every this many steps (official: 1000)
     n_samples: int = 64                 # stratified samples per ray
     n_importance: int = 0               # hierarchical samples per ray (0: official GRAF configs)
     near: float = 7.5                   # ray bounds for the largest camera radius
-    far: float = 12.5
-    white_background: bool = False
+    far: float = 12.5                   # far ray bound (world units) for the largest camera radius
+    white_background: bool = False      # composite rays onto white (Carla) instead of black
     chunk: int = 2048                   # rays per field call at inference, over the whole batch
     # camera (degrees; elevation above the xy-plane, azimuth from +x towards +y)
-    fov: float = 10.0
-    radius: tuple = (9.5, 10.5)
-    elevation_range: tuple = (5.0, 20.0)
-    azimuth_range: tuple = (0.0, 90.0)
+    fov: float = 10.0                   # field of view of the square image (degrees)
+    radius: tuple = (9.5, 10.5)         # camera distance from the origin (world units): (min, max), uniform
+    elevation_range: tuple = (5.0, 20.0)  # camera elevation above the xy-plane (degrees): (min, max)
+    azimuth_range: tuple = (0.0, 90.0)  # camera azimuth from +x towards +y (degrees): (min, max), uniform
     uniform_area: bool = True           # official: uniform on the spherical band (v uniform)
     # networks
-    z_shape_dim: int = 128
-    z_app_dim: int = 128
-    hidden: int = 256
-    n_layers: int = 8
-    skips: tuple = (4,)
-    n_freq_pos: int = 10
-    n_freq_dir: int = 4
-    pos_scale: float = 1.0
-    ndf: int = 64
+    z_shape_dim: int = 128              # shape code z_s size (joins gamma(x) before the density trunk)
+    z_app_dim: int = 128                # appearance code z_a size (joins gamma(d) before the colour head)
+    hidden: int = 256                   # width of the density trunk (colour layer: hidden / 2)
+    n_layers: int = 8                   # ReLU layers of the density trunk
+    skips: tuple = (4,)                 # trunk layers (1-based) after which [gamma(x), z_s] enters again
+    n_freq_pos: int = 10                # positional-encoding frequencies L of the points (raw x kept)
+    n_freq_dir: int = 4                 # positional-encoding frequencies L of the view directions
+    pos_scale: float = 1.0              # points multiplied by this before gamma(x) (official: 1)
+    ndf: int = 64                       # patch discriminator base channels (8 ndf at 4x4)
     # training (engine settings; see aware3d.train.gan.GanConfig)
-    batch_size: int = 8
-    optimizer: str = "rmsprop"
-    lr_g: float = 5e-4
-    lr_d: float = 1e-4
+    batch_size: int = 8                 # global batch: images per step (split over ranks)
+    optimizer: str = "rmsprop"          # rmsprop | adam (the paper: RMSprop; adam uses betas (0, 0.99))
+    lr_g: float = 5e-4                  # generator learning rate (before lr_anneal)
+    lr_d: float = 1e-4                  # discriminator learning rate (before lr_anneal)
     lr_anneal: float = 0.5              # lr *= lr_anneal at each of lr_anneal_steps
-    lr_anneal_steps: tuple = (50000, 100000, 200000)
-    r1_weight: float = 10.0
+    lr_anneal_steps: tuple = (50000, 100000, 200000)  # steps at which lr_g and lr_d *= lr_anneal
+    r1_weight: float = 10.0             # R1: D loss += r1_weight E||grad_x D(x)||^2 on real patches
     density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
     noise_anneal_steps: int = 5000      # ... over these steps (official "decrease_noise")
     mesh_extent: float = 1.0            # export_mesh box [-e, e]^3

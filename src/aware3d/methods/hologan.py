@@ -48,30 +48,30 @@ NAME = "hologan"
 class HoloGANConfig(gc.RunSettings):
     """Every setting of a HoloGAN run (plain data; written to the run folder's config)."""
 
-    resolution: int = 64
+    resolution: int = 64                  # output image size (square): 4 * 2^(len(ch3d) - 1) * 2^len(ch2d)
     # pose prior (degrees): yaw about the vertical axis, pitch about the horizontal one, uniform
     yaw_range: tuple = (-50.0, 50.0)      # official celebA: azimuth 220..320 = 270 +- 50
     pitch_range: tuple = (-20.0, 20.0)    # official celebA: elevation 70..110 = 90 +- 20
     # networks
-    z_dim: int = 128
-    w_dim: int = 256
-    mlp_layers: int = 2
+    z_dim: int = 128                      # latent z size, z ~ U[-1, 1] (one z feeds every AdaIN layer)
+    w_dim: int = 256                      # style vector w size (output of the z -> w MLP)
+    mlp_layers: int = 2                   # linear + LeakyReLU layers of the z -> w MLP (0: w = z)
     ch3d: tuple = (512, 256, 128)         # constant 4^3 x 512 -> 8^3 x 256 -> 16^3 x 128
     ch3d_post: tuple = (64, 64)           # 3D convs after the rotation
     proj_ch: int = 1024                   # projection unit output (official 64^2: gf_dim * 16)
     ch2d: tuple = (256, 64)               # 2D AdaIN blocks: 16 -> 32 -> 64
-    d_ch: int = 64
-    d_max_ch: int = 512
+    d_ch: int = 64                        # discriminator channels of the first conv (doubling per layer)
+    d_max_ch: int = 512                   # discriminator channels at most
     # losses
     style_weight: float = 1.0             # multi-scale style discriminators (DStyle_lambda)
     identity_weight: float = 1.0          # ||z^ - z||^2 (lambda_latent)
     # training (engine settings; see aware3d.train.gan.GanConfig)
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
-    betas: tuple = (0.5, 0.999)
-    r1_weight: float = 0.0
+    batch_size: int = 32                  # global batch: images per step (split over ranks)
+    optimizer: str = "adam"               # adam | rmsprop (the paper: Adam)
+    lr_g: float = 1e-4                    # generator learning rate
+    lr_d: float = 1e-4                    # discriminator learning rate
+    betas: tuple = (0.5, 0.999)           # Adam (beta1, beta2)
+    r1_weight: float = 0.0                # R1: D loss += r1_weight E||grad_x D(x)||^2 (the paper: none)
     preset: str = "cpu"
 
 

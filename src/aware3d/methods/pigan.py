@@ -50,34 +50,34 @@ class Config(gc.RunSettings):
     fade_steps: int = 10000             # new discriminator resolution blended in over these steps
     resolution: int = 64                # final resolution (that of the last stage): eval / render
     # camera: distance `radius` from the origin; yaw = azimuth, pitch = elevation (degrees)
-    fov: float = 12.0
-    radius: float = 1.0
-    ray_start: float = 0.88
-    ray_end: float = 1.12
+    fov: float = 12.0                   # field of view of the square image (degrees)
+    radius: float = 1.0                 # camera distance from the origin (world units)
+    ray_start: float = 0.88             # near bound of every ray (distance from the camera, world units)
+    ray_end: float = 1.12               # far bound of every ray (distance from the camera, world units)
     pose_dist: str = "gaussian"         # gaussian | uniform (mean +- std) | spherical_uniform
-    yaw_mean: float = 90.0
-    yaw_std: float = math.degrees(0.3)
-    pitch_mean: float = 0.0
-    pitch_std: float = math.degrees(0.155)
+    yaw_mean: float = 90.0              # mean yaw, azimuth from +x towards +y (degrees; 90: camera on +y)
+    yaw_std: float = math.degrees(0.3)  # yaw spread (degrees): gaussian std, else half-range
+    pitch_mean: float = 0.0             # mean pitch, elevation above the xy-plane (degrees; 0: level)
+    pitch_std: float = math.degrees(0.155)  # pitch spread (degrees): gaussian std, else half-range
     n_samples: int = 12                 # coarse samples per ray
     n_importance: int = 12              # hierarchical (fine) samples per ray
-    white_background: bool = False
+    white_background: bool = False      # composite rays onto white (CARLA) instead of black
     chunk: int = 2048                   # rays per field call at inference, over the whole batch
     # networks
-    z_dim: int = 256
-    hidden: int = 256
-    n_layers: int = 8
-    map_hidden: int = 256
-    map_layers: int = 3
+    z_dim: int = 256                    # latent z size (input of the mapping network)
+    hidden: int = 256                   # width of the FiLM-SIREN layers
+    n_layers: int = 8                   # FiLM-SIREN layers on the points (the colour layer not counted)
+    map_hidden: int = 256               # mapping network width (z -> frequencies and phase shifts)
+    map_layers: int = 3                 # mapping network hidden layers (LeakyReLU 0.2)
     box_scale: float = 2.0 / 0.24       # official UniformBoxWarp(0.24): faces fit a 0.24 box
     init_w0: float = 25.0               # SIREN init frequency of the official code
     d_base: int = 16                    # discriminator channels at resolution r: min(d_max, d_base 512 / r)
-    d_max: int = 400
+    d_max: int = 400                    # discriminator channels at most (official: 400)
     # training (engine settings; see aware3d.train.gan.GanConfig)
     batch_size: int | None = None       # None: the stages' batch sizes; a number overrides all stages
-    optimizer: str = "adam"
-    betas: tuple = (0.0, 0.9)
-    r1_weight: float = 0.2
+    optimizer: str = "adam"             # adam | rmsprop (the paper: Adam)
+    betas: tuple = (0.0, 0.9)           # Adam (beta1, beta2)
+    r1_weight: float = 0.2              # R1: D loss += r1_weight E||grad_x D(x)||^2 (official 0.5 r1_lambda)
     density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
     noise_anneal_steps: int = 5000      # ... over these steps (official nerf_noise schedule)
     mesh_extent: float = 0.15           # export_mesh box [-e, e]^3 (official extract_shapes: 0.3 cube)
