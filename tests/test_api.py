@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,47 @@ def test_readme_library_snippet_runs(tmp_path, monkeypatch):
     core: dict = {}
     exec(compile(blocks[1], "README.md", "exec"), core)
     assert tuple(core["rays_o"].shape) == (64, 64, 3)
+
+
+@pytest.mark.parametrize("name", list(registry.METHODS))
+def test_every_setting_has_type_default_and_meaning(name):
+    """`aware3d train METHOD --help` lists every --set key from the config dataclass."""
+    import dataclasses
+
+    m = registry.get(name)
+    rows = m.settings()
+    fields = {f.name for f in dataclasses.fields(m.config_cls)} - {"preset", "data"}
+    assert {r[0] for r in rows} == fields
+    assert [r[0] for r in rows if not r[3]] == []          # a meaning for each
+    assert all(r[1] for r in rows)                          # and a type
+    text = m.describe()
+    assert all(p in text for p in m.presets) and all(r[0] in text for r in rows)
+
+
+@pytest.mark.parametrize("name,key,value,match", [
+    ("ngp", "lr", "abc", r"--set lr=abc: lr of ngp is float \(default 0.01\); got 'abc'"),
+    ("ngp", "bf16", "maybe", r"bf16 of ngp is bool or 'auto'"),
+    ("nerf", "n_fine", "1.5", r"n_fine of nerf is int"),
+    ("giraffe", "batch_size", "abc", r"batch_size of GIRAFFE is int \(default 16\)"),
+    ("graf", "flip", "maybe", r"flip of Config is bool"),
+    ("pigan", "betas", "0.5", r"betas of Config is tuple"),
+])
+def test_set_values_are_checked_against_the_type(name, key, value, match):
+    with pytest.raises(ValueError, match=match):
+        registry.get(name).make_config(overrides=[(key, value)])
+
+
+def test_set_values_are_parsed_and_converted():
+    cfg = registry.get("ngp").make_config("tiny", [("lr", "2e-3"), ("bf16", "auto"), ("log2_table", "12.0")])
+    assert cfg["lr"] == 0.002 and cfg["bf16"] == "auto" and cfg["log2_table"] == 12
+    g = registry.get("giraffe").make_config("tiny", [("depth_range", "[1, 5]"), ("lr_g", "1")])
+    assert g.depth_range == (1, 5) and g.lr_g == 1.0 and isinstance(g.lr_g, float)
+
+
+def test_train_method_help_lists_presets_and_settings(capsys):
+    from aware3d.cli import main
+
+    assert main(["train", "pigan", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--max-minutes" in out and "presets (--preset" in out and "celeba64" in out
+    assert re.search(r"\n  ray_start\s+float\s+0\.5\s+\S", out)

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     ob.add_argument("--objects", type=_range, default=(1, 2), help="objects per scene, N or A-B (default 1-2)")
     ob.add_argument("--seed", type=int, default=0)
 
+    # doctor --------------------------------------------------------------------------------------
+    dr = sub.add_parser("doctor", help="build the compiled kernels now and report torch, device, threads, "
+                                       "kernel status and cache paths")
+    dr.add_argument("--no-build", action="store_true", help="report only; do not build the kernels")
+
     # methods -------------------------------------------------------------------------------------
     ms = sub.add_parser("methods", help="list the methods (and with --verbose their presets)")
     ms.add_argument("--verbose", "-v", action="store_true", help="also list each method's presets")
@@ -67,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     # train ---------------------------------------------------------------------------------------
     t = sub.add_parser("train", help="train a method on a dataset",
                        epilog="methods: " + "; ".join(f"{n}: {e.summary}" for n, e in METHODS.items()))
-    t.add_argument("method", choices=list(METHODS), help="method to train (`aware3d methods` lists them)")
+    t.add_argument("method", choices=list(METHODS),
+                   help="method to train (`aware3d train METHOD --help` lists its presets and settings)")
+    p._train_parser = t
     t.add_argument("--data", required=True, help="dataset folder (posed scene or image collection)")
     t.add_argument("--out", default=None, help="run folder (default runs/METHOD-DATANAME)")
     t.add_argument("--preset", default=None,
@@ -137,13 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     # demo ----------------------------------------------------------------------------------------
     dm = sub.add_parser("demo", help="the main job on built-in data: synthesise a scene, train ngp, render a turntable")
     dm.add_argument("--out", default="aware3d-demo", help="output folder (default ./aware3d-demo)")
-    dm.add_argument("--minutes", type=float, default=2.0, help="training time (default 2)")
+    dm.add_argument("--minutes", type=float, default=2.0,
+                    help="training time in minutes, kernel build and data loading not counted (default 2; at least 300 steps)")
     dm.add_argument("--device", default=None)
     return p
 
 
+def _method_help(parser: argparse.ArgumentParser, argv: list[str]) -> bool:
+    """``aware3d train METHOD --help``: the train options, then the method's presets and every
+    ``--set`` key with its type, default and meaning. True when it printed them."""
+    if len(argv) < 2 or argv[0] != "train" or not {"-h", "--help"} & set(argv):
+        return False
+    names = [a for a in argv[1:] if a in METHODS]
+    if not names:
+        return False
+    from .registry import get
+
+    parser._train_parser.print_help()
+    print()
+    print(get(names[0]).describe())
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if _method_help(parser, list(sys.argv[1:] if argv is None else argv)):
+        return 0
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -96,6 +96,33 @@ class Method:
     def load(self, run_dir, device: str | torch.device | None = None, checkpoint=None) -> "Run":
         raise NotImplementedError
 
+    def default_settings(self) -> Mapping[str, Any]:
+        """``{key: value}`` of the default preset."""
+        cfg = self.make_config(self.default_preset)
+        return cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+
+    def settings(self) -> list[tuple[str, str, Any, str]]:
+        """``(key, type, default, meaning)`` of every ``--set`` key, read off the config dataclass
+        (default: the default preset's value)."""
+        from ..utils.settings import describe_type, field_comments, field_types
+
+        hints, docs, values = field_types(self.config_cls), field_comments(self.config_cls), self.default_settings()
+        return [(k, describe_type(hints[k]), values.get(k), docs.get(k, "")) for k in hints
+                if k not in ("preset", "data")]
+
+    def describe(self) -> str:
+        """The method's presets and settings, for ``aware3d train METHOD --help``."""
+        lines = [f"{self.name}: {self.title} ({self.paper})", "", "presets (--preset; * the default):"]
+        w = max(len(p) for p in self.presets)
+        lines += [f"  {'*' if p == self.default_preset else ' '}{p:<{w}}  {d}" for p, d in self.presets.items()]
+        rows = self.settings()
+        kw = max(len(r[0]) for r in rows)
+        tw = max(len(r[1]) for r in rows)
+        lines += ["", f"settings (--set KEY=VALUE; default: the {self.default_preset} preset's value):"]
+        for key, typ, default, meaning in rows:
+            lines.append(f"  {key:<{kw}}  {typ:<{tw}}  {default!r:<12}  {meaning}".rstrip())
+        return "\n".join(lines)
+
 
 # --------------------------------------------------------------------------------------------------
 # Runs
@@ -155,7 +182,7 @@ class FieldMethod(Method):
     kind = "field"
 
     def __init__(self, name: str, title: str, model: Callable, presets: Mapping[str, dict],
-                 descriptions: Mapping[str, str], default_preset: str = "cpu",
+                 descriptions: Mapping[str, str], default_preset: str = "cpu", *, config_cls: type,
                  resolve_config: Callable[[dict], Any] | None = None,
                  programs: Iterable[Program] = (), evaluators: Mapping[str, Callable] | None = None,
                  paper: str = ""):
@@ -164,6 +191,12 @@ class FieldMethod(Method):
         super().__init__(name, title, presets, descriptions, default_preset,
                          programs=tuple(CAMERA_PROGRAMS) + tuple(programs), default_program="turntable",
                          paper=paper)
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        for p, settings in presets.items():
+            extra = sorted(set(settings) - fields)
+            if extra:
+                raise ValueError(f"{name}: preset {p} has keys {extra} that {config_cls.__name__} lacks")
+        self.config_cls = config_cls
         self.model = model
         self.resolve_config = resolve_config
         self.evaluators = dict(evaluators or {})
@@ -171,19 +204,20 @@ class FieldMethod(Method):
     def make_config(self, preset: str | None = None, overrides: Iterable[tuple[str, Any]] = (),
                     **explicit) -> dict:
         """The settings of ``preset`` (default the method's), then ``overrides`` ((key, value)
-        pairs; strings are parsed as YAML), then the ``explicit`` values that are not None."""
-        import yaml
+        pairs; strings are parsed as YAML and checked against the config dataclass's types), then
+        the ``explicit`` values that are not None. Returns a plain dict (what a run stores)."""
+        from ..utils.settings import check_setting, field_types
 
         preset = preset or self.default_preset
         if preset not in self.preset_settings:
             raise ValueError(f"--preset: {self.name} has presets {', '.join(self.preset_settings)}, "
                              f"got {preset!r}")
         cfg = dict(self.preset_settings[preset])
-        for k, v in overrides or ():
+        hints = field_types(self.config_cls)
+        for k, v in list(overrides or ()) + [(k, v) for k, v in explicit.items() if v is not None]:
             if k not in cfg:
                 raise ValueError(f"--set {k}=...: unknown key for {self.name}; known: {', '.join(sorted(cfg))}")
-            cfg[k] = yaml.safe_load(v) if isinstance(v, str) else v
-        cfg.update({k: v for k, v in explicit.items() if v is not None})
+            cfg[k] = check_setting(k, v, hints[k], cfg[k], self.name)
         cfg["preset"] = preset
         if self.resolve_config is not None:
             self.resolve_config(cfg)
@@ -382,12 +416,14 @@ class GenerativeMethod(Method):
         kw = {**dict(overrides or ()), **settings}
         if device is not None:
             kw.setdefault("device", device)  # a config field (--set device=... wins)
+        if batch_size is not None:
+            kw["batch_size"] = batch_size  # --batch-size wins over --set batch_size=...
         start = checkpoint_step(run_dir) if resume and run_dir.is_dir() else None
         if start is not None:
             cfg = config_from_dict(self.config_cls, load_run_config(run_dir))
-            cfg = replace_config(cfg, batch_size=batch_size, **kw)
+            cfg = replace_config(cfg, **kw)
         else:
-            cfg = self.make_config(preset, seed=seed, batch_size=batch_size, **kw)
+            cfg = self.make_config(preset, **{"seed": seed, **kw})
         cfg = dataclasses.replace(cfg, data=str(data))
         dataset = image_dataset(data, cfg.resolution, flip=cfg.flip,
                                 progress=progress and os.environ.get("RANK", "0") == "0")

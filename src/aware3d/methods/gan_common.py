@@ -83,15 +83,21 @@ def coerce_value(value, current):
 
 
 def replace_config(cfg, **overrides):
-    """``dataclasses.replace`` with command-line coercion; ``None`` values are ignored and unknown
-    names raise ``ValueError`` listing the known ones (the message names the config by its class
-    attribute ``settings_name`` if it has one, else by its class name)."""
+    """``dataclasses.replace`` with command-line values checked against each field's type
+    (:func:`aware3d.utils.settings.check_setting`: strings parsed as YAML, ``--set lr=abc`` a clear
+    error); ``None`` values are ignored and unknown names raise ``ValueError`` listing the known
+    ones (the message names the config by its class attribute ``settings_name`` if it has one, else
+    by its class name)."""
+    from ..utils.settings import check_setting, field_types
+
     names = {f.name for f in dataclasses.fields(cfg)}
     bad = sorted(set(overrides) - names)
+    what = getattr(type(cfg), "settings_name", type(cfg).__name__)
     if bad:
-        what = getattr(type(cfg), "settings_name", type(cfg).__name__)
         raise ValueError(f"unknown {what} setting(s) {bad}; known: {sorted(names)}")
-    vals = {k: coerce_value(v, getattr(cfg, k)) for k, v in overrides.items() if v is not None}
+    hints = field_types(type(cfg))
+    vals = {k: check_setting(k, v, hints[k], getattr(cfg, k), what) for k, v in overrides.items()
+            if v is not None}
     return dataclasses.replace(cfg, **vals)
 
 
@@ -193,10 +199,10 @@ class RunSettings:
     r1_interval: int = 1                # 1: R1 in every D step; k > 1: lazy, weight x k every k
     flip: bool = True                   # random horizontal flips of the real images
     sample_every: int = 500             # fixed-seed sample grid every N steps
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    keep_checkpoints: int = 3
-    seed: int = 0
+    checkpoint_every: int = 1000        # write a checkpoint every N steps (and at the end)
+    log_every: int = 10                 # scalars to scalars.csv / TensorBoard every N steps
+    keep_checkpoints: int = 3           # newest checkpoints kept
+    seed: int = 0                       # network initialisation and every random draw
     device: str = "auto"                # auto | cpu | cuda[:k]
     data: str | None = None             # the image folder a run trained on (filled in by train)
 

@@ -6,6 +6,8 @@ exponentially to 5e-5 over the run (PAPERS.md, card 1).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,6 +16,26 @@ from ..fields.nerf import NeRFMLP
 from ..render.samplers import hierarchical_samples, points_along_rays, stratified_samples
 from .base import FieldMethod
 from ..render.volume import volume_render
+
+@dataclass
+class NeRFConfig:
+    """Every setting of a NeRF run (the ``cpu`` preset's values as defaults). Runs store it as a
+    plain dict (``config`` in the run folder's config.json)."""
+
+    depth: int = 8                  # layers of the MLP trunk
+    width: int = 256                # channels per layer
+    n_coarse: int = 64              # stratified samples per ray (coarse network)
+    n_fine: int = 128               # importance samples per ray (fine network; 0: coarse only)
+    batch_size: int = 1024          # rays per step
+    lr: float = 5e-4                # Adam learning rate at step 0
+    lr_final: float = 5e-5          # learning rate after decay_steps (exponential decay)
+    decay_steps: int = 50_000       # steps of the learning-rate decay
+    chunk: int = 8192               # rays per network call when rendering
+    max_steps: int = 50_000         # steps when neither --max-steps nor --max-minutes is given
+    cam: bool = False               # coordinate-aware modulation of the field (--cam)
+    cam_res: int = 4                # CAM grid resolution
+    preset: str = "cpu"             # the preset these settings started from
+
 
 PRESETS = {
     # the paper's settings
@@ -99,5 +121,5 @@ PRESET_DESCRIPTIONS = {
     "tiny": "a 4 x 64 network with 32 + 32 samples, for tests and quick looks",
 }
 
-METHOD = FieldMethod("nerf", "NeRF", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+METHOD = FieldMethod("nerf", "NeRF", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET, config_cls=NeRFConfig,
                      paper="Mildenhall et al., ECCV 2020")

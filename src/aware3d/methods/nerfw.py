@@ -53,8 +53,10 @@ Render programs (:mod:`aware3d.programs.nerfw`): ``appearance-interp``, ``static
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -67,6 +69,7 @@ from ..fields.cam import CAMNeRFMLP
 from ..fields.nerfw import NeRFWHashField, NeRFWMLP
 from ..programs.nerfw import PROGRAMS as NERFW_PROGRAMS
 from ..programs.nerfw import render_view
+from ..utils.settings import field_comments, field_types
 from .base import FieldMethod
 from ..render.samplers import hierarchical_samples, points_along_rays, stratified_samples
 from ..render.volume import (accumulate_packed, apply_background, composite, deltas_from_t,
@@ -102,6 +105,43 @@ def _merged_preset(name: str) -> dict:
 
 
 PRESETS = {name: _merged_preset(name) for name in ("paper", "cpu", "tiny")}
+
+
+@dataclass
+class _NeRFWOwn:
+    backbone: str = "mlp"                       # field backbone: mlp (NeRF MLP) or ngp (hash grid)
+    appearance_dim: int = 48                    # per-image appearance embedding size (0: none)
+    transient_dim: int = 16                     # per-image transient embedding size
+    transient_width: int | None = None          # transient head width (None: the backbone's default)
+    transient_depth: int | None = None          # transient head layers (None: 4 on mlp, 2 on ngp)
+    beta_min: float = 0.03                      # uncertainty floor added after compositing
+    lambda_u: float = 0.01                      # weight of the mean transient density
+    embed_std: float = 0.1                      # initial std of the embeddings
+    transient_warmup: int | None = None         # first steps without the transient head (None: per preset)
+    static_weight: float | None = None          # plain MSE on the static colour (None: per backbone)
+    warmup_beta_min: bool | None = None         # warm-up loss with beta = beta_min (None: per backbone)
+    beta_min_start: float | None = None         # annealed beta floor: its start (None: off)
+    beta_anneal_steps: int = 0                  # steps of the beta-floor annealing
+
+
+def _optional(cls):
+    """The fields of ``cls`` with ``None`` allowed: "the chosen backbone's value"."""
+    hints = field_types(cls)
+    return [(f.name, hints[f.name] | None, dataclasses.field(default=None)) for f in dataclasses.fields(cls)
+            if f.name not in ("preset",)]
+
+
+# every key of both backbones (None where they differ: filled from the backbone) and NeRF-W's own
+NeRFWConfig = dataclasses.make_dataclass(
+    "NeRFWConfig",
+    [*(fl for fl in _optional(_nerf.NeRFConfig)),
+     *(fl for fl in _optional(_ngp.NGPConfig) if fl[0] not in {f.name for f in dataclasses.fields(_nerf.NeRFConfig)}),
+     *((f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(_NeRFWOwn)),
+     ("preset", str, dataclasses.field(default="cpu"))])
+NeRFWConfig.__doc__ = ("Every setting of a NeRF-W run: NeRF-W's own, and those of both backbones "
+                       "(None: the chosen backbone's value).")
+NeRFWConfig.__field_docs__ = {**field_comments(_ngp.NGPConfig), **field_comments(_nerf.NeRFConfig),
+                               **field_comments(_NeRFWOwn)}
 DEFAULT_PRESET = "cpu"
 
 
@@ -556,7 +596,7 @@ PRESET_DESCRIPTIONS = {
 }
 
 METHOD = FieldMethod(
-    "nerfw", "NeRF in the Wild", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+    "nerfw", "NeRF in the Wild", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET, config_cls=NeRFWConfig,
     resolve_config=resolve_config, programs=NERFW_PROGRAMS,
     evaluators={"appearance_half": evaluate_appearance_half},
     paper="Martin-Brualla et al., CVPR 2021")

@@ -10,6 +10,8 @@ lr 1e-2 and weight decay 1e-6 on the MLPs only (PAPERS.md, card 3).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -19,6 +21,38 @@ from ..fields.nerf import HashGridField
 from ..render.samplers import near_far_aabb
 from .base import FieldMethod
 from ..render.volume import accumulate_packed, apply_background
+
+@dataclass
+class NGPConfig:
+    """Every setting of an ngp run (the ``cpu`` preset's values as defaults). Runs store it as a
+    plain dict (``config`` in the run folder's config.json)."""
+
+    levels: int = 16                # hash-grid levels (L)
+    features: int = 2               # features per level (F)
+    log2_table: int = 19            # log2 of the hash table size per level (T)
+    base_res: int = 16              # coarsest grid resolution (N_min)
+    max_res: int = 1024             # finest grid resolution (N_max)
+    hidden: int = 64                # width of the density and colour MLPs
+    occ_res: int = 64               # occupancy grid cells per side
+    step_scale: float = 1.0 / 256   # marching step, as a fraction of sqrt(3) x the box size
+    samples_per_batch: int = 2 ** 16  # samples per step (the ray count adapts to keep it)
+    init_rays: int = 2048           # rays of the first step
+    max_samples_per_ray: int = 512  # cap on marched samples per ray
+    lr: float = 1e-2                # Adam learning rate at step 0
+    lr_final: float = 1e-3          # learning rate after decay_steps (exponential decay)
+    decay_steps: int = 20_000       # steps of the learning-rate decay
+    weight_decay: float = 1e-6      # on the MLPs only
+    occ_every: int = 16             # steps between occupancy-grid refreshes
+    occ_warmup: int = 256           # steps that refresh every cell (then a random quarter)
+    occ_threshold: float = 0.01     # optical thickness sigma * step above which a cell is occupied
+    early_stop_T: float = 1e-4      # drop samples behind transmittance below this (0: off)
+    bf16: bool | Literal["auto"] = False  # bf16 autocast of the MLPs: true, false or auto (CPUs with AMX)
+    max_steps: int = 20_000         # steps when neither --max-steps nor --max-minutes is given
+    cam: bool = False               # coordinate-aware modulation of the field (--cam)
+    cam_res: int = 4                # CAM grid resolution
+    occ_dense_warmup: bool = False  # march every cell during the occupancy warm-up
+    preset: str = "cpu"             # the preset these settings started from
+
 
 PRESETS = {
     # the paper's settings (2^18 samples per batch, T = 2^19, 128^3 occupancy, step sqrt(3)/1024)
@@ -52,11 +86,29 @@ DEFAULT_PRESET = "cpu"
 # `--set bf16=true` (or "auto": on where the CPU has AMX/avx512_bf16) turns it on.
 
 
-def fused_adam_kwargs() -> dict:
-    """``fused=True`` where torch has the fused Adam kernel (CPU and CUDA, torch >= 2.4): one pass
-    over the 16.7M hash-table entries instead of a dozen (about 6x faster per step on the CPU)."""
-    import inspect
+def fused_adam_kwargs(device=None) -> dict:
+    """``{"fused": True}`` where torch has the fused Adam kernel for the device, else ``{}``: one
+    pass over the 16.7M hash-table entries instead of a dozen (about 6x faster per step on the CPU).
 
+    Fused Adam exists on CUDA since torch 2.0 but on the CPU only since 2.4 (older versions accept
+    ``fused=True`` and then fail at the first step on CPU tensors), so it is used with torch >= 2.4
+    (local/pre-release tags such as ``2.13.0+cpu`` or ``2.4.0a0`` count by their release numbers)
+    and on ``device`` "cpu" or "cuda" (None: either, the devices aware3d trains on)."""
+    import inspect
+    import re
+
+    if device is not None and torch.device(device).type not in ("cpu", "cuda"):
+        return {}
+    version = str(torch.__version__)
+    try:
+        from packaging.version import Version
+
+        release = Version(version).release
+    except Exception:  # packaging missing (it is not a dependency) or not PEP 440: "major.minor"
+        m = re.match(r"\s*(\d+)\.(\d+)", version)
+        release = (int(m.group(1)), int(m.group(2))) if m else ()
+    if tuple(release[:2]) < (2, 4):
+        return {}
     return {"fused": True} if "fused" in inspect.signature(torch.optim.Adam).parameters else {}
 
 
@@ -70,6 +122,8 @@ def bf16_is_fast() -> bool:
 
 
 class Model(nn.Module):
+    needs_kernels = True  # the training loop builds the compiled kernels before its clock starts
+
     def __init__(self, cfg: dict, scene: dict):
         super().__init__()
         from ..kernels.marching import OccupancyGrid
@@ -175,5 +229,6 @@ PRESET_DESCRIPTIONS = {
     "tiny": "8 levels, 2^14 entries, for tests and quick looks",
 }
 
-METHOD = FieldMethod("ngp", "Instant-NGP-style hash-grid NeRF", Model, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+METHOD = FieldMethod("ngp", "Instant-NGP-style hash-grid NeRF", Model, PRESETS, PRESET_DESCRIPTIONS,
+                     DEFAULT_PRESET, config_cls=NGPConfig,
                      paper="Mueller et al., SIGGRAPH 2022")

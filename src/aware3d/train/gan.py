@@ -12,7 +12,9 @@ owns the rest:
 - one explicit ``torch.Generator`` for every random draw (latents, noise, real batches), stored in
   checkpoints with the global RNG states, so a resumed run continues exactly;
 - fixed-seed sample grids, scalars (CSV + TensorBoard), a tqdm bar with images/s and ETA, atomic
-  checkpoints, Ctrl-C checkpoints, ``max_steps`` / ``max_minutes``;
+  checkpoints, Ctrl-C checkpoints, ``max_steps`` / ``max_minutes`` (of training time);
+- the method's own phase losses where it has them (``generator_objective`` /
+  ``discriminator_objective``: HoloGAN, CIPS-3D);
 - data parallelism over processes (torchrun; gloo on CPU, nccl on GPU): every rank draws the same
   *global* batch from the shared generator and keeps its slice, and gradients are averaged with one
   all-reduce per phase, so N processes compute what one process computes with the global batch.
@@ -25,6 +27,7 @@ import copy
 import dataclasses
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -415,11 +418,35 @@ class GanEngine:
 # The loop
 
 
+def start_summary(name: str, config: dict, dataset, cfg: GanConfig, device, world: int, run_dir,
+                  resume_step: int = 0) -> str:
+    """What a GAN run is about to do: data (images, resolution), preset, batch, device and threads
+    (processes), budget and run folder."""
+    res = config.get("resolution")
+    threads = torch.get_num_threads() if torch.device(device).type == "cpu" else None
+    budget = (f"{cfg.max_minutes:g} minutes of training" if cfg.max_minutes is not None else
+              f"{cfg.max_steps} steps")
+    lines = [
+        f"aware3d train {name}" + (f" (resuming at step {resume_step})" if resume_step else ""),
+        f"  data:    {config.get('data', '?')} (image folder; {len(dataset)} images"
+        + (f" at {res}x{res})" if res else ")"),
+        f"  preset:  {config.get('preset', '?')}, batch {cfg.batch_size}",
+        f"  device:  {device}" + (f" ({threads} threads of {os.cpu_count()} cores)" if threads else "")
+        + (f", {world} processes" if world > 1 else ""),
+        f"  budget:  {budget}" + (" (data loading and the first step's warm-up are not counted)"
+                                  if cfg.max_minutes is not None else ""),
+        f"  run:     {run_dir}",
+    ]
+    return "\n".join(lines)
+
+
 def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bool = False,
               config: dict | None = None, on_step: Callable[[GanEngine, dict], Any] | None = None,
               engine_cls: type | None = None) -> Path:
-    """Train until ``cfg.max_steps`` (total, counting resumed steps) or ``cfg.max_minutes`` (this
-    invocation) and return the run folder. ``config`` (plain data) is written to the run folder
+    """Train until ``cfg.max_steps`` (total, counting resumed steps) or ``cfg.max_minutes`` (of
+    training-step time in this invocation: data loading, the first step's warm-up, sample grids and
+    checkpoints are not counted; checked before each step, so a run stops within one step of it)
+    and return the run folder. ``config`` (plain data) is written to the run folder
     with the engine settings; rank 0 alone writes. ``on_step(engine, scalars)`` is called after
     every step (tests, custom logging). ``engine_cls`` swaps in a :class:`GanEngine` subclass
     (a method with its own phase losses)."""
@@ -457,9 +484,12 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
     bar = None
     if rank == 0 and cfg.progress:
         from tqdm import tqdm
+
+        print(start_summary(method.name, config or {}, dataset, cfg, device, world, run_dir,
+                            resume_step=engine.step if resumed else 0), file=sys.stderr, flush=True)
         bar = tqdm(total=cfg.max_steps, initial=engine.step, unit="step", dynamic_ncols=True,
                    desc=f"{method.name}", smoothing=0.1)
-    t0 = time.time()
+    train_seconds, first = 0.0, True  # the budget: step time after the first (warm-up) step
     start_step = engine.step
     last_saved = engine.step
     collapse = CollapseWatch(cfg.collapse_steps)
@@ -470,11 +500,21 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
             while True:
                 if cfg.max_steps is not None and engine.step >= cfg.max_steps:
                     break
-                if cfg.max_minutes is not None and (time.time() - t0) / 60.0 >= cfg.max_minutes:
+                if cfg.max_minutes is not None and train_seconds / 60.0 >= cfg.max_minutes:
                     break
+                t_step = time.perf_counter()
                 scalars = engine.train_step(dataset)
-                elapsed = time.time() - t0
-                ips = (engine.step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
+                dt = time.perf_counter() - t_step
+                if first:  # warm-up: first-use allocations and caches, not counted in the budget
+                    first = False
+                    if bar is not None and dt > 2.0:
+                        bar.write(f"first step took {dt:.1f} s (warm-up; not counted in the training time)",
+                                  file=sys.stderr)
+                else:
+                    train_seconds += dt
+                counted = engine.step - start_step - 1
+                ips = (counted if counted > 0 else 1) * cfg.batch_size / max(train_seconds if counted > 0 else dt,
+                                                                             1e-9)
                 scalars["images_per_s"] = ips
                 if on_step is not None:
                     on_step(engine, scalars)
@@ -491,7 +531,7 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
                         post = {"img/s": f"{ips:.1f}", "G": f"{scalars['loss_G']:.3f}",
                                 "D": f"{scalars['loss_D']:.3f}"}
                         if cfg.max_minutes is not None:
-                            post["min_left"] = f"{max(cfg.max_minutes - elapsed / 60, 0):.1f}"
+                            post["min_left"] = f"{max(cfg.max_minutes - train_seconds / 60, 0):.1f}"
                         bar.set_postfix(post, refresh=False)
                         bar.update(1)
                     if cfg.sample_every > 0 and engine.step % cfg.sample_every == 0:

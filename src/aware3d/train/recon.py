@@ -11,6 +11,8 @@ embeddings, NeRF-W) also receives ``image_ids`` (R,) int64, the training image e
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -72,12 +74,16 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
           max_steps: int | None = None, max_minutes: float | None = None, resume: bool = False,
           seed: int = 0, downscale: int = 1, batch_size: int | None = None, device: str | None = None,
           overrides=None, val_every: int = 500, ckpt_every: int = 1000, progress: bool = True,
-          log_every: int = 25, val_every_seconds: float | None = None, val_views: int = 1) -> Path:
+          log_every: int = 25, val_every_seconds: float | None = None, val_views: int = 1,
+          min_steps: int = 0) -> Path:
     """Train the radiance-field method ``method`` (its :class:`~aware3d.methods.base.FieldMethod`)
     on the posed dataset at ``data``; returns the run folder.
 
-    ``max_minutes`` counts training time only: validation, checkpoints and logging pause the
-    clock, and a resumed run continues the clock where its checkpoint left it (``train_seconds``).
+    ``max_minutes`` counts training time only: data loading, kernel builds, the first step of each
+    invocation (warm-up), validation, checkpoints and logging pause the clock, and a resumed run
+    continues the clock where its checkpoint left it (``train_seconds``). It is checked before each
+    step, so a run stops within one step of it, but not before ``min_steps`` steps (a floor for
+    slow machines: the demo's result stays recognisable under load).
     Validation runs every ``val_every`` steps and/or every ``val_every_seconds`` of training time
     on ``val_views`` views; its PSNR is logged as ``val/psnr`` next to ``val/train_seconds``.
     """
@@ -130,6 +136,16 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
         ids_all = torch.arange(len(train_ds), device=dev).repeat_interleave(train_ds.width * train_ds.height)
 
     limit_steps = max_steps if max_steps is not None else (None if max_minutes else cfg.get("max_steps"))
+    if progress:
+        parts = ([f"{max_minutes:g} minutes of training"] if max_minutes is not None else []) + \
+                ([f"at most {limit_steps} steps"] if limit_steps is not None else []) + \
+                ([f"at least {min_steps} steps"] if min_steps and max_minutes is not None else [])
+        budget = ", ".join(parts) or "until stopped"
+        print(start_summary(name, data, train_ds, cfg, dev, run_dir, budget=budget, resume_step=step,
+                            images=f"{len(train_ds)} training / {len(val_ds) if val_ds is not train_ds else 0} "
+                                   f"validation images"), file=sys.stderr, flush=True)
+    if getattr(model, "needs_kernels", False):
+        prepare_kernels(dev, progress)
     state = {"step": step}
     budget_end = train_seconds + 60 * max_minutes if max_minutes is not None else None
     next_val_time = train_seconds + val_every_seconds if val_every_seconds else None
@@ -143,13 +159,13 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
     logger = io.ScalarLogger(run_dir, resume_step=step if resume else None)
     bar = tqdm(total=limit_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
                desc=name)
-    rays_seen, t_last = 0, time.time()
+    rays_seen, t_last, t_post, first = 0, time.time(), 0.0, True
     try:
         with io.install_sigint_checkpoint(checkpoint, defer=True) as guard:
             while True:
                 if limit_steps is not None and step >= limit_steps:
                     break
-                if budget_end is not None and train_seconds >= budget_end:
+                if budget_end is not None and train_seconds >= budget_end and step >= min_steps:
                     break
                 t_step = time.perf_counter()
                 model.train()
@@ -167,19 +183,35 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
                 if hasattr(model, "next_batch_rays"):
                     model.next_batch_rays(out_.get("n_samples", 0))
                 step += 1
-                train_seconds += time.perf_counter() - t_step
+                dt = time.perf_counter() - t_step
+                if first:  # warm-up (allocator, lazy kernel loading, first-use caches): not budgeted
+                    first = False
+                    rays_seen, t_last = 0, time.time()
+                    if progress and dt > 2.0:
+                        bar.write(f"first step took {dt:.1f} s (warm-up; not counted in the training time)",
+                                  file=sys.stderr)
+                    log_now = True
+                else:
+                    train_seconds += dt
+                    rays_seen += n_rays
+                    log_now = step % log_every == 0
                 state["step"] = step
-                rays_seen += n_rays
-                if step % log_every == 0 or step == 1:
+                now = time.time()
+                if log_now or now - t_post >= 2.0:  # the bar's numbers: live every 2 s and at logs
                     with torch.no_grad():
                         mse = (out_["color"].detach().clamp(0, 1) - rgb_all[idx]).square().mean()
                         p = float(-10 * torch.log10(mse))
-                    now = time.time()
-                    rps = rays_seen / max(now - t_last, 1e-9)
-                    rays_seen, t_last = 0, now
-                    logger.log(step, {"train/loss": loss.item(), "train/psnr": p, "train/rays_per_s": rps,
-                                      "train/lr": model.lr_at(step)})
-                    bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", rays_s=f"{rps:,.0f}")
+                    rps = rays_seen / max(now - t_last, 1e-9) if rays_seen else 0.0
+                    if log_now:
+                        logger.log(step, {"train/loss": loss.item(), "train/psnr": p, "train/rays_per_s": rps,
+                                          "train/lr": model.lr_at(step)})
+                    post = dict(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", rays_s=f"{rps:,.0f}")
+                    if budget_end is not None:
+                        post["min_left"] = f"{max(budget_end - train_seconds, 0) / 60:.1f}"
+                    bar.set_postfix(post, refresh=False)
+                    t_post = now
+                    if rays_seen and now - t_last >= 10.0:  # rays/s over the last ~10 s
+                        rays_seen, t_last = 0, now
                 bar.update(1)
                 timed_val = next_val_time is not None and train_seconds >= next_val_time
                 if (val_every and step % val_every == 0) or timed_val:
@@ -197,6 +229,32 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
     checkpoint()
     logger.close()
     return run_dir
+
+
+def start_summary(method: str, data, ds, cfg: dict, device, run_dir, budget: str, resume_step: int = 0,
+                  images: str | None = None) -> str:
+    """What a training run is about to do, printed before it starts: data (format, images,
+    resolution), preset, device and threads, budget and run folder."""
+    threads = torch.get_num_threads() if torch.device(device).type == "cpu" else None
+    lines = [
+        f"aware3d train {method}" + (f" (resuming at step {resume_step})" if resume_step else ""),
+        f"  data:    {data} ({getattr(ds, 'format', '?')}; {images or f'{len(ds)} images'} at "
+        f"{ds.width}x{ds.height})",
+        f"  preset:  {cfg.get('preset', '?')}",
+        f"  device:  {device}" + (f" ({threads} threads of {os.cpu_count()} cores)" if threads else ""),
+        f"  budget:  {budget} (data loading, kernel builds and the first step's warm-up are not counted)",
+        f"  run:     {run_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def prepare_kernels(device, progress: bool = True) -> None:
+    """Build (or load) the compiled kernels before the training clock starts."""
+    try:
+        from ..kernels import ensure_built
+    except ImportError:  # an aware3d without the ahead-of-time API
+        return
+    ensure_built(torch.device(device))
 
 
 def restore(model: torch.nn.Module, run_dir, checkpoint=None) -> int:
