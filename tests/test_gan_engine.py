@@ -222,3 +222,23 @@ def test_collapsed_generator_is_reported_during_training(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         _run(tmp_path / "ok", 4, collapse_steps=3)
+
+
+def test_max_minutes_counts_step_time_after_the_warm_up(tmp_path, monkeypatch):
+    """Fake clock, 10 s per step: max_minutes=1 runs the warm-up step plus 6 counted steps."""
+    import itertools
+
+    from aware3d.methods import giraffe as gm
+
+    ticks = itertools.count(0.0, 10.0)  # read before and after each step: 10 s a step
+    monkeypatch.setattr(gan, "step_clock", lambda: next(ticks))
+    data = tmp_path / "images"
+    data.mkdir()
+    from PIL import Image
+    for i in range(4):
+        Image.new("RGB", (16, 16), (40 * i, 90, 200)).save(data / f"{i}.png")
+    run = gm.METHOD.train(str(data), tmp_path / "run", preset="tiny", max_minutes=1.0, progress=False,
+                          sample_every=0, checkpoint_every=0)
+    from aware3d.train.io import load_checkpoint
+
+    assert load_checkpoint(run)["step"] == 7

@@ -214,3 +214,22 @@ def test_turntable_render_needs_no_training_images(tiny_scene, tmp_path, monkeyp
     monkeypatch.setattr(aware3d.data, "load_scene", no_loading)
     files = aware3d.load(run).render_program("turntable", frames=3, progress=False)
     assert Path(files["rgb_gif"]).stat().st_size > 0
+
+
+@pytest.mark.parametrize("min_steps,expected", [(0, 7), (12, 12)])
+def test_max_minutes_is_training_time_after_the_warm_up(tiny_scene, tmp_path, monkeypatch, min_steps, expected):
+    """With a fake clock on which every step takes 10 s, --max-minutes 1 trains the warm-up step
+    (not counted) plus 6 counted steps (60 s), checked before each step; min_steps is a floor."""
+    import itertools
+
+    ticks = itertools.count(0.0, 10.0)  # read before and after each step: 10 s a step
+    from aware3d.train import recon
+
+    monkeypatch.setattr(recon, "step_clock", lambda: next(ticks))
+    run = registry.get("nerf").train(str(tiny_scene), out=str(tmp_path / "r"), preset="tiny", max_minutes=1.0,
+                                     min_steps=min_steps, progress=False, val_every=0, ckpt_every=0)
+    from aware3d.train.io import load_checkpoint
+
+    ck = load_checkpoint(run)
+    assert ck["step"] == expected
+    assert ck["train_seconds"] == pytest.approx(10.0 * (expected - 1))

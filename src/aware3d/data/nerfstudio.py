@@ -7,11 +7,12 @@ Intrinsics may be given for the whole file or per frame (a frame's keys override
 size. Frames whose image file is missing are skipped with ONE warning that counts them (the
 instant-ngp fox scene lists 67 frames for 50 images). Depth and mask files are not read.
 
-Undistortion: images with non-zero distortion are undistorted with OpenCV to the *same* pinhole
-``K`` (edge pixels replicated where the source falls outside the image), so the returned K is a
-plain pinhole and ``SceneDataset.distortion`` records the (k1, k2, p1, p2) that were removed. With
-``downscale`` the image is area-downscaled first and undistorted with the scaled K (distortion
-coefficients act on normalised coordinates, so they do not change).
+Undistortion: images with non-zero distortion are undistorted (OpenCV's lens model, computed
+without OpenCV) to the *same* pinhole ``K`` (edge pixels replicated where the source falls outside
+the image), so the returned K is a plain pinhole and ``SceneDataset.distortion`` records the
+(k1, k2, p1, p2) that were removed. With ``downscale`` the image is area-downscaled first and
+undistorted with the scaled K (distortion coefficients act on normalised coordinates, so they do
+not change).
 
 instant-ngp scale / offset: instant-ngp maps file positions p to ``p * scale + offset`` (defaults
 0.33 and (0.5, 0.5, 0.5)) and reconstructs inside the cube centred at 0.5 with side ``aabb_scale``.
