@@ -59,3 +59,23 @@ def test_readme_method_list_is_the_registry():
     train = next(x for x in LINES if _subcommand(x) == ["train"])
     listed = re.search(r"METHOD: ([a-z0-9 ]+)", train).group(1).split()
     assert listed == list(registry.METHODS)
+
+
+def test_render_program_path_file_as_the_readme_writes_it(tmp_path, capsys):
+    """`aware3d render RUN --program path FILE.json` (argparse once refused the file after the
+    option); the file's frames are rendered, one per transform."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "legacy_runs" / "ngp", run)
+    path = tmp_path / "path.json"
+    frames = [{"transform_matrix": [[1, 0, 0, 0], [0, 0.8, -0.6, -2.4], [0, 0.6, 0.8, 3.2], [0, 0, 0, 1]]}] * 3
+    path.write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
+    assert main(["render", str(run), "--program", "path", str(path), "--resolution", "12"]) == 0
+    out = run / "render" / "path"
+    from PIL import Image
+
+    assert Image.open(out / "rgb.gif").n_frames == 1  # three identical frames merge in a GIF
+    assert (out / "rgb.mp4").stat().st_size > 0
+    assert main(["render", str(run), "--program", "path", "a.json", "b.json"]) == 2

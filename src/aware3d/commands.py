@@ -97,13 +97,18 @@ def cmd_eval(args, parser) -> int:
 def cmd_render(args, parser) -> int:
     from .api import load
 
+    program, path = (args.program or [None])[0], args.path
+    if args.program and len(args.program) > 1:  # --program path FILE.json
+        if len(args.program) > 2 or path is not None:
+            raise ValueError(f"--program: expected a name and at most one file, got {' '.join(args.program)}")
+        path = args.program[1]
     run = load(args.run, device=args.device)
-    program = args.program or run.method.default_program
+    program = program or run.method.default_program
     if args.list or not program:
         width = max(len(n) for n in run.programs)
         print("\n".join(f"{n:<{width}}  {d}" for n, d in run.programs.items()))
         return 0
-    options = _given(frames=args.frames, seed=args.seed, samples=args.samples, path=args.path,
+    options = _given(frames=args.frames, seed=args.seed, samples=args.samples, path=path,
                      resolution=args.resolution)
     files = run.render_program(program, out=args.out, **options)
     for k, v in files.items():
