@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     # export --------------------------------------------------------------------------------------
     x = sub.add_parser("export", help="export geometry")
     xsub = x.add_subparsers(dest="export_kind", metavar="KIND")
-    m = xsub.add_parser("mesh", help="marching-cubes mesh as PLY")
+    m = xsub.add_parser("mesh", help="marching-cubes mesh as PLY (vertex colours; level chosen from the field)")
     m.add_argument("run", help="run folder")
     m.add_argument("--resolution", type=int, default=256, help="grid resolution (default 256)")
     m.add_argument("--threshold", type=float, default=None, help="density level (default per method)")
@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
     m.add_argument("--object", type=int, default=None, help="GIRAFFE: which object (default 0)")
     m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    pc = xsub.add_parser("pointcloud", help="coloured points from rendered depth of the training views (PLY)")
+    pc.add_argument("run", help="run folder (a radiance field)")
+    pc.add_argument("--num-points", type=int, default=None, help="points (default 100000)")
+    pc.add_argument("--min-opacity", type=float, default=None, help="keep rays at least this opaque (default 0.5)")
+    pc.add_argument("--out", default=None, help="output PLY (default RUN/pointcloud.ply)")
+    pc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
     # fit -----------------------------------------------------------------------------------------
     f = sub.add_parser("fit", help="fit a field to a signal")

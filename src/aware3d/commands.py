@@ -117,18 +117,22 @@ def cmd_render(args, parser) -> int:
 
 
 def cmd_export(args, parser) -> int:
-    if args.export_kind != "mesh":
+    if args.export_kind not in ("mesh", "pointcloud"):
         parser.parse_args(["export", "--help"])
         return 2
     from .api import load
-
-    run = load(args.run, device=args.device)
-    options = _given(resolution=args.resolution, threshold=args.threshold, seed=args.seed,
-                     object_index=args.object)
     from .methods.base import call_with_options
 
-    info = call_with_options(run.export_mesh, {"out": args.out, **options},
-                             f"mesh export of {run.method.name} runs")
+    run = load(args.run, device=args.device)
+    if args.export_kind == "mesh":
+        options = _given(resolution=args.resolution, threshold=args.threshold, seed=args.seed,
+                         object_index=args.object)
+        export = run.export_mesh
+    else:
+        options = _given(num_points=args.num_points, min_opacity=args.min_opacity)
+        export = run.export_pointcloud
+    info = call_with_options(export, {"out": args.out, **options},
+                             f"{args.export_kind} export of {run.method.name} runs")
     print(json.dumps(info, indent=2, default=str))
     return 0
 

@@ -168,6 +168,10 @@ class Run:
     def export_mesh(self, out=None, **options) -> dict:
         raise NotImplementedError
 
+    def export_pointcloud(self, out=None, **options) -> dict:
+        raise ValueError(f"{self.method.name} runs have no posed views to back-project depth from; point "
+                         f"clouds come from radiance-field runs (nerf, ngp, nerfw)")
+
 
 # --------------------------------------------------------------------------------------------------
 # Radiance fields
@@ -342,11 +346,29 @@ class FieldRun(Run):
         return print_metrics_table(metrics)
 
     def export_mesh(self, out=None, resolution: int = 256, threshold: float | None = None) -> dict:
-        """Marching cubes of the density over the scene box, written as PLY (default RUN/mesh.ply)."""
+        """Marching cubes of the density over the scene box with vertex colours, written as PLY
+        (default RUN/mesh.ply); the level is chosen from the field unless ``threshold`` is given,
+        and an empty mesh is an error naming a level to try."""
         from ..train.recon import density_mesh
 
         path = Path(out) if out is not None else self.path / "mesh.ply"
         return density_mesh(self.model, self.scene["aabb"], path, resolution=resolution, threshold=threshold)
+
+    def export_pointcloud(self, out=None, num_points: int = 100_000, split: str = "train",
+                          min_opacity: float = 0.5, seed: int = 0) -> dict:
+        """Coloured points back-projected from rendered depth of the ``split`` views (PLY, default
+        RUN/pointcloud.ply): see :func:`aware3d.train.recon.point_cloud`."""
+        from ..train.recon import point_cloud
+        from ..utils.mesh import write_ply
+
+        ds = self.load_data(split)
+        pts, cols = point_cloud(self.model, ds, num_points=num_points, min_opacity=min_opacity, seed=seed)
+        if len(pts) == 0:
+            raise ValueError(f"no rendered ray of the {split} views reached opacity {min_opacity:g}: nothing to "
+                             f"export (is the run trained? try --min-opacity 0.1)")
+        path = Path(out) if out is not None else self.path / "pointcloud.ply"
+        write_ply(path, pts.numpy(), torch.zeros(0, 3, dtype=torch.int32).numpy(), cols.numpy())
+        return {"path": str(path), "points": int(len(pts)), "views": len(ds), "split": split}
 
 
 # --------------------------------------------------------------------------------------------------

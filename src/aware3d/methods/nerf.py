@@ -100,6 +100,10 @@ class Model(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return (self.fine or self.coarse).density(x)
 
+    def point_color(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """RGB (..., 3) of the field at points x seen along unit directions d (mesh colours)."""
+        return (self.fine or self.coarse)(x, d)[1]
+
     # -- optimisation ----------------------------------------------------------------------------
     def make_optimizer(self):
         from .ngp import fused_adam_kwargs

@@ -220,6 +220,13 @@ class _NeRFWBase:
         """The appearance used without image ids: the mean of the training embeddings."""
         return None if self.appearance_codes is None else self.appearance_codes.weight.mean(0)
 
+    def point_color(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Static RGB (..., 3) at points x along directions d with the mean training appearance."""
+        net = getattr(self, "fine", None) or getattr(self, "coarse", None) or self.field
+        app = self.default_appearance()
+        bias = None if app is None else net.appearance_bias(app.expand(x.shape[0], -1))
+        return net(x, d, bias)["rgb"]
+
     def _codes(self, n: int, image_ids, appearance, transient):
         app = None
         if self.appearance_codes is not None:

@@ -193,6 +193,10 @@ class Model(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self.field.density(x)
 
+    def point_color(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """RGB (..., 3) of the field at points x seen along unit directions d (mesh colours)."""
+        return self.field(x, d)[1]
+
     # -- optimisation ----------------------------------------------------------------------------
     def make_optimizer(self):
         c = self.cfg

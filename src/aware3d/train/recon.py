@@ -326,22 +326,111 @@ def print_metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
-def density_mesh(model, aabb, path, resolution: int = 256, threshold: float | None = None,
-                 chunk: int = 2 ** 18) -> dict:
-    """Marching cubes of ``model.density`` on a resolution^3 grid over the box ``aabb`` (6,), at
-    ``threshold`` (default 10), written as PLY to ``path``."""
-    from ..utils.mesh import marching_cubes_mesh, write_ply
-
+def density_grid(model, aabb, resolution: int, chunk: int = 2 ** 18) -> torch.Tensor:
+    """``model.density`` on a resolution^3 grid over the box ``aabb`` (6,), indexed (x, y, z)."""
     aabb = torch.as_tensor(aabb, dtype=torch.float32)
     dev = next(model.parameters()).device
     lin = [torch.linspace(float(aabb[i]), float(aabb[i + 3]), resolution) for i in range(3)]
     grid = torch.stack(torch.meshgrid(*lin, indexing="ij"), -1).reshape(-1, 3)
-    dens = []
-    for i in range(0, grid.shape[0], chunk):
-        dens.append(model.density(grid[i:i + chunk].to(dev)).float().cpu())
-    vol = torch.cat(dens).reshape(resolution, resolution, resolution).numpy()
-    level = float(threshold) if threshold is not None else 10.0
-    verts, faces = marching_cubes_mesh(vol, level, aabb[:3].numpy(), aabb[3:].numpy())
-    write_ply(path, verts, faces)
-    return {"path": str(path), "vertices": int(len(verts)), "faces": int(len(faces)), "level": level}
+    dens = [model.density(grid[i:i + chunk].to(dev)).float().cpu() for i in range(0, grid.shape[0], chunk)]
+    return torch.cat(dens).reshape(resolution, resolution, resolution)
+
+
+def mesh_level(vol: torch.Tensor, threshold: float | None, default: float = 10.0) -> float:
+    """The iso-level of a density volume: ``threshold`` when given; else ``default`` (10) where the
+    field crosses it, the middle of the density range where the field never reaches it, and the
+    median of the densities where it is above it everywhere. A field with nothing to mesh is a ValueError."""
+    lo, hi = float(vol.min()), float(vol.max())
+    if not (hi > lo):
+        raise ValueError(f"the density is {lo:g} everywhere in the scene box: nothing to mesh (is the run "
+                         f"trained?)")
+    if threshold is not None:
+        return float(threshold)
+    if lo < default < hi:
+        return default
+    return 0.5 * (lo + hi) if hi <= default else float(vol.median())
+
+
+def _level_hint(vol: torch.Tensor) -> str:
+    q = torch.quantile(vol.flatten()[:: max(1, vol.numel() // 1_000_000)],
+                       torch.tensor([0.5, 0.9, 0.99])).tolist()
+    return (f"the density over the box spans {float(vol.min()):.3g} to {float(vol.max()):.3g} (median "
+            f"{q[0]:.3g}, 90th percentile {q[1]:.3g}, 99th {q[2]:.3g}); try --threshold {q[1]:.3g}")
+
+
+@torch.no_grad()
+def density_mesh(model, aabb, path, resolution: int = 256, threshold: float | None = None,
+                 colors: bool = True) -> dict:
+    """Marching cubes of ``model.density`` on a resolution^3 grid over the box ``aabb`` (6,) at the
+    level :func:`mesh_level` picks, written as PLY to ``path`` with vertex colours (the field's
+    colour seen from the outside, along the surface normal) where the model has ``point_color``.
+    Never writes an empty mesh: no surface at the level is a ValueError naming a level to try."""
+    from ..utils.mesh import marching_cubes_mesh, write_ply
+
+    aabb = torch.as_tensor(aabb, dtype=torch.float32)
+    vol = density_grid(model, aabb, resolution)
+    level = mesh_level(vol, threshold)
+    if not float(vol.min()) < level < float(vol.max()):
+        raise ValueError(f"no surface at density level {level:g}: {_level_hint(vol)}")
+    verts, faces = marching_cubes_mesh(vol.numpy(), level, aabb[:3].numpy(), aabb[3:].numpy())
+    if len(faces) == 0:
+        raise ValueError(f"no surface at density level {level:g}: {_level_hint(vol)}")
+    rgb = None
+    if colors and hasattr(model, "point_color"):
+        rgb = vertex_colors(model, torch.from_numpy(verts), torch.from_numpy(faces.astype("int64")))
+    write_ply(path, verts, faces, rgb)
+    return {"path": str(path), "vertices": int(len(verts)), "faces": int(len(faces)), "level": level,
+            "colors": rgb is not None}
+
+
+def vertex_colors(model, verts: torch.Tensor, faces: torch.Tensor, chunk: int = 2 ** 16) -> "np.ndarray":
+    """Colour (V, 3) in [0, 1] of each vertex: ``model.point_color`` a little outside the surface,
+    looking into it along the vertex normal (from the faces; the density gradient's direction)."""
+    import numpy as np
+
+    v = verts.float()
+    n = torch.zeros_like(v)
+    tri = v[faces]
+    fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+    for k in range(3):
+        n.index_add_(0, faces[:, k], fn)
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    edge = float((tri[:, 1] - tri[:, 0]).norm(dim=-1).mean()) if len(faces) else 1e-3
+    dev = next(model.parameters()).device
+    out = []
+    for a in range(0, v.shape[0], chunk):
+        vv, nn_ = v[a:a + chunk].to(dev), n[a:a + chunk].to(dev)
+        # outside is where the density is lower: orient each normal that way
+        inward = model.density(vv + edge * nn_).float() > model.density(vv - edge * nn_).float()
+        nn_ = torch.where(inward[:, None], -nn_, nn_)
+        out.append(model.point_color(vv + 0.5 * edge * nn_, -nn_).float().clamp(0, 1).cpu())
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 3), np.float32)
+
+
+@torch.no_grad()
+def point_cloud(model, ds, num_points: int = 100_000, min_opacity: float = 0.5, seed: int = 0,
+                chunk: int = 8192, max_rays: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coloured points back-projected from rendered depth of the dataset's views (as nerfstudio's
+    ``ns-export pointcloud``): random pixels of random views are rendered, rays whose opacity
+    reaches ``min_opacity`` give the point o + depth d (depth: expected distance along the unit ray)
+    with the rendered colour. Returns ``(points (P, 3), colors (P, 3))``, P <= ``num_points``."""
+    from ..render.cameras import rays_from_pixels
+
+    g = torch.Generator().manual_seed(int(seed))
+    dev = next(model.parameters()).device
+    n_views = len(ds)
+    pts, cols, drawn = [], [], 0
+    max_rays = max_rays or 4 * num_points
+    while sum(len(p) for p in pts) < num_points and drawn < max_rays:
+        n = min(chunk, max_rays - drawn)
+        view = torch.randint(0, n_views, (n,), generator=g)
+        uv = torch.stack([torch.rand(n, generator=g) * ds.width, torch.rand(n, generator=g) * ds.height], -1)
+        o, d = rays_from_pixels(ds.K[view], ds.c2w[view], uv)
+        out = model(o.to(dev), d.to(dev), training=False)
+        keep = (out["opacity"] >= min_opacity).cpu()
+        depth = (out["depth"].cpu() / out["opacity"].cpu().clamp_min(1e-6))[keep]  # depth given a hit
+        pts.append(o[keep] + depth[:, None] * d[keep])
+        cols.append(out["color"].float().clamp(0, 1).cpu()[keep])
+        drawn += n
+    points, colors = torch.cat(pts)[:num_points], torch.cat(cols)[:num_points]
+    return points, colors
