@@ -22,6 +22,18 @@ def _range(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _downscale(text: str):
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got {text!r}")
+    return n
+
+
 def _override(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -83,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, default=None, help="stop after M minutes of training")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--downscale", type=int, default=None, help="radiance fields: shrink images by N (default 1)")
+    t.add_argument("--downscale", type=_downscale, default=None, metavar="N|auto",
+                   help="radiance fields: shrink images by N (default auto: the smallest power of 2 that "
+                   "fits 300k pixels per image on a CPU, 2M on a GPU)")
     t.add_argument("--batch-size", type=int, default=None, help="rays (reconstruction) or images (GAN) per step")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     t.add_argument("--cam", action="store_true", help="add coordinate-aware modulation to the field")
@@ -101,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure this checkpoint (a step or a .pt file) instead of the latest; "
                    "writes RUN/eval/metrics_step_XXXXXXXX.json")
     e.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    e.add_argument("--max-views", type=int, default=None, help="radiance fields: the first N views of the split")
+    e.add_argument("--downscale", type=int, default=None,
+                   help="radiance fields: evaluate at this downscale (default the run's)")
     e.add_argument("--appearance-half", choices=("left",), default=None,
                    help="nerfw: optimise test appearance on the left half, measure on the right")
 

@@ -87,7 +87,7 @@ def cmd_eval(args, parser) -> int:
 
     run = load(args.run, device=args.device, checkpoint=args.checkpoint)
     options = _given(data=args.data, split=args.split, n_gen=args.n_gen,
-                     appearance_half=args.appearance_half)
+                     appearance_half=args.appearance_half, max_views=args.max_views, downscale=args.downscale)
     metrics = call_with_options(run.evaluate, options, f"evaluating {run.method.name} runs")
     print(run.format_metrics(metrics))
     print(f"wrote {metrics.get('path', run.path / 'eval' / run.metrics_name())}")

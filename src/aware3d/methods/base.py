@@ -234,15 +234,18 @@ class FieldMethod(Method):
     def train(self, data, out=None, preset: str | None = None, max_steps: int | None = None,
               max_minutes: float | None = None, resume: bool = False, seed: int = 0,
               batch_size: int | None = None, device: str | None = None,
-              overrides: Iterable[tuple[str, Any]] = (), downscale: int | None = None, **loop) -> Path:
+              overrides: Iterable[tuple[str, Any]] = (), downscale: int | str | None = None, **loop) -> Path:
         """Train on the posed dataset ``data`` through :func:`aware3d.train.recon.train`; returns
-        the run folder (default ``runs/<method>-<data folder name>``). ``loop`` passes the loop's
-        own options (``val_every``, ``ckpt_every``, ``progress``, ``log_every``...)."""
+        the run folder (default ``runs/<method>-<data folder name>``). ``downscale``: an integer, or
+        None / ``"auto"`` (the smallest power of 2 that fits the device's pixel budget, said when
+        training starts). ``loop`` passes the loop's own options (``val_every``, ``ckpt_every``,
+        ``progress``, ``log_every``, ``min_steps``...)."""
         from ..train import recon
 
         return recon.train(self, str(data), out=None if out is None else str(out), preset=preset,
                            max_steps=max_steps, max_minutes=max_minutes, resume=resume, seed=seed,
-                           downscale=1 if downscale is None else int(downscale), batch_size=batch_size,
+                           downscale="auto" if downscale in (None, "auto") else int(downscale),
+                           batch_size=batch_size,
                            device=device, overrides=list(overrides or ()), **loop)
 
     def load(self, run_dir, device: str | torch.device | None = None, checkpoint=None) -> "FieldRun":
@@ -282,11 +285,11 @@ class FieldRun(Run):
             self._scene = {**self._scene, **scene_info(self.load_data("train"))}
         return self._scene
 
-    def load_data(self, split: str = "train", data=None):
-        """A split of the run's dataset (or of ``data``) at the run's downscale."""
+    def load_data(self, split: str = "train", data=None, downscale: int | None = None):
+        """A split of the run's dataset (or of ``data``) at the run's downscale (or ``downscale``)."""
         from ..data import load_scene
 
-        return load_scene(data or self.saved["data"], split, downscale=self.saved["downscale"])
+        return load_scene(data or self.saved["data"], split, downscale=downscale or self.saved["downscale"])
 
     def intrinsics(self, width: int | None = None) -> torch.Tensor:
         """The training camera's K (3, 3), scaled to ``width`` pixels (default the training width)."""
@@ -318,8 +321,9 @@ class FieldRun(Run):
         return render_image(self.model, K, torch.as_tensor(c2w, dtype=torch.float32), W, H)
 
     def evaluate(self, data=None, split: str = "test", progress: bool = True,
-                 max_views: int | None = None, **protocol) -> dict:
-        """PSNR / SSIM (and depth error) on a split of the run's data (or ``data``); writes
+                 max_views: int | None = None, downscale: int | None = None, **protocol) -> dict:
+        """PSNR / SSIM (and depth error) on a split of the run's data (or ``data``), on its first
+        ``max_views`` views, at the run's downscale (or ``downscale``); writes
         ``RUN/eval/metrics.json``. ``protocol``: another evaluation the method has (nerfw:
         ``appearance_half="left"``)."""
         from ..train import recon
@@ -335,8 +339,8 @@ class FieldRun(Run):
         if chosen:
             (k, v), = chosen.items()
             return self.method.evaluators[k](self, v, data=data, split=split, progress=progress,
-                                             max_views=max_views)
-        ds = self.load_data(split, data)
+                                             max_views=max_views, downscale=downscale)
+        ds = self.load_data(split, data, downscale)
         return recon.evaluate(self.model, self.saved, ds, self.path / "eval", split=split,
                               progress=progress, max_views=max_views, metrics_name=self.metrics_name())
 

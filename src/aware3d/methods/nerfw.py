@@ -519,7 +519,7 @@ def Model(cfg: dict, scene: dict) -> nn.Module:
 
 def evaluate_appearance_half(run, half: str = "left", data: str | None = None, split: str = "test",
                              steps: int = 100, lr: float = 0.02, batch: int = 4096, progress: bool = True,
-                             max_views: int | None = None, seed: int = 0) -> dict:
+                             max_views: int | None = None, seed: int = 0, downscale: int | None = None) -> dict:
     """The paper's protocol: per test image, optimise its appearance embedding (from the mean
     training embedding, Adam, ``steps`` full-batch steps, network frozen, static render, MSE) on the
     LEFT half of the image (a fixed random subset of at most ``batch`` of its pixels, whose
@@ -543,7 +543,7 @@ def evaluate_appearance_half(run, half: str = "left", data: str | None = None, s
     dev = next(model.parameters()).device
     for p in model.parameters():
         p.requires_grad_(False)
-    ds = run.load_data(split, data)
+    ds = run.load_data(split, data, downscale)
     has_app = getattr(model, "appearance_codes", None) is not None
     n = len(ds) if max_views is None else min(len(ds), max_views)
     W, H = ds.width, ds.height

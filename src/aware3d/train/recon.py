@@ -76,7 +76,8 @@ def _val_psnr(model, val, n_views: int = 2) -> tuple[float, list]:
 
 def train(method, data: str, out: str | None = None, preset: str | None = None,
           max_steps: int | None = None, max_minutes: float | None = None, resume: bool = False,
-          seed: int = 0, downscale: int = 1, batch_size: int | None = None, device: str | None = None,
+          seed: int = 0, downscale: int | str | None = "auto", batch_size: int | None = None,
+          device: str | None = None,
           overrides=None, val_every: int = 500, ckpt_every: int = 1000, progress: bool = True,
           log_every: int = 25, val_every_seconds: float | None = None, val_views: int = 1,
           min_steps: int = 0) -> Path:
@@ -106,7 +107,11 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
         cfg = method.make_config(preset, overrides, batch_size=batch_size)
     dev = pick_device(device)
     torch.manual_seed(seed)
-    train_ds = load_scene(data, "train", downscale=downscale)
+    if downscale in (None, "auto"):
+        downscale, why = auto_downscale(data, dev)
+        if progress:
+            print(why, file=sys.stderr, flush=True)
+    train_ds = load_scene(data, "train", downscale=int(downscale))
     try:
         val_ds = load_scene(data, "val", downscale=downscale)
     except Exception:  # single-split formats: validate on a couple of training views
@@ -233,6 +238,25 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
     checkpoint()
     logger.close()
     return run_dir
+
+
+# pixels per training image that a step's ray sampling and the evaluation handle well on a CPU
+# (lego at 400 x 400; the fox at 480 x 270) and on a GPU
+PIXEL_BUDGET = {"cpu": 300_000, "cuda": 2_000_000}
+
+
+def auto_downscale(data, device, split: str = "train", budget: int | None = None) -> tuple[int, str]:
+    """The smallest downscale in 1, 2, 4, 8, 16 that brings the dataset's images within the pixel
+    budget of ``device`` (:data:`PIXEL_BUDGET`), and a sentence saying what was chosen."""
+    from ..data import load_scene
+
+    budget = budget or PIXEL_BUDGET.get(torch.device(device).type, PIXEL_BUDGET["cpu"])
+    first = load_scene(data, split, downscale=1, limit=1)
+    w, h = first.width, first.height
+    factor = next((f for f in (1, 2, 4, 8, 16) if (w // f) * (h // f) <= budget), 16)
+    why = (f"--downscale auto: {w}x{h} images -> {w // factor}x{h // factor} (downscale {factor}; at most "
+           f"{budget:,} pixels per image on {torch.device(device).type}; --downscale N sets it)")
+    return factor, why
 
 
 def start_summary(method: str, data, ds, cfg: dict, device, run_dir, budget: str, resume_step: int = 0,
