@@ -194,3 +194,11 @@ def test_train_method_help_lists_presets_and_settings(capsys):
     out = capsys.readouterr().out
     assert "--max-minutes" in out and "presets (--preset" in out and "celeba64" in out
     assert re.search(r"\n  ray_start\s+float\s+0\.5\s+\S", out)
+
+
+def test_default_program_follows_the_kind_of_scene():
+    run = aware3d.load(FIXTURES / "ngp", device="cpu")
+    assert run.default_program == "turntable"          # written before runs kept their format
+    run._scene = {**run._scene, "format": "nerfstudio"}
+    assert run.default_program == "training-path"      # a capture: a path through its cameras
+    assert aware3d.load(FIXTURES / "giraffe", device="cpu").default_program is None  # GANs list theirs

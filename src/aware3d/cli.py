@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="render images / MP4 / GIF from a run")
     r.add_argument("run", help="run folder")
     r.add_argument("--program", default=None, nargs="+", metavar=("NAME", "FILE"),
-                   help="render program (fields: turntable (default), test-views, path FILE.json; GANs: "
-                   "their controls, e.g. yaw-sweep, camera-elevation); --list shows the run's")
+                   help="render program (fields: turntable (default for synthetic scenes), orbit, "
+                   "training-path (default for captures), spiral, interpolate, test-views, path FILE.json; "
+                   "GANs: their controls, e.g. yaw-sweep, camera-elevation); --list shows the run's")
     r.add_argument("path", nargs="?", default=None, help="camera path JSON for --program path")
     r.add_argument("--out", default=None, help="output folder (default RUN/render/PROGRAM)")
     r.add_argument("--frames", type=int, default=None, help="number of frames")

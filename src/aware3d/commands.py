@@ -103,7 +103,7 @@ def cmd_render(args, parser) -> int:
             raise ValueError(f"--program: expected a name and at most one file, got {' '.join(args.program)}")
         path = args.program[1]
     run = load(args.run, device=args.device)
-    program = program or run.method.default_program
+    program = program or run.default_program
     if args.list or not program:
         width = max(len(n) for n in run.programs)
         print("\n".join(f"{n:<{width}}  {d}" for n, d in run.programs.items()))

@@ -145,6 +145,11 @@ class Run:
         """``{name: one-line description}`` of the render programs of this run."""
         return self.method.programs
 
+    @property
+    def default_program(self) -> str | None:
+        """What ``aware3d render RUN`` plays without ``--program`` (None: list the programs)."""
+        return self.method.default_program
+
     def render_program(self, name: str, out=None, **options) -> dict:
         """Play render program ``name`` (hyphens or underscores) into ``out`` (default
         ``RUN/render/<name>``); ``options`` are the program's (``frames``, ``seed``, ``path``...).
@@ -275,6 +280,13 @@ class FieldRun(Run):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def default_program(self) -> str:
+        """``training-path`` for captures (nerfstudio, COLMAP, LLFF data: the cameras are where the
+        scene was seen from), ``turntable`` for object-centred synthetic scenes (Blender format)."""
+        fmt = self._scene.get("format")
+        return "training-path" if fmt in ("nerfstudio", "colmap", "llff") else "turntable"
 
     @property
     def scene(self) -> dict:

@@ -392,3 +392,271 @@ def interpolate_poses(c2w_a: torch.Tensor, c2w_b: torch.Tensor, n: int) -> torch
     R = quaternion_to_matrix(q)
     t = (1 - s) * a[..., :3, 3] + s * b[..., :3, 3]
     return to_4x4(torch.cat([R, t.unsqueeze(-1)], -1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Camera paths of real captures: around the point the cameras look at, through the cameras
+
+
+def focus_point(c2w: torch.Tensor, fallback_depth: float = 1.0) -> torch.Tensor:
+    """The scene's centre of interest: the least-squares closest point (3,) to the optical axes of
+    the cameras ``c2w`` (N, 4, 4) (each axis: the camera centre along its -z column).
+
+    Where the axes are (nearly) parallel the least-squares problem has no unique answer (forward
+    facing captures); along those directions, and when the answer lies behind the cameras, the
+    point ``fallback_depth`` in front of the mean camera centre along the mean viewing direction
+    is used instead (as LLFF does with its focus depth)."""
+    c2w = _as_3x4("c2w", c2w)
+    if c2w.dim() != 3 or c2w.shape[0] < 1:
+        raise ShapeError(f"c2w: expected shape (N, 4, 4) with N >= 1, got {tuple(c2w.shape)}")
+    m = c2w.double()
+    o = m[:, :, 3]
+    d = -m[:, :, 2]
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    P = torch.eye(3, dtype=m.dtype) - d[:, :, None] * d[:, None, :]     # (N, 3, 3) projectors
+    A, b = P.sum(0), (P @ o[:, :, None]).sum(0).squeeze(-1)
+    fwd = d.mean(0)
+    fwd = fwd / fwd.norm().clamp_min(1e-12)
+    ref = o.mean(0) + float(fallback_depth) * fwd
+    # Solve on the well-determined eigen-directions of A; take the rest from the fallback point.
+    evals, evecs = torch.linalg.eigh(A)
+    good = evals > 1e-3 * c2w.shape[0]   # axes spread by more than ~2 degrees
+    rhs = evecs.T @ (b - A @ ref)
+    coef = torch.where(good, rhs / torch.where(good, evals, torch.ones_like(evals)), torch.zeros_like(rhs))
+    p = ref + evecs @ coef
+    if float((p - o.mean(0)) @ fwd) <= 0:   # behind the cameras: the axes diverge
+        p = ref
+    return p.to(c2w.dtype)
+
+
+def mean_up(c2w: torch.Tensor) -> torch.Tensor:
+    """The normalised mean of the cameras' up vectors (their +y columns) (3,)."""
+    c2w = _as_3x4("c2w", c2w)
+    up = c2w[..., :3, 1].reshape(-1, 3).double().mean(0)
+    n = up.norm()
+    if n < 1e-8:
+        raise ValueError("mean_up: the cameras' up vectors cancel out; no mean up direction")
+    return (up / n).to(c2w.dtype)
+
+
+def _perpendicular(v: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``v`` made perpendicular to unit ``up`` and normalised (any perpendicular when ``v`` is
+    parallel to ``up``)."""
+    w = v - (v @ up) * up
+    if w.norm() < 1e-8:
+        alt = torch.tensor([1.0, 0.0, 0.0], dtype=up.dtype)
+        if abs(float(alt @ up)) > 0.9:
+            alt = torch.tensor([0.0, 1.0, 0.0], dtype=up.dtype)
+        w = alt - (alt @ up) * up
+    return w / w.norm()
+
+
+def camera_orbit(c2w: torch.Tensor, fallback_depth: float = 1.0) -> dict:
+    """The orbit of a set of cameras (N, 4, 4) around their centre of interest: ``center``
+    (:func:`focus_point`), ``up`` (:func:`mean_up`), ``radius`` (mean distance of the camera
+    centres from the centre), ``elevation_deg`` (their mean elevation above the plane through the
+    centre normal to ``up``) and ``start`` (unit vector in that plane towards the first camera)."""
+    c2w = _as_3x4("c2w", c2w)
+    center = focus_point(c2w, fallback_depth).double()
+    up = mean_up(c2w).double()
+    rel = c2w[:, :3, 3].double() - center
+    dist = rel.norm(dim=-1)
+    el = torch.rad2deg(torch.asin(((rel @ up) / dist.clamp_min(1e-12)).clamp(-1, 1)))
+    dt = c2w.dtype
+    return {"center": center.to(dt), "up": up.to(dt), "radius": float(dist.mean()),
+            "elevation_deg": float(el.mean()), "elevations_deg": el.to(dt),
+            "start": _perpendicular(rel[0], up).to(dt)}
+
+
+def orbit_path(n: int, center, radius: float, elevation_deg, up=(0.0, 0.0, 1.0), start=None,
+               turns: float = 1.0) -> torch.Tensor:
+    """``n`` poses (n, 4, 4) circling ``center`` about the axis ``up`` at ``radius``, looking at
+    ``center`` with ``up`` as their up direction. ``elevation_deg``: a number or one per pose
+    (n,) (degrees above the plane normal to ``up``). The azimuth starts at ``start`` (a direction,
+    made perpendicular to ``up``; default any) and makes ``turns`` turns, the end excluded, counter-
+    clockwise seen from above."""
+    center = torch.as_tensor(center, dtype=torch.float64)
+    upv = torch.as_tensor(up, dtype=torch.float64)
+    upv = upv / upv.norm()
+    e1 = _perpendicular(torch.as_tensor(start if start is not None else (1.0, 0.0, 0.0),
+                                        dtype=torch.float64), upv)
+    e2 = torch.linalg.cross(upv, e1)
+    az = torch.arange(n, dtype=torch.float64) * (2 * math.pi * float(turns) / max(n, 1))
+    el = torch.deg2rad(torch.as_tensor(elevation_deg, dtype=torch.float64)).expand(n)
+    dirs = (torch.cos(el) * torch.cos(az))[:, None] * e1 + (torch.cos(el) * torch.sin(az))[:, None] * e2 \
+        + torch.sin(el)[:, None] * upv
+    eye = center + float(radius) * dirs
+    return look_at(eye, center.expand_as(eye), up=upv.tolist()).float()
+
+
+def llff_spiral_path(c2w: torch.Tensor, n: int, focus: torch.Tensor, rots: float = 2.0,
+                     zrate: float = 0.5, percentile: float = 90.0) -> torch.Tensor:
+    """LLFF's spiral render path (``render_path_spiral``) for forward-facing captures: ``n``
+    poses (n, 4, 4) on an elliptical spiral about the mean camera centre, in the frame of the mean
+    camera (axes: mean up, backwards = away from ``focus``), with radii the ``percentile`` of the
+    cameras' offsets along each axis; ``rots`` turns while moving ``zrate`` times as fast along
+    the viewing axis; every pose looks at ``focus`` with the mean up."""
+    c2w = _as_3x4("c2w", c2w)
+    m = c2w.double()
+    centres = m[:, :, 3]
+    c0 = centres.mean(0)
+    focus = torch.as_tensor(focus, dtype=torch.float64)
+    back = c0 - focus
+    back = back / back.norm().clamp_min(1e-12)
+    up = mean_up(c2w).double()
+    right = torch.linalg.cross(up, back)
+    right = right / right.norm().clamp_min(1e-12)
+    up = torch.linalg.cross(back, right)
+    R = torch.stack([right, up, back], -1)                          # mean camera frame
+    local = (centres - c0) @ R                                      # offsets in that frame
+    rads = torch.quantile(local.abs(), float(percentile) / 100.0, dim=0)
+    theta = torch.arange(n, dtype=torch.float64) * (2 * math.pi * float(rots) / max(n, 1))
+    offs = torch.stack([torch.cos(theta), -torch.sin(theta), -torch.sin(theta * float(zrate))], -1) * rads
+    eye = c0 + offs @ R.T
+    return look_at(eye, focus.expand_as(eye), up=up.tolist()).float()
+
+
+def camera_tour(centres: torch.Tensor, order: str = "auto", start: int = 0) -> torch.Tensor:
+    """An order (N,) of points ``centres`` (N, 3) for a path through all of them: ``"nearest"``
+    is a nearest-neighbour tour from ``start`` shortened by 2-opt moves (an open path, the end
+    free); ``"dataset"`` keeps the given order; ``"auto"`` keeps the given order when it is
+    already smooth (its polyline at most 1.25 times as long as the tour) and tours otherwise."""
+    if order not in ("auto", "nearest", "dataset"):
+        raise ValueError(f"order: expected 'auto', 'nearest' or 'dataset', got {order!r}")
+    check_tensor("centres", centres, (3,))
+    n = int(centres.shape[0])
+    given = torch.arange(n)
+    if order == "dataset" or n <= 2:
+        return given
+    x = centres.double()
+    D = torch.cdist(x, x)
+    seen = torch.zeros(n, dtype=torch.bool)
+    tour = [int(start) % n]
+    seen[tour[0]] = True
+    for _ in range(n - 1):
+        d = D[tour[-1]].masked_fill(seen, float("inf"))
+        j = int(d.argmin())
+        tour.append(j)
+        seen[j] = True
+    t = torch.tensor(tour)
+    for _ in range(50):                        # 2-opt on the open path (start fixed)
+        improved = False
+        for i in range(n - 2):
+            a, b = t[i], t[i + 1]
+            js = torch.arange(i + 2, n)
+            c = t[js]
+            nxt = torch.cat([t[i + 3:], t[-1:]])          # t[j + 1] (the last has none)
+            has_next = js < n - 1
+            old = D[a, b] + torch.where(has_next, D[c, nxt], torch.zeros(()))
+            new = D[a, c] + torch.where(has_next, D[b, nxt], torch.zeros(()))
+            gain = old - new
+            k = int(gain.argmax())
+            if float(gain[k]) > 1e-9:
+                j = int(js[k])
+                t[i + 1:j + 1] = t[i + 1:j + 1].flip(0)
+                improved = True
+        if not improved:
+            break
+    if order == "auto":
+        def length(idx):
+            return float((x[idx[1:]] - x[idx[:-1]]).norm(dim=-1).sum())
+        if length(given) <= 1.25 * length(t):
+            return given
+    return t
+
+
+def slerp(qa: torch.Tensor, qb: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Spherical linear interpolation of unit quaternions (..., 4) at fractions ``s`` (...,) along
+    the shorter arc (``s`` = 0 gives ``qa``, 1 gives ``qb`` up to sign)."""
+    s = torch.as_tensor(s, dtype=qa.dtype)[..., None]
+    dot = (qa * qb).sum(-1, keepdim=True)
+    qb = torch.where(dot < 0, -qb, qb)
+    dot = dot.abs().clamp(max=1.0)
+    theta = torch.acos(dot)
+    sin = torch.sin(theta)
+    lin = sin < 1e-6
+    safe = torch.where(lin, torch.ones_like(sin), sin)
+    wa = torch.where(lin, 1 - s, torch.sin((1 - s) * theta) / safe)
+    wb = torch.where(lin, s, torch.sin(s * theta) / safe)
+    q = wa * qa + wb * qb
+    return q / q.norm(dim=-1, keepdim=True)
+
+
+def _catmull_rom(p0, p1, p2, p3, u, alpha: float = 0.5):
+    """Centripetal Catmull-Rom (Barry-Goldman) between ``p1`` and ``p2`` at ``u`` in [0, 1]:
+    p* (M, 3), u (M,). Passes through p1 at u = 0 and p2 at u = 1; no cusps or self-loops."""
+    def knot(a, b):
+        return (b - a).norm(dim=-1, keepdim=True).pow(alpha).clamp_min(1e-9)
+
+    t0 = torch.zeros_like(p0[:, :1])
+    t1 = t0 + knot(p0, p1)
+    t2 = t1 + knot(p1, p2)
+    t3 = t2 + knot(p2, p3)
+    t = t1 + u[:, None] * (t2 - t1)
+    a1 = ((t1 - t) * p0 + (t - t0) * p1) / (t1 - t0)
+    a2 = ((t2 - t) * p1 + (t - t1) * p2) / (t2 - t1)
+    a3 = ((t3 - t) * p2 + (t - t2) * p3) / (t3 - t2)
+    b1 = ((t2 - t) * a1 + (t - t0) * a2) / (t2 - t0)
+    b2 = ((t3 - t) * a2 + (t - t1) * a3) / (t3 - t1)
+    return ((t2 - t) * b1 + (t - t1) * b2) / (t2 - t1)
+
+
+def smooth_path(c2w: torch.Tensor, n: int, order: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` poses (n, 4, 4) along a smooth path through the cameras ``c2w`` (N, 4, 4): the
+    cameras are ordered by :func:`camera_tour` (``order``), centres are joined by a centripetal
+    Catmull-Rom spline and rotations by slerp, each segment getting frames in proportion to its
+    length (distance plus turn angle times the cameras' spread), so the speed is near constant.
+
+    Returns ``(poses, keyframes)``: ``keyframes`` (N,) is the frame at which the path passes
+    through each camera (``poses[keyframes[i]]`` equals ``c2w[i]``), or -1 for every camera when
+    ``n`` < N (the path is then sampled evenly by length and passes near them)."""
+    c2w = to_4x4(c2w)
+    if c2w.dim() != 3 or c2w.shape[0] < 1:
+        raise ShapeError(f"c2w: expected shape (N, 4, 4) with N >= 1, got {tuple(c2w.shape)}")
+    if n < 1:
+        raise ValueError(f"n: expected at least 1 frame, got {n}")
+    N = int(c2w.shape[0])
+    if N == 1:
+        return c2w.expand(n, 4, 4).clone(), torch.zeros(1, dtype=torch.long)
+    tour = camera_tour(c2w[:, :3, 3], order)
+    m = c2w[tour].double()
+    pts, q = m[:, :3, 3], matrix_to_quaternion(m[:, :3, :3])
+    for i in range(1, N):                                   # one hemisphere, consecutive
+        if float((q[i] * q[i - 1]).sum()) < 0:
+            q[i] = -q[i]
+    spread = float((pts - pts.mean(0)).norm(dim=-1).mean()) or 1.0
+    angle = 2 * torch.acos((q[1:] * q[:-1]).sum(-1).abs().clamp(max=1.0))
+    seg = (pts[1:] - pts[:-1]).norm(dim=-1) + spread * angle          # (N-1,)
+    if float(seg.sum()) <= 0:
+        seg = torch.ones_like(seg)
+    if n - 1 >= N - 1 and n > 1:
+        # integer frames per segment (>= 1 each), largest remainders, so keyframes are frames
+        extra = n - 1 - (N - 1)
+        ideal = seg / seg.sum() * extra
+        counts = 1 + ideal.floor().long()
+        left = extra - int(counts.sum() - (N - 1))
+        if left > 0:
+            counts[torch.argsort(ideal - ideal.floor(), descending=True)[:left]] += 1
+        seg_idx = torch.repeat_interleave(torch.arange(N - 1), counts)
+        starts = torch.cumsum(counts, 0) - counts
+        u = (torch.arange(n - 1) - starts[seg_idx]).double() / counts[seg_idx].double()
+        seg_idx = torch.cat([seg_idx, torch.tensor([N - 2])])
+        u = torch.cat([u, torch.ones(1, dtype=torch.float64)])
+        keyframes = torch.cat([starts, torch.tensor([n - 1])])
+    else:
+        cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(seg, 0)])
+        s = torch.linspace(0, float(cum[-1]), n, dtype=torch.float64)
+        seg_idx = (torch.searchsorted(cum, s, right=True) - 1).clamp(0, N - 2)
+        u = ((s - cum[seg_idx]) / seg[seg_idx].clamp_min(1e-12)).clamp(0, 1)
+        keyframes = torch.full((N,), -1, dtype=torch.long)
+    ext = torch.cat([2 * pts[:1] - pts[1:2], pts, 2 * pts[-1:] - pts[-2:-1]])  # end tangents
+    pos = _catmull_rom(ext[seg_idx], ext[seg_idx + 1], ext[seg_idx + 2], ext[seg_idx + 3], u)
+    rot = quaternion_to_matrix(slerp(q[seg_idx], q[seg_idx + 1], u))
+    # exact keyframes (the spline reaches them up to rounding)
+    hit = keyframes >= 0
+    pos[keyframes[hit]] = pts[hit]
+    rot[keyframes[hit]] = m[hit, :3, :3]
+    out = to_4x4(torch.cat([rot, pos[:, :, None]], -1)).to(c2w.dtype)
+    by_camera = torch.empty_like(keyframes)
+    by_camera[tour] = keyframes
+    return out, by_camera

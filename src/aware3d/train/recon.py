@@ -39,6 +39,7 @@ def scene_info(ds) -> dict:
     dist = centres.norm(dim=-1)
     elev = torch.rad2deg(torch.asin((centres[:, 2] / dist.clamp_min(1e-8)).clamp(-1, 1)))
     return {"aabb": ds.aabb.tolist(), "near": float(ds.near), "far": float(ds.far),
+            "format": getattr(ds, "format", None),
             "background": ds.background.tolist(), "width": ds.width, "height": ds.height,
             "K": ds.K[0].tolist(), "orbit_radius": float(dist.mean()),
             "orbit_elevation_deg": float(elev.mean())}
