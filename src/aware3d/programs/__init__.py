@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-__all__ = ["Program", "canonical", "program_table", "find_program"]
+__all__ = ["Program", "canonical", "program_table", "find_program", "generate_frames"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,21 @@ def find_program(programs: Mapping[str, Program], name: str, owner: str = "this 
         raise ValueError(f"--program: expected one of the programs of {owner} "
                          f"({', '.join(programs) or 'none'}), got {name!r}")
     return programs[key]
+
+
+def generate_frames(G, frames, n_samples: int, to_image: Callable, chunk: int = 16):
+    """Run the generator ``G`` on each frame's inputs: ``frames`` yields ``(inputs, kwargs)`` with
+    inputs batch-first (``n_samples`` scenes), evaluated in chunks of ``chunk`` scenes on G's device;
+    ``to_image(output) -> (B, C, H, W)`` in [0, 1]. Returns (T, n_samples, H, W, C) on the CPU."""
+    import torch
+
+    dev = next(G.parameters()).device
+    out = []
+    with torch.no_grad():
+        for inputs, kw in frames:
+            parts = []
+            for a in range(0, n_samples, chunk):
+                x = {k: (v[a:a + chunk].to(dev) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+                parts.append(to_image(G(x, **kw)).float().cpu())
+            out.append(torch.cat(parts).permute(0, 2, 3, 1))
+    return torch.stack(out)

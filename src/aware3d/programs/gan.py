@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..train.gan import to_unit
-from . import Program, canonical
+from . import Program, canonical, generate_frames
 
 _BASE_PROGRAMS = ("yaw-sweep", "pitch-sweep", "seed-grid")
 
@@ -93,15 +93,8 @@ def render_program_frames(method, G, program: str, seed: int = 0, n_frames: int 
     g = torch.Generator().manual_seed(int(seed))
     base = method.sample_inputs(n_samples, g, train=False)
     other = method.sample_inputs(n_samples, g, train=False)
-    dev = next(G.parameters()).device
-    out = []
-    for x in _program_inputs(method, program, base, other, n_frames):
-        imgs = []
-        for a in range(0, n_samples, chunk):
-            part = {k: (v[a:a + chunk].to(dev) if torch.is_tensor(v) else v) for k, v in x.items()}
-            imgs.append(to_unit(G(part), method.image_range).cpu())
-        out.append(torch.cat(imgs).permute(0, 2, 3, 1))
-    return torch.stack(out)
+    frames = ((x, {}) for x in _program_inputs(method, program, base, other, n_frames))
+    return generate_frames(G, frames, n_samples, lambda y: to_unit(y, method.image_range), chunk)
 
 
 def render_program(method, G, program: str, out_dir, seed: int = 0, n_frames: int | None = None,

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..render.cameras import rotation_z
-from . import Program, canonical
+from . import Program, canonical, generate_frames
 
 def _clone(inputs: dict) -> dict:
     return {k: v.clone() for k, v in inputs.items()}
@@ -185,20 +185,11 @@ def render_frames(gan, G, program: str, seed: int = 0, n_frames: int = 32, n_sam
     g = torch.Generator().manual_seed(int(seed))
     base = gan.sample_inputs(n_samples, g, train=False)
     other = gan.sample_inputs(n_samples, g, train=False)
-    dev = next(G.parameters()).device
-    frames = []
-    for inputs, kw in _FRAMES[program][1](gan, base, other, n_frames, g):
-        parts = []
-        for a in range(0, n_samples, chunk):
-            x = {k: v[a:a + chunk].to(dev) for k, v in inputs.items()}
-            out = G(x, **kw)
-            if isinstance(out, dict):
-                img = torch.cat([out["image"], out["alpha"]], 1)
-            else:
-                img = out
-            parts.append(img.float().cpu())
-        frames.append(torch.cat(parts).permute(0, 2, 3, 1).clamp(0, 1))
-    return torch.stack(frames)
+
+    def to_image(out):  # RGBA where the program asks the generator for alpha
+        return (torch.cat([out["image"], out["alpha"]], 1) if isinstance(out, dict) else out).clamp(0, 1)
+
+    return generate_frames(G, _FRAMES[program][1](gan, base, other, n_frames, g), n_samples, to_image, chunk)
 
 
 def render(run, program: str, out_dir, seed: int = 0, n_frames: int = 32, n_samples: int = 4,
