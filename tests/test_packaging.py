@@ -179,7 +179,7 @@ def test_every_third_party_import_is_declared():
 def test_optional_extras_are_declared():
     extras = _pyproject()["project"]["optional-dependencies"]
     assert {"gan", "test"} <= set(extras)
-    # placeholders: declared, never installed by default or by the test extra
+    # sfm: pycolmap for `aware3d data process` (the test extra installs it); viewer: declared for later
     assert [_req_name(r) for r in extras.get("sfm", ["pycolmap"])] == ["pycolmap"]
     assert [_req_name(r) for r in extras.get("viewer", ["viser"])] == ["viser"]
 

@@ -53,8 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     # data ----------------------------------------------------------------------------------------
-    d = sub.add_parser("data", help="make built-in datasets")
+    d = sub.add_parser("data", help="make built-in datasets, or turn your photos / video into a posed scene")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    proc = dsub.add_parser("process", help="structure from motion on your photos or video (pycolmap; "
+                                           "pip install \".[sfm]\"): a nerfstudio-style scene to train on")
+    psub = proc.add_subparsers(dest="process_kind", metavar="KIND")
+    pi = psub.add_parser("images", help="a folder of photos -> transforms.json, images/, images_2/4/8, sparse_pc.ply")
+    pi.add_argument("src", help="folder of photos (jpg, png, ...)")
+    pi.add_argument("out", help="output folder (must not exist or be empty; see --overwrite)")
+    pi.add_argument("--matching", choices=("auto", "exhaustive", "sequential"), default="auto",
+                    help="feature matching (auto: exhaustive for small photo sets, sequential for large)")
+    pv = psub.add_parser("video", help="a video -> the sharpest frame of each window, then as images")
+    pv.add_argument("src", help="video file (anything ffmpeg reads: mp4, mov, ...)")
+    pv.add_argument("out", help="output folder")
+    pv.add_argument("--num-frames", type=int, default=100, help="frames to keep (default 100)")
+    pv.add_argument("--matching", choices=("auto", "exhaustive", "sequential"), default="sequential",
+                    help="feature matching (default sequential)")
+    for q in (pi, pv):
+        q.add_argument("--max-size", type=int, default=None, help="longer image side in pixels (default: keep)")
+        q.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+        q.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
     synth = dsub.add_parser("synth", help="render a dataset with the built-in analytic ray caster")
     ssub = synth.add_subparsers(dest="synth_kind", metavar="KIND")
     sc = ssub.add_parser("scene", help="posed multi-view scene in Blender format (train/val/test, depth, masks)")

@@ -17,6 +17,22 @@ def _given(**options) -> dict:
 
 
 def cmd_data(args, parser) -> int:
+    if args.data_command == "process":
+        if not getattr(args, "process_kind", None):
+            parser.parse_args(["data", "process", "--help"])
+            return 2
+        from .data import process
+
+        common = dict(matching=args.matching, max_size=args.max_size, overwrite=args.overwrite,
+                      verbose=args.verbose)
+        if args.process_kind == "images":
+            summary = process.process_images(args.src, args.out, **common)
+        else:
+            summary = process.process_video(args.src, args.out, num_frames=args.num_frames, **common)
+        print(f"wrote a posed scene to {args.out}: train on it with `aware3d train ngp --data {args.out}`")
+        print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2,
+                         default=str))
+        return 0
     if args.data_command != "synth" or not getattr(args, "synth_kind", None):
         parser.parse_args(["data", "synth", "--help"])
         return 2
