@@ -79,3 +79,13 @@ def test_render_program_path_file_as_the_readme_writes_it(tmp_path, capsys):
     assert Image.open(out / "rgb.gif").n_frames == 1  # three identical frames merge in a GIF
     assert (out / "rgb.mp4").stat().st_size > 0
     assert main(["render", str(run), "--program", "path", "a.json", "b.json"]) == 2
+
+
+def test_fit_image_resolution(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((100, 160, 3)) * 255).astype("uint8")).save(tmp_path / "a.png")
+    assert main(["fit", "image", str(tmp_path / "a.png"), "--steps", "2", "--resolution", "40",
+                 "--out", str(tmp_path / "fit")]) == 0
+    assert Image.open(tmp_path / "fit" / "reconstruction.png").size == (40, 25)  # longer side 40

@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--field", choices=("mlp", "hash"), default="mlp")
     fi.add_argument("--cam", action="store_true")
     fi.add_argument("--steps", type=int, default=1000)
+    fi.add_argument("--resolution", type=int, default=256,
+                    help="the image's longer side is area-resized to at most N pixels (default 256)")
     fi.add_argument("--out", default=None)
 
     # demo ----------------------------------------------------------------------------------------

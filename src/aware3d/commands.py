@@ -159,7 +159,8 @@ def cmd_fit(args, parser) -> int:
         return 2
     from .fit import fit_image
 
-    m = fit_image(args.path, field=args.field, cam=args.cam, steps=args.steps, out=args.out, progress=True)
+    m = fit_image(args.path, field=args.field, cam=args.cam, steps=args.steps, out=args.out, progress=True,
+                  max_side=args.resolution)
     print(f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f} after {m['steps']} steps "
           f"({m['seconds']:.1f} s, {m['params']:,} parameters)")
     for k, v in m.get("files", {}).items():
