@@ -454,8 +454,7 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
     with the engine settings; rank 0 alone writes. ``on_step(engine, scalars)`` is called after
     every step (tests, custom logging). ``engine_cls`` swaps in a :class:`GanEngine` subclass
     (a method with its own phase losses)."""
-    from .io import (ScalarLogger, install_sigint_checkpoint, latest_checkpoint, load_checkpoint,
-                     prepare_run_dir, save_checkpoint, save_png)
+    from .io import RunLock, prepare_run_dir
 
     if cfg.max_steps is None and cfg.max_minutes is None:
         raise ValueError("train_gan: give max_steps or max_minutes (otherwise training never ends)")
@@ -464,14 +463,46 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
         tune_cpu_allocator()
     run_dir = Path(run_dir)
     plain = {**(config or {}), "gan": dataclasses.asdict(cfg), "world_size": world}
+    lock = None
     if rank == 0:
-        prepare_run_dir(run_dir, method.name, plain, resume=resume)
+        prepare_run_dir(run_dir, method.name, plain, resume=resume, write=False)
+        lock = RunLock(run_dir).acquire()  # one trainer per run folder
+    try:
+        return _train_gan_locked(method, dataset, run_dir, cfg, resume, plain, on_step, engine_cls,
+                                 rank, world, device)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_gan_locked(method, dataset, run_dir: Path, cfg: GanConfig, resume: bool, plain: dict,
+                      on_step, engine_cls, rank: int, world: int, device) -> Path:
+    from .io import (ScalarLogger, clean_orphan_temps, install_sigint_checkpoint, latest_checkpoint,
+                     load_checkpoint, save_checkpoint, save_png, write_run_config)
+
+    if rank == 0:
+        removed, size = clean_orphan_temps(run_dir)
+        if removed and cfg.progress:
+            print(f"removed {removed} temporary checkpoint file(s) ({size / 2**20:.1f} MiB) left by an "
+                  f"interrupted write", file=sys.stderr)
     if world > 1:
         dist.barrier()
     engine = (engine_cls or GanEngine)(method, cfg, device=device, rank=rank, world_size=world)
     resumed = resume and latest_checkpoint(run_dir) is not None
     if resumed:
-        engine.load_state_dict(load_checkpoint(run_dir, map_location="cpu"))
+        state = load_checkpoint(run_dir, map_location="cpu")
+        try:
+            engine.load_state_dict(state)
+        except RuntimeError as e:  # networks of other shapes: settings that change the architecture
+            from .io import RunDirError
+
+            first = str(e).strip().splitlines()[0]
+            raise RunDirError(f"{run_dir}: cannot resume: its checkpoint (step {state.get('step')}) does not fit "
+                              f"the networks of these settings ({first}); a --set that changes the "
+                              f"architecture (e.g. resolution) needs a new --out. Nothing was changed.") from e
+    if rank == 0:  # written once the checkpoint it resumes has loaded: a rejected resume changes nothing
+        write_run_config(run_dir, method.name, plain)
+    config = {k: v for k, v in plain.items() if k not in ("gan", "world_size")}
     logger = ScalarLogger(run_dir, resume_step=engine.step if resumed else None) if rank == 0 else None
     fixed = engine.fixed_inputs() if rank == 0 else None
 

@@ -49,7 +49,7 @@ __all__ = [
     "CheckpointError", "CheckpointNotFoundError", "RunDirError",
     "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
     "get_rng_state", "set_rng_state",
-    "prepare_run_dir", "load_run_config", "to_plain",
+    "prepare_run_dir", "write_run_config", "load_run_config", "to_plain", "RunLock", "clean_orphan_temps",
     "ScalarLogger",
     "to_uint8", "save_png", "make_grid", "save_video", "colorize_depth",
     "install_sigint_checkpoint", "SigintGuard",
@@ -289,17 +289,17 @@ def to_plain(obj: Any) -> Any:
     return str(obj)
 
 
-def prepare_run_dir(out: PathLike, method: str, config: Mapping[str, Any], resume: bool = False
-                    ) -> Path:
+def prepare_run_dir(out: PathLike, method: str, config: Mapping[str, Any], resume: bool = False,
+                    write: bool = True) -> Path:
     """Create (or reopen) the run folder ``out`` and write ``config.yaml`` + ``config.json``.
 
     The written config is ``{"method": method, **to_plain(config)}``. A folder that already holds
     checkpoints is refused (:class:`RunDirError`) unless ``resume=True``; when resuming, the stored
     method must match. A folder without checkpoints (empty, or a run that died before its first
-    checkpoint) is reused. Returns the run folder as a Path.
+    checkpoint) is reused. With ``write=False`` only the checks run and the folders are made: a
+    trainer writes the config (:func:`write_run_config`) once the checkpoint it resumes from has
+    loaded, so a rejected resume changes nothing on disk. Returns the run folder as a Path.
     """
-    import yaml
-
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a folder; choose another --out")
@@ -321,10 +321,117 @@ def prepare_run_dir(out: PathLike, method: str, config: Mapping[str, Any], resum
                                   f"as {method!r}; choose a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     _ckpt_dir(run_dir).mkdir(exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml",
-                      yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
-    atomic_write_text(run_dir / "config.json", json.dumps(plain, indent=2) + "\n")
+    if write:
+        write_run_config(run_dir, method, config)
     return run_dir
+
+
+def write_run_config(run_dir: PathLike, method: str, config: Mapping[str, Any]) -> None:
+    """``config.yaml`` + ``config.json`` of a run folder: ``{"method": method, **config}``."""
+    import yaml
+
+    plain = to_plain(dict(config))
+    plain = {"method": method, **{k: v for k, v in plain.items() if k != "method"}}
+    atomic_write_text(Path(run_dir) / "config.yaml",
+                      yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
+    atomic_write_text(Path(run_dir) / "config.json", json.dumps(plain, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# One trainer per run folder
+# --------------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class RunLock:
+    """``RUN/.lock`` while a process trains in the run folder: ``{"pid", "host", "since"}``.
+
+    A second trainer fails with a message naming the holder. The stale-lock rule: a lock written on
+    this host by a process that no longer runs (killed, crashed) is taken over with a note; a lock
+    from another host is never taken over (its process cannot be checked from here): delete the
+    file once that process is gone."""
+
+    def __init__(self, run_dir: PathLike):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        import socket
+
+        host, me = socket.gethostname(), os.getpid()
+        info = {"pid": me, "host": host, "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    held = json.loads(self.path.read_text() or "{}")
+                except (OSError, ValueError):
+                    held = {}
+                pid, on = held.get("pid"), held.get("host")
+                if on == host and pid is not None and not _pid_alive(pid) or (held == {} and self._old()):
+                    warnings.warn(f"{self.path}: taking over the lock of process {pid} on {on} (since "
+                                  f"{held.get('since', '?')}), which no longer runs", RuntimeWarning, stacklevel=3)
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    continue
+                raise RunDirError(
+                    f"{self.path.parent}: another process is training in this run folder: pid {pid} on "
+                    f"{on}, since {held.get('since', '?')}. Wait for it, or choose another --out. (A lock "
+                    f"of a process that no longer runs on this host is taken over by itself; if the holder "
+                    f"was on another machine and is gone, delete {self.path}.)") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(info, f)
+            self.held = True
+            return self
+        raise RunDirError(f"{self.path}: could not take the run folder's lock")
+
+    def _old(self, seconds: float = 60.0) -> bool:
+        """An empty or unreadable lock file older than a minute: a writer that died mid-write."""
+        try:
+            return time.time() - self.path.stat().st_mtime > seconds
+        except OSError:
+            return True
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def clean_orphan_temps(run_dir: PathLike) -> tuple[int, int]:
+    """Delete the temporary checkpoint files (``checkpoints/.step_*.tmp.pt``) a killed write left
+    behind; real checkpoints are never touched. Call it while holding the run's lock. Returns
+    ``(files, bytes)`` removed."""
+    n = size = 0
+    folder = _ckpt_dir(run_dir)
+    if not folder.is_dir():
+        return 0, 0
+    for p in folder.glob(".step_*.tmp*"):
+        if p.is_file() and not _CKPT_RE.match(p.name):
+            with contextlib.suppress(OSError):
+                size += p.stat().st_size
+                p.unlink()
+                n += 1
+    return n, size
 
 
 def load_run_config(run_dir: PathLike) -> dict:

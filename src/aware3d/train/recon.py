@@ -121,124 +121,131 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
     scene["n_images"] = len(train_ds)
     run_cfg = {"config": cfg, "data": str(Path(data).resolve()), "seed": seed, "downscale": downscale,
                "scene": scene}
-    run_dir = io.prepare_run_dir(run_dir, name, run_cfg, resume=resume)
-    model = method.build(cfg, scene, dev)
-    opt = model.make_optimizer()
-    step, train_seconds = 0, 0.0
-    if resume:
-        ck = io.load_checkpoint(run_dir)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        io.set_rng_state(ck["rng"])
-        step = int(ck["step"])
-        train_seconds = float(ck.get("train_seconds", 0.0))
-        if hasattr(model, "n_rays") and "n_rays" in ck:
-            model.n_rays = int(ck["n_rays"])
+    run_dir = io.prepare_run_dir(run_dir, name, run_cfg, resume=resume, write=False)
+    with io.RunLock(run_dir):  # one trainer per run folder
+        removed, size = io.clean_orphan_temps(run_dir)
+        if removed and progress:
+            print(f"removed {removed} temporary checkpoint file(s) ({size / 2**20:.1f} MiB) left by an "
+                  f"interrupted write", file=sys.stderr)
+        model = method.build(cfg, scene, dev)
+        opt = model.make_optimizer()
+        step, train_seconds = 0, 0.0
+        if resume:
+            ck = io.load_checkpoint(run_dir)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            io.set_rng_state(ck["rng"])
+            step = int(ck["step"])
+            train_seconds = float(ck.get("train_seconds", 0.0))
+            if hasattr(model, "n_rays") and "n_rays" in ck:
+                model.n_rays = int(ck["n_rays"])
+        # the config is written once the checkpoint it resumes has loaded: a rejected resume changes nothing
+        io.write_run_config(run_dir, name, run_cfg)
 
-    # all training rays once, kept on the device; a step draws a random subset of them
-    from ..render.cameras import image_rays
-    o_all, d_all = image_rays(train_ds.K, train_ds.c2w, train_ds.width, train_ds.height)
-    o_all, d_all = o_all.reshape(-1, 3).to(dev), d_all.reshape(-1, 3).to(dev)
-    rgb_all = train_ds.images.reshape(-1, 3).to(dev)
-    n_total = rgb_all.shape[0]
-    uses_ids = getattr(model, "uses_image_ids", False)
-    if uses_ids:
-        ids_all = torch.arange(len(train_ds), device=dev).repeat_interleave(train_ds.width * train_ds.height)
+        # all training rays once, kept on the device; a step draws a random subset of them
+        from ..render.cameras import image_rays
+        o_all, d_all = image_rays(train_ds.K, train_ds.c2w, train_ds.width, train_ds.height)
+        o_all, d_all = o_all.reshape(-1, 3).to(dev), d_all.reshape(-1, 3).to(dev)
+        rgb_all = train_ds.images.reshape(-1, 3).to(dev)
+        n_total = rgb_all.shape[0]
+        uses_ids = getattr(model, "uses_image_ids", False)
+        if uses_ids:
+            ids_all = torch.arange(len(train_ds), device=dev).repeat_interleave(train_ds.width * train_ds.height)
 
-    limit_steps = max_steps if max_steps is not None else (None if max_minutes else cfg.get("max_steps"))
-    if progress:
-        parts = ([f"{max_minutes:g} minutes of training"] if max_minutes is not None else []) + \
-                ([f"at most {limit_steps} steps"] if limit_steps is not None else []) + \
-                ([f"at least {min_steps} steps"] if min_steps and max_minutes is not None else [])
-        budget = ", ".join(parts) or "until stopped"
-        print(start_summary(name, data, train_ds, cfg, dev, run_dir, budget=budget, resume_step=step,
-                            images=f"{len(train_ds)} training / {len(val_ds) if val_ds is not train_ds else 0} "
-                                   f"validation images"), file=sys.stderr, flush=True)
-    if getattr(model, "needs_kernels", False):
-        prepare_kernels(dev, progress)
-    state = {"step": step}
-    budget_end = train_seconds + 60 * max_minutes if max_minutes is not None else None
-    next_val_time = train_seconds + val_every_seconds if val_every_seconds else None
+        limit_steps = max_steps if max_steps is not None else (None if max_minutes else cfg.get("max_steps"))
+        if progress:
+            parts = ([f"{max_minutes:g} minutes of training"] if max_minutes is not None else []) + \
+                    ([f"at most {limit_steps} steps"] if limit_steps is not None else []) + \
+                    ([f"at least {min_steps} steps"] if min_steps and max_minutes is not None else [])
+            budget = ", ".join(parts) or "until stopped"
+            print(start_summary(name, data, train_ds, cfg, dev, run_dir, budget=budget, resume_step=step,
+                                images=f"{len(train_ds)} training / {len(val_ds) if val_ds is not train_ds else 0} "
+                                       f"validation images"), file=sys.stderr, flush=True)
+        if getattr(model, "needs_kernels", False):
+            prepare_kernels(dev, progress)
+        state = {"step": step}
+        budget_end = train_seconds + 60 * max_minutes if max_minutes is not None else None
+        next_val_time = train_seconds + val_every_seconds if val_every_seconds else None
 
-    def checkpoint():
-        extra = {"n_rays": getattr(model, "n_rays", 0), "train_seconds": train_seconds}
-        io.save_checkpoint(run_dir, state["step"], {"model": model.state_dict(),
-                                                    "optimizer": opt.state_dict(),
-                                                    "rng": io.get_rng_state(), **extra})
+        def checkpoint():
+            extra = {"n_rays": getattr(model, "n_rays", 0), "train_seconds": train_seconds}
+            io.save_checkpoint(run_dir, state["step"], {"model": model.state_dict(),
+                                                        "optimizer": opt.state_dict(),
+                                                        "rng": io.get_rng_state(), **extra})
 
-    logger = io.ScalarLogger(run_dir, resume_step=step if resume else None)
-    bar = tqdm(total=limit_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=name)
-    rays_seen, t_last, t_post, first = 0, time.time(), 0.0, True
-    try:
-        with io.install_sigint_checkpoint(checkpoint, defer=True) as guard:
-            while True:
-                if limit_steps is not None and step >= limit_steps:
-                    break
-                if budget_end is not None and train_seconds >= budget_end and step >= min_steps:
-                    break
-                t_step = step_clock()
-                model.train()
-                model.before_step(step)
-                n_rays = model.n_rays if hasattr(model, "next_batch_rays") else cfg["batch_size"]
-                idx = torch.randint(0, n_total, (n_rays,), device=dev)
-                for g in opt.param_groups:
-                    g["lr"] = model.lr_at(step)
-                kw = {"image_ids": ids_all[idx]} if uses_ids else {}
-                out_ = model(o_all[idx], d_all[idx], training=True, **kw)
-                loss = model.loss(out_, rgb_all[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if hasattr(model, "next_batch_rays"):
-                    model.next_batch_rays(out_.get("n_samples", 0))
-                step += 1
-                dt = step_clock() - t_step
-                if first:  # warm-up (allocator, lazy kernel loading, first-use caches): not budgeted
-                    first = False
-                    rays_seen, t_last = 0, time.time()
-                    if progress and dt > 2.0:
-                        bar.write(f"first step took {dt:.1f} s (warm-up; not counted in the training time)",
-                                  file=sys.stderr)
-                    log_now = True
-                else:
-                    train_seconds += dt
-                    rays_seen += n_rays
-                    log_now = step % log_every == 0
-                state["step"] = step
-                now = time.time()
-                if log_now or now - t_post >= 2.0:  # the bar's numbers: live every 2 s and at logs
-                    with torch.no_grad():
-                        mse = (out_["color"].detach().clamp(0, 1) - rgb_all[idx]).square().mean()
-                        p = float(-10 * torch.log10(mse))
-                    rps = rays_seen / max(now - t_last, 1e-9) if rays_seen else 0.0
-                    if log_now:
-                        logger.log(step, {"train/loss": loss.item(), "train/psnr": p, "train/rays_per_s": rps,
-                                          "train/lr": model.lr_at(step)})
-                    post = dict(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", rays_s=f"{rps:,.0f}")
-                    if budget_end is not None:
-                        post["min_left"] = f"{max(budget_end - train_seconds, 0) / 60:.1f}"
-                    bar.set_postfix(post, refresh=False)
-                    t_post = now
-                    if rays_seen and now - t_last >= 10.0:  # rays/s over the last ~10 s
-                        rays_seen, t_last = 0, now
-                bar.update(1)
-                timed_val = next_val_time is not None and train_seconds >= next_val_time
-                if (val_every and step % val_every == 0) or timed_val:
-                    model.eval()
-                    vp, imgs = _val_psnr(model, val_ds, val_views)
-                    logger.log(step, {"val/psnr": vp, "val/train_seconds": train_seconds})
-                    io.save_png(run_dir / "val" / f"step_{step:08d}.png", imgs[0])
-                    if timed_val:
-                        next_val_time += val_every_seconds
-                if ckpt_every and step % ckpt_every == 0:
-                    checkpoint()
-                guard.check()
-    finally:
-        bar.close()
-    checkpoint()
-    logger.close()
-    return run_dir
+        logger = io.ScalarLogger(run_dir, resume_step=step if resume else None)
+        bar = tqdm(total=limit_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
+                   desc=name)
+        rays_seen, t_last, t_post, first = 0, time.time(), 0.0, True
+        try:
+            with io.install_sigint_checkpoint(checkpoint, defer=True) as guard:
+                while True:
+                    if limit_steps is not None and step >= limit_steps:
+                        break
+                    if budget_end is not None and train_seconds >= budget_end and step >= min_steps:
+                        break
+                    t_step = step_clock()
+                    model.train()
+                    model.before_step(step)
+                    n_rays = model.n_rays if hasattr(model, "next_batch_rays") else cfg["batch_size"]
+                    idx = torch.randint(0, n_total, (n_rays,), device=dev)
+                    for g in opt.param_groups:
+                        g["lr"] = model.lr_at(step)
+                    kw = {"image_ids": ids_all[idx]} if uses_ids else {}
+                    out_ = model(o_all[idx], d_all[idx], training=True, **kw)
+                    loss = model.loss(out_, rgb_all[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    if hasattr(model, "next_batch_rays"):
+                        model.next_batch_rays(out_.get("n_samples", 0))
+                    step += 1
+                    dt = step_clock() - t_step
+                    if first:  # warm-up (allocator, lazy kernel loading, first-use caches): not budgeted
+                        first = False
+                        rays_seen, t_last = 0, time.time()
+                        if progress and dt > 2.0:
+                            bar.write(f"first step took {dt:.1f} s (warm-up; not counted in the training time)",
+                                      file=sys.stderr)
+                        log_now = True
+                    else:
+                        train_seconds += dt
+                        rays_seen += n_rays
+                        log_now = step % log_every == 0
+                    state["step"] = step
+                    now = time.time()
+                    if log_now or now - t_post >= 2.0:  # the bar's numbers: live every 2 s and at logs
+                        with torch.no_grad():
+                            mse = (out_["color"].detach().clamp(0, 1) - rgb_all[idx]).square().mean()
+                            p = float(-10 * torch.log10(mse))
+                        rps = rays_seen / max(now - t_last, 1e-9) if rays_seen else 0.0
+                        if log_now:
+                            logger.log(step, {"train/loss": loss.item(), "train/psnr": p, "train/rays_per_s": rps,
+                                              "train/lr": model.lr_at(step)})
+                        post = dict(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", rays_s=f"{rps:,.0f}")
+                        if budget_end is not None:
+                            post["min_left"] = f"{max(budget_end - train_seconds, 0) / 60:.1f}"
+                        bar.set_postfix(post, refresh=False)
+                        t_post = now
+                        if rays_seen and now - t_last >= 10.0:  # rays/s over the last ~10 s
+                            rays_seen, t_last = 0, now
+                    bar.update(1)
+                    timed_val = next_val_time is not None and train_seconds >= next_val_time
+                    if (val_every and step % val_every == 0) or timed_val:
+                        model.eval()
+                        vp, imgs = _val_psnr(model, val_ds, val_views)
+                        logger.log(step, {"val/psnr": vp, "val/train_seconds": train_seconds})
+                        io.save_png(run_dir / "val" / f"step_{step:08d}.png", imgs[0])
+                        if timed_val:
+                            next_val_time += val_every_seconds
+                    if ckpt_every and step % ckpt_every == 0:
+                        checkpoint()
+                    guard.check()
+        finally:
+            bar.close()
+        checkpoint()
+        logger.close()
+        return run_dir
 
 
 # pixels per training image that a step's ray sampling and the evaluation handle well on a CPU
