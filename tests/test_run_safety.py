@@ -95,3 +95,47 @@ def test_orphan_temporary_checkpoints_are_cleaned_on_the_next_start(images, tmp_
     assert not any(p.exists() for p in orphans)
     assert set(real) <= {p.name for p in ck.glob("step_*.pt")}   # real checkpoints kept
     assert torch.load(ck / "step_00000003.pt", weights_only=True)["step"] == 3
+
+
+def test_a_field_resume_refuses_changed_settings(tmp_path):
+    from aware3d.data.synth import synth_scene
+
+    synth_scene(tmp_path / "scene", n_views=4, resolution=16, progress=False)
+    nerf = registry.get("nerf")
+    run = nerf.train(str(tmp_path / "scene"), out=str(tmp_path / "run"), preset="tiny", max_steps=1, progress=False,
+                     val_every=0)
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(ValueError, match=r"--set lr=0.5 \(the run has 0.001\); --preset cpu \(the run has tiny\)"):
+        nerf.train(str(tmp_path / "scene"), out=str(run), resume=True, max_steps=2, preset="cpu",
+                   overrides=[("lr", "0.5")], progress=False)
+    assert (run / "config.json").read_bytes() == before
+    # the stored values themselves are fine (the demo resumes like this)
+    nerf.train(str(tmp_path / "scene"), out=str(run), resume=True, max_steps=2, overrides=[("lr", "1e-3")],
+               progress=False, val_every=0)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "ngp", "--data", "x", "--max-steps", "0"], "--max-steps: expected a whole number >= 1"),
+    (["train", "ngp", "--data", "x", "--max-minutes", "-1"], "--max-minutes: expected a finite number > 0"),
+    (["train", "ngp", "--data", "x", "--batch-size", "0"], "--batch-size: expected a whole number >= 1"),
+    (["render", "run", "--frames", "0"], "--frames: expected a whole number >= 1"),
+    (["render", "run", "--resolution", "-5"], "--resolution: expected a whole number >= 1"),
+])
+def test_bad_counts_are_one_line_errors(argv, message, capsys):
+    from aware3d.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error():
+    from aware3d.utils.device import pick_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="--device cuda: this torch sees no CUDA device"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="--device: expected cpu, cuda or cuda:N, got 'gpu'"):
+        pick_device("gpu")
+    assert pick_device(None).type == "cpu" and pick_device("auto").type == "cpu"

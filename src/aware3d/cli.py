@@ -22,6 +22,26 @@ def _range(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not x > 0 or x != x or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return x
+
+
 def _downscale(text: str):
     if text == "auto":
         return text
@@ -66,27 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     pv = psub.add_parser("video", help="a video -> the sharpest frame of each window, then as images")
     pv.add_argument("src", help="video file (anything ffmpeg reads: mp4, mov, ...)")
     pv.add_argument("out", help="output folder")
-    pv.add_argument("--num-frames", type=int, default=100, help="frames to keep (default 100)")
+    pv.add_argument("--num-frames", type=_positive_int, default=100, help="frames to keep (default 100)")
     pv.add_argument("--matching", choices=("auto", "exhaustive", "sequential"), default="sequential",
                     help="feature matching (default sequential)")
     for q in (pi, pv):
-        q.add_argument("--max-size", type=int, default=None, help="longer image side in pixels (default: keep)")
+        q.add_argument("--max-size", type=_positive_int, default=None, help="longer image side in pixels (default: keep)")
         q.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
         q.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
     synth = dsub.add_parser("synth", help="render a dataset with the built-in analytic ray caster")
     ssub = synth.add_subparsers(dest="synth_kind", metavar="KIND")
     sc = ssub.add_parser("scene", help="posed multi-view scene in Blender format (train/val/test, depth, masks)")
     sc.add_argument("out", help="output folder")
-    sc.add_argument("--views", type=int, default=100, help="number of views in all (default 100: 80/10/10)")
-    sc.add_argument("--resolution", type=int, default=128, help="image width and height (default 128)")
+    sc.add_argument("--views", type=_positive_int, default=100, help="number of views in all (default 100: 80/10/10)")
+    sc.add_argument("--resolution", type=_positive_int, default=128, help="image width and height (default 128)")
     sc.add_argument("--sphere", action="store_true", help="cameras on the full sphere (default: upper hemisphere)")
     sc.add_argument("--wild", action="store_true",
                     help="per-image lighting/exposure changes and transient occluders in training views")
     sc.add_argument("--seed", type=int, default=0)
     ob = ssub.add_parser("objects", help="unposed CLEVR-like image collection with labels (for the GANs)")
     ob.add_argument("out", help="output folder")
-    ob.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
-    ob.add_argument("--resolution", type=int, default=64, help="image size (default 64)")
+    ob.add_argument("--count", type=_positive_int, default=1000, help="number of images (default 1000)")
+    ob.add_argument("--resolution", type=_positive_int, default=64, help="image size (default 64)")
     ob.add_argument("--objects", type=_range, default=(1, 2), help="objects per scene, N or A-B (default 1-2)")
     ob.add_argument("--seed", type=int, default=0)
 
@@ -109,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run folder (default runs/METHOD-DATANAME)")
     t.add_argument("--preset", default=None,
                    help="named settings (`aware3d methods --verbose` lists each method's; e.g. paper, cpu, tiny)")
-    t.add_argument("--max-steps", type=int, default=None, help="stop after N optimisation steps")
-    t.add_argument("--max-minutes", type=float, default=None, help="stop after M minutes of training")
+    t.add_argument("--max-steps", type=_positive_int, default=None, help="stop after N optimisation steps")
+    t.add_argument("--max-minutes", type=_positive_float, default=None, help="stop after M minutes of training")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--downscale", type=_downscale, default=None, metavar="N|auto",
                    help="radiance fields: shrink images by N (default auto: the smallest power of 2 that "
                    "fits 300k pixels per image on a CPU, 2M on a GPU)")
-    t.add_argument("--batch-size", type=int, default=None, help="rays (reconstruction) or images (GAN) per step")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="rays (reconstruction) or images (GAN) per step")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     t.add_argument("--cam", action="store_true", help="add coordinate-aware modulation to the field")
     t.add_argument("--backbone", choices=("mlp", "ngp"), default=None, help="nerfw: field backbone")
@@ -128,13 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder")
     e.add_argument("--data", default=None, help="dataset to evaluate on (default: the training data)")
     e.add_argument("--split", default=None, help="radiance fields: dataset split (default test)")
-    e.add_argument("--n-gen", type=int, default=None, help="GANs: generated images for FID/KID (default 5000)")
+    e.add_argument("--n-gen", type=_positive_int, default=None, help="GANs: generated images for FID/KID (default 5000)")
     e.add_argument("--checkpoint", default=None, metavar="STEP|FILE",
                    help="measure this checkpoint (a step or a .pt file) instead of the latest; "
                    "writes RUN/eval/metrics_step_XXXXXXXX.json")
     e.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    e.add_argument("--max-views", type=int, default=None, help="radiance fields: the first N views of the split")
-    e.add_argument("--downscale", type=int, default=None,
+    e.add_argument("--max-views", type=_positive_int, default=None, help="radiance fields: the first N views of the split")
+    e.add_argument("--downscale", type=_positive_int, default=None,
                    help="radiance fields: evaluate at this downscale (default the run's)")
     e.add_argument("--appearance-half", choices=("left",), default=None,
                    help="nerfw: optimise test appearance on the left half, measure on the right")
@@ -148,10 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "GANs: their controls, e.g. yaw-sweep, camera-elevation); --list shows the run's")
     r.add_argument("path", nargs="?", default=None, help="camera path JSON for --program path")
     r.add_argument("--out", default=None, help="output folder (default RUN/render/PROGRAM)")
-    r.add_argument("--frames", type=int, default=None, help="number of frames")
+    r.add_argument("--frames", type=_positive_int, default=None, help="number of frames")
     r.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
-    r.add_argument("--samples", type=int, default=None, help="GANs: samples side by side in each frame")
-    r.add_argument("--resolution", type=int, default=None, help="radiance fields: image width (default the training width)")
+    r.add_argument("--samples", type=_positive_int, default=None, help="GANs: samples side by side in each frame")
+    r.add_argument("--resolution", type=_positive_int, default=None, help="radiance fields: image width (default the training width)")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     r.add_argument("--list", action="store_true", help="list the run's render programs with a line on each")
 
@@ -160,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     xsub = x.add_subparsers(dest="export_kind", metavar="KIND")
     m = xsub.add_parser("mesh", help="marching-cubes mesh as PLY (vertex colours; level chosen from the field)")
     m.add_argument("run", help="run folder")
-    m.add_argument("--resolution", type=int, default=256, help="grid resolution (default 256)")
+    m.add_argument("--resolution", type=_positive_int, default=256, help="grid resolution (default 256)")
     m.add_argument("--threshold", type=float, default=None, help="density level (default per method)")
     m.add_argument("--out", default=None, help="output PLY (default RUN/mesh.ply)")
     m.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
@@ -168,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     pc = xsub.add_parser("pointcloud", help="coloured points from rendered depth of the training views (PLY)")
     pc.add_argument("run", help="run folder (a radiance field)")
-    pc.add_argument("--num-points", type=int, default=None, help="points (default 100000)")
+    pc.add_argument("--num-points", type=_positive_int, default=None, help="points (default 100000)")
     pc.add_argument("--min-opacity", type=float, default=None, help="keep rays at least this opaque (default 0.5)")
     pc.add_argument("--out", default=None, help="output PLY (default RUN/pointcloud.ply)")
     pc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -180,15 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("path", help="image file")
     fi.add_argument("--field", choices=("mlp", "hash"), default="mlp")
     fi.add_argument("--cam", action="store_true")
-    fi.add_argument("--steps", type=int, default=1000)
-    fi.add_argument("--resolution", type=int, default=256,
+    fi.add_argument("--steps", type=_positive_int, default=1000)
+    fi.add_argument("--resolution", type=_positive_int, default=256,
                     help="the image's longer side is area-resized to at most N pixels (default 256)")
     fi.add_argument("--out", default=None)
 
     # demo ----------------------------------------------------------------------------------------
     dm = sub.add_parser("demo", help="the main job on built-in data: synthesise a scene, train ngp, render a turntable")
     dm.add_argument("--out", default="aware3d-demo", help="output folder (default ./aware3d-demo)")
-    dm.add_argument("--minutes", type=float, default=2.0,
+    dm.add_argument("--minutes", type=_positive_float, default=2.0,
                     help="training time in minutes, kernel build and data loading not counted (default 2; at least 300 steps)")
     dm.add_argument("--device", default=None)
     return p

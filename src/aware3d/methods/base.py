@@ -26,16 +26,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from ..programs import Program, find_program, program_table
+from ..utils.device import pick_device
 
 __all__ = ["Method", "FieldMethod", "GenerativeMethod", "Run", "FieldRun", "GenerativeRun",
            "call_with_options", "pick_device"]
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, or CUDA when available, else the CPU (``"auto"`` means the same)."""
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _flag(name: str) -> str:

@@ -194,11 +194,10 @@ def tune_cpu_allocator() -> bool:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """:func:`aware3d.utils.device.pick_device` (``"auto"``: CUDA when available)."""
+    from ..utils.device import pick_device
+
+    return device if isinstance(device, torch.device) else pick_device(device)
 
 
 # --------------------------------------------------------------------------------------------------

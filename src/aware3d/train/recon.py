@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.device import pick_device
 from . import io
 
 
@@ -25,10 +26,6 @@ from . import io
 step_clock = time.perf_counter
 
 
-def pick_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def scene_info(ds) -> dict:
@@ -103,6 +100,7 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
     if resume:
         saved = io.load_run_config(run_dir)
         cfg, seed, downscale = saved["config"], saved["seed"], saved["downscale"]
+        _refuse_changes_on_resume(method, run_dir, saved, data, preset, overrides, batch_size)
         data = saved["data"]
     else:
         cfg = method.make_config(preset, overrides, batch_size=batch_size)
@@ -265,6 +263,28 @@ def auto_downscale(data, device, split: str = "train", budget: int | None = None
     why = (f"--downscale auto: {w}x{h} images -> {w // factor}x{h // factor} (downscale {factor}; at most "
            f"{budget:,} pixels per image on {torch.device(device).type}; --downscale N sets it)")
     return factor, why
+
+
+def _refuse_changes_on_resume(method, run_dir, saved: dict, data, preset, overrides, batch_size) -> None:
+    """A resumed run continues with its stored settings: a --set, --preset, --batch-size or --data
+    that differs from them is an error naming each (values equal to the stored ones are fine)."""
+    from ..utils.settings import check_setting, field_types
+
+    cfg = saved["config"]
+    hints = field_types(method.config_cls)
+    changed = []
+    for k, v in list(overrides or ()) + ([("batch_size", batch_size)] if batch_size is not None else []):
+        if k not in cfg:
+            raise ValueError(f"--set {k}=...: unknown key for {method.name}; known: {', '.join(sorted(cfg))}")
+        if check_setting(k, v, hints.get(k, object), cfg[k], method.name) != cfg[k]:
+            changed.append(f"--set {k}={v} (the run has {cfg[k]!r})")
+    if preset and preset != cfg.get("preset"):
+        changed.append(f"--preset {preset} (the run has {cfg.get('preset')})")
+    if data and Path(data).resolve() != Path(saved["data"]).resolve():
+        changed.append(f"--data {data} (the run trains on {saved['data']})")
+    if changed:
+        raise ValueError(f"{run_dir}: --resume continues the run with its stored settings; these differ: "
+                         f"{'; '.join(changed)}. Drop them, or train a new run into another --out.")
 
 
 def start_summary(method: str, data, ds, cfg: dict, device, run_dir, budget: str, resume_step: int = 0,
