@@ -40,6 +40,33 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def outside_paths_allowed(flag: bool | None = None) -> bool:
+    """Whether data files may name files outside their dataset folder: ``flag`` when given, else the
+    environment variable ``AWARE3D_ALLOW_OUTSIDE_PATHS=1``."""
+    import os
+
+    return bool(flag) if flag is not None else os.environ.get("AWARE3D_ALLOW_OUTSIDE_PATHS") == "1"
+
+
+def confined_path(root: Path, rel, file, frame, name=None, what: str = "file_path",
+                  allow_outside: bool | None = None) -> Path:
+    """``root / rel``, refused (DataError) when ``rel`` is absolute or climbs out of ``root`` with
+    ``..``: a data file only names files of its own dataset folder, unless outside paths are allowed
+    (:func:`outside_paths_allowed`). Checked lexically: links inside the folder are the user's."""
+    import os
+
+    full = Path(rel) if Path(str(rel)).is_absolute() else Path(root) / str(rel)
+    if outside_paths_allowed(allow_outside):
+        return full
+    base = os.path.abspath(str(root))
+    target = os.path.normpath(os.path.abspath(str(full)))
+    if target != base and not target.startswith(base.rstrip(os.sep) + os.sep):
+        raise DataError(f"{file}: {frame_label(frame, name)}: {what} {str(rel)!r} points outside the dataset "
+                        f"folder {base}; data files may only name files inside it (set "
+                        f"AWARE3D_ALLOW_OUTSIDE_PATHS=1 to read it anyway)")
+    return full
+
+
 def check_pose(m, file, frame, name=None) -> np.ndarray:
     """Validate a camera-to-world (3, 4) / (4, 4) matrix; returns float64 (4, 4).
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .scene import DataError, SceneDataset, parse_background
-from ._common import (check_pose, composite, decode_image, downscale_depth, fov_to_focal,
+from ._common import (check_pose, composite, confined_path, decode_image, downscale_depth, fov_to_focal,
                       frame_label, read_json, stack_images, to_tensor, bounds_from_aabb)
 
 DEFAULT_AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
@@ -76,9 +76,10 @@ def load_blender_split(root: Path, split: str):
                             f"'transform_matrix'")
         name = str(fr["file_path"])
         c2w = check_pose(fr["transform_matrix"], file, i, name)
+        confined_path(root, name, file, i, name)
         img = _resolve_image(root, name)
         if fr.get("depth_file_path"):
-            dpath = root / fr["depth_file_path"]
+            dpath = confined_path(root, fr["depth_file_path"], file, i, name, what="depth_file_path")
             if not dpath.is_file():
                 raise DataError(f"{file}: {frame_label(i, name)}: depth file {dpath} does not exist")
         else:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .scene import DataError, SceneDataset, parse_background
-from ._common import (bounds_from_aabb, check_rotation, composite, decode_image, split_indices,
+from ._common import (bounds_from_aabb, check_rotation, composite, confined_path, decode_image, split_indices,
                       stack_images, to_tensor, undistort)
 
 # model id -> (name, number of params)
@@ -456,7 +456,7 @@ def load_colmap(root, split: str = "train", downscale: int = 1, background="whit
         cam = cams[im.camera_id]
         K, dist = camera_intrinsics(cam, f"{mdir / ('cameras' + ext)}: ")
         c2w = image_c2w(im, where)
-        path = img_dir / im.name
+        path = confined_path(img_dir, im.name, ifile, i, im.name, what="image name")
         if downscale > 1 and (scaled_dir / im.name).is_file():
             arr = decode_image(scaled_dir / im.name, ifile, i, im.name)
         else:

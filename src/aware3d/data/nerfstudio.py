@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .scene import DataError, SceneDataset, parse_background
-from ._common import (bounds_from_aabb, check_pose, composite, decode_image, fov_to_focal,
+from ._common import (bounds_from_aabb, check_pose, composite, confined_path, decode_image, fov_to_focal,
                       frame_label, read_json, split_indices, stack_images, to_tensor, undistort)
 
 NGP_DEFAULT_SCALE = 0.33
@@ -106,7 +106,7 @@ def load_nerfstudio(path, split: str = "train", downscale: int = 1, background="
                             f"'transform_matrix'")
         name = str(fr["file_path"])
         c2w = check_pose(fr["transform_matrix"], file, i, name)  # validate every frame, even skipped ones
-        ipath = root / name
+        ipath = confined_path(root, name, file, i, name)
         (present if ipath.is_file() else missing).append((i, fr, name, ipath, c2w))
     if missing:
         warnings.warn(f"{file}: skipped {len(missing)} of {len(frames)} frames whose image files are "
