@@ -118,14 +118,19 @@ def decode_image(path: Path, file, frame, name=None, downscale: int = 1,
             if downscale > 1 and im.format == "JPEG":
                 # DCT-domain reduction (exact power-of-two factors only), then area resize below.
                 im.draft("RGB", (size[0] // downscale, size[1] // downscale))
-            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-            im = im.convert("RGBA" if has_alpha else "RGB")
-            arr = np.asarray(im)
+            if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+                # 16-bit grey PNG: converting to RGB would clip every value above 255 to white
+                grey = np.asarray(im, dtype=np.float64) / 65535.0
+                arr = np.repeat(grey[..., None], 3, -1).astype(np.float32)
+            else:
+                has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+                im = im.convert("RGBA" if has_alpha else "RGB")
+                arr = np.asarray(im)
     except DataError:
         raise
     except Exception as e:  # PIL raises many types for corrupt files
         raise DataError(f"{where}: cannot decode image {path} ({type(e).__name__}: {e})") from None
-    img = arr.astype(np.float32) / (65535.0 if arr.dtype == np.uint16 else 255.0)
+    img = arr if arr.dtype == np.float32 else arr.astype(np.float32) / (65535.0 if arr.dtype == np.uint16 else 255.0)
     if downscale > 1:
         w, h = size[0] // downscale, size[1] // downscale
         img = area_resize(img, w, h, premultiply=img.shape[-1] == 4)
