@@ -198,3 +198,24 @@ def test_packed_weights_reject_unsorted_rays():
     with pytest.raises(ValueError, match="sorted"):
         render_weights_packed(torch.ones(3), torch.ones(3), torch.tensor([1, 0, 1]), 2,
                               backend="reference")
+
+
+def test_packed_weights_clamp_negative_sigma_like_the_reference():
+    # sigma [1, -2, 3], delta 0.5 on one ray: the reference treats -2 as 0, so
+    # w = [1 - e^-0.5, 0, e^-0.5 (1 - e^-1.5)] = [0.393, 0, 0.471]; the kernels once gave -1.042
+    from aware3d.kernels import _build
+    from aware3d.kernels.marching import render_weights_packed
+
+    if _build.get_extension(torch.device("cpu")) is None:
+        pytest.skip("compiled CPU kernels unavailable here")
+    s = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    d = torch.full((3,), 0.5, dtype=torch.float64)
+    idx = torch.zeros(3, dtype=torch.long)
+    w, _ = render_weights_packed(s, d, idx, 1, backend="compiled")
+    expect = [1 - math.exp(-0.5), 0.0, math.exp(-0.5) * (1 - math.exp(-1.5))]
+    assert torch.allclose(w, torch.tensor(expect, dtype=torch.float64), atol=1e-12)
+    (g_c,) = torch.autograd.grad(w.sum(), s)
+    s2 = s.detach().clone().requires_grad_(True)
+    w2, _ = render_weights_packed(s2, d, idx, 1, backend="reference")
+    (g_r,) = torch.autograd.grad(w2.sum(), s2)
+    assert torch.allclose(g_c, g_r, atol=1e-12) and float(g_c[1]) == 0.0

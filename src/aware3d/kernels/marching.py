@@ -379,7 +379,9 @@ def render_weights_packed(sigmas: torch.Tensor, deltas: torch.Tensor, ray_indice
         return render_weights_packed_reference(sigmas, deltas, ray_indices, n_rays)
     _check_packed(sigmas, deltas, ray_indices, n_rays)
     offsets = ray_offsets(ray_indices.long(), n_rays)
-    return _RenderWeightsPacked.apply(sigmas, deltas.to(sigmas.dtype), offsets)
+    # negative densities count as 0, as in the reference: the same torch op, so the same gradient
+    # rule (the kernels themselves take sigma as given)
+    return _RenderWeightsPacked.apply(sigmas.clamp_min(0), deltas.to(sigmas.dtype), offsets)
 
 
 def alive_mask(transmittance: torch.Tensor, threshold: float = 1e-4) -> torch.Tensor:
