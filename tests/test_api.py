@@ -202,3 +202,9 @@ def test_default_program_follows_the_kind_of_scene():
     run._scene = {**run._scene, "format": "nerfstudio"}
     assert run.default_program == "training-path"      # a capture: a path through its cameras
     assert aware3d.load(FIXTURES / "giraffe", device="cpu").default_program is None  # GANs list theirs
+
+
+def test_a_run_of_an_unknown_method_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"method": "zipnerf"}')
+    with pytest.raises(ValueError, match=r"config names method 'zipnerf'; this aware3d knows nerf, ngp"):
+        aware3d.load(tmp_path)

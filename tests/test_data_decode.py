@@ -23,3 +23,37 @@ def test_8_bit_rgb_is_unchanged(tmp_path):
     a = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
     Image.fromarray(a).save(tmp_path / "c.png")
     np.testing.assert_allclose(decode_image(tmp_path / "c.png", "f", 0), a / 255.0, atol=1e-7)
+
+
+def _scene(**kw):
+    import torch
+
+    from aware3d.data import SceneDataset
+
+    K = torch.tensor([[[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]])
+    base = dict(images=torch.zeros(1, 8, 8, 3), c2w=torch.eye(4)[None], K=K, width=8, height=8, near=1.0,
+                far=5.0, aabb=torch.tensor([-1.0, -1, -1, 1, 1, 1]), names=["a.png"], source="t.json")
+    base.update(kw)
+    return SceneDataset(**base)
+
+
+def test_unusable_geometry_is_refused_for_every_format():
+    import pytest
+    import torch
+
+    from aware3d.data import DataError
+
+    _scene()  # fine
+    with pytest.raises(DataError, match=r"t.json: ray bounds near=5, far=1: expected 0 < near < far"):
+        _scene(near=5.0, far=1.0)
+    with pytest.raises(DataError, match="near=0"):
+        _scene(near=0.0)
+    c2w = torch.eye(4)[None].clone()
+    c2w[0, 0, 3] = float("nan")
+    with pytest.raises(DataError, match=r"t.json: frame 0 \('a.png'\): camera-to-world has NaN"):
+        _scene(c2w=c2w)
+    K = torch.tensor([[[10.0, 0, 400], [0, 10.0, 4], [0, 0, 1]]])
+    with pytest.raises(DataError, match=r"principal point \(400, 4\) lies far outside the 8x8 image"):
+        _scene(K=K)
+    with pytest.raises(DataError, match="positive focal lengths"):
+        _scene(K=torch.tensor([[[0.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]]))

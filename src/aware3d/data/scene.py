@@ -3,6 +3,7 @@ colours (see :mod:`aware3d.data`). Kept apart from the package so that the parse
 without importing the package that imports them."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -60,6 +61,35 @@ class SceneDataset:
     background: torch.Tensor = field(default_factory=lambda: torch.ones(3))
     format: str = ""
     source: str = ""
+
+    def __post_init__(self):
+        """Geometry a renderer cannot use is refused here, for every format: the message names the
+        data file (``source``) and the frame."""
+        where = self.source or f"{self.format or 'scene'} dataset"
+        near, far = float(self.near), float(self.far)
+        if not (math.isfinite(near) and math.isfinite(far)) or near <= 0 or near >= far:
+            raise DataError(f"{where}: ray bounds near={near:g}, far={far:g}: expected 0 < near < far (finite)")
+        bad = ~torch.isfinite(self.c2w.reshape(len(self.c2w), -1)).all(-1)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise DataError(f"{where}: {self._frame(i)}: camera-to-world has NaN or inf entries")
+        K = self.K.reshape(-1, 3, 3)
+        bad = ~torch.isfinite(K.reshape(len(K), -1)).all(-1) | (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise DataError(f"{where}: {self._frame(i)}: intrinsics need finite, positive focal lengths, "
+                            f"got fx={float(K[i, 0, 0]):g}, fy={float(K[i, 1, 1]):g}")
+        cx, cy = K[:, 0, 2], K[:, 1, 2]
+        bad = (cx < -self.width) | (cx > 2 * self.width) | (cy < -self.height) | (cy > 2 * self.height)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise DataError(f"{where}: {self._frame(i)}: principal point ({float(cx[i]):g}, {float(cy[i]):g}) "
+                            f"lies far outside the {self.width}x{self.height} image (expected within one "
+                            f"image size of it; were cx / cy given in another unit?)")
+
+    def _frame(self, i: int) -> str:
+        name = self.names[i] if self.names and i < len(self.names) else None
+        return f"frame {i}" + (f" ({name!r})" if name else "")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
