@@ -241,3 +241,23 @@ def test_scalar_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
     with open(tmp_path / "scalars.csv", newline="") as f:
         rows = [(int(r["step"]), float(r["value"])) for r in csv.DictReader(f)]
     assert rows == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from aware3d.utils import atomic
+
+    path = tmp_path / "config.json"
+    atomic.atomic_write_text(path, "old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError, match=r"config.json: the disk is full \(No space left on device; .* MiB free\) "
+                                      r"while writing it; the previous config.json is unchanged"):
+        atomic.atomic_write_text(path, "new")
+    monkeypatch.undo()
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left

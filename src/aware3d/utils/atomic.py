@@ -12,6 +12,7 @@ Only the standard library is imported here, so this module is cheap to import fr
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -66,10 +67,29 @@ def temp_path_for(path: PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.errno in _FULL:
+            raise _disk_full(dest, e) from e
         raise
+
+
+# "no space left on device" and "disk quota exceeded"
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _disk_full(dest: Path, e: OSError) -> OSError:
+    """The error a full disk gives, naming the file and saying the old one is intact."""
+    import shutil
+
+    try:
+        free = f"{shutil.disk_usage(dest.parent).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    old = f"the previous {dest.name} is unchanged" if dest.exists() else f"{dest.name} was not created"
+    return OSError(e.errno, f"{dest}: the disk is full ({e.strerror}; {free}) while writing it; {old}. "
+                            f"Free some space and run the command again (--resume continues a run)")
 
 
 @contextlib.contextmanager
