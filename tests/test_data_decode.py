@@ -57,3 +57,28 @@ def test_unusable_geometry_is_refused_for_every_format():
         _scene(K=K)
     with pytest.raises(DataError, match="positive focal lengths"):
         _scene(K=torch.tensor([[[0.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]]))
+
+
+def test_one_rgb_frame_among_rgba_frames_keeps_everyone_s_alpha(tmp_path):
+    """A frame without alpha counts as opaque; the others keep theirs (one RGB file used to drop
+    the alpha of every frame)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from aware3d.data import load_scene
+    from aware3d.data.synth import synth_scene
+
+    root = tmp_path / "scene"
+    synth_scene(root, n_views=10, resolution=8, progress=False)
+    frames = json.loads((root / "transforms_train.json").read_text())["frames"]
+    assert len(frames) >= 2
+    rgba = load_scene(root, "train")
+    assert rgba.alphas is not None and float(rgba.alphas.min()) < 1   # the background is transparent
+    first = root / (frames[0]["file_path"].lstrip("./") + ".png")
+    Image.open(first).convert("RGB").save(first)                      # one frame without alpha
+    mixed = load_scene(root, "train")
+    assert mixed.alphas is not None
+    assert float(mixed.alphas[0].min()) == 1.0                          # opaque
+    np.testing.assert_array_equal(mixed.alphas[1:].numpy(), rgba.alphas[1:].numpy())

@@ -331,6 +331,16 @@ def stack_images(imgs: list[np.ndarray], file, names: list[str]) -> np.ndarray:
     return np.stack(imgs, 0)
 
 
+def stack_alphas(alphas: list) -> torch.Tensor | None:
+    """(N, H, W) alpha of the frames, None when no frame has an alpha channel. Frames are handled
+    one by one: a frame without alpha among frames with it counts as fully opaque (its alpha is 1),
+    so one RGB file no longer drops the alpha of every other frame."""
+    if all(a is None for a in alphas):
+        return None
+    shape = next(a.shape for a in alphas if a is not None)
+    return to_tensor(np.stack([np.ones(shape, np.float32) if a is None else a for a in alphas], 0))
+
+
 def to_tensor(a, dtype=torch.float32) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 

@@ -22,9 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._common import (
+    bounds_from_aabb,
+    check_pose,
+    composite,
+    confined_path,
+    decode_image,
+    downscale_depth,
+    fov_to_focal,
+    frame_label,
+    read_json,
+    stack_alphas,
+    stack_images,
+    to_tensor,
+)
 from .scene import DataError, SceneDataset, parse_background
-from ._common import (check_pose, composite, confined_path, decode_image, downscale_depth, fov_to_focal,
-                      frame_label, read_json, stack_images, to_tensor, bounds_from_aabb)
 
 DEFAULT_AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
 
@@ -133,9 +145,7 @@ def load_blender(root, split: str = "train", downscale: int = 1, background="whi
             names.append(name)
     images = stack_images(imgs, root / f"transforms_{splits[0]}.json", names)
     H, W = images.shape[1:3]
-    alpha_t = None
-    if all(a is not None for a in alphas):
-        alpha_t = to_tensor(np.stack(alphas, 0))
+    alpha_t = stack_alphas(alphas)
     depth_t = None
     if any_depth:
         depth_t = to_tensor(np.stack([d if d is not None else np.zeros((H, W), np.float32)

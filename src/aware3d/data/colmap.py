@@ -26,9 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._common import (
+    bounds_from_aabb,
+    check_rotation,
+    composite,
+    confined_path,
+    decode_image,
+    split_indices,
+    stack_alphas,
+    stack_images,
+    to_tensor,
+    undistort,
+)
 from .scene import DataError, SceneDataset, parse_background
-from ._common import (bounds_from_aabb, check_rotation, composite, confined_path, decode_image, split_indices,
-                      stack_images, to_tensor, undistort)
 
 # model id -> (name, number of params)
 CAMERA_MODELS = {
@@ -498,7 +508,7 @@ def load_colmap(root, split: str = "train", downscale: int = 1, background="whit
     if near is None:
         near, far = bounds_from_aabb(all_c2w, aabb)
     dist_t = to_tensor(np.stack(dists, 0)) if any(np.any(d) for d in dists) else None
-    alpha_t = to_tensor(np.stack(alphas, 0)) if all(a is not None for a in alphas) else None
+    alpha_t = stack_alphas(alphas)
     return SceneDataset(
         images=to_tensor(np.clip(images, 0, 1)), alphas=alpha_t, c2w=to_tensor(c2w_np),
         K=to_tensor(np.stack(Ks, 0)), width=int(images.shape[2]), height=int(images.shape[1]),

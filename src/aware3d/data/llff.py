@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._common import (RIGID_TOL, composite, decode_image, split_indices, stack_alphas, stack_images,
+                      to_tensor)
 from .scene import DataError, SceneDataset, parse_background
-from ._common import (RIGID_TOL, composite, decode_image, split_indices, stack_images, to_tensor)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -134,7 +135,7 @@ def load_llff(root, split: str = "train", downscale: int = 1, background="white"
                    + np.repeat(c2w[:, :3, 3], 4, 0))
     pts = np.concatenate(pts, 0)
     aabb = np.concatenate([pts.min(0), pts.max(0)])
-    alpha_t = to_tensor(np.stack(alphas, 0)) if all(a is not None for a in alphas) else None
+    alpha_t = stack_alphas(alphas)
     return SceneDataset(
         images=to_tensor(np.clip(images, 0, 1)), alphas=alpha_t, c2w=to_tensor(c2w[idx]),
         K=to_tensor(np.stack(Ks, 0)), width=int(W), height=int(H), near=near, far=far,

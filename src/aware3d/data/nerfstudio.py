@@ -31,9 +31,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ._common import (
+    bounds_from_aabb,
+    check_pose,
+    composite,
+    confined_path,
+    decode_image,
+    fov_to_focal,
+    frame_label,
+    read_json,
+    split_indices,
+    stack_alphas,
+    stack_images,
+    to_tensor,
+    undistort,
+)
 from .scene import DataError, SceneDataset, parse_background
-from ._common import (bounds_from_aabb, check_pose, composite, confined_path, decode_image, fov_to_focal,
-                      frame_label, read_json, split_indices, stack_images, to_tensor, undistort)
 
 NGP_DEFAULT_SCALE = 0.33
 NGP_DEFAULT_OFFSET = (0.5, 0.5, 0.5)
@@ -148,7 +161,7 @@ def load_nerfstudio(path, split: str = "train", downscale: int = 1, background="
     cams = np.tile(np.eye(4), (len(all_c), 1, 1))
     cams[:, :3, 3] = all_c
     near, far = bounds_from_aabb(cams, aabb)
-    alpha_t = to_tensor(np.stack(alphas, 0)) if all(a is not None for a in alphas) else None
+    alpha_t = stack_alphas(alphas)
     dist_t = to_tensor(np.stack(dists, 0)) if any(np.any(d) for d in dists) else None
     return SceneDataset(
         images=to_tensor(np.clip(images, 0, 1)), alphas=alpha_t, c2w=to_tensor(c2w_np),
