@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -32,14 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOX = ROOT.parent / "shared" / "data" / "instant_ngp" / "fox"
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-        cores = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("CPU(s)"))
-        return f"{name}, {cores} cores"
-    except Exception:
-        return platform.processor()
+from bench_recon import cpu_model  # noqa: E402  (the benchmarks' one machine description)
 
 
 def train_and_eval(data: Path, run: Path, downscale: int, steps: int, preset: str) -> dict:

@@ -26,12 +26,11 @@ evaluate and the shared GAN controls as programs (no mesh: the volume holds feat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..fields.hologan import HoloDiscriminator, HoloGenerator, angles_from_c2w
+from ..fields.hologan import HoloDiscriminator, HoloGenerator
 from ..render.cameras import look_at, spherical_to_cartesian
 from ..programs.gan import programs_for
 from ..train.gan import discriminator_loss, generator_loss, r1_penalty

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..fields.siren import FilmSirenField
 from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian

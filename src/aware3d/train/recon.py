@@ -435,7 +435,7 @@ def density_mesh(model, aabb, path, resolution: int = 256, threshold: float | No
             "colors": rgb is not None}
 
 
-def vertex_colors(model, verts: torch.Tensor, faces: torch.Tensor, chunk: int = 2 ** 16) -> "np.ndarray":
+def vertex_colors(model, verts: torch.Tensor, faces: torch.Tensor, chunk: int = 2 ** 16):
     """Colour (V, 3) in [0, 1] of each vertex: ``model.point_color`` a little outside the surface,
     looking into it along the vertex normal (from the faces; the density gradient's direction)."""
     import numpy as np
