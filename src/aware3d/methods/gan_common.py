@@ -359,12 +359,9 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], lo, hi, res
                  chunk: int = 65536) -> torch.Tensor:
     """``relu(density_fn(points (P, 3)))`` on a ``resolution``^3 grid spanning the box [lo, hi]
     (numbers or 3-vectors), indexed (x, y, z)."""
-    lo = torch.as_tensor(lo, dtype=torch.float32).expand(3)
-    hi = torch.as_tensor(hi, dtype=torch.float32).expand(3)
-    axes = [torch.linspace(float(lo[i]), float(hi[i]), resolution) for i in range(3)]
-    pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    vals = [density_fn(pts[a:a + chunk]).float().reshape(-1).cpu() for a in range(0, pts.shape[0], chunk)]
-    return torch.cat(vals).clamp_min(0).reshape(resolution, resolution, resolution)
+    from ..utils.mesh import grid_values
+
+    return grid_values(density_fn, lo, hi, resolution, chunk).clamp_min(0)
 
 
 def export_density_mesh(density_fn: Callable[[torch.Tensor], torch.Tensor], lo, hi, out_path,

@@ -626,15 +626,10 @@ def object_density_grid(G: GiraffeGenerator, z_shape: torch.Tensor, resolution: 
                         extent: float = 1.1, chunk: int = 65536) -> torch.Tensor:
     """Density (relu of the raw field output) of one object on a ``resolution``^3 grid spanning
     [-extent, extent]^3 of its canonical box, indexed (x, y, z). z_shape: (Z,)."""
-    lin = torch.linspace(-extent, extent, resolution)
-    pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
-    out = []
     dev = next(G.parameters()).device
     z = z_shape.reshape(1, -1).float().to(dev)
-    for a in range(0, pts.shape[0], chunk):
-        p = pts[a:a + chunk].to(dev)
-        out.append(G.object_density(p.unsqueeze(0), z)[0].float().cpu())
-    return torch.cat(out).clamp_min(0).reshape(resolution, resolution, resolution)
+    return gc.density_grid(lambda p: G.object_density(p.to(dev).unsqueeze(0), z)[0], -extent, extent,
+                           resolution, chunk)
 
 
 def export_object_mesh(run, seed: int = 0, object_index: int = 0, resolution: int = 128,

@@ -160,7 +160,7 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
                                 images=f"{len(train_ds)} training / {len(val_ds) if val_ds is not train_ds else 0} "
                                        f"validation images"), file=sys.stderr, flush=True)
         if getattr(model, "needs_kernels", False):
-            prepare_kernels(dev, progress)
+            prepare_kernels(dev)
         state = {"step": step}
         budget_end = train_seconds + 60 * max_minutes if max_minutes is not None else None
         next_val_time = train_seconds + val_every_seconds if val_every_seconds else None
@@ -304,7 +304,7 @@ def start_summary(method: str, data, ds, cfg: dict, device, run_dir, budget: str
     return "\n".join(lines)
 
 
-def prepare_kernels(device, progress: bool = True) -> None:
+def prepare_kernels(device) -> None:
     """Build (or load) the compiled kernels before the training clock starts."""
     try:
         from ..kernels import ensure_built
@@ -380,12 +380,11 @@ def print_metrics_table(metrics: dict) -> str:
 
 def density_grid(model, aabb, resolution: int, chunk: int = 2 ** 18) -> torch.Tensor:
     """``model.density`` on a resolution^3 grid over the box ``aabb`` (6,), indexed (x, y, z)."""
+    from ..utils.mesh import grid_values
+
     aabb = torch.as_tensor(aabb, dtype=torch.float32)
     dev = next(model.parameters()).device
-    lin = [torch.linspace(float(aabb[i]), float(aabb[i + 3]), resolution) for i in range(3)]
-    grid = torch.stack(torch.meshgrid(*lin, indexing="ij"), -1).reshape(-1, 3)
-    dens = [model.density(grid[i:i + chunk].to(dev)).float().cpu() for i in range(0, grid.shape[0], chunk)]
-    return torch.cat(dens).reshape(resolution, resolution, resolution)
+    return grid_values(lambda p: model.density(p.to(dev)), aabb[:3], aabb[3:], resolution, chunk)
 
 
 def mesh_level(vol: torch.Tensor, threshold: float | None, default: float = 10.0) -> float:

@@ -24,6 +24,20 @@ def marching_cubes_mesh(volume: np.ndarray, level: float, lo, hi):
     return (verts + lo).astype(np.float32), faces.astype(np.int32)
 
 
+def grid_values(fn, lo, hi, resolution: int, chunk: int = 2 ** 16):
+    """``fn(points (P, 3))`` on a ``resolution``^3 grid spanning the box [lo, hi] (numbers or
+    3-vectors), evaluated in chunks of ``chunk`` points; returns float32 (R, R, R) on the CPU,
+    indexed (x, y, z). The one grid sampler of the mesh exporters (fields and GANs)."""
+    import torch
+
+    lo = torch.as_tensor(lo, dtype=torch.float32).expand(3)
+    hi = torch.as_tensor(hi, dtype=torch.float32).expand(3)
+    axes = [torch.linspace(float(lo[i]), float(hi[i]), resolution) for i in range(3)]
+    pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    vals = [fn(pts[a:a + chunk]).float().reshape(-1).cpu() for a in range(0, pts.shape[0], chunk)]
+    return torch.cat(vals).reshape(resolution, resolution, resolution)
+
+
 def write_ply(path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None) -> Path:
     """Binary little-endian PLY with float xyz (+ uchar rgb) vertices and int triangle faces."""
     from .atomic import atomic_write_bytes
