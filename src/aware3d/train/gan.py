@@ -480,10 +480,7 @@ def _train_gan_locked(method, dataset, run_dir: Path, cfg: GanConfig, resume: bo
                      load_checkpoint, save_checkpoint, save_png, write_run_config)
 
     if rank == 0:
-        removed, size = clean_orphan_temps(run_dir)
-        if removed and cfg.progress:
-            print(f"removed {removed} temporary checkpoint file(s) ({size / 2**20:.1f} MiB) left by an "
-                  f"interrupted write", file=sys.stderr)
+        clean_orphan_temps(run_dir, report=cfg.progress)
     if world > 1:
         dist.barrier()
     engine = (engine_cls or GanEngine)(method, cfg, device=device, rank=rank, world_size=world)

@@ -417,10 +417,10 @@ class RunLock:
         self.release()
 
 
-def clean_orphan_temps(run_dir: PathLike) -> tuple[int, int]:
+def clean_orphan_temps(run_dir: PathLike, report: bool = False) -> tuple[int, int]:
     """Delete the temporary checkpoint files (``checkpoints/.step_*.tmp.pt``) a killed write left
     behind; real checkpoints are never touched. Call it while holding the run's lock. Returns
-    ``(files, bytes)`` removed."""
+    ``(files, bytes)`` removed; ``report`` says so on stderr when there were any."""
     n = size = 0
     folder = _ckpt_dir(run_dir)
     if not folder.is_dir():
@@ -431,6 +431,11 @@ def clean_orphan_temps(run_dir: PathLike) -> tuple[int, int]:
                 size += p.stat().st_size
                 p.unlink()
                 n += 1
+    if report and n:
+        import sys
+
+        print(f"removed {n} temporary checkpoint file(s) ({size / 2**20:.1f} MiB) left by an interrupted "
+              f"write", file=sys.stderr)
     return n, size
 
 

@@ -121,10 +121,7 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
                "scene": scene}
     run_dir = io.prepare_run_dir(run_dir, name, run_cfg, resume=resume, write=False)
     with io.RunLock(run_dir):  # one trainer per run folder
-        removed, size = io.clean_orphan_temps(run_dir)
-        if removed and progress:
-            print(f"removed {removed} temporary checkpoint file(s) ({size / 2**20:.1f} MiB) left by an "
-                  f"interrupted write", file=sys.stderr)
+        io.clean_orphan_temps(run_dir, report=progress)
         model = method.build(cfg, scene, dev)
         opt = model.make_optimizer()
         step, train_seconds = 0, 0.0
