@@ -8,7 +8,8 @@ rays over [0.88, 1.12] with hierarchical sampling (12 coarse + 12 fine samples, 
 render resolution grows during training (``stages``: 32 -> 64 -> 128 with the batch shrinking and
 the learning rates changing per stage); the discriminator (:class:`ProgressiveDiscriminator`) is a
 CoordConv residual network with one RGB adapter per resolution that fades in each new one over
-``fade_steps``. Non-saturating loss + R1 (0.2 for CelebA), Adam betas (0, 0.9), lr G 6e-5 / D 2e-4.
+``fade_steps``. Non-saturating loss + R1 (official r1_lambda 0.2 for CelebA: the D loss adds
+0.5 r1_lambda E||grad||^2, so ``r1_weight`` 0.1), Adam betas (0, 0.9), lr G 6e-5 / D 2e-4.
 
 ``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`: train, load, render,
 evaluate, :func:`export_mesh`) with the shared GAN controls as programs (camera yaw / pitch sweeps,
@@ -76,17 +77,23 @@ class Config(gc.RunSettings):
     batch_size: int | None = None       # None: the stages' batch sizes; a number overrides all stages
     optimizer: str = "adam"             # adam | rmsprop (the paper: Adam)
     betas: tuple = (0.0, 0.9)           # Adam (beta1, beta2)
-    r1_weight: float = 0.2              # R1: D loss += r1_weight E||grad_x D(x)||^2 (official 0.5 r1_lambda)
+    r1_weight: float = 0.1              # R1: D loss += r1_weight E||grad_x D(x)||^2 (= 0.5 official r1_lambda)
     density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
     noise_anneal_steps: int = 5000      # ... over these steps (official nerf_noise schedule)
     mesh_extent: float = 0.15           # export_mesh box [-e, e]^3 (official extract_shapes: 0.3 cube)
     preset: str = "cpu32"
 
 
+def _r1(r1_lambda: float) -> float:
+    """The engine's ``r1_weight`` of an official curriculum's ``r1_lambda``: the official D loss
+    adds 0.5 r1_lambda E||grad_x D(x)||^2, the engine r1_weight E||grad_x D(x)||^2."""
+    return 0.5 * float(r1_lambda)
+
+
 # Official CelebA curriculum: 64^2 from the start, batch 56, 12 + 12 samples.
 _CELEBA = dict(stages=((0, 64, 56, 6e-5, 2e-4),), resolution=64, fov=12.0, ray_start=0.88, ray_end=1.12,
                pose_dist="gaussian", yaw_mean=90.0, yaw_std=math.degrees(0.3), pitch_mean=0.0,
-               pitch_std=math.degrees(0.155), n_samples=12, n_importance=12, r1_weight=0.2)
+               pitch_std=math.degrees(0.155), n_samples=12, n_importance=12, r1_weight=_r1(0.2))
 # The built-in synthetic objects seen from distance 6 (fov 40, elevation 20-60, any azimuth),
 # scaled by 1/6: camera at 1, scene within ~0.4 of the origin, rays over [0.5, 1.5].
 _OBJECTS = dict(fov=40.0, radius=1.0, ray_start=0.5, ray_end=1.5, pose_dist="uniform", yaw_mean=180.0,
@@ -110,7 +117,7 @@ PRESETS: dict[str, dict] = {
                              (55000, 128, 10, 1e-5, 1e-4)), resolution=128, fov=30.0, ray_start=0.7,
                      ray_end=1.3, pose_dist="spherical_uniform", yaw_mean=90.0, yaw_std=180.0,
                      pitch_mean=45.0, pitch_std=45.0 * 85 / 90, n_samples=48, n_importance=48,
-                     r1_weight=10.0, white_background=True, box_scale=1.0, flip=False, mesh_extent=0.5),
+                     r1_weight=_r1(10.0), white_background=True, box_scale=1.0, flip=False, mesh_extent=0.5),
     "objects64": dict(_OBJECTS, stages=((0, 32, 32, 6e-5, 2e-4), (10000, 64, 16, 6e-5, 2e-4)),
                       resolution=64, n_samples=24, n_importance=24),
     # CPU presets
@@ -332,7 +339,7 @@ def export_mesh(run, seed: int = 0, resolution: int = 128, out_path=None,
 
 
 PRESET_DESCRIPTIONS = {
-    "celeba64": "the paper's CelebA curriculum at 64x64 (batch 56, 12 + 12 samples, R1 0.2)",
+    "celeba64": "the paper's CelebA curriculum at 64x64 (batch 56, 12 + 12 samples, r1_lambda 0.2)",
     "celeba128": "CelebA growing 32 -> 64 -> 128 (the official CARLA curriculum's shape)",
     "cats64": "the paper's Cats setup at 64x64",
     "carla128": "the paper's CARLA curriculum, 32 -> 64 -> 128 (cars, white background)",
