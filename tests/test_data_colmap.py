@@ -60,8 +60,8 @@ def test_text_and_binary_load_equal_poses(tmp_path):
         write_images(d)
         cm.write_model(d / "sparse" / "0", cams, imgs, pts, ext=ext)
     assert detect_format(tmp_path / "b")[0] == "colmap"
-    b = load_scene(tmp_path / "b", split="all")
-    t = load_scene(tmp_path / "t", split="all")
+    b = load_scene(tmp_path / "b", split="all", normalize=False)
+    t = load_scene(tmp_path / "t", split="all", normalize=False)
     assert b.format == "colmap" and len(b) == 4 and b.images.shape == (4, 12, 16, 3)
     # poses: colmap_to_c2w(c2w_to_colmap(c2w)) == c2w, frames sorted by name img_00..img_03
     assert torch.allclose(b.c2w.double(), c2w, atol=1e-5) and torch.allclose(t.c2w, b.c2w, atol=1e-7)

@@ -43,7 +43,7 @@ def test_per_frame_intrinsics_and_one_warning_for_missing(tmp_path):
     c2w = make_ns(tmp_path)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        ds = load_scene(tmp_path, split="all")
+        ds = load_scene(tmp_path, split="all", normalize=False)
     msgs = [str(w.message) for w in rec if "missing" in str(w.message)]
     assert len(msgs) == 1 and "skipped 1 of 3 frames" in msgs[0] and "f2.png" in msgs[0]
     assert ds.format == "nerfstudio" and len(ds) == 2 and ds.names == ["images/f0.png", "images/f1.png"]

@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--list", action="store_true", help="list the run's render programs with a line on each")
 
     # export --------------------------------------------------------------------------------------
+    FRAME_HELP = ("frame of the written points: scene (the run's, default), data (the dataset files' frame, "
+                  "before load-time normalisation) or sfm (the structure-from-motion model's, for processed "
+                  "captures)")
     x = sub.add_parser("export", help="export geometry")
     xsub = x.add_subparsers(dest="export_kind", metavar="KIND")
     m = xsub.add_parser("mesh", help="marching-cubes mesh as PLY (vertex colours; level chosen from the field)")
@@ -186,12 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
     m.add_argument("--object", type=int, default=None, help="GIRAFFE: which object (default 0)")
     m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    m.add_argument("--frame", choices=("scene", "data", "sfm"), default=None, help=FRAME_HELP)
     pc = xsub.add_parser("pointcloud", help="coloured points from rendered depth of the training views (PLY)")
     pc.add_argument("run", help="run folder (a radiance field)")
     pc.add_argument("--num-points", type=_positive_int, default=None, help="points (default 100000)")
     pc.add_argument("--min-opacity", type=float, default=None, help="keep rays at least this opaque (default 0.5)")
     pc.add_argument("--out", default=None, help="output PLY (default RUN/pointcloud.ply)")
     pc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    pc.add_argument("--frame", choices=("scene", "data", "sfm"), default=None, help=FRAME_HELP)
 
     # fit -----------------------------------------------------------------------------------------
     f = sub.add_parser("fit", help="fit a field to a signal")

@@ -142,10 +142,10 @@ def cmd_export(args, parser) -> int:
     run = load(args.run, device=args.device)
     if args.export_kind == "mesh":
         options = _given(resolution=args.resolution, threshold=args.threshold, seed=args.seed,
-                         object_index=args.object)
+                         object_index=args.object, frame=args.frame)
         export = run.export_mesh
     else:
-        options = _given(num_points=args.num_points, min_opacity=args.min_opacity)
+        options = _given(num_points=args.num_points, min_opacity=args.min_opacity, frame=args.frame)
         export = run.export_pointcloud
     info = call_with_options(export, {"out": args.out, **options},
                              f"{args.export_kind} export of {run.method.name} runs")

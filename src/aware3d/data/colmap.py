@@ -38,6 +38,13 @@ from ._common import (
     to_tensor,
     undistort,
 )
+from .normalize import (
+    box_of,
+    normalise_poses,
+    normalise_scene,
+    transform_points,
+    wants_normalisation,
+)
 from .scene import DataError, SceneDataset, parse_background
 
 # model id -> (name, number of params)
@@ -433,13 +440,18 @@ def _images_root(root: Path, model_dir: Path) -> Path:
 
 
 def load_colmap(root, split: str = "train", downscale: int = 1, background="white",
-                holdout: int = 8, images_dir=None, limit: int | None = None, **_ignored) -> SceneDataset:
+                holdout: int = 8, images_dir=None, limit: int | None = None, normalize="auto",
+                **_ignored) -> SceneDataset:
     """Load a COLMAP scene: ``root`` holds ``images/`` and ``sparse/0`` (or ``sparse``, or is itself
     the model folder). Frames are sorted by image name; ``split`` as in :func:`aware3d.data.load_scene`.
 
     Bounds: with a points3D file, the aabb spans the 1st..99th percentile of the points (padded by
     10 %) and near / far come from the point distances seen by the cameras; without points they come
-    from the camera positions (:func:`bounds_from_aabb`)."""
+    from the camera positions (:func:`bounds_from_aabb`).
+
+    normalize: ``"auto"`` / True (default) puts the scene upright, centred and at a known scale
+    (:mod:`aware3d.data.normalize`; the similarity is kept in ``SceneDataset.transform``); False
+    keeps the model's frame."""
     root = Path(root)
     bg = parse_background(background)
     mdir = find_model_dir(root)
@@ -509,8 +521,12 @@ def load_colmap(root, split: str = "train", downscale: int = 1, background="whit
         near, far = bounds_from_aabb(all_c2w, aabb)
     dist_t = to_tensor(np.stack(dists, 0)) if any(np.any(d) for d in dists) else None
     alpha_t = stack_alphas(alphas)
-    return SceneDataset(
+    ds = SceneDataset(
         images=to_tensor(np.clip(images, 0, 1)), alphas=alpha_t, c2w=to_tensor(c2w_np),
         K=to_tensor(np.stack(Ks, 0)), width=int(images.shape[2]), height=int(images.shape[1]),
         near=float(near), far=float(far), aabb=to_tensor(aabb), depths=None, names=names,
         distortion=dist_t, background=bg, format="colmap", source=str(root))
+    if wants_normalisation(normalize, "colmap"):
+        T = normalise_poses(all_c2w, xyz if pts else None)
+        normalise_scene(ds, T, box_of(transform_points(T, xyz)) if pts else None)
+    return ds

@@ -46,6 +46,12 @@ from ._common import (
     to_tensor,
     undistort,
 )
+from .normalize import (
+    normalise_poses,
+    normalise_scene,
+    transform_points,
+    wants_normalisation,
+)
 from .scene import DataError, SceneDataset, parse_background
 
 NGP_DEFAULT_SCALE = 0.33
@@ -90,9 +96,15 @@ def _frame_intrinsics(file, meta, fr, i, name, img_size):
 
 
 def load_nerfstudio(path, split: str = "train", downscale: int = 1, background="white",
-                    holdout: int = 8, limit: int | None = None, **_ignored) -> SceneDataset:
+                    holdout: int = 8, limit: int | None = None, normalize="auto",
+                    **_ignored) -> SceneDataset:
     """Load a nerfstudio / instant-ngp ``transforms.json`` (``path`` is the file or its folder).
-    ``split`` as in :func:`aware3d.data.load_scene` (``"all"`` for every frame)."""
+    ``split`` as in :func:`aware3d.data.load_scene` (``"all"`` for every frame).
+
+    normalize: ``"auto"`` normalises plain nerfstudio files (whose frame is the structure-from-motion
+    model's: any up axis, origin and scale) and keeps instant-ngp files (whose frame instant-ngp
+    defines) as they are; True / False force it (:mod:`aware3d.data.normalize`). A file's
+    ``applied_transform`` (3x4 or 4x4) is kept as ``SceneDataset.sfm_transform``."""
     p = Path(path)
     file = p / "transforms.json" if p.is_dir() else p
     root = file.parent
@@ -163,12 +175,39 @@ def load_nerfstudio(path, split: str = "train", downscale: int = 1, background="
     near, far = bounds_from_aabb(cams, aabb)
     alpha_t = stack_alphas(alphas)
     dist_t = to_tensor(np.stack(dists, 0)) if any(np.any(d) for d in dists) else None
-    return SceneDataset(
+    ds = SceneDataset(
         images=to_tensor(np.clip(images, 0, 1)), alphas=alpha_t, c2w=to_tensor(c2w_np),
         K=to_tensor(np.stack(Ks, 0)), width=int(images.shape[2]), height=int(images.shape[1]),
         near=float(near), far=float(far), aabb=to_tensor(aabb), depths=None, names=names,
         distortion=dist_t, background=bg, format="instant-ngp" if ngp else "nerfstudio",
-        source=str(file))
+        source=str(file), sfm_transform=_applied_transform(file, meta))
+    if wants_normalisation(normalize, ds.format):
+        all_c2w = np.stack([c for *_, c in present], 0)
+        all_c2w[:, :3, 3] = all_c
+        T = normalise_poses(all_c2w)
+        c = transform_points(T, all_c)
+        lo, hi = c.min(0), c.max(0)
+        pad = 0.1 * np.maximum(hi - lo, 1e-3)
+        normalise_scene(ds, T, np.concatenate([lo - pad, hi + pad]))
+        cams = np.tile(np.eye(4), (len(c), 1, 1))
+        cams[:, :3, 3] = c
+        ds.near, ds.far = bounds_from_aabb(cams, ds.aabb.double().numpy())
+    return ds
+
+
+def _applied_transform(file, meta):
+    """The file's ``applied_transform`` (SfM frame -> file frame) as a (4, 4) float64 tensor, or None."""
+    if "applied_transform" not in meta:
+        return None
+    import torch
+
+    m = np.asarray(meta["applied_transform"], dtype=np.float64) if isinstance(meta["applied_transform"], list) else None
+    if m is None or m.shape not in ((3, 4), (4, 4)) or not np.isfinite(m).all():
+        raise DataError(f"{file}: applied_transform is {meta['applied_transform']!r}, expected a 3x4 or 4x4 "
+                        f"matrix of finite numbers")
+    T = np.eye(4)
+    T[:m.shape[0]] = m
+    return torch.as_tensor(T, dtype=torch.float64)
 
 
 def _image_size(path: Path, file, i, name):

@@ -73,6 +73,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .normalize import (  # noqa: F401
+    CAMERA_DISTANCE,
+    look_at_centre,
+    normalise_poses,
+    transform_points,
+    transform_poses,
+)
 from .scene import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -82,8 +89,6 @@ EXHAUSTIVE_MAX = 100
 #: camera models the mapper may fit (the undistorter turns each into a pinhole)
 CAMERA_MODELS = ("OPENCV", "SIMPLE_RADIAL", "RADIAL", "PINHOLE", "SIMPLE_PINHOLE")
 MIN_IMAGES = 3
-#: cameras end up at this mean distance from the scene centre (instant-ngp's colmap2nerf.py)
-CAMERA_DISTANCE = 4.0
 #: instant-ngp's default scale: its box of side aabb_scale is ±aabb_scale / (2 * 0.33) file units
 NGP_SCALE = 0.33
 SFM_EXTRA_HINT = 'pip install "aware3d[sfm]"'
@@ -537,65 +542,6 @@ def _diagnose(names, keypoints, verified) -> str:
 # Poses: OpenGL camera-to-world, normalised like instant-ngp's colmap2nerf.py
 
 
-def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rotation taking unit vector ``a`` onto unit vector ``b`` (Rodrigues)."""
-    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
-    v, c = np.cross(a, b), float(a @ b)
-    if c < -1 + 1e-10:  # opposite: half turn about any axis orthogonal to a
-        axis = np.cross(a, [1.0, 0.0, 0.0])
-        if np.linalg.norm(axis) < 1e-6:
-            axis = np.cross(a, [0.0, 1.0, 0.0])
-        axis /= np.linalg.norm(axis)
-        return 2 * np.outer(axis, axis) - np.eye(3)
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1 + c)
-
-
-def look_at_centre(origins: np.ndarray, forwards: np.ndarray, max_cams: int = 300):
-    """Weighted closest approach of the cameras' optical axes (colmap2nerf.py's centre): for every
-    pair of axes whose closest points lie in front of both cameras, the midpoint of those points,
-    weighted by |f_a x f_b|^2 (near-parallel pairs count little). Returns (centre, total weight)."""
-    idx = np.linspace(0, len(origins) - 1, min(len(origins), max_cams)).round().astype(int)
-    o, f = origins[idx], forwards[idx] / np.linalg.norm(forwards[idx], axis=-1, keepdims=True)
-    i, j = np.triu_indices(len(o), 1)
-    oa, ob, fa, fb = o[i], o[j], f[i], f[j]
-    c = np.cross(fa, fb)
-    denom = (c * c).sum(-1)
-    t = ob - oa
-    ta = np.einsum("ij,ij->i", np.cross(t, fb), c) / (denom + 1e-10)
-    tb = np.einsum("ij,ij->i", np.cross(t, fa), c) / (denom + 1e-10)
-    w = np.where((ta > 0) & (tb > 0), denom, 0.0)
-    p = 0.5 * (oa + ta[:, None] * fa + ob + tb[:, None] * fb)
-    total = float(w.sum())
-    if total <= 0:
-        return None, 0.0
-    return (p * w[:, None]).sum(0) / total, total / max(len(w), 1)
-
-
-def normalise_poses(c2w: np.ndarray, points: np.ndarray | None = None,
-                    distance: float = CAMERA_DISTANCE) -> np.ndarray:
-    """The similarity T (4, 4) that puts OpenGL cameras ``c2w`` (N, 4, 4) upright (mean camera up
-    -> +z), centred on the point they look at (median of ``points`` when the optical axes are
-    near parallel) and at mean distance ``distance`` from it. Apply as ``x' = T x`` to points and
-    ``T @ c2w`` (then divide the rotation by the scale) to poses."""
-    up = c2w[:, :3, 1].mean(0)
-    R = _rotation_between(up, np.array([0.0, 0.0, 1.0])) if np.linalg.norm(up) > 1e-6 else np.eye(3)
-    origins = c2w[:, :3, 3] @ R.T
-    forwards = -c2w[:, :3, 2] @ R.T
-    centre, weight = look_at_centre(origins, forwards)
-    if centre is None or weight < 1e-3:  # near-parallel axes (forward-facing capture)
-        if points is not None and len(points):
-            centre = np.median(points @ R.T, 0)
-        else:
-            centre = origins.mean(0) + forwards.mean(0)
-    d = np.linalg.norm(origins - centre, axis=-1).mean()
-    s = distance / max(float(d), 1e-12)
-    T = np.eye(4)
-    T[:3, :3] = s * R
-    T[:3, 3] = -s * centre
-    return T
-
-
 def _colmap_c2w(img) -> np.ndarray:
     """COLMAP image (world-to-camera, OpenCV axes) -> OpenGL camera-to-world (4, 4)."""
     w2c = np.asarray(img.cam_from_world().matrix(), dtype=np.float64)
@@ -766,10 +712,8 @@ def _sfm(pycolmap, build: _Build, entries, size, focal, *, matching, overlap, ca
         xyz = np.array([p.xyz for p in pts.values()], dtype=np.float64).reshape(-1, 3)
         rgb = np.array([p.color for p in pts.values()], dtype=np.uint8).reshape(-1, 3)
         T = normalise_poses(c2w, xyz)
-        s = float(np.cbrt(np.linalg.det(T[:3, :3])))
-        c2w_n = T @ c2w
-        c2w_n[:, :3, :3] /= s
-        xyz_n = xyz @ T[:3, :3].T + T[:3, 3]
+        c2w_n = transform_poses(T, c2w)
+        xyz_n = transform_points(T, xyz)
         a = int(aabb_scale) if aabb_scale is not None else _auto_aabb_scale(c2w_n[:, :3, 3])
         frames = [{"file_path": f"images/{name}", "transform_matrix": m.tolist(),
                    "colmap_im_id": int(i)} for (name, _), m, i in zip(regs, c2w_n, order)]

@@ -43,7 +43,11 @@ class SceneDataset:
     (6,) scene bound (xmin, ymin, zmin, xmax, ymax, zmax) in world units. depths: (N, H, W)
     distance along the ray, 0 where unknown / background, or None. names: one file name per frame.
     distortion: (N, 4) OpenCV k1 k2 p1 p2 of the original cameras (already removed from the images)
-    or None. background: (3,) the colour composited behind transparent pixels.
+    or None. background: (3,) the colour composited behind transparent pixels. transform: (4, 4)
+    float64 similarity from the data files' frame to this dataset's frame when the loader
+    normalised the scene (:mod:`aware3d.data.normalize`), else None (the files' frame).
+    sfm_transform: (4, 4) float64 from the structure-from-motion model's frame to the files' frame
+    where the files record one (nerfstudio's ``applied_transform``), else None.
     """
 
     images: torch.Tensor
@@ -61,6 +65,8 @@ class SceneDataset:
     background: torch.Tensor = field(default_factory=lambda: torch.ones(3))
     format: str = ""
     source: str = ""
+    transform: torch.Tensor | None = None
+    sfm_transform: torch.Tensor | None = None
 
     def __post_init__(self):
         """Geometry a renderer cannot use is refused here, for every format: the message names the

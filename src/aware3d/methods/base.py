@@ -175,6 +175,9 @@ class Run:
 # --------------------------------------------------------------------------------------------------
 # Radiance fields
 
+#: frames exports can be written in (``FieldRun.frame``)
+FRAMES = ("scene", "data", "sfm")
+
 
 class FieldMethod(Method):
     """A radiance-field method. ``model(cfg, scene)`` builds its network (an ``nn.Module`` with the
@@ -355,30 +358,57 @@ class FieldRun(Run):
 
         return print_metrics_table(metrics)
 
-    def export_mesh(self, out=None, resolution: int = 256, threshold: float | None = None) -> dict:
+    def frame(self, frame: str = "scene"):
+        """The 4x4 (numpy float64) from the run's scene frame to ``frame``, or None for the scene
+        frame itself. ``"data"``: the frame of the dataset's files (undoing the load-time
+        normalisation of :mod:`aware3d.data.normalize`); ``"sfm"``: the structure-from-motion
+        model's frame (undoing also the ``applied_transform`` a processed capture records)."""
+        import numpy as np
+
+        if frame not in FRAMES:
+            raise ValueError(f"frame: expected one of {', '.join(FRAMES)}, got {frame!r}")
+        if frame == "scene":
+            return None
+        M = np.linalg.inv(np.asarray(self.scene["transform"])) if self.scene.get("transform") else np.eye(4)
+        if frame == "sfm":
+            if not self.scene.get("sfm_transform"):
+                raise ValueError("frame sfm: this run's data records no structure-from-motion frame (only "
+                                 "captures processed by `aware3d data process` or nerfstudio files with an "
+                                 "applied_transform do); use --frame data")
+            M = np.linalg.inv(np.asarray(self.scene["sfm_transform"])) @ M
+        return M
+
+    def export_mesh(self, out=None, resolution: int = 256, threshold: float | None = None,
+                    frame: str = "scene") -> dict:
         """Marching cubes of the density over the scene box with vertex colours, written as PLY
         (default RUN/mesh.ply); the level is chosen from the field unless ``threshold`` is given,
-        and an empty mesh is an error naming a level to try."""
+        and an empty mesh is an error naming a level to try. ``frame``: see :meth:`frame`."""
         from ..train.recon import density_mesh
 
+        M = self.frame(frame)
         path = Path(out) if out is not None else self.path / "mesh.ply"
-        return density_mesh(self.model, self.scene["aabb"], path, resolution=resolution, threshold=threshold)
+        info = density_mesh(self.model, self.scene["aabb"], path, resolution=resolution, threshold=threshold,
+                            transform=M)
+        return {**info, "frame": frame}
 
     def export_pointcloud(self, out=None, num_points: int = 100_000, split: str = "train",
-                          min_opacity: float = 0.5, seed: int = 0) -> dict:
+                          min_opacity: float = 0.5, seed: int = 0, frame: str = "scene") -> dict:
         """Coloured points back-projected from rendered depth of the ``split`` views (PLY, default
-        RUN/pointcloud.ply): see :func:`aware3d.train.recon.point_cloud`."""
+        RUN/pointcloud.ply): see :func:`aware3d.train.recon.point_cloud`. ``frame``: see :meth:`frame`."""
+        from ..data.normalize import transform_points
         from ..train.recon import point_cloud
         from ..utils.mesh import write_ply
 
+        M = self.frame(frame)
         ds = self.load_data(split)
         pts, cols = point_cloud(self.model, ds, num_points=num_points, min_opacity=min_opacity, seed=seed)
         if len(pts) == 0:
             raise ValueError(f"no rendered ray of the {split} views reached opacity {min_opacity:g}: nothing to "
                              f"export (is the run trained? try --min-opacity 0.1)")
+        xyz = pts.double().numpy() if M is None else transform_points(M, pts.double().numpy())
         path = Path(out) if out is not None else self.path / "pointcloud.ply"
-        write_ply(path, pts.numpy(), torch.zeros(0, 3, dtype=torch.int32).numpy(), cols.numpy())
-        return {"path": str(path), "points": int(len(pts)), "views": len(ds), "split": split}
+        write_ply(path, xyz.astype("float32"), torch.zeros(0, 3, dtype=torch.int32).numpy(), cols.numpy())
+        return {"path": str(path), "points": int(len(pts)), "views": len(ds), "split": split, "frame": frame}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,10 +36,13 @@ def scene_info(ds) -> dict:
     dist = centres.norm(dim=-1)
     elev = torch.rad2deg(torch.asin((centres[:, 2] / dist.clamp_min(1e-8)).clamp(-1, 1)))
     return {"aabb": ds.aabb.tolist(), "near": float(ds.near), "far": float(ds.far),
-            "format": getattr(ds, "format", None),
+            "format": getattr(ds, "format", None), "has_alpha": getattr(ds, "alphas", None) is not None,
             "background": ds.background.tolist(), "width": ds.width, "height": ds.height,
             "K": ds.K[0].tolist(), "orbit_radius": float(dist.mean()),
-            "orbit_elevation_deg": float(elev.mean())}
+            "orbit_elevation_deg": float(elev.mean()),
+            # data frame -> scene frame (normalised captures) and SfM frame -> data frame, or None
+            "transform": None if getattr(ds, "transform", None) is None else ds.transform.tolist(),
+            "sfm_transform": None if getattr(ds, "sfm_transform", None) is None else ds.sfm_transform.tolist()}
 
 
 @torch.no_grad()
@@ -408,11 +411,12 @@ def _level_hint(vol: torch.Tensor) -> str:
 
 @torch.no_grad()
 def density_mesh(model, aabb, path, resolution: int = 256, threshold: float | None = None,
-                 colors: bool = True) -> dict:
+                 colors: bool = True, transform=None) -> dict:
     """Marching cubes of ``model.density`` on a resolution^3 grid over the box ``aabb`` (6,) at the
     level :func:`mesh_level` picks, written as PLY to ``path`` with vertex colours (the field's
     colour seen from the outside, along the surface normal) where the model has ``point_color``.
-    Never writes an empty mesh: no surface at the level is a ValueError naming a level to try."""
+    Never writes an empty mesh: no surface at the level is a ValueError naming a level to try.
+    ``transform`` (4, 4): written vertices are mapped by it (another frame, see ``FieldRun.frame``)."""
     from ..utils.mesh import marching_cubes_mesh, write_ply
 
     aabb = torch.as_tensor(aabb, dtype=torch.float32)
@@ -426,6 +430,10 @@ def density_mesh(model, aabb, path, resolution: int = 256, threshold: float | No
     rgb = None
     if colors and hasattr(model, "point_color"):
         rgb = vertex_colors(model, torch.from_numpy(verts), torch.from_numpy(faces.astype("int64")))
+    if transform is not None:
+        from ..data.normalize import transform_points
+
+        verts = transform_points(transform, verts).astype(verts.dtype)
     write_ply(path, verts, faces, rgb)
     return {"path": str(path), "vertices": int(len(verts)), "faces": int(len(faces)), "level": level,
             "colors": rgb is not None}
