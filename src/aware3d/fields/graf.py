@@ -8,7 +8,13 @@ The shape code z_s is concatenated with gamma(x) before the density trunk and th
 z_a with gamma(d) before the colour head, so density depends on z_s only and appearance can be
 changed alone. gamma is the NeRF code's encoding (raw input kept, no pi; L = 10 for points and 4 for
 directions, :func:`aware3d.render.encodings.nerf_encoding`). Defaults are the official ones:
-8 x 256 trunk with the skip after layer 4, a 128-wide colour layer.
+8 x 256 trunk with skip 4, a 128-wide colour layer.
+
+Skips count as in the official NeRF code: skip k concatenates [gamma(x), z_s] to the output of
+layer k counted from 0, so with ``skips=(4,)`` the sixth layer takes it (input widths 191, 256,
+256, 256, 256, 447, 256, 256 at the paper size). ``early_skip=True`` is the convention of aware3d
+before it matched the official code (k counted from 1: the fifth layer takes the input, one layer
+early); runs saved with it keep it.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ class GrafField(nn.Module):
 
     def __init__(self, z_shape_dim: int = 128, z_app_dim: int = 128, hidden: int = 256,
                  n_layers: int = 8, skips=(4,), n_freq_pos: int = 10, n_freq_dir: int = 4,
-                 color_hidden: int | None = None, pos_scale: float = 1.0):
+                 color_hidden: int | None = None, pos_scale: float = 1.0, early_skip: bool = False):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers: expected >= 1, got {n_layers}")
@@ -53,12 +59,16 @@ class GrafField(nn.Module):
         self.hidden, self.n_layers = hidden, n_layers
         self.n_freq_pos, self.n_freq_dir = n_freq_pos, n_freq_dir
         self.pos_scale = float(pos_scale)
-        # skip k: [gamma(x), z_s] is concatenated to the output of layer k (1-based), k < n_layers
-        self.skips = tuple(int(k) for k in skips if 1 <= int(k) < n_layers)
+        # skip k: [gamma(x), z_s] is concatenated to the output of layer k (official: counted from
+        # 0; early_skip: from 1); self.skips holds the 0-based indices of the layers that take it
+        self.early_skip = bool(early_skip)
+        off = 0 if self.early_skip else 1
+        self.skips = tuple(int(k) + off for k in skips if 1 <= int(k) + off < n_layers)
         pe = positional_encoding_dim(3, n_freq_pos, include_input=True)
         pe_dir = positional_encoding_dim(3, n_freq_dir, include_input=True)
         in_dim = pe + z_shape_dim
         dims_in = [in_dim] + [hidden + (in_dim if k in self.skips else 0) for k in range(1, n_layers)]
+        self.dims_in = tuple(dims_in)  # per-layer input widths of the trunk
         self.trunk = nn.ModuleList(nn.Linear(d, hidden) for d in dims_in)
         self.sigma_out = nn.Linear(hidden, 1)
         self.feature = nn.Linear(hidden, hidden)

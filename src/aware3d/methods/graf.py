@@ -7,7 +7,15 @@ a K x K sparse patch of rays (K = 32): centre u and scale s ~ U[s_min, 1] with s
 the patch covers s of the image width around u; real images are bilinearly sampled at the same kind
 of patch (:func:`sample_image_patches`, drawn independently, from the engine's generator). The
 discriminator (:class:`PatchDiscriminator`, spectral norm + instance norm as the official code) only
-ever sees K x K patches. Non-saturating loss + R1 (10), RMSprop lr G 5e-4 / D 1e-4, EMA 0.999.
+ever sees K x K patches. Non-saturating loss + R1 (10), RMSprop lr G 5e-4 / D 1e-4, EMA 0.999;
+each step trains D, then G.
+
+Every preset follows the official code (autonomousvision/graf): the skip input enters the sixth
+trunk layer, patch points lie on ``linspace(-1, 1, K) * s + u`` with rays at pixel index
+coordinates and real patches sampled with ``align_corners=True``, D steps before G. The behaviour
+of aware3d before it matched the official code stays as options, off in every preset and on for
+runs saved without these keys: ``early_skip`` (the input one layer early), ``centre_patch_grid``
+(pixel-centre patch grid, ``align_corners=False``), ``d_first=False`` (G, then D).
 
 Pieces: :func:`sample_inputs` (latents, camera, patch), :class:`GrafGenerator` (rays ->
 :func:`aware3d.methods.gan_common.render_radiance`, stratified + optional hierarchical samples),
@@ -29,7 +37,8 @@ import torch.nn.functional as F
 
 from ..fields.graf import GrafField
 from ..render.cameras import (image_rays, intrinsics_from_fov, look_at, patch_rays, patch_uv,
-                              sample_poses_sphere, spherical_to_cartesian)
+                              pixel_grid, rays_from_pixels, sample_poses_sphere,
+                              spherical_to_cartesian)
 from ..programs.gan import programs_for
 from ..nets.discriminators import PatchDiscriminator
 from . import gan_common as gc
@@ -50,6 +59,7 @@ class Config(gc.RunSettings):
     patch: int = 32                     # K: the patch is K x K rays
     min_scale: float = 0.25             # s ~ U[s_min, max_scale]
     max_scale: float = 1.0              # s_max: upper bound of the patch scale s (patch side / image side)
+    centre_patch_grid: bool = True      # patch points at (i + 0.5) / K of the patch, reals sampled with align_corners=False (runs saved before the fix); False: official grid
     scale_anneal: float = 0.0025        # s_min = max(min_scale, exp(-3 (step // anneal_every) a)), <= 0.9
     anneal_every: int = 1000            # s_min decreases every this many steps (official: 1000)
     n_samples: int = 64                 # stratified samples per ray
@@ -69,7 +79,8 @@ class Config(gc.RunSettings):
     z_app_dim: int = 128                # appearance code z_a size (joins gamma(d) before the colour head)
     hidden: int = 256                   # width of the density trunk (colour layer: hidden / 2)
     n_layers: int = 8                   # ReLU layers of the density trunk
-    skips: tuple = (4,)                 # trunk layers (1-based) after which [gamma(x), z_s] enters again
+    skips: tuple = (4,)                 # skip k: [gamma(x), z_s] joins the output of trunk layer k (from 0, official)
+    early_skip: bool = True             # count skips from 1 (the input enters one layer early; runs saved before the fix)
     n_freq_pos: int = 10                # positional-encoding frequencies L of the points (raw x kept)
     n_freq_dir: int = 4                 # positional-encoding frequencies L of the view directions
     pos_scale: float = 1.0              # points multiplied by this before gamma(x) (official: 1)
@@ -82,6 +93,7 @@ class Config(gc.RunSettings):
     lr_anneal: float = 0.5              # lr *= lr_anneal at each of lr_anneal_steps
     lr_anneal_steps: tuple = (50000, 100000, 200000)  # steps at which lr_g and lr_d *= lr_anneal
     r1_weight: float = 10.0             # R1: D loss += r1_weight E||grad_x D(x)||^2 on real patches
+    d_first: bool = False               # each step trains D, then G (official); False: G, then D (runs saved before the fix)
     density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
     noise_anneal_steps: int = 5000      # ... over these steps (official "decrease_noise")
     mesh_extent: float = 1.0            # export_mesh box [-e, e]^3
@@ -92,6 +104,11 @@ def _elevation_from_v(v: float) -> float:
     """Official camera parameter v (polar angle arccos(1 - 2 v)) -> elevation in degrees."""
     return round(90.0 - math.degrees(math.acos(1 - 2 * v)), 4)
 
+
+# Every preset follows the official code. The dataclass defaults of these fields are the behaviour of
+# aware3d before it matched the official code, which is what a saved config without them means (runs
+# saved before the fix load and train as they did); see the options' comments.
+_OFFICIAL = dict(early_skip=False, centre_patch_grid=False, d_first=True)
 
 # Faces (celebA, cats): fov 10, radius 10 (+-0.5), rays in [7.5, 12.5], polar angle 70-85 deg.
 _FACES = dict(fov=10.0, radius=(9.5, 10.5), near=7.5, far=12.5,
@@ -130,6 +147,7 @@ PRESETS["tiny16"] = dict(_OBJECTS, resolution=16, patch=8, n_samples=6, n_import
                          checkpoint_every=10, log_every=5)
 # "tiny": the name every other method gives its smallest preset (test-sized runs)
 PRESETS["tiny"] = PRESETS["tiny16"]
+PRESETS = {k: dict(_OFFICIAL, **v) for k, v in PRESETS.items()}
 DEFAULT_PRESET = "cpu32"
 
 
@@ -158,12 +176,38 @@ def sample_patch(n: int, s_min: float, s_max: float = 1.0, generator: torch.Gene
     return c, s
 
 
+def official_patch_grid(patch: int, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The official FlexGridRaySampler's patch: ``linspace(-1, 1, K)^2 * scale + center``, (B, K, K, 2)
+    as (x, y) in grid_sample coordinates with ``align_corners=True`` (-1 and 1 are the centres of
+    the first and last pixels)."""
+    lin = torch.linspace(-1, 1, patch, dtype=center.dtype, device=center.device)
+    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+    grid = torch.stack([gx, gy], -1)
+    return grid * scale.to(center)[:, None, None, None] + center[:, None, None, :]
+
+
+def official_patch_uv(width: int, height: int, patch: int, center: torch.Tensor,
+                      scale: torch.Tensor) -> torch.Tensor:
+    """Pixel coordinates (B, K, K, 2) of the official patch points: pixel index coordinates
+    ``(g + 1) / 2 (size - 1)``, where the official code casts its rays (its ``get_rays`` puts pixel j's
+    ray at u = j, principal point at size / 2)."""
+    size = torch.tensor([width, height], dtype=center.dtype, device=center.device)
+    return (official_patch_grid(patch, center, scale) + 1) * 0.5 * (size - 1)
+
+
 def sample_image_patches(images: torch.Tensor, center: torch.Tensor, scale: torch.Tensor,
-                         patch: int) -> torch.Tensor:
-    """Bilinearly sample real images (B, C, H, W) at the K x K patch points of
-    :func:`aware3d.render.cameras.patch_uv` -> (B, C, K, K). At scale 1, centre 0 and K = H = W the
-    points are the pixel centres and the image comes back unchanged."""
+                         patch: int, centre_grid: bool = True) -> torch.Tensor:
+    """Bilinearly sample real images (B, C, H, W) at K x K patch points -> (B, C, K, K).
+
+    ``centre_grid=False`` (official): the points of :func:`official_patch_grid` with
+    ``grid_sample(align_corners=True)``, so at scale 1, centre 0 and K = H = W the patch is the
+    image. ``centre_grid=True`` (runs saved before the fix): the points of
+    :func:`aware3d.render.cameras.patch_uv` with ``align_corners=False`` (at scale 1, centre 0 and
+    K = H = W also the image itself)."""
     B, C, H, W = images.shape
+    if not centre_grid:
+        grid = official_patch_grid(patch, center.to(images), scale.to(images))
+        return F.grid_sample(images, grid, mode="bilinear", align_corners=True, padding_mode="border")
     uv = patch_uv(W, H, patch, center.to(images), scale.to(images))
     size = torch.tensor([W, H], dtype=images.dtype, device=images.device)
     grid = uv / size * 2 - 1
@@ -202,7 +246,8 @@ class GrafGenerator(nn.Module):
         self.cfg = cfg
         self.field = GrafField(z_shape_dim=cfg.z_shape_dim, z_app_dim=cfg.z_app_dim, hidden=cfg.hidden,
                                n_layers=cfg.n_layers, skips=cfg.skips, n_freq_pos=cfg.n_freq_pos,
-                               n_freq_dir=cfg.n_freq_dir, pos_scale=cfg.pos_scale)
+                               n_freq_dir=cfg.n_freq_dir, pos_scale=cfg.pos_scale,
+                               early_skip=cfg.early_skip)
         self.density_noise = 0.0        # training regulariser, set per step by GrafMethod.set_step
 
     def intrinsics(self, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -213,11 +258,19 @@ class GrafGenerator(nn.Module):
         c2w = inputs["c2w"]
         res = self.cfg.resolution
         K = self.intrinsics(c2w.dtype, c2w.device).expand(c2w.shape[0], 3, 3)
+        if self.cfg.centre_patch_grid:  # pixel centres (runs saved before the fix)
+            if "patch_center" in inputs:
+                o, d, _ = patch_rays(K, c2w, res, res, self.cfg.patch, inputs["patch_center"],
+                                     inputs["patch_scale"])
+                return o, d
+            return image_rays(K, c2w, res, res)
+        # official: rays at pixel index coordinates (u = j), patches on the official grid
         if "patch_center" in inputs:
-            o, d, _ = patch_rays(K, c2w, res, res, self.cfg.patch, inputs["patch_center"],
-                                 inputs["patch_scale"])
-            return o, d
-        return image_rays(K, c2w, res, res)
+            uv = official_patch_uv(res, res, self.cfg.patch, inputs["patch_center"].to(c2w),
+                                   inputs["patch_scale"].to(c2w))
+        else:
+            uv = pixel_grid(res, res, dtype=c2w.dtype, device=c2w.device).expand(c2w.shape[0], res, res, 2) - 0.5
+        return rays_from_pixels(K, c2w, uv)
 
     def near_far(self, c2w: torch.Tensor):
         """Per-camera ray bounds (B, 1): the configured bounds hold for the largest radius; closer
@@ -277,7 +330,7 @@ class GrafMethod:
         """Real images (B, 3, H, W) -> K x K patches drawn like the generator's (same s_min)."""
         images = gc.resize_images(images, self.cfg.resolution)
         c, s = sample_patch(images.shape[0], self.s_min, self.cfg.max_scale, generator)
-        return sample_image_patches(images, c, s, self.cfg.patch)
+        return sample_image_patches(images, c, s, self.cfg.patch, centre_grid=self.cfg.centre_patch_grid)
 
     def wrap_dataset(self, dataset):
         return gc.MappedImages(dataset, self.real_patches)

@@ -54,6 +54,8 @@ class GanConfig:
     ema_beta: float = 0.999
     r1_weight: float = 10.0            # loss += r1_weight * E ||grad_x D(x)||^2 (official GIRAFFE form)
     r1_interval: int = 1               # 1: in every D step; k > 1: lazy, weight * k every k steps
+    d_first: bool = False              # each step: D phase, then G (official GRAF, pi-GAN); False: G, then D
+    grad_clip: float = 0.0             # > 0: clip the total gradient norm of G and of D to this (official pi-GAN)
     max_steps: int | None = None
     max_minutes: float | None = None
     sample_every: int = 500
@@ -279,6 +281,10 @@ class GanEngine:
             p.grad = flat[off:off + n].view_as(p).clone()
             off += n
 
+    def _clip(self, module: nn.Module) -> None:
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), float(self.cfg.grad_clip))
+
     # -- phases ------------------------------------------------------------------------------------
     def phase_generator(self) -> dict:
         """G: minimise the non-saturating loss of D on fresh fakes (or the method's
@@ -296,6 +302,7 @@ class GanEngine:
             out = {"loss_G": loss.detach()}
         loss.backward()
         self._average_grads(self.G)
+        self._clip(self.G)
         self.opt_g.step()
         ema_update(self.G_ema, self.G, self.cfg.ema_beta)
         return out
@@ -313,6 +320,7 @@ class GanEngine:
             loss, out = objective(self.G, self.D, real, self.draw_inputs(train=True), r1)
             loss.backward()
             self._average_grads(self.D)
+            self._clip(self.D)
             self.opt_d.step()
             return out
         x_real = real.detach().requires_grad_(with_r1)
@@ -331,6 +339,7 @@ class GanEngine:
             out["R1"] = pen.detach()
         loss.backward()
         self._average_grads(self.D)
+        self._clip(self.D)
         self.opt_d.step()
         return out
 
@@ -348,7 +357,7 @@ class GanEngine:
     def phases(self, step: int) -> list[str]:
         """Names of the phases run at (0-based) ``step``."""
         k = max(int(self.cfg.r1_interval), 1)
-        names = ["G", "D"]
+        names = ["D", "G"] if self.cfg.d_first else ["G", "D"]
         if k > 1 and self.cfg.r1_weight > 0 and step % k == 0:
             names.append("R1")
         return names
@@ -358,9 +367,14 @@ class GanEngine:
         names = self.phases(self.step)
         inline_r1 = self.cfg.r1_weight > 0 and max(int(self.cfg.r1_interval), 1) == 1
         out = {}
-        out.update(self.phase_generator())
-        real = self.draw_real(dataset)
-        out.update(self.phase_discriminator(real, with_r1=inline_r1))
+        if self.cfg.d_first:  # the real batch is drawn first, then D's fakes, then G's inputs
+            real = self.draw_real(dataset)
+            out.update(self.phase_discriminator(real, with_r1=inline_r1))
+            out.update(self.phase_generator())
+        else:
+            out.update(self.phase_generator())
+            real = self.draw_real(dataset)
+            out.update(self.phase_discriminator(real, with_r1=inline_r1))
         if "R1" in names:
             out.update(self.phase_r1(real))
         self.step += 1
