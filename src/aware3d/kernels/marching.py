@@ -17,6 +17,16 @@ clipped to the box and dt the step,
 (exponential stepping, ``cone_angle > 0``), ``t1_k = min(t0_k + step, t_max)``, kept while
 ``t0_k < t_max`` and the cell of ``o + (t0_k + t1_k) / 2 * d`` is occupied, at most
 ``max_samples_per_ray`` per ray.
+
+Contracted grids (``OccupancyGrid(..., contract=True)``, unbounded scenes): the grid covers
+mip-NeRF 360's contracted space (Barron et al. 2022, L-inf version as in nerfacto) of
+``u = (x - c) / h`` (c, h: centre and half side of the inner box),
+``contract(u) = u`` for ``||u||_inf <= 1``, else ``(2 - 1/||u||_inf) u / ||u||_inf``: the cube
+[-2, 2]^3 holds all of space. Rays are not clipped to a box ([near, far] as given); the steps are
+``t0_{k+1} = t0_k + clamp(max(cone * t0_k, dt * max(||u(t0_k)||_inf, 1)^2), dt, dt_max)``
+(``contract_steps=True``: beyond the inner box a step grows as ||u||^2, so it is roughly uniform
+in contracted space, as the derivative of 2 - 1/r is 1/r^2; ``False``: only the cone term), and a
+sample is kept when the cell of ``contract(u(tm))`` is occupied.
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ from aware3d.kernels import _build
 from aware3d.render._checks import ShapeError, check_leading, check_tensor
 from aware3d.render.volume import render_weights_packed_reference as _core_packed_reference
 
-__all__ = ["OccupancyGrid", "ray_aabb_intersect", "march_rays", "march_rays_reference",
+__all__ = ["contract", "uncontract", "contraction_jacobian", "OccupancyGrid", "ray_aabb_intersect", "march_rays", "march_rays_reference",
            "ray_offsets", "render_weights_packed", "render_weights_packed_reference",
            "alive_mask"]
 
@@ -51,6 +61,35 @@ def _use_compiled(backend: str, device: torch.device) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Scene contraction
+# --------------------------------------------------------------------------------------------
+def contract(u: torch.Tensor) -> torch.Tensor:
+    """mip-NeRF 360's contraction with the L-inf norm: ``u`` where ``||u||_inf <= 1``, else
+    ``(2 - 1/||u||_inf) * u / ||u||_inf``; maps R^3 into the cube [-2, 2]^3, continuously.
+    The float32 operations are those of the marching kernels."""
+    n = u.abs().amax(dim=-1, keepdim=True)
+    safe = n.clamp_min(1.0)
+    return torch.where(n > 1, ((2 - 1 / safe) * u) / safe, u)
+
+
+def uncontract(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`contract` for ``||y||_inf < 2``: ``u = y / (n (2 - n))`` where n > 1."""
+    n = y.abs().amax(dim=-1, keepdim=True)
+    safe = n.clamp(1.0, 2.0 - 1e-6)
+    return torch.where(n > 1, y / (safe * (2 - safe)), y)
+
+
+def contraction_jacobian(y: torch.Tensor) -> torch.Tensor:
+    """(...,) radial stretch of world length per contracted length at contracted points ``y``
+    (..., 3), in units of the inner box's half side: ``max(||u||_inf, 1)^2`` (the derivative of
+    ``2 - 1/r`` is ``1/r^2``). A world density times this is the density per contracted length
+    (times h), what a contracted occupancy grid keeps."""
+    n = y.abs().amax(dim=-1).clamp(1.0, 2.0 - 1e-6)
+    r = 1.0 / (2.0 - n)
+    return r * r
+
+
+# --------------------------------------------------------------------------------------------
 # Occupancy grid
 # --------------------------------------------------------------------------------------------
 class OccupancyGrid(nn.Module):
@@ -59,10 +98,16 @@ class OccupancyGrid(nn.Module):
     Buffers: ``aabb (6,)``, ``density (res, res, res)`` (EMA of sigma, indexed [ix, iy, iz]),
     ``binary (res, res, res)`` bool. Every cell starts occupied so marching before the first
     :meth:`update` samples the whole box.
+
+    ``contract=True`` (unbounded scenes): ``aabb`` is the inner box (world; buffer ``inner``) and
+    the grid covers the contracted space [-2, 2]^3 of ``u = (x - c) / h`` (see :func:`contract`;
+    ``self.aabb`` is then (-2, -2, -2, 2, 2, 2), in grid coordinates); ``density`` keeps
+    ``sigma * contraction_jacobian``, the density per contracted length, so one threshold on
+    ``density * dt`` fits steps that grow as ||u||^2.
     """
 
     def __init__(self, aabb: Sequence[float] | torch.Tensor = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
-                 resolution: int = 128):
+                 resolution: int = 128, contract: bool = False):
         super().__init__()
         aabb_t = torch.as_tensor(aabb, dtype=torch.float32).flatten()
         if aabb_t.numel() != 6 or not bool((aabb_t[3:] > aabb_t[:3]).all()):
@@ -71,12 +116,36 @@ class OccupancyGrid(nn.Module):
         if resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
         self.resolution = int(resolution)
+        self.contract = bool(contract)
         r = self.resolution
+        if self.contract:
+            self.register_buffer("inner", aabb_t)
+            aabb_t = torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0, 2.0])
         self.register_buffer("aabb", aabb_t)
         self.register_buffer("density", torch.zeros(r, r, r))
         self.register_buffer("binary", torch.ones(r, r, r, dtype=torch.bool))
 
     # -- geometry ------------------------------------------------------------------------
+    @property
+    def center_inv_half(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3,), (3,) float32 centre c and 1 / half side of the inner box (contracted grids)."""
+        lo, hi = self.inner[:3], self.inner[3:]
+        return (lo + hi) * 0.5, 2.0 / (hi - lo)
+
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Grid coordinates of world points: ``contract((x - c) / h)`` or ``x`` itself."""
+        if not self.contract:
+            return x
+        c, ih = self.center_inv_half
+        return contract((x.float() - c) * ih)
+
+    def from_grid(self, y: torch.Tensor) -> torch.Tensor:
+        """World points of grid coordinates (inverse of :meth:`to_grid`)."""
+        if not self.contract:
+            return y
+        c, ih = self.center_inv_half
+        return uncontract(y) / ih + c
+
     @property
     def cell_scale(self) -> torch.Tensor:
         """(3,) float32 cells per unit length, res / (max - min): cell = floor((x - min) * scale)."""
@@ -87,7 +156,7 @@ class OccupancyGrid(nn.Module):
         """Cell (ix, iy, iz) of points ``x (..., 3)`` (clamped into the grid) and an inside mask."""
         check_tensor("x", x, (3,), floating=True)
         lo, hi = self.aabb[:3], self.aabb[3:]
-        x = x.float()
+        x = self.to_grid(x.float())
         ijk = torch.floor((x - lo) * self.cell_scale).long().clamp(0, self.resolution - 1)
         inside = ((x >= lo) & (x <= hi)).all(dim=-1)
         return ijk, inside
@@ -102,7 +171,7 @@ class OccupancyGrid(nn.Module):
         r = self.resolution
         g = (torch.arange(r, device=self.aabb.device, dtype=torch.float32) + 0.5) / r
         u = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), dim=-1)
-        return self.aabb[:3] + u * (self.aabb[3:] - self.aabb[:3])
+        return self.from_grid(self.aabb[:3] + u * (self.aabb[3:] - self.aabb[:3]))
 
     # -- refresh -------------------------------------------------------------------------
     @torch.no_grad()
@@ -118,7 +187,8 @@ class OccupancyGrid(nn.Module):
         cells plus res^3/4 random occupied cells. A cell is occupied when its density exceeds
         ``min(threshold, mean density)`` (the mean keeps sparse scenes from emptying out early).
         ``density_fn`` maps world points (M, 3) to densities (M,) or (M, 1); it is called under
-        ``no_grad`` in chunks of ``chunk`` points.
+        ``no_grad`` in chunks of ``chunk`` points (contracted grids: the points are drawn in
+        contracted space and mapped back, and the densities are scaled by the Jacobian).
 
         ``dense_warmup``: every cell stays occupied until ``warmup_steps`` (densities are still
         tracked), so rays keep sampling the whole box while the field is faint. Slower early steps;
@@ -142,7 +212,9 @@ class OccupancyGrid(nn.Module):
         ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], dim=-1).float()
         jitter = torch.rand(ijk.shape, device=dev, generator=generator)
         pts = self.aabb[:3] + (ijk + jitter) / r * (self.aabb[3:] - self.aabb[:3])
-        sigma = torch.cat([density_fn(p).reshape(-1).float() for p in pts.split(chunk)])
+        sigma = torch.cat([density_fn(self.from_grid(p)).reshape(-1).float() for p in pts.split(chunk)])
+        if self.contract:
+            sigma = sigma * contraction_jacobian(pts)
         if sigma.numel() != cells.numel():
             raise ShapeError(f"density_fn: expected {cells.numel()} densities for "
                              f"{cells.numel()} points, got {sigma.numel()}")
@@ -188,12 +260,19 @@ def _prepare(rays_o, rays_d, near, far, occ_grid, step_size, max_step):
     aabb = occ_grid.aabb.to(o.device)
     near_t = torch.as_tensor(near, dtype=torch.float32, device=o.device).expand(R)
     far_t = torch.as_tensor(far, dtype=torch.float32, device=o.device).expand(R)
-    t_in, t_out = ray_aabb_intersect(o, d, aabb)
-    t_min = torch.maximum(t_in, near_t).contiguous()
-    t_max = torch.minimum(t_out, far_t).contiguous()
-    side = float((aabb[3:] - aabb[:3]).max())
+    if occ_grid.contract:  # the contracted grid covers all of space: no clipping
+        t_min, t_max = near_t.contiguous(), far_t.contiguous()
+        inner = occ_grid.inner.to(o.device)
+        side = float((inner[3:] - inner[:3]).max())
+        dt_max_default = 1e30
+    else:
+        t_in, t_out = ray_aabb_intersect(o, d, aabb)
+        t_min = torch.maximum(t_in, near_t).contiguous()
+        t_max = torch.minimum(t_out, far_t).contiguous()
+        side = float((aabb[3:] - aabb[:3]).max())
+        dt_max_default = math.sqrt(3.0) * side / occ_grid.resolution
     dt = step_size if step_size is not None else math.sqrt(3.0) / 1024.0 * side
-    dt_max = max_step if max_step is not None else math.sqrt(3.0) * side / occ_grid.resolution
+    dt_max = max_step if max_step is not None else dt_max_default
     if not dt > 0:
         raise ValueError(f"step_size must be > 0, got {dt}")
     lo = aabb[:3].contiguous()
@@ -202,23 +281,38 @@ def _prepare(rays_o, rays_d, near, far, occ_grid, step_size, max_step):
 
 
 def march_rays_reference(rays_o, rays_d, t_min, t_max, binary, lo, scale, step, cone_angle,
-                         max_step, max_samples, ray_chunk: int = 4096):
+                         max_step, max_samples, ray_chunk: int = 4096, center=None, inv_half=None,
+                         contract_mode: int = 0):
     """Pure-PyTorch marching (the definition of the samples, see the module docstring).
 
     Arguments as prepared by :func:`march_rays` (float32 tensors, t_min/t_max clipped to the box,
     ``scale = res / (max - min)``). Tests every step's cell, vectorised over rays and steps.
+    ``contract_mode``: 0 world grid; 1 contracted grid (``u = (x - center) * inv_half``), cone
+    steps; 2 contracted grid, steps also growing as ``max(||u||_inf, 1)^2``.
     """
     dev = rays_o.device
     res = binary.shape[0]
     occ_flat = binary.reshape(-1)
     dt = torch.tensor(step, dtype=torch.float32, device=dev)
     out_r, out_0, out_1 = [], [], []
+    if contract_mode:
+        center = torch.as_tensor(center, dtype=torch.float32, device=dev)
+        inv_half = torch.as_tensor(inv_half, dtype=torch.float32, device=dev)
+
+    def unit(o, d, t):
+        # u = (o + t d - c) * ih and ||u||_inf, the kernels' float32 operations
+        u = ((o + t.unsqueeze(-1) * d) - center) * inv_half
+        return u, u.abs().amax(dim=-1)
 
     def keep(ray_ids, t0, t1, valid):
         # midpoint cell lookup, identical float32 ops to the C++ kernel
         o, d = rays_o[ray_ids], rays_d[ray_ids]
         tm = (t0 + t1) * 0.5
         x = o.unsqueeze(1) + tm.unsqueeze(-1) * d.unsqueeze(1)
+        if contract_mode:
+            x = (x - center) * inv_half
+            n = x.abs().amax(dim=-1, keepdim=True)
+            x = torch.where(n > 1, ((2 - 1 / n) * x) / n, x)
         ijk = torch.floor((x - lo) * scale).long().clamp(0, res - 1)
         flat = (ijk[..., 0] * res + ijk[..., 1]) * res + ijk[..., 2]
         return valid & occ_flat[flat]
@@ -229,7 +323,26 @@ def march_rays_reference(rays_o, rays_d, t_min, t_max, binary, lo, scale, step, 
         hit = tn < tf
         if not bool(hit.any()):
             continue
-        if cone_angle <= 0:
+        if contract_mode:
+            cone = torch.tensor(cone_angle, dtype=torch.float32, device=dev)
+            o_c, d_c = rays_o[ids], rays_d[ids]
+            cols0, cols1, colsv = [], [], []
+            t = tn.clone()
+            active = t < tf
+            while bool(active.any()):
+                stepk = t * cone
+                if contract_mode == 2:
+                    m = unit(o_c, d_c, t)[1].clamp_min(1.0)
+                    stepk = torch.maximum(stepk, dt * (m * m))
+                stepk = torch.clamp(stepk, min=step, max=max_step)
+                cols0.append(t)
+                cols1.append(torch.minimum(t + stepk, tf))
+                colsv.append(active)
+                nxt = t + stepk
+                active = active & (nxt > t) & (nxt < tf)
+                t = nxt
+            t0, t1, valid = (torch.stack(c, dim=1) for c in (cols0, cols1, colsv))
+        elif cone_angle <= 0:
             span = float((tf - tn)[hit].max())
             k_max = int(math.ceil(span / step)) + 2
             k = torch.arange(k_max, device=dev, dtype=torch.float32)
@@ -264,21 +377,24 @@ def march_rays_reference(rays_o, rays_d, t_min, t_max, binary, lo, scale, step, 
 def march_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, near: float | torch.Tensor,
                far: float | torch.Tensor, occ_grid: OccupancyGrid, step_size: float | None = None,
                max_samples_per_ray: int = 1024, cone_angle: float = 0.0,
-               max_step: float | None = None, backend: str = "auto"
+               max_step: float | None = None, backend: str = "auto", contract_steps: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """March rays through the occupancy grid; return packed samples in occupied cells.
 
     Args:
         rays_o, rays_d: (R, 3) origins and unit directions (world frame, same as the grid's aabb).
-        near, far: floats or (R,) tensors; marching is further clipped to the grid's box.
+        near, far: floats or (R,) tensors; marching is further clipped to the grid's box (not
+            for a contracted grid, which covers all of space).
         occ_grid: the :class:`OccupancyGrid` whose ``binary`` decides which cells are sampled.
         step_size: dt; default sqrt(3)/1024 x the box's longest side (1024 steps across the
-            diagonal of a cube, as in the paper).
+            diagonal of a cube, as in the paper; contracted grids: the inner box's).
         max_samples_per_ray: at most this many samples per ray (the nearest ones).
         cone_angle: > 0 enables exponential stepping, step = clamp(cone_angle * t, dt, max_step)
             (large scenes; the paper uses 1/256); 0 = constant step.
-        max_step: cap of the exponential step; default one cell diagonal.
+        max_step: cap of the exponential step; default one cell diagonal (contracted grids: none).
         backend: "auto" | "compiled" | "reference" (same samples).
+        contract_steps: contracted grids only: steps grow as ``max(||u||_inf, 1)^2`` beyond the
+            inner box (about uniform in contracted space); False: only ``cone_angle`` grows them.
 
     Returns:
         ``ray_indices (S,) int64, t_starts (S,), t_ends (S,)`` float32, sorted by ray then t.
@@ -288,13 +404,19 @@ def march_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, near: float | torch.T
     if max_samples_per_ray < 1:
         raise ValueError(f"max_samples_per_ray must be >= 1, got {max_samples_per_ray}")
     binary = occ_grid.binary.to(o.device)
+    if occ_grid.contract:
+        mode = 2 if contract_steps else 1
+        center, inv_half = (v.to(o.device).contiguous() for v in occ_grid.center_inv_half)
+    else:
+        mode, center, inv_half = 0, torch.zeros(3, device=o.device), torch.ones(3, device=o.device)
     if _use_compiled(backend, o.device):
         ops = _build.require_extension(o.device)
         return tuple(ops.march_rays(o, d, t_min, t_max, binary.to(torch.uint8).contiguous(),
-                                    lo, scale, dt, float(cone_angle), dt_max,
-                                    int(max_samples_per_ray)))
+                                    lo, scale, center, inv_half, mode, dt, float(cone_angle),
+                                    dt_max, int(max_samples_per_ray)))
     return march_rays_reference(o, d, t_min, t_max, binary, lo, scale, dt, float(cone_angle),
-                                dt_max, int(max_samples_per_ray))
+                                dt_max, int(max_samples_per_ray), center=center,
+                                inv_half=inv_half, contract_mode=mode)
 
 
 # --------------------------------------------------------------------------------------------

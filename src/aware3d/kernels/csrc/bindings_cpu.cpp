@@ -17,7 +17,8 @@ std::tuple<at::Tensor, at::Tensor> hash_encode_backward_cpu(const at::Tensor& gr
 std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cpu(
     const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& t_min,
     const at::Tensor& t_max, const at::Tensor& occ, const at::Tensor& lo, const at::Tensor& inv,
-    double step, double cone_angle, double max_step, int64_t max_samples);
+    const at::Tensor& center, const at::Tensor& inv_half, int64_t contract, double step,
+    double cone_angle, double max_step, int64_t max_samples);
 std::tuple<at::Tensor, at::Tensor> render_weights_packed_forward_cpu(const at::Tensor& sigmas,
                                                                      const at::Tensor& deltas,
                                                                      const at::Tensor& offsets);
@@ -34,7 +35,8 @@ TORCH_LIBRARY(aware3d_cpu, m) {
         "bool need_table, bool need_x) -> (Tensor, Tensor)",
         &aware3d::hash_encode_backward_cpu);
   m.def("march_rays(Tensor rays_o, Tensor rays_d, Tensor t_min, Tensor t_max, Tensor occ, "
-        "Tensor lo, Tensor inv, float step, float cone_angle, float max_step, int max_samples) "
+        "Tensor lo, Tensor inv, Tensor center, Tensor inv_half, int contract, float step, "
+        "float cone_angle, float max_step, int max_samples) "
         "-> (Tensor, Tensor, Tensor)",
         &aware3d::march_rays_cpu);
   m.def("render_weights_packed_forward(Tensor sigmas, Tensor deltas, Tensor offsets) "

@@ -3,6 +3,8 @@
 // march: the PyTorch reference (aware3d/kernels/marching.py) defines the samples; this kernel emits
 // the same ones bit for bit (same float32 operations in the same order; built with
 // -ffp-contract=off) but jumps over empty cells instead of testing every step in them.
+// Contracted grids (mode 1, 2): the grid lives in mip-NeRF 360's contracted space of
+// u = (x - c) * inv_half; every step is tested (no jumps) and t accumulates step by step.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -30,6 +32,22 @@ struct Grid {
   float lo[3], inv[3];  // cell = floor((x - lo) * inv), inv = res / (hi - lo)
 };
 
+struct Contraction {
+  int64_t mode;          // 0: world grid; 1: contracted grid, cone steps; 2: + steps ~ ||u||^2
+  float c[3], ih[3];     // u = (x - c) * ih
+};
+
+// u of o + t d and its L-inf norm (same float32 operations as marching.py's reference).
+inline float unit_point(const float* o, const float* d, float t, const Contraction& cs, float* u) {
+  float n = 0.f;
+  for (int a = 0; a < 3; ++a) {
+    const float x = o[a] + t * d[a];
+    u[a] = (x - cs.c[a]) * cs.ih[a];
+    n = std::max(n, std::fabs(u[a]));
+  }
+  return n;
+}
+
 inline int64_t cell_coord(float x, float lo, float inv, int64_t res) {
   float c = std::floor((x - lo) * inv);
   int64_t i = static_cast<int64_t>(c);
@@ -48,10 +66,41 @@ inline double cell_exit(const float* o, const float* d, const int64_t* ci, const
 }
 
 void march_one(int64_t r, const float* o, const float* d, float tmin, float tmax, const Grid& g,
-               float dt, float cone, float dt_max, int64_t max_samples, std::vector<Sample>& out) {
+               const Contraction& cs, float dt, float cone, float dt_max, int64_t max_samples,
+               std::vector<Sample>& out) {
   if (!(tmin < tmax)) return;
   int64_t emitted = 0;
-  if (cone <= 0.f) {
+  if (cs.mode != 0) {
+    // Contracted grid: step = clamp(max(cone * t0, [mode 2] dt * max(|u(t0)|, 1)^2), dt, dt_max)
+    // (mode 2 is uniform in contracted space along the radius); the midpoint's cell is looked up
+    // at contract(u) = (2 - 1/|u|) u / |u| where |u| = ||u||_inf > 1.
+    float t0 = tmin;
+    while (emitted < max_samples && t0 < tmax) {
+      float u[3];
+      float step = t0 * cone;
+      if (cs.mode == 2) {
+        const float m = std::max(unit_point(o, d, t0, cs, u), 1.f);
+        step = std::max(step, dt * (m * m));
+      }
+      step = std::min(std::max(step, dt), dt_max);
+      const float t1 = std::min(t0 + step, tmax);
+      const float tm = (t0 + t1) * 0.5f;
+      const float n = unit_point(o, d, tm, cs, u);
+      if (n > 1.f) {
+        const float s = 2.f - 1.f / n;
+        for (int a = 0; a < 3; ++a) u[a] = (s * u[a]) / n;
+      }
+      int64_t ci[3];
+      for (int a = 0; a < 3; ++a) ci[a] = cell_coord(u[a], g.lo[a], g.inv[a], g.res);
+      if (g.occ[(ci[0] * g.res + ci[1]) * g.res + ci[2]]) {
+        out.push_back({r, t0, t1});
+        ++emitted;
+      }
+      const float next = t0 + step;
+      if (!(next > t0)) break;  // t too large for the step in float32
+      t0 = next;
+    }
+  } else if (cone <= 0.f) {
     // Constant step: t_k = t_min + k * dt (not accumulated, so k can jump).
     int64_t k = 0;
     while (emitted < max_samples) {
@@ -98,8 +147,9 @@ void march_one(int64_t r, const float* o, const float* d, float tmin, float tmax
 std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cpu(const at::Tensor& rays_o_, const at::Tensor& rays_d_,
                                        const at::Tensor& t_min_, const at::Tensor& t_max_,
                                        const at::Tensor& occ_, const at::Tensor& lo_,
-                                       const at::Tensor& inv_, double step, double cone_angle,
-                                       double max_step, int64_t max_samples) {
+                                       const at::Tensor& inv_, const at::Tensor& center_,
+                                       const at::Tensor& inv_half_, int64_t contract, double step,
+                                       double cone_angle, double max_step, int64_t max_samples) {
   auto rays_o = rays_o_.to(at::kFloat).contiguous();
   auto rays_d = rays_d_.to(at::kFloat).contiguous();
   auto t_min = t_min_.to(at::kFloat).contiguous();
@@ -107,6 +157,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cpu(const at::Tensor& 
   auto occ = occ_.to(at::kByte).contiguous();
   auto lo = lo_.to(at::kFloat).contiguous();
   auto inv = inv_.to(at::kFloat).contiguous();
+  auto center = center_.to(at::kFloat).contiguous();
+  auto inv_half = inv_half_.to(at::kFloat).contiguous();
+  TORCH_CHECK(contract >= 0 && contract <= 2, "march_rays: contract must be 0, 1 or 2");
+  TORCH_CHECK(center.numel() == 3 && inv_half.numel() == 3,
+              "march_rays: center and inv_half must have 3 values");
   const int64_t R = rays_o.size(0);
   TORCH_CHECK(occ.dim() == 3 && occ.size(0) == occ.size(1) && occ.size(1) == occ.size(2),
               "march_rays: occupancy must be (res, res, res)");
@@ -116,6 +171,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cpu(const at::Tensor& 
   for (int a = 0; a < 3; ++a) {
     g.lo[a] = lo.data_ptr<float>()[a];
     g.inv[a] = inv.data_ptr<float>()[a];
+  }
+  Contraction cs;
+  cs.mode = contract;
+  for (int a = 0; a < 3; ++a) {
+    cs.c[a] = center.data_ptr<float>()[a];
+    cs.ih[a] = inv_half.data_ptr<float>()[a];
   }
   const float dt = static_cast<float>(step), cone = static_cast<float>(cone_angle);
   const float dtm = static_cast<float>(max_step);
@@ -132,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cpu(const at::Tensor& 
     for (int64_t c = c0; c < c1; ++c) {
       auto& b = bufs[c];
       for (int64_t r = c * kChunk; r < std::min(R, (c + 1) * kChunk); ++r)
-        march_one(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, dt, cone, dtm, max_samples, b);
+        march_one(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, cs, dt, cone, dtm, max_samples, b);
     }
   });
   std::vector<int64_t> start(nc + 1, 0);

@@ -24,6 +24,22 @@ struct GridD {
   float lo[3], inv[3];
 };
 
+struct ContractionD {
+  int64_t mode;  // 0: world grid; 1: contracted grid, cone steps; 2: + steps ~ ||u||^2
+  float c[3], ih[3];
+};
+
+__device__ __forceinline__ float unit_point_d(const float* o, const float* d, float t,
+                                              const ContractionD& cs, float* u) {
+  float n = 0.f;
+  for (int a = 0; a < 3; ++a) {
+    const float x = __fadd_rn(o[a], __fmul_rn(t, d[a]));
+    u[a] = __fmul_rn(__fsub_rn(x, cs.c[a]), cs.ih[a]);
+    n = fmaxf(n, fabsf(u[a]));
+  }
+  return n;
+}
+
 __device__ __forceinline__ int64_t cell_coord_d(float x, float lo, float inv, int64_t res) {
   const float c = floorf((x - lo) * inv);
   int64_t i = static_cast<int64_t>(c);
@@ -43,12 +59,43 @@ __device__ __forceinline__ double cell_exit_d(const float* o, const float* d, co
 
 // Marches one ray; with out_* null it only counts. Mirrors march_one() of marching_cpu.cpp.
 __device__ int64_t march_ray_d(int64_t r, const float* o, const float* d, float tmin, float tmax,
-                               const GridD& g, float dt, float cone, float dt_max,
-                               int64_t max_samples, int64_t* out_ray, float* out_t0,
+                               const GridD& g, const ContractionD& cs, float dt, float cone,
+                               float dt_max, int64_t max_samples, int64_t* out_ray, float* out_t0,
                                float* out_t1) {
   if (!(tmin < tmax)) return 0;
   int64_t emitted = 0;
-  if (cone <= 0.f) {
+  if (cs.mode != 0) {
+    float t0 = tmin;
+    while (emitted < max_samples && t0 < tmax) {
+      float u[3];
+      float step = __fmul_rn(t0, cone);
+      if (cs.mode == 2) {
+        const float m = fmaxf(unit_point_d(o, d, t0, cs, u), 1.f);
+        step = fmaxf(step, __fmul_rn(dt, __fmul_rn(m, m)));
+      }
+      step = fminf(fmaxf(step, dt), dt_max);
+      const float t1 = fminf(__fadd_rn(t0, step), tmax);
+      const float tm = __fmul_rn(__fadd_rn(t0, t1), 0.5f);
+      const float n = unit_point_d(o, d, tm, cs, u);
+      if (n > 1.f) {
+        const float s = __fsub_rn(2.f, __fdiv_rn(1.f, n));
+        for (int a = 0; a < 3; ++a) u[a] = __fdiv_rn(__fmul_rn(s, u[a]), n);
+      }
+      int64_t ci[3];
+      for (int a = 0; a < 3; ++a) ci[a] = cell_coord_d(u[a], g.lo[a], g.inv[a], g.res);
+      if (g.occ[(ci[0] * g.res + ci[1]) * g.res + ci[2]]) {
+        if (out_ray) {
+          out_ray[emitted] = r;
+          out_t0[emitted] = t0;
+          out_t1[emitted] = t1;
+        }
+        ++emitted;
+      }
+      const float next = __fadd_rn(t0, step);
+      if (!(next > t0)) break;
+      t0 = next;
+    }
+  } else if (cone <= 0.f) {
     int64_t k = 0;
     while (emitted < max_samples) {
       const float t0 = __fadd_rn(tmin, __fmul_rn(static_cast<float>(k), dt));
@@ -99,18 +146,18 @@ __device__ int64_t march_ray_d(int64_t r, const float* o, const float* d, float 
 
 __global__ void march_kernel(const float* __restrict__ o, const float* __restrict__ d,
                              const float* __restrict__ tn, const float* __restrict__ tf, GridD g,
-                             float dt, float cone, float dt_max, int64_t max_samples, int64_t R,
+                             ContractionD cs, float dt, float cone, float dt_max, int64_t max_samples, int64_t R,
                              int64_t* __restrict__ counts, const int64_t* __restrict__ starts,
                              int64_t* __restrict__ out_ray, float* __restrict__ out_t0,
                              float* __restrict__ out_t1) {
   const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= R) return;
   if (starts == nullptr) {
-    counts[r] = march_ray_d(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, dt, cone, dt_max,
+    counts[r] = march_ray_d(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, cs, dt, cone, dt_max,
                             max_samples, nullptr, nullptr, nullptr);
   } else {
     const int64_t s = starts[r];
-    march_ray_d(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, dt, cone, dt_max, max_samples,
+    march_ray_d(r, o + 3 * r, d + 3 * r, tn[r], tf[r], g, cs, dt, cone, dt_max, max_samples,
                 out_ray + s, out_t0 + s, out_t1 + s);
   }
 }
@@ -163,8 +210,8 @@ inline unsigned blocks_for(int64_t n) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
     const at::Tensor& rays_o_, const at::Tensor& rays_d_, const at::Tensor& t_min_,
     const at::Tensor& t_max_, const at::Tensor& occ_, const at::Tensor& lo_,
-    const at::Tensor& inv_, double step, double cone_angle, double max_step,
-    int64_t max_samples) {
+    const at::Tensor& inv_, const at::Tensor& center_, const at::Tensor& inv_half_,
+    int64_t contract, double step, double cone_angle, double max_step, int64_t max_samples) {
   const c10::cuda::CUDAGuard guard(rays_o_.device());
   auto rays_o = rays_o_.to(at::kFloat).contiguous();
   auto rays_d = rays_d_.to(at::kFloat).contiguous();
@@ -173,6 +220,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
   auto occ = occ_.to(at::kByte).contiguous();
   auto lo = lo_.to(at::kCPU, at::kFloat).contiguous();  // 3 values each, read on the host
   auto inv = inv_.to(at::kCPU, at::kFloat).contiguous();
+  auto center = center_.to(at::kCPU, at::kFloat).contiguous();
+  auto inv_half = inv_half_.to(at::kCPU, at::kFloat).contiguous();
+  TORCH_CHECK(contract >= 0 && contract <= 2, "march_rays: contract must be 0, 1 or 2");
+  TORCH_CHECK(center.numel() == 3 && inv_half.numel() == 3,
+              "march_rays: center and inv_half must have 3 values");
   TORCH_CHECK(occ.dim() == 3 && occ.size(0) == occ.size(1) && occ.size(1) == occ.size(2),
               "march_rays: occupancy must be (res, res, res)");
   const int64_t R = rays_o.size(0);
@@ -183,6 +235,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
     g.lo[a] = lo.data_ptr<float>()[a];
     g.inv[a] = inv.data_ptr<float>()[a];
   }
+  ContractionD cs;
+  cs.mode = contract;
+  for (int a = 0; a < 3; ++a) {
+    cs.c[a] = center.data_ptr<float>()[a];
+    cs.ih[a] = inv_half.data_ptr<float>()[a];
+  }
   const float dt = static_cast<float>(step), cone = static_cast<float>(cone_angle);
   const float dtm = static_cast<float>(max_step);
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -191,7 +249,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
   if (R > 0) {
     march_kernel<<<blocks_for(R), kThreads, 0, stream>>>(
         rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), t_min.data_ptr<float>(),
-        t_max.data_ptr<float>(), g, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
+        t_max.data_ptr<float>(), g, cs, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
         nullptr, nullptr, nullptr, nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -204,7 +262,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
   if (S > 0) {
     march_kernel<<<blocks_for(R), kThreads, 0, stream>>>(
         rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), t_min.data_ptr<float>(),
-        t_max.data_ptr<float>(), g, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
+        t_max.data_ptr<float>(), g, cs, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
         starts.data_ptr<int64_t>(), ray_idx.data_ptr<int64_t>(), t0s.data_ptr<float>(),
         t1s.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
