@@ -79,11 +79,16 @@ class HashGridField(nn.Module):
 
     ``autocast_bf16`` runs the tiny MLPs under bf16 autocast (fast on CPUs with AMX / avx512_bf16);
     the hash grid and the density activation stay fp32.
+
+    ``contract=True`` (unbounded scenes): ``aabb`` is the inner box and the grid encodes
+    mip-NeRF 360's contracted space, ``contract((x - c) / h)`` in [-2, 2]^3 (L-inf norm,
+    :func:`aware3d.kernels.marching.contract`), so all of space maps into the grid and the inner
+    box fills its middle half. Inputs stay world points and the density stays per world length.
     """
 
     def __init__(self, aabb, levels: int = 16, features: int = 2, log2_table: int = 19,
                  base_res: int = 16, max_res: int = 2048, hidden: int = 64, geo_features: int = 15,
-                 autocast_bf16: bool = False, backend: str = "auto"):
+                 autocast_bf16: bool = False, backend: str = "auto", contract: bool = False):
         super().__init__()
         from ..kernels.hashgrid import HashGrid
 
@@ -95,9 +100,16 @@ class HashGridField(nn.Module):
         self.color_mlp = nn.Sequential(nn.Linear(geo_features + 16, hidden), nn.ReLU(),
                                        nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 3))
         self.autocast_bf16 = autocast_bf16
+        self.contract = bool(contract)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """World points -> the hash grid's [0, 1]^3 (through the contraction if ``contract``)."""
         lo, hi = self.aabb[:3], self.aabb[3:]
+        if self.contract:
+            from ..kernels.marching import contract
+
+            y = contract((x - (lo + hi) * 0.5) / ((hi - lo) * 0.5))
+            return ((y + 2.0) * 0.25).clamp(0, 1)
         return ((x - lo) / (hi - lo)).clamp(0, 1)
 
     def _autocast(self):
@@ -122,3 +134,20 @@ class HashGridField(nn.Module):
         with self._autocast():
             rgb = self.color_mlp(torch.cat([geo, sh], -1))
         return sigma, torch.sigmoid(rgb.float())
+
+
+class DirectionalBackground(nn.Module):
+    """A learnt background colour that depends on the view direction: degree-4 spherical harmonics
+    of d (16) -> ``hidden`` ReLU -> 3 -> sigmoid. What a ray's remaining transmittance composites
+    onto for real captures (content everywhere, no alpha), instead of a fixed colour."""
+
+    def __init__(self, hidden: int = 32, degree: int = 4):
+        super().__init__()
+        self.degree = int(degree)
+        self.mlp = nn.Sequential(nn.Linear(self.degree ** 2, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        """RGB (..., 3) in [0, 1] for view directions d (..., 3) (normalised here)."""
+        shape = d.shape[:-1]
+        sh = spherical_harmonics(F.normalize(d.reshape(-1, 3).float(), dim=-1), self.degree)
+        return torch.sigmoid(self.mlp(sh)).reshape(*shape, 3)

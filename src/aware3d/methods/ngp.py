@@ -6,6 +6,20 @@ occupied when its optical thickness sigma * step exceeds 0.01, or the grid's mea
 termination (samples behind transmittance < 1e-4 are dropped before the network runs with
 gradients), batches sized by sample count rather than ray count, Adam (0.9, 0.99, eps 1e-15) with
 lr 1e-2 and weight decay 1e-6 on the MLPs only (PAPERS.md, card 3).
+
+Unbounded real captures (``contract``): the hash grid and the occupancy grid live in mip-NeRF 360's
+contracted space (Barron et al. 2022; the L-inf version nerfacto uses): with u = (x - c) / h,
+contract(u) = u inside the inner cube, else (2 - 1/||u||_inf) u / ||u||_inf, in [-2, 2]^3. The inner
+cube is centred on the scene box's centre with half side h = the cameras' mean distance from the
+origin (``scene["orbit_radius"]``), so the cameras sit near its boundary and what they look at is
+inside, at full grid resolution. Rays run from near to ``far_scale`` x h, with steps that grow as
+||u||^2 beyond the inner cube (about uniform in contracted space; BENCHMARKS.md, "Contraction on real
+captures", compares this with exponential cone steps), skipping samples in empty cells.
+``background_model="learnt"`` composites the remaining transmittance onto a colour learnt from the
+view direction (:class:`aware3d.fields.nerf.DirectionalBackground`). Both default to ``"auto"``: on
+for scenes whose training images had no alpha channel (``scene["has_alpha"]`` False: phone captures,
+the instant-ngp fox), off otherwise (Blender objects, and runs made before the key existed); the
+run's config keeps the resolved values.
 """
 from __future__ import annotations
 
@@ -17,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fields.nerf import HashGridField
+from ..fields.nerf import DirectionalBackground, HashGridField
 from ..render.samplers import near_far_aabb
 from .base import FieldMethod
 from ..render.volume import accumulate_packed, apply_background
@@ -51,6 +65,10 @@ class NGPConfig:
     cam: bool = False               # coordinate-aware modulation of the field (--cam)
     cam_res: int = 4                # CAM grid resolution
     occ_dense_warmup: bool = False  # march every cell during the occupancy warm-up
+    contract: bool | Literal["auto"] = "auto"  # scene contraction (unbounded captures): true, false or auto (on without alpha)
+    background_model: Literal["fixed", "learnt", "auto"] = "auto"  # ray background: fixed colour, learnt from the view direction, or auto (learnt without alpha)
+    far_scale: float = 1000.0       # contracted runs: far plane at this many inner half sides
+    cone_angle: float = 0.0         # exponential stepping, step >= cone_angle * t (0: off)
     preset: str = "cpu"             # the preset these settings started from
 
 
@@ -79,6 +97,8 @@ for _p in PRESETS.values():  # --cam: coordinate-aware modulation of the field (
     _p.update(cam=False, cam_res=4)
     # keep every occupancy cell marched during the warm-up (the demo's short run on a tight box)
     _p.setdefault("occ_dense_warmup", False)
+    # contraction and learnt background chosen from the scene (on for captures without alpha)
+    _p.update(contract="auto", background_model="auto", far_scale=1000.0, cone_angle=0.0)
 DEFAULT_PRESET = "cpu"
 # bf16 autocast of the MLPs is off in every preset: measured on a 2-core Sapphire Rapids (AMX), a
 # lego step took the same time with and without it (the 64-wide MLPs are a small share of a step),
@@ -121,6 +141,29 @@ def bf16_is_fast() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def is_real_capture(scene: dict) -> bool:
+    """A scene whose training images had no alpha channel (``scene["has_alpha"]`` False); runs
+    made before the key existed count as having alpha (they keep rendering as they did)."""
+    return not bool(scene.get("has_alpha", True))
+
+
+def resolve_scene_config(cfg: dict, scene: dict, supported: bool = True) -> dict:
+    """Resolve the scene-dependent settings in place (``contract``, ``background_model``: "auto"
+    -> on / "learnt" for real captures, off / "fixed" otherwise) and return ``cfg``. Called when the
+    model is built, before the training loop writes the run's config, so the run keeps the resolved
+    values and a loaded run rebuilds the same model. Keys a config lacks (runs made before these
+    settings) stay absent and mean off. ``supported=False`` (a subclass with its own renderer)
+    resolves "auto" to off."""
+    real = is_real_capture(scene) and supported
+    if cfg.get("contract") == "auto":
+        cfg["contract"] = real
+    if cfg.get("background_model") == "auto":
+        cfg["background_model"] = "learnt" if real else "fixed"
+    if cfg.get("background_model") not in (None, "fixed", "learnt"):
+        raise ValueError(f"background_model: expected fixed, learnt or auto, got {cfg['background_model']!r}")
+    return cfg
+
+
 class Model(nn.Module):
     needs_kernels = True  # the training loop builds the compiled kernels before its clock starts
 
@@ -128,6 +171,10 @@ class Model(nn.Module):
         super().__init__()
         from ..kernels.marching import OccupancyGrid
 
+        # contraction and the learnt background live in this forward(); a subclass that renders
+        # with its own (NeRF-W) gets "auto" resolved to off
+        supported = type(self).forward is Model.forward
+        resolve_scene_config(cfg, scene, supported)
         self.cfg = cfg
         aabb = torch.as_tensor(scene["aabb"], dtype=torch.float32)
         self.register_buffer("aabb", aabb.clone())
@@ -135,28 +182,51 @@ class Model(nn.Module):
         self.near = float(scene.get("near", 0.0))
         bf16 = cfg["bf16"]
         use_bf16 = bf16_is_fast() if bf16 == "auto" else bool(bf16)
-        scale = float((aabb[3:] - aabb[:3]).max())
+        self.contract = bool(cfg.get("contract", False))
+        if self.contract:
+            if not supported:
+                raise ValueError(f"contract: {type(self).__name__} renders with its own forward(), "
+                                 "which does not march contracted space; set contract=false")
+            # inner cube: centred on the box, half side the cameras' mean distance from the origin
+            h = float(scene.get("orbit_radius") or 0.5 * float((aabb[3:] - aabb[:3]).max()))
+            c = 0.5 * (aabb[:3] + aabb[3:])
+            box = torch.cat([c - h, c + h])
+            self.far = float(cfg.get("far_scale", 1000.0)) * h
+        else:
+            box = aabb
+        scale = float((box[3:] - box[:3]).max())
         field_kw = dict(levels=cfg["levels"], features=cfg["features"], log2_table=cfg["log2_table"],
                         base_res=cfg["base_res"], max_res=cfg["max_res"], hidden=cfg["hidden"],
                         autocast_bf16=use_bf16)
+        if self.contract:
+            field_kw["contract"] = True
         if cfg.get("cam"):
             from ..fields.cam import CAMHashGridField
 
-            self.field = CAMHashGridField(aabb, cam_res=cfg["cam_res"], **field_kw)
+            self.field = CAMHashGridField(box, cam_res=cfg["cam_res"], **field_kw)
         else:
-            self.field = HashGridField(aabb, **field_kw)
-        self.occ = OccupancyGrid(aabb, resolution=cfg["occ_res"])
+            self.field = HashGridField(box, **field_kw)
+        self.occ = OccupancyGrid(box, resolution=cfg["occ_res"], contract=self.contract)
         self.step_size = math.sqrt(3) * cfg["step_scale"] * scale
+        self.bg_model = DirectionalBackground() if cfg.get("background_model") == "learnt" else None
+        # contracted marching: steps ~ ||u||^2 beyond the inner cube (False: cone_angle steps only;
+        # benchmarks/bench_contraction.py compares the two)
+        self.contract_steps = True
         self.n_rays = int(cfg["init_rays"])
 
     # -- rendering -------------------------------------------------------------------------------
     def _march(self, rays_o, rays_d):
         from ..kernels.marching import march_rays
 
+        cone = float(self.cfg.get("cone_angle", 0.0))
+        if self.contract:  # all of space: from near to the far plane
+            return march_rays(rays_o, rays_d, self.near, self.far, self.occ, step_size=self.step_size,
+                              max_samples_per_ray=self.cfg["max_samples_per_ray"], cone_angle=cone,
+                              contract_steps=self.contract_steps)
         near, far, hit = near_far_aabb(rays_o, rays_d, self.aabb, min_near=self.near)
         far = torch.where(hit, far, near)
         return march_rays(rays_o, rays_d, near, far, self.occ, step_size=self.step_size,
-                          max_samples_per_ray=self.cfg["max_samples_per_ray"])
+                          max_samples_per_ray=self.cfg["max_samples_per_ray"], cone_angle=cone)
 
     def _weights(self, sigmas, deltas, ray_indices, n_rays):
         from ..kernels.marching import render_weights_packed
@@ -165,10 +235,15 @@ class Model(nn.Module):
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, training: bool = False,
                 background: torch.Tensor | None = None) -> dict:
-        bg = self.background if background is None else background
         shape = rays_o.shape[:-1]
         rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         n = rays_o.shape[0]
+        if background is not None:
+            bg = background
+        elif self.bg_model is not None:
+            bg = self.bg_model(rays_d)
+        else:
+            bg = self.background
         idx, t0, t1 = self._march(rays_o, rays_d)
         if idx.numel() and self.cfg["early_stop_T"] > 0:
             # early ray termination: densities without gradients locate where T drops below 1e-4
@@ -201,6 +276,8 @@ class Model(nn.Module):
     def make_optimizer(self):
         c = self.cfg
         mlp = [p for n, p in self.field.named_parameters() if not n.startswith("grid.")]
+        if getattr(self, "bg_model", None) is not None:
+            mlp += list(self.bg_model.parameters())
         return torch.optim.Adam([
             {"params": list(self.field.grid.parameters()), "weight_decay": 0.0},
             {"params": mlp, "weight_decay": c["weight_decay"]},
