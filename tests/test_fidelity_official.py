@@ -3,6 +3,7 @@ commit c50d342) and pi-GAN (marcoamonteiro/pi-GAN, commit 0800af7), without thei
 numbers below were measured by building the official modules (BENCHMARKS.md, "Fidelity to the
 official code: GRAF and pi-GAN"). Runs saved before these fixes lack the new config keys and keep
 their old behaviour; that is pinned here too."""
+import pytest
 import torch
 
 from aware3d.methods import gan_common as gc
@@ -100,3 +101,99 @@ def test_graf_steps_train_d_then_g_recorded_order():
     # a run saved before the fix (no d_first key): G, then D
     old = graf.build(gc.config_from_dict(graf.Config, {"preset": "tiny16", **{k: v for k, v in graf.PRESETS["tiny16"].items() if k != "d_first"}}))
     assert gan.GanEngine(old, old.gan_config(), device="cpu").phases(0) == ["G", "D"]
+
+
+# ---------------------------------------------------------------------------------------------
+# pi-GAN
+
+from aware3d.methods import pigan  # noqa: E402
+
+# (official class, block input widths incl. the 2 CoordConv channels, second conv stride,
+#  parameters of the blocks / adapters / final layer used up to the preset's largest resolution)
+PIGAN_D = {
+    "celeba64": ("ccs", [130, 258, 402, 402, 402], 2, 259, 12996483),        # CCSEncoderDiscriminator
+    "cats64": ("strided", [128, 256, 400, 400, 400], 2, 1, 12516609),        # StridedDiscriminator
+    "carla128": ("avgpool", [66, 130, 258, 402, 402, 402], 1, 259, 12749907),  # ProgressiveEncoderDiscriminator
+}
+
+
+def test_pigan_paper_discriminators_have_the_official_structure():
+    for preset, (block, widths, stride, n_out, params) in PIGAN_D.items():
+        D = pigan.build(pigan.make_config(preset)).discriminator
+        assert D.block == block and D.fade == "nearest"
+        assert [b.conv1.in_channels for b in D.blocks] == widths
+        assert all(b.conv2.stride == (stride, stride) for b in D.blocks)
+        if block != "avgpool":  # always a stride-2 projection
+            assert all(b.proj is not None and b.proj.stride == (2, 2) for b in D.blocks)
+        assert D.final.out_channels == n_out and _n(D) == params
+
+
+def test_pigan_saved_configs_without_the_new_keys_keep_the_old_behaviour():
+    cfg = gc.config_from_dict(pigan.Config, {k: v for k, v in pigan.PRESETS["tiny"].items()
+                                             if k in {"stages", "resolution", "z_dim", "hidden", "n_layers",
+                                                      "map_hidden", "d_base", "d_max"}})
+    assert (cfg.d_block, cfg.d_latent_pose, cfg.fade_avgpool, cfg.fade_first_stage, cfg.d_first,
+            cfg.grad_clip, cfg.pos_lambda) == ("avgpool", False, True, False, False, 0.0, 0.0)
+    m = pigan.build(cfg)
+    assert m.discriminator.n_out == 1 and m.discriminator.fade == "avg"
+    assert not hasattr(m, "generator_objective") and not hasattr(m, "discriminator_objective")
+    g = m.gan_config()
+    assert not g.d_first and g.grad_clip == 0.0
+    new = pigan.build(pigan.make_config("celeba64")).gan_config()
+    assert new.d_first and new.grad_clip == 10.0
+    assert pigan.build(pigan.make_config("carla128")).gan_config().grad_clip == 1.0
+
+
+def test_pigan_position_loss_by_hand():
+    cfg = pigan.make_config("cpu32_faces")
+    assert cfg.pos_lambda == 15.0 and cfg.d_latent_pose and cfg.z_lambda == 0.0
+    m = pigan.build(cfg)
+    g = torch.Generator().manual_seed(0)
+    x = m.sample_inputs(3, g, train=True)
+    # official target: (pitch, yaw) = (polar angle from the up axis, azimuth), radians
+    eye = x["c2w"][:, :3, 3]
+    assert torch.allclose(x["pose"][:, 0], torch.acos(eye[:, 2] / eye.norm(dim=-1)), atol=1e-4)
+    assert torch.allclose(x["pose"][:, 1], torch.atan2(eye[:, 1], eye[:, 0]) % (2 * torch.pi), atol=1e-4)
+    assert "pose" not in m.sample_inputs(3, g, train=False)
+
+    out = torch.randn(3, 1 + cfg.z_dim + 2)
+
+    class FakeD(torch.nn.Module):
+        def forward(self, img):
+            return out
+
+    loss, scal = m.generator_objective(lambda inp: torch.zeros(3, 3, 16, 16), FakeD(), x)
+    hand_pos = 15.0 * ((out[:, -2:] - x["pose"]) ** 2).mean()
+    hand = torch.nn.functional.softplus(-out[:, 0]).mean() + hand_pos
+    assert loss.item() == pytest.approx(hand.item(), rel=1e-6)
+    real = torch.zeros(3, 3, 16, 16)
+    loss, scal = m.discriminator_objective(lambda inp: torch.zeros(3, 3, 16, 16), FakeD(), real, x, 0.0)
+    hand = (torch.nn.functional.softplus(-out[:, 0]).mean() + torch.nn.functional.softplus(out[:, 0]).mean()
+            + hand_pos)
+    assert loss.item() == pytest.approx(hand.item(), rel=1e-6)
+
+
+def test_pigan_train_step_order_and_gradient_clipping():
+    m = pigan.build(pigan.make_config("tiny", d_block="ccs", d_latent_pose=True, pos_lambda=15.0,
+                                      grad_clip=1e-3))
+    e = gan.GanEngine(m, m.gan_config(), device="cpu")
+    assert e.phases(0) == ["D", "G"]
+    norms = {}
+    for name, opt in (("D", e.opt_d), ("G", e.opt_g)):
+        step = opt.step
+
+        def spy(*a, _step=step, _name=name, _opt=opt, **k):
+            ps = [p for gr in _opt.param_groups for p in gr["params"] if p.grad is not None]
+            norms.setdefault(_name, []).append(torch.norm(torch.stack([p.grad.norm() for p in ps])).item())
+            return _step(*a, **k)
+        opt.step = spy
+
+    class Data:
+        def sample(self, n, generator=None):
+            return torch.rand(n, 3, 16, 16, generator=generator) * 2 - 1
+
+    m.set_step(0, e)
+    out = e.train_step(m.wrap_dataset(Data()))
+    assert "identity_D" in out and "identity_G" in out
+    assert list(norms) == ["D", "G"]                            # D stepped first
+    assert all(v <= 1e-3 * (1 + 1e-5) for v in norms["D"] + norms["G"])

@@ -128,11 +128,14 @@ def test_progressive_schedule_hand_values():
     m = pigan.build(small)
     m.set_step(12500)                       # 2500 steps into the 64 stage, fade over 10000 -> 0.25
     assert m.generator.render_resolution == 64 and m.discriminator.alpha == pytest.approx(0.25)
-    m.set_step(0)
-    assert m.generator.render_resolution == 32 and m.discriminator.alpha == 1.0
+    m.set_step(0)                           # official: the first stage fades in too, from alpha 0
+    assert m.generator.render_resolution == 32 and m.discriminator.alpha == 0.0
     assert m.generator.density_noise == pytest.approx(1.0)
     m.set_step(2500)                        # noise decays linearly to 0 over 5000 steps -> 0.5
-    assert m.generator.density_noise == pytest.approx(0.5)
+    assert m.generator.density_noise == pytest.approx(0.5) and m.discriminator.alpha == pytest.approx(0.25)
+    old = pigan.build(dataclasses.replace(small, fade_first_stage=False))  # runs saved before the fix
+    old.set_step(0)
+    assert old.discriminator.alpha == 1.0
     assert pigan.stage_at(dataclasses.replace(small, batch_size=6), 60000)[1]["batch_size"] == 6
     with pytest.raises(ValueError, match="last stage"):
         pigan.build(dataclasses.replace(small, resolution=64))

@@ -17,8 +17,18 @@ latent interpolation, fixed-seed grid).
 Images are in [-1, 1]; the world is z-up with OpenGL cameras: pi-GAN's yaw is our azimuth about z
 (frontal view at 90 degrees, the camera on +y) and its pitch our elevation (0 = level).
 
-Not reproduced from the official code: the CelebA encoder heads of its discriminator (latent and
-pose prediction, ``pos_lambda``), top-k training and gradient clipping.
+The presets follow the official curricula (marcoamonteiro/pi-GAN): CelebA's
+``CCSEncoderDiscriminator`` (``d_block="ccs"``: CoordConv stride 2 and a stride-2 1x1 projection in
+every block; ``d_latent_pose``: 1 + z_dim + 2 outputs, the position loss with ``pos_lambda`` 15),
+Cats' ``StridedDiscriminator`` (``"strided"``), CARLA's ``ProgressiveEncoderDiscriminator``
+(``"avgpool"``); alpha fades from the start of every stage, the first included, with the image
+halved by nearest sampling; D steps before G; gradients clipped (``grad_clip``). The behaviour of
+aware3d before it matched the official code stays as options, off in every preset and on for runs
+saved without these keys: ``d_block="avgpool"`` without heads, ``fade_avgpool``,
+``fade_first_stage=False``, ``d_first=False``, ``grad_clip=0``.
+
+Not reproduced from the official code: top-k generator training (``topk_interval``/``topk_v``),
+the jittered samples of its inference code, mixed precision.
 """
 from __future__ import annotations
 
@@ -27,11 +37,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..fields.siren import FilmSirenField
 from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
 from ..programs.gan import programs_for
 from ..nets.discriminators import ProgressiveDiscriminator
+from ..train import gan as gan_losses
 from . import gan_common as gc
 from .base import GenerativeMethod
 
@@ -73,11 +85,19 @@ class Config(gc.RunSettings):
     init_w0: float = 25.0               # SIREN init frequency of the official code
     d_base: int = 16                    # discriminator channels at resolution r: min(d_max, d_base 512 / r)
     d_max: int = 400                    # discriminator channels at most (official: 400)
+    d_block: str = "avgpool"            # avgpool (CARLA) | ccs (CelebA: CoordConv stride 2 + stride-2 projection) | strided (Cats)
+    d_latent_pose: bool = False         # D also predicts z and (pitch, yaw): 1 + z_dim + 2 outputs (official CelebA, CARLA)
+    z_lambda: float = 0.0               # D and G loss += z_lambda MSE(predicted z, z) on fakes (official: 0)
+    pos_lambda: float = 0.0             # D and G loss += pos_lambda MSE(predicted pose, pose) on fakes (CelebA: 15)
+    fade_avgpool: bool = True           # fading-in adapter sees the image average-pooled (runs saved before the fix); False: nearest (official)
+    fade_first_stage: bool = False      # fade the first stage in too (official: alpha 0 -> 1 from step 0); False: runs saved before the fix
     # training (engine settings; see aware3d.train.gan.GanConfig)
     batch_size: int | None = None       # None: the stages' batch sizes; a number overrides all stages
     optimizer: str = "adam"             # adam | rmsprop (the paper: Adam)
     betas: tuple = (0.0, 0.9)           # Adam (beta1, beta2)
     r1_weight: float = 0.1              # R1: D loss += r1_weight E||grad_x D(x)||^2 (= 0.5 official r1_lambda)
+    d_first: bool = False               # each step trains D, then G (official); False: G, then D (runs saved before the fix)
+    grad_clip: float = 0.0              # clip the gradient norm of G and of D (official: 10 CelebA / Cats, 1 CARLA); 0: off
     density_noise: float = 1.0          # N(0, s^2) on raw densities, s decays linearly to 0 ...
     noise_anneal_steps: int = 5000      # ... over these steps (official nerf_noise schedule)
     mesh_extent: float = 0.15           # export_mesh box [-e, e]^3 (official extract_shapes: 0.3 cube)
@@ -90,8 +110,13 @@ def _r1(r1_lambda: float) -> float:
     return 0.5 * float(r1_lambda)
 
 
-# Official CelebA curriculum: 64^2 from the start, batch 56, 12 + 12 samples.
-_CELEBA = dict(stages=((0, 64, 56, 6e-5, 2e-4),), resolution=64, fov=12.0, ray_start=0.88, ray_end=1.12,
+# Every preset follows the official code in these; the dataclass defaults are the behaviour of
+# aware3d before it matched the official code, which is what a saved config without them means.
+_OFFICIAL = dict(d_first=True, fade_first_stage=True, fade_avgpool=False)
+
+# Official CelebA curriculum: 64^2 from the start, batch 56, 12 + 12 samples; CCSEncoderDiscriminator
+# with the position loss (pos_lambda 15), gradients clipped at 10.
+_CELEBA = dict(d_block="ccs", d_latent_pose=True, pos_lambda=15.0, grad_clip=10.0, stages=((0, 64, 56, 6e-5, 2e-4),), resolution=64, fov=12.0, ray_start=0.88, ray_end=1.12,
                pose_dist="gaussian", yaw_mean=90.0, yaw_std=math.degrees(0.3), pitch_mean=0.0,
                pitch_std=math.degrees(0.155), n_samples=12, n_importance=12, r1_weight=_r1(0.2))
 # The built-in synthetic objects seen from distance 6 (fov 40, elevation 20-60, any azimuth),
@@ -110,14 +135,16 @@ PRESETS: dict[str, dict] = {
     # 32 -> 64 -> 128 growth with CelebA's camera (schedule shape of the official CARLA curriculum)
     "celeba128": dict(_CELEBA, stages=((0, 32, 56, 6e-5, 2e-4), (10000, 64, 28, 6e-5, 2e-4),
                                        (55000, 128, 10, 2e-5, 1e-4)), resolution=128),
-    "cats64": dict(_CELEBA, stages=((0, 64, 28, 6e-5, 2e-4),), ray_start=0.8, ray_end=1.2,
+    "cats64": dict(_CELEBA, d_block="strided", d_latent_pose=False, pos_lambda=0.0,
+                   stages=((0, 64, 28, 6e-5, 2e-4),), ray_start=0.8, ray_end=1.2,
                    pose_dist="uniform", yaw_std=math.degrees(0.5), pitch_std=math.degrees(0.4),
                    n_samples=24, n_importance=24),
     "carla128": dict(stages=((0, 32, 30, 4e-5, 4e-4), (10000, 64, 14, 2e-5, 2e-4),
                              (55000, 128, 10, 1e-5, 1e-4)), resolution=128, fov=30.0, ray_start=0.7,
                      ray_end=1.3, pose_dist="spherical_uniform", yaw_mean=90.0, yaw_std=180.0,
                      pitch_mean=45.0, pitch_std=45.0 * 85 / 90, n_samples=48, n_importance=48,
-                     r1_weight=_r1(10.0), white_background=True, box_scale=1.0, flip=False, mesh_extent=0.5),
+                     r1_weight=_r1(10.0), d_block="avgpool", d_latent_pose=True, grad_clip=1.0,
+                     white_background=True, box_scale=1.0, flip=False, mesh_extent=0.5),
     "objects64": dict(_OBJECTS, stages=((0, 32, 32, 6e-5, 2e-4), (10000, 64, 16, 6e-5, 2e-4)),
                       resolution=64, n_samples=24, n_importance=24),
     # CPU presets
@@ -130,6 +157,7 @@ PRESETS["tiny16"] = dict(_OBJECTS, stages=((0, 8, 4, 2e-4, 4e-4), (10, 16, 4, 2e
                          sample_every=10, checkpoint_every=10, log_every=5)
 # "tiny": the name every other method gives its smallest preset (test-sized runs)
 PRESETS["tiny"] = PRESETS["tiny16"]
+PRESETS = {k: dict(_OFFICIAL, **v) for k, v in PRESETS.items()}
 DEFAULT_PRESET = "cpu32"
 
 
@@ -191,7 +219,10 @@ def sample_inputs(cfg: Config, n: int, generator: torch.Generator | None = None,
     """z ~ N(0, I) and a camera from the pose prior (batch first)."""
     z = torch.randn(n, cfg.z_dim, generator=generator)
     yaw, pitch = sample_angles(cfg, n, generator)
-    return {"z": z, "c2w": camera_from_angles(cfg, yaw, pitch)}
+    out = {"z": z, "c2w": camera_from_angles(cfg, yaw, pitch)}
+    if train and cfg.d_latent_pose:  # the official position target (pitch = polar angle, yaw), radians
+        out["pose"] = torch.stack([torch.deg2rad(90.0 - pitch), torch.deg2rad(yaw)], -1)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,7 +290,47 @@ class PiganMethod:
         _check_config(cfg)
         self.cfg = cfg
         self.generator = PiganGenerator(cfg)
-        self.discriminator = ProgressiveDiscriminator(max(int(s[1]) for s in cfg.stages), cfg.d_base, cfg.d_max)
+        self.discriminator = ProgressiveDiscriminator(
+            max(int(s[1]) for s in cfg.stages), cfg.d_base, cfg.d_max, block=cfg.d_block,
+            n_out=1 + cfg.z_dim + 2 if cfg.d_latent_pose else 1, fade="avg" if cfg.fade_avgpool else "nearest")
+        if cfg.d_latent_pose:  # the encoder critic's losses (else the engine's plain ones)
+            self.generator_objective = self._generator_objective
+            self.discriminator_objective = self._discriminator_objective
+
+    def _identity_penalty(self, out: torch.Tensor, inputs: dict) -> torch.Tensor:
+        """z_lambda MSE(predicted z, z) + pos_lambda MSE(predicted pose, pose) (official)."""
+        c, zd = self.cfg, self.cfg.z_dim
+        pen = out.new_zeros(())
+        if c.z_lambda > 0:
+            pen = pen + c.z_lambda * F.mse_loss(out[:, 1:1 + zd], inputs["z"])
+        if c.pos_lambda > 0:
+            pen = pen + c.pos_lambda * F.mse_loss(out[:, 1 + zd:3 + zd], inputs["pose"])
+        return pen
+
+    def _generator_objective(self, G, D, inputs):
+        out = D(G(inputs))
+        adv = gan_losses.generator_loss(out[:, :1])
+        ident = self._identity_penalty(out, inputs)
+        return adv + ident, {"loss_G": adv.detach(), "identity_G": ident.detach()}
+
+    def _discriminator_objective(self, G, D, real, inputs, r1_weight):
+        x_real = real.detach().requires_grad_(r1_weight > 0)
+        d_real = D(x_real)[:, :1]
+        with torch.no_grad():
+            fake = G(inputs)
+        out = D(fake)
+        l_real, l_fake = gan_losses.discriminator_loss(d_real, out[:, :1])
+        ident = self._identity_penalty(out, inputs)
+        loss = l_real + l_fake + ident
+        scalars = {"loss_D": (l_real + l_fake).detach(), "loss_D_real": l_real.detach(),
+                   "loss_D_fake": l_fake.detach(), "D_real": d_real.detach().mean(),
+                   "D_fake": out[:, 0].detach().mean(), "identity_D": ident.detach(),
+                   "fake_std": fake.detach().float().std()}
+        if r1_weight > 0:
+            pen = gan_losses.r1_penalty(d_real, x_real)
+            loss = loss + r1_weight * pen
+            scalars["R1"] = pen.detach()
+        return loss, scalars
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
         return sample_inputs(self.cfg, n, generator, train)
@@ -276,7 +347,8 @@ class PiganMethod:
         idx, st = stage_at(c, step)
         res = st["resolution"]
         self.generator.render_resolution = res
-        fade = 1.0 if idx == 0 else min(1.0, (step - st["start"]) / max(c.fade_steps, 1))
+        fading = idx > 0 or c.fade_first_stage  # official: alpha ramps from each stage's start, the first too
+        fade = min(1.0, (step - st["start"]) / max(c.fade_steps, 1)) if fading else 1.0
         self.discriminator.alpha = fade
         self.generator.density_noise = c.density_noise * max(0.0, 1.0 - step / max(c.noise_anneal_steps, 1))
         if engine is not None:

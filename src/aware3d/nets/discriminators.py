@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..utils.autocast import bf16_autocast
 
 __all__ = ["DCDiscriminator", "PatchDiscriminator", "ProgressiveDiscriminator", "CoordConv",
-           "ResidualCoordConvBlock", "add_coords"]
+           "ResidualCoordConvBlock", "StridedResidualBlock", "add_coords"]
 
 
 class DCDiscriminator(nn.Module):
@@ -81,7 +81,9 @@ def add_coords(x: torch.Tensor) -> torch.Tensor:
 
 
 class CoordConv(nn.Conv2d):
-    """Conv2d on [x, x-coordinate, y-coordinate] (Liu et al. 2018)."""
+    """Conv2d on [x, x-coordinate, y-coordinate] (Liu et al. 2018). The official pi-GAN code puts
+    the row coordinate first (its ``AddCoords``): the same network up to the order of the two
+    coordinate input channels of the weight."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, **kw):
         super().__init__(in_ch + 2, out_ch, kernel_size, padding=kernel_size // 2, **kw)
@@ -111,27 +113,66 @@ class ResidualCoordConvBlock(nn.Module):
         return (y + x) / math.sqrt(2)
 
 
+class StridedResidualBlock(nn.Module):
+    """pi-GAN's strided residual blocks (official ``ResidualCCBlock`` with ``coord=True``,
+    ``StridedResidualConvBlock`` without): a 3x3 conv, LeakyReLU 0.2, a stride-2 3x3 conv,
+    LeakyReLU 0.2 (both Kaiming-initialised), plus an always-present stride-2 1x1 projection of
+    the input; the sum scaled by 1/sqrt(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int, coord: bool = True):
+        super().__init__()
+        conv = CoordConv if coord else (lambda i, o, k=3, **kw: nn.Conv2d(i, o, k, padding=k // 2, **kw))
+        self.conv1, self.conv2 = conv(in_ch, out_ch), conv(out_ch, out_ch, stride=2)
+        for c in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(c.weight, a=0.2, mode="fan_in", nonlinearity="leaky_relu")
+        self.proj = nn.Conv2d(in_ch, out_ch, 1, stride=2)
+
+    def forward(self, x):
+        y = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
+        return (y + self.proj(x)) / math.sqrt(2)
+
+
 class ProgressiveDiscriminator(nn.Module):
-    """pi-GAN's progressive CoordConv residual critic.
+    """pi-GAN's progressive residual critic.
 
     One residual block per resolution from ``max_res`` down to 2 (each halves it), an RGB adapter
     (1x1 conv + LeakyReLU) per resolution and a final 2x2 conv to one logit; widths
     min(d_max, d_base * 512 / r) at resolution r (official: 16 at 512 ... 400 from 32 down). An image
     of size S enters at the adapter of S; while ``alpha`` < 1 the output of the first block is
     blended with the adapter of S/2 applied to the 2x average-pooled image (fade-in of a new
-    resolution). ``alpha`` is set by the method per step."""
+    resolution). ``alpha`` is set by the method per step.
 
-    def __init__(self, max_res: int = 128, d_base: int = 16, d_max: int = 400):
+    ``block`` picks the official block of each dataset: ``"avgpool"`` (``ProgressiveDiscriminator``
+    / ``ProgressiveEncoderDiscriminator``, CARLA: :class:`ResidualCoordConvBlock`, stride-1
+    CoordConvs, 2x average pooling, a 1x1 projection only where the width changes), ``"ccs"``
+    (``CCSEncoderDiscriminator``, CelebA: :class:`StridedResidualBlock` with CoordConvs) or
+    ``"strided"`` (``StridedDiscriminator``, Cats: plain convs). ``n_out`` outputs: 1 (a logit) or
+    1 + z_dim + 2 (the encoder critics: logit, predicted latent, predicted (pitch, yaw)).
+    ``fade``: how the image is halved for the fading-in adapter, ``"nearest"`` (official
+    ``F.interpolate(scale_factor=0.5, mode="nearest")``) or ``"avg"`` (2x average pooling, runs saved
+    before the fix)."""
+
+    def __init__(self, max_res: int = 128, d_base: int = 16, d_max: int = 400, block: str = "avgpool",
+                 n_out: int = 1, fade: str = "avg"):
         super().__init__()
         n = int(round(math.log2(max_res)))
         if 2 ** n != max_res or n < 2:
             raise ValueError(f"max_res: expected a power of 2 >= 4, got {max_res}")
         self.resolutions = [2 ** k for k in range(n, 0, -1)]  # max_res, ..., 2
         width = {r: int(min(d_max, max(1, d_base * 512 // r))) for r in self.resolutions}
-        self.blocks = nn.ModuleList(ResidualCoordConvBlock(width[r], width[r // 2])
-                                    for r in self.resolutions[:-1])
+        if block not in ("avgpool", "ccs", "strided"):
+            raise ValueError(f"block: expected avgpool, ccs or strided, got {block!r}")
+        if fade not in ("avg", "nearest"):
+            raise ValueError(f"fade: expected avg or nearest, got {fade!r}")
+        if block == "avgpool":
+            self.blocks = nn.ModuleList(ResidualCoordConvBlock(width[r], width[r // 2])
+                                        for r in self.resolutions[:-1])
+        else:
+            self.blocks = nn.ModuleList(StridedResidualBlock(width[r], width[r // 2], coord=block == "ccs")
+                                        for r in self.resolutions[:-1])
         self.from_rgb = nn.ModuleList(nn.Conv2d(3, width[r], 1) for r in self.resolutions)
-        self.final = nn.Conv2d(width[2], 1, 2)
+        self.final = nn.Conv2d(width[2], int(n_out), 2)
+        self.block, self.n_out, self.fade = block, int(n_out), fade
         self.alpha = 1.0
 
     def adapter(self, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -145,6 +186,7 @@ class ProgressiveDiscriminator(nn.Module):
         h = self.adapter(start, x)
         for i, block in enumerate(self.blocks[start:]):
             if i == 1 and self.alpha < 1:
-                h = self.alpha * h + (1 - self.alpha) * self.adapter(start + 1, F.avg_pool2d(x, 2))
+                half = F.avg_pool2d(x, 2) if self.fade == "avg" else x[..., ::2, ::2]
+                h = self.alpha * h + (1 - self.alpha) * self.adapter(start + 1, half)
             h = block(h)
-        return self.final(h).reshape(x.shape[0], 1)
+        return self.final(h).reshape(x.shape[0], self.n_out)
