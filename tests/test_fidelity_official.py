@@ -197,3 +197,11 @@ def test_pigan_train_step_order_and_gradient_clipping():
     assert "identity_D" in out and "identity_G" in out
     assert list(norms) == ["D", "G"]                            # D stepped first
     assert all(v <= 1e-3 * (1 + 1e-5) for v in norms["D"] + norms["G"])
+
+
+def test_pigan_paper_field_has_the_official_size():
+    # official SPATIALSIRENBASELINE(z_dim=256, hidden_dim=256): 8 FiLM layers + colour FiLM layer,
+    # mapping network 3 x 256 -> 2 x 9 x 256
+    f = pigan.build(pigan.make_config("celeba64")).generator.field
+    assert [layer.in_features for layer in f.layers] == [3] + [256] * 7
+    assert f.color_film.in_features == 259 and _n(f) == 1910788
