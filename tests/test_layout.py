@@ -22,6 +22,7 @@ LAYERS = [
     ("aware3d.methods", "aware3d.fit", "aware3d.doctor"),
     ("aware3d.registry",),
     ("aware3d.api",),
+    ("aware3d.viewer",),
     ("aware3d.commands",),
     ("aware3d.cli", "aware3d"),
     ("aware3d.__main__",),

@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backbone", choices=("mlp", "ngp"), default=None, help="nerfw: field backbone")
     t.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
                    metavar="KEY=VALUE", help="override one config value (repeatable)")
+    t.add_argument("--viewer", action="store_true",
+                   help="serve the web viewer while training (live image, loss, pause, save now; "
+                   "pip install \"aware3d[viewer]\")")
+    t.add_argument("--host", default="127.0.0.1", help="viewer: address to listen on (default 127.0.0.1)")
+    t.add_argument("--port", type=_positive_int, default=7007, help="viewer: port (default 7007)")
+
+    # view ----------------------------------------------------------------------------------------
+    v = sub.add_parser("view", help="web viewer of a run: fly through a field, steer a GAN (until Ctrl-C)")
+    v.add_argument("run", help="run folder")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=_positive_int, default=7007, help="port (default 7007)")
+    v.add_argument("--resolution", type=_positive_int, default=256,
+                   help="radiance fields: pixels on the longer side of the refined frame (default 256)")
+    v.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
     # eval ----------------------------------------------------------------------------------------
     e = sub.add_parser("eval", help="measure a trained run (PSNR/SSIM or FID/KID); writes RUN/eval/metrics.json")

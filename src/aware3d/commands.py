@@ -7,6 +7,7 @@ a render program) does not take are refused by the surface with a message naming
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -92,8 +93,29 @@ def cmd_train(args, parser) -> int:
                    max_minutes=args.max_minutes, resume=args.resume, seed=args.seed,
                    batch_size=args.batch_size, device=args.device, overrides=overrides)
     options.update(_given(downscale=args.downscale))
-    run = call_with_options(method.train, options, f"training {method.name}", args.data)
+    watcher = None
+    if args.viewer:
+        from .viewer import TrainingViewer
+
+        if options["out"] is None:  # the loops' default, named here so the viewer knows the folder
+            options["out"] = f"runs/{method.name}-{Path(args.data).name}"
+        watcher = TrainingViewer(method, options["out"], host=args.host, port=args.port)
+        options["on_step"] = watcher.on_step
+        print(f"the viewer starts at http://localhost:{args.port} once the first step has run",
+              file=sys.stderr, flush=True)
+    try:
+        run = call_with_options(method.train, options, f"training {method.name}", args.data)
+    finally:
+        if watcher is not None:
+            watcher.close()
     print(f"run folder: {run}")
+    return 0
+
+
+def cmd_view(args, parser) -> int:
+    from .viewer import view
+
+    view(args.run, host=args.host, port=args.port, device=args.device, refined=args.resolution)
     return 0
 
 

@@ -501,7 +501,8 @@ class GenerativeMethod(Method):
             if step_hook is not None:
                 step_hook(engine.step, engine)
             if on_step is not None:
-                on_step(engine, scalars)
+                return on_step(engine, scalars)
+            return None
 
         return gan.train_gan(method, dataset, run_dir, gcfg, resume=resume,
                              config=dataclasses.asdict(cfg), on_step=hook)

@@ -464,7 +464,7 @@ def train_gan(method: GanMethod, dataset, run_dir, cfg: GanConfig, *, resume: bo
     training-step time in this invocation: data loading, the first step's warm-up, sample grids and
     checkpoints are not counted; checked before each step, so a run stops within one step of it)
     and return the run folder. ``config`` (plain data) is written to the run folder
-    with the engine settings; rank 0 alone writes. ``on_step(engine, scalars)`` is called after
+    with the engine settings; rank 0 alone writes. ``on_step(engine, scalars)`` (returning ``"checkpoint"`` saves one now) is called after
     every step (tests, custom logging). ``engine_cls`` swaps in a :class:`GanEngine` subclass
     (a method with its own phase losses)."""
     from .io import RunLock, prepare_run_dir
@@ -561,8 +561,7 @@ def _train_gan_locked(method, dataset, run_dir: Path, cfg: GanConfig, resume: bo
                 ips = (counted if counted > 0 else 1) * cfg.batch_size / max(train_seconds if counted > 0 else dt,
                                                                              1e-9)
                 scalars["images_per_s"] = ips
-                if on_step is not None:
-                    on_step(engine, scalars)
+                wanted = on_step(engine, scalars) if on_step is not None else None
                 warning = collapse.update(engine.step, scalars)
                 if warning and rank == 0:
                     import warnings
@@ -581,7 +580,7 @@ def _train_gan_locked(method, dataset, run_dir: Path, cfg: GanConfig, resume: bo
                         bar.update(1)
                     if cfg.sample_every > 0 and engine.step % cfg.sample_every == 0:
                         samples()
-                    if cfg.checkpoint_every > 0 and engine.step % cfg.checkpoint_every == 0:
+                    if (cfg.checkpoint_every > 0 and engine.step % cfg.checkpoint_every == 0) or wanted == "checkpoint":
                         checkpoint()
                         last_saved = engine.step
                 guard.check()

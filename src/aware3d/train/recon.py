@@ -81,7 +81,7 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
           device: str | None = None,
           overrides=None, val_every: int = 500, ckpt_every: int = 1000, progress: bool = True,
           log_every: int = 25, val_every_seconds: float | None = None, val_views: int = 1,
-          min_steps: int = 0) -> Path:
+          min_steps: int = 0, on_step=None) -> Path:
     """Train the radiance-field method ``method`` (its :class:`~aware3d.methods.base.FieldMethod`)
     on the posed dataset at ``data``; returns the run folder.
 
@@ -92,6 +92,9 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
     slow machines: the demo's result stays recognisable under load).
     Validation runs every ``val_every`` steps and/or every ``val_every_seconds`` of training time
     on ``val_views`` views; its PSNR is logged as ``val/psnr`` next to ``val/train_seconds``.
+    ``on_step(step, model, scalars)`` runs after every step, outside the training clock (the
+    viewer renders and pauses there); ``scalars`` holds ``loss``, ``psnr`` (the latest measured),
+    ``train_seconds`` and ``max_steps``; returning ``"checkpoint"`` saves one now.
     """
     from tqdm import tqdm
 
@@ -174,7 +177,7 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
         logger = io.ScalarLogger(run_dir, resume_step=step if resume else None)
         bar = tqdm(total=limit_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
                    desc=name)
-        rays_seen, t_last, t_post, first = 0, time.time(), 0.0, True
+        rays_seen, t_last, t_post, first, p = 0, time.time(), 0.0, True, float("nan")
         try:
             with io.install_sigint_checkpoint(checkpoint, defer=True) as guard:
                 while True:
@@ -236,7 +239,11 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
                         io.save_png(run_dir / "val" / f"step_{step:08d}.png", imgs[0])
                         if timed_val:
                             next_val_time += val_every_seconds
-                    if ckpt_every and step % ckpt_every == 0:
+                    wanted = None
+                    if on_step is not None:
+                        wanted = on_step(step, model, {"loss": loss.item(), "psnr": p, "max_steps": limit_steps,
+                                                       "train_seconds": train_seconds})
+                    if (ckpt_every and step % ckpt_every == 0) or wanted == "checkpoint":
                         checkpoint()
                     guard.check()
         finally:
