@@ -125,6 +125,30 @@ def test_compiled_matches_reference_forward_and_backward(compiled):
     assert torch.allclose(gx_c, gx_ref, atol=1e-5 * gx_ref.abs().max().item(), rtol=0)
 
 
+@pytest.mark.parametrize("backend", ["reference", "compiled"])
+def test_x_gradient_rule_at_faces_by_hand(request, backend):
+    # Gradient rule of the clamp to [0, 1], pinned by hand (not by torch.clamp's gradient, which
+    # at the bounds is 1 in torch 2.13 and 0 in 2.14): the x-gradient passes on the faces x = 0
+    # and x = 1 and is 0 outside. A dense level (N = 4) holds f(v) = 2 + 3 vx - 5 vy + 7 vz at
+    # its vertices; trilinear interpolation of a linear function is exact, so inside the box
+    # (faces included) d out / d x = (3, -5, 7); a coordinate outside [0, 1] gets 0.
+    if backend == "compiled":
+        request.getfixturevalue("compiled")
+    N, T = 4, 5 ** 3
+    g = torch.arange(N + 1, dtype=torch.float64) / N
+    vx, vy, vz = torch.meshgrid(g, g, g, indexing="ij")
+    table = (2 + 3 * vx - 5 * vy + 7 * vz).permute(2, 1, 0).reshape(1, T, 1).float()
+    x = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.3, 0.0],
+                      [-0.25, 1.0, 1.5], [1.5, 0.0, -1.0], [0.5, 0.5, 0.5]], requires_grad=True)
+    out = hash_encode(x, table, [N], backend=backend)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    want = torch.tensor([[3.0, -5.0, 7.0], [3.0, -5.0, 7.0], [3.0, -5.0, 7.0], [3.0, -5.0, 7.0],
+                         [0.0, -5.0, 0.0], [0.0, -5.0, 0.0], [3.0, -5.0, 7.0]])
+    assert torch.allclose(gx, want, atol=1e-4, rtol=0), gx
+    # The forward clamps: (-0.25, 1, 1.5) is looked up at (0, 1, 1) -> 2 - 5 + 7 = 4.
+    assert out[4, 0].item() == pytest.approx(4.0, abs=1e-5)
+
+
 def test_compiled_gradcheck_float64(compiled):
     # The kernels are templated on the dtype; in float64 their analytic table/x gradients pass
     # torch's finite-difference check like the reference's.

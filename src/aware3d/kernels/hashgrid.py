@@ -28,8 +28,8 @@ from aware3d.render._checks import ShapeError, check_tensor
 
 __all__ = [
     "HASH_PRIMES", "grid_resolutions", "level_table_sizes", "level_is_dense", "hash_index",
-    "dense_index", "corner_indices", "hash_encode_reference", "hash_encode", "HashEncodeFunction",
-    "HashGrid",
+    "dense_index", "clamp_unit", "corner_indices", "hash_encode_reference", "hash_encode",
+    "HashEncodeFunction", "HashGrid",
 ]
 
 #: Per-axis primes of the spatial hash (pi_1 = 1 keeps neighbouring x in nearby rows).
@@ -89,15 +89,29 @@ def dense_index(v: torch.Tensor, resolution: int) -> torch.Tensor:
     return v[..., 0] + v[..., 1] * side + v[..., 2] * side * side
 
 
+def clamp_unit(x: torch.Tensor) -> torch.Tensor:
+    """x clamped to [0, 1] with an explicit gradient rule: 1 where 0 <= x <= 1 (the faces x = 0
+    and x = 1 included), 0 outside (and for NaN).
+
+    The compiled kernels use the same rule. It is written out rather than taken from
+    ``torch.clamp``, whose gradient exactly at the bounds changed between torch versions (2.13
+    passes it, 2.14 gives 0). Passing it at the faces gives the one-sided derivative from inside
+    the box: x = 1 lies in the last cell, whose interpolation is differentiable up to its face.
+    """
+    inside = (x >= 0) & (x <= 1)
+    return torch.where(inside, x, x.detach().clamp(0.0, 1.0))
+
+
 def corner_indices(x: torch.Tensor, resolution: int, table_size: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Table rows and trilinear weights of the 8 cell corners of points ``x (N, 3)`` on one level.
 
     Returns ``rows (N, 8)`` int64 and ``weights (N, 8)``; corner c has offset (c & 1, c >> 1 & 1,
     c >> 2 & 1). x is clamped to [0, 1]; x = 1 falls in the last cell with weight 1 on its upper
-    corner. The weights are differentiable w.r.t. x (through the fractional position).
+    corner. The weights are differentiable w.r.t. x (through the fractional position), with the
+    rule of :func:`clamp_unit`: the gradient passes where 0 <= x <= 1 (faces included), 0 outside.
     """
-    pos = x.clamp(0.0, 1.0) * resolution
+    pos = clamp_unit(x) * resolution
     base = torch.floor(pos).detach().clamp(max=resolution - 1)
     frac = pos - base  # (N, 3), in [0, 1]
     dense = level_is_dense(resolution, table_size)
@@ -135,7 +149,8 @@ def hash_encode_reference(x: torch.Tensor, table: torch.Tensor,
 
     Returns:
         (..., L*F) features, level-major (level 0's F features first). Differentiable w.r.t.
-        ``table`` and ``x`` by autograd.
+        ``table`` and ``x`` by autograd; the x gradient is 0 outside [0, 1] and passes on the
+        faces x = 0 and x = 1 (:func:`clamp_unit`), as in the compiled kernels.
     """
     res = _check_inputs(x, table, resolutions)
     lead = x.shape[:-1]

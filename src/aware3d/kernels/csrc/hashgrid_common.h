@@ -31,4 +31,13 @@ A3D_HD uint32_t corner_row(uint32_t ix, uint32_t iy, uint32_t iz, const LevelInf
   return pow2_mask ? (h & pow2_mask) : (h % T);
 }
 
+// Gradient rule of the clamp of x to [0, 1] (the reference's clamp_unit in hashgrid.py): the
+// x-gradient passes where 0 <= x <= 1, the faces x = 0 and x = 1 included, and is 0 outside (and
+// for NaN). Written out here so the CPU and CUDA kernels share it, and so it does not follow
+// torch.clamp's gradient at the bounds, which changed between torch versions.
+template <typename scalar_t>
+A3D_HD bool unit_grad_passes(scalar_t v) {
+  return v >= scalar_t(0) && v <= scalar_t(1);
+}
+
 }  // namespace aware3d

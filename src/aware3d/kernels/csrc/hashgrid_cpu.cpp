@@ -203,8 +203,10 @@ void backward_table_impl(const scalar_t* x, const scalar_t* gout, scalar_t* gtab
   }
 }
 
-// d out / d x: the trilinear weights' derivative times the level resolution; zero where x was
-// clamped (outside [0, 1]), like torch.clamp's gradient.
+// d out / d x: the trilinear weights' derivative times the level resolution. Gradient rule of the
+// clamp to [0, 1] (the reference's clamp_unit, written out, not torch.clamp's): it passes where
+// 0 <= x <= 1, the faces x = 0 and x = 1 included (one-sided derivative from inside the box), and
+// is 0 outside and for NaN (unit_grad_passes in hashgrid_common.h).
 template <typename scalar_t>
 void backward_x_impl(const scalar_t* x, const scalar_t* table, const scalar_t* gout, scalar_t* gx,
                      const Setup& s) {
@@ -236,7 +238,7 @@ void backward_x_impl(const scalar_t* x, const scalar_t* table, const scalar_t* g
         }
         for (int d = 0; d < 3; ++d) acc[d] += dl[d] * static_cast<scalar_t>(lv.res);
       }
-      for (int d = 0; d < 3; ++d) gx[3 * n + d] = (p[d] >= 0 && p[d] <= 1) ? acc[d] : scalar_t(0);
+      for (int d = 0; d < 3; ++d) gx[3 * n + d] = unit_grad_passes(p[d]) ? acc[d] : scalar_t(0);
     }
   }
 }

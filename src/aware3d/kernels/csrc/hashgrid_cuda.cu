@@ -171,9 +171,9 @@ __global__ void hash_backward_x_kernel(const scalar_t* __restrict__ x,
 #pragma unroll
     for (int d = 0; d < 3; ++d) acc[d] += dl[d] * static_cast<scalar_t>(lv.res);
   }
+  // Faces x = 0 and x = 1 pass the gradient, outside gives 0 (unit_grad_passes, as on the CPU).
 #pragma unroll
-  for (int d = 0; d < 3; ++d)
-    gx[3 * n + d] = (p[d] >= scalar_t(0) && p[d] <= scalar_t(1)) ? acc[d] : scalar_t(0);
+  for (int d = 0; d < 3; ++d) gx[3 * n + d] = unit_grad_passes(p[d]) ? acc[d] : scalar_t(0);
 }
 
 inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
