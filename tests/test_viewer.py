@@ -113,6 +113,23 @@ def test_truncation_moves_latents_towards_the_mean():
     assert truncate(x, ["z"], 0.5)["c2w"] is x["c2w"]  # only the latents move
 
 
+def test_truncation_to_zero_gives_every_seed_the_mean_image(tmp_path):
+    # pi-GAN truncates in the mapping network's output space (its official code), towards the mean
+    # frequencies and phases: at psi = 0 every seed renders the same image, at psi = 1 they differ
+    run = aware3d.load(_copy_run("pigan", tmp_path), device="cpu")
+    c = GanControls(run)
+    imgs = {}
+    for psi in (1.0, 0.0):
+        c.psi = psi
+        for seed in (0, 1):
+            c.seed = seed
+            imgs[psi, seed] = c.image()
+    assert not np.array_equal(imgs[1.0, 0], imgs[1.0, 1])
+    assert np.array_equal(imgs[0.0, 0], imgs[0.0, 1])
+    x = c.inputs()
+    assert "freqs" in x and "phases" in x
+
+
 def test_giraffe_controls_change_the_image(tmp_path):
     run = aware3d.load(_copy_run("giraffe", tmp_path), device="cpu")
     c = GanControls(run)

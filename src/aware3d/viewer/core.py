@@ -326,13 +326,34 @@ class GanControls:
                 for key in self.latent_groups.get(g, ()):
                     if w > 0 and key in x and x[key].shape == other[key].shape:
                         x[key] = _slerp_or_lerp(x[key], other[key], float(w))
-        keys = [k for ks in self.latent_groups.values() for k in ks]
-        x = truncate(x, sorted(set(keys)), self.psi)
+        x = self._truncate(x)
         if self.is_giraffe:
             x = self._giraffe_scene(x)
         else:
             x["c2w"] = self.gan.camera_from_angles(torch.tensor([float(self.yaw)]), torch.tensor([float(self.pitch)]))
         return x
+
+    def _truncate(self, x: dict) -> dict:
+        """Truncation by ``psi``: in the mapping network's output space where the generator takes
+        it as an input (pi-GAN's frequencies and phases, towards their mean over 10,000 latents, as
+        its official code does), else in latent space towards 0 (the mean of the Gaussian latents)."""
+        if self.psi == 1.0:
+            return x
+        field = getattr(self.run.G, "field", None)
+        if "z" in x and field is not None and hasattr(field, "modulation"):
+            dev = next(self.run.G.parameters()).device
+            with torch.no_grad(), self.lock:
+                if getattr(self, "_mean_mod", None) is None:
+                    z = torch.randn(10_000, x["z"].shape[-1], generator=torch.Generator().manual_seed(0))
+                    f, p = field.modulation(z.to(dev))
+                    self._mean_mod = (f.mean(0, keepdim=True), p.mean(0, keepdim=True))
+                f, p = field.modulation(x["z"].to(dev))
+            mf, mp = self._mean_mod
+            x = dict(x)
+            x["freqs"], x["phases"] = mf + self.psi * (f - mf), mp + self.psi * (p - mp)
+            return x
+        keys = [k for ks in self.latent_groups.values() for k in ks]
+        return truncate(x, sorted(set(keys)), self.psi)
 
     def _giraffe_scene(self, x: dict) -> dict:
         zs, za, s, t, R = [], [], [], [], []
