@@ -4,7 +4,8 @@ The generator is a pipeline of separate pieces (PAPERS.md card 6), each callable
 
     sample_inputs         latent codes, object poses k_i, camera, ray depths, density noise
     camera_rays           one ray per feature pixel (render/cameras.image_rays)
-    world_to_object       k^-1(x) = diag(1/s) R^T (x - t) into each object's canonical box
+    world_to_object       k^-1(x) = diag(1/s) R'^T (x - t) into each object's canonical box, with
+                          R' = R^T (the official R (x - t)) or R (rotation_convention)
     evaluate_object       object feature field, only at the samples inside its box (packed)
     evaluate_background   background feature field at every sample
     render_feature_map    composition (render/compose) + volume rendering (render/volume)
@@ -16,8 +17,9 @@ critic); the GAN engine (:mod:`aware3d.train.gan`) owns the training loop. ``MET
 surface (:class:`aware3d.methods.base.GenerativeMethod`: train, load, render, evaluate,
 :func:`export_object_mesh`) with the controls of :mod:`aware3d.programs.giraffe` as programs.
 
-Conventions: world z-up, OpenGL cameras (docs/CONVENTIONS.md); object poses k(x) = R diag(s) x + t
-with R a rotation about z; generated images are in [0, 1] (final sigmoid) and real images are
+Conventions: world z-up, OpenGL cameras (docs/CONVENTIONS.md); object poses k(x) = R' diag(s) x + t
+with R' = R^T for the sampled rotation R about z in the presets (the official code's world-to-object
+map R (x - t)), R' = R in runs saved before (``rotation_convention``); generated images are in [0, 1] (final sigmoid) and real images are
 mapped to [0, 1] as in the official code, so R1 is measured on the same scale as theirs.
 """
 from __future__ import annotations
@@ -108,11 +110,36 @@ class GiraffeConfig(gc.RunSettings):
     density_noise: float = 1.0          # N(0, 1) added to raw densities in training (official)
     bf16: bool = True                   # bf16 autocast for the generator (fields + 2D renderer)
     bf16_d: bool = False                # bf16 autocast for the discriminator too (faster, noisier R1)
+    # fidelity to the official code (autonomousvision/giraffe). The defaults are aware3d's earlier
+    # behaviour, which runs saved without these keys keep; every preset sets "official".
+    rotation_convention: str = "transpose"  # official: world -> object R (x - t) / s and background R x
+    #                                         (a rotation by +a turns the scene by -a about z);
+    #                                         transpose: diag(1/s) R^T (x - t) (turns by +a)
+    ray_sampling: str = "unit"          # official: rays through the official pixel grid (outermost
+    #                                     pixel centres on the fov edges) with camera-space z = -1,
+    #                                     unnormalised, so depth_range is planar depth; depths
+    #                                     linspace(near, far, N) jittered between midpoints.
+    #                                     unit: unit rays through pixel centres, depth_range is the
+    #                                     distance along the ray, stratified bins (midpoints at eval)
+    compose_guard: str = "eps"          # official: feature = sum sigma_i f_i / sum sigma_i with the
+    #                                     sum set to 1e-4 where it is 0; eps: / (sum + 1e-8) everywhere
     preset: str = "cpu32"
 
     @property
     def n_entities(self) -> int:
         return self.n_objects + 1
+
+
+#: what every preset sets: the official code's conventions (see GiraffeConfig)
+_OFFICIAL = dict(rotation_convention="official", ray_sampling="official", compose_guard="official")
+_CHOICES = {"rotation_convention": ("official", "transpose"), "ray_sampling": ("official", "unit"),
+            "compose_guard": ("official", "eps")}
+
+
+def _check_choices(cfg: GiraffeConfig) -> None:
+    for name, allowed in _CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name}: expected one of {allowed}, got {getattr(cfg, name)!r}")
 
 
 def _deg_from_v(v: float) -> float:
@@ -175,6 +202,9 @@ PRESETS["tiny16"] = dict(_OBJECTS, resolution=16, feature_res=8, n_samples=8, z_
 PRESETS["faces256"] = PRESETS["celebahq256"]
 # "tiny": the name every other method gives its smallest preset (test-sized runs)
 PRESETS["tiny"] = PRESETS["tiny16"]
+for _p in PRESETS.values():
+    if "rotation_convention" not in _p:
+        _p.update(_OFFICIAL)
 DEFAULT_PRESET = "cpu32"
 
 
@@ -277,9 +307,23 @@ def sample_latents(cfg: GiraffeConfig, n: int, generator: torch.Generator | None
 
 def sample_depths(cfg: GiraffeConfig, n: int, generator: torch.Generator | None = None,
                   train: bool = True) -> torch.Tensor:
-    """Stratified sample positions (n, R, N) on [near, far] (jittered in training, bin midpoints
-    otherwise), R = feature_res^2 rays."""
+    """Sample depths (n, R, N) on [near, far], R = feature_res^2 rays. ``ray_sampling``
+    "official": linspace(near, far, N), jittered between midpoints in training, planar depths
+    (camera-space -z); "unit": stratified bins (jittered in training, midpoints otherwise),
+    distances along unit rays."""
     R = cfg.feature_res * cfg.feature_res
+    if cfg.ray_sampling == "official":
+        # official: di = linspace(near, far, N); in training each di is drawn uniformly between
+        # the midpoints to its neighbours (the first / last from near / far)
+        near, far = (float(v) for v in cfg.depth_range)
+        di = near + torch.linspace(0.0, 1.0, cfg.n_samples) * (far - near)
+        di = di.expand(n, R, cfg.n_samples)
+        if not train:
+            return di.contiguous()
+        mid = 0.5 * (di[..., 1:] + di[..., :-1])
+        hi = torch.cat([mid, di[..., -1:]], -1)
+        lo = torch.cat([di[..., :1], mid], -1)
+        return lo + (hi - lo) * torch.rand(lo.shape, generator=generator)
     t, _ = stratified_samples(float(cfg.depth_range[0]), float(cfg.depth_range[1]), cfg.n_samples,
                               batch_shape=(n, R), perturb=train, generator=generator)
     return t
@@ -309,11 +353,44 @@ def sample_inputs(cfg: GiraffeConfig, n: int, generator: torch.Generator | None 
 
 
 def camera_rays(cfg: GiraffeConfig, c2w: torch.Tensor):
-    """One ray per feature pixel: ``(rays_o, rays_d)`` each (B, R, 3), R = feature_res^2, row-major."""
+    """One ray per feature pixel: ``(rays_o, rays_d)`` each (B, R, 3), R = feature_res^2, row-major
+    (top row first). ``ray_sampling`` "unit": unit directions through pixel centres;
+    "official": the official ``pixels_world - camera_world``, camera-space (x, y, -1) with x, y in
+    tan(fov / 2) * linspace(-1, 1, res) (the outermost pixel centres on the fov edges), not
+    normalised, so ``o + t d`` puts t at planar depth (see :func:`rays_and_depths`)."""
     res = cfg.feature_res
+    if cfg.ray_sampling == "official":
+        half = math.tan(0.5 * math.radians(float(cfg.fov)))
+        lin = torch.linspace(-1.0, 1.0, res, dtype=c2w.dtype, device=c2w.device) * half
+        y, x = torch.meshgrid(-lin, lin, indexing="ij")
+        d_cam = torch.stack([x, y, -torch.ones_like(x)], -1).reshape(res * res, 3)
+        d = torch.einsum("bij,rj->bri", c2w[:, :3, :3], d_cam)
+        o = c2w[:, None, :3, 3].expand(-1, res * res, 3)
+        return o, d
     K = intrinsics_from_fov(cfg.fov, res, dtype=c2w.dtype, device=c2w.device)
     o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, res, res)
     return o.reshape(c2w.shape[0], res * res, 3), d.reshape(c2w.shape[0], res * res, 3)
+
+
+def rays_and_depths(cfg: GiraffeConfig, c2w: torch.Tensor, t: torch.Tensor):
+    """``(rays_o, unit rays_d (B, R, 3), distances along the rays (B, R, N))`` for the generator's
+    depths ``t`` (B, R, N). With ``ray_sampling`` "official" the depths are planar and become
+    t * |d| on the official unnormalised rays d (the same points o + t d, and the official volume
+    weights' spacings dt |d|); "unit" depths already are distances."""
+    o, d = camera_rays(cfg, c2w)
+    if cfg.ray_sampling != "official":
+        return o, d, t
+    n = d.norm(dim=-1, keepdim=True)
+    return o, d / n, t * n
+
+
+def frame_rotation(cfg: GiraffeConfig, rotation: torch.Tensor) -> torch.Tensor:
+    """The matrix R' with which :func:`world_to_object` (diag(1/s) R'^T (x - t)),
+    :func:`object_to_world` (R' diag(s) x + t) and :func:`evaluate_background` realise an entity's
+    sampled ``rotation`` R: R itself with ``rotation_convention`` "transpose", R^T with "official"
+    (the official code maps world to object by R (x - t), so an object rotated by +a about z turns
+    by -a seen from above)."""
+    return rotation.transpose(-1, -2) if cfg.rotation_convention == "official" else rotation
 
 
 def object_to_world(x: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor,
@@ -416,12 +493,31 @@ def evaluate_background(field: FeatureField, rays_o, rays_d, t, z_shape, z_app, 
     return sigma, (feat if return_hidden else feat.float())
 
 
-def render_feature_map(sigmas: torch.Tensor, features: torch.Tensor, t: torch.Tensor, res: int):
+#: the official composition's stand-in for a density sum of exactly 0
+OFFICIAL_ZERO_SUM = 1e-4
+
+
+def compose_density_sum(total: torch.Tensor, guard: str = "eps") -> torch.Tensor:
+    """The denominator of the composed feature: ``total`` with 1e-4 where it is 0 (``guard``
+    "official", as the official ``composite_function``) or total + 1e-8 everywhere ("eps")."""
+    if guard == "official":
+        return torch.where(total == 0, torch.full_like(total, OFFICIAL_ZERO_SUM), total)
+    return total + COMPOSE_EPS
+
+
+def render_feature_map(sigmas: torch.Tensor, features: torch.Tensor, t: torch.Tensor, res: int,
+                       guard: str = "eps"):
     """Compose E entities (GIRAFFE eq. 6) and volume-render them (the reference path).
 
-    sigmas (E, B, R, N), features (E, B, R, N, C), t (B, R, N) -> ``(feature map (B, C, res, res)
-    (channels-last memory), opacity (B, res, res))``."""
-    sigma, feat = compose(sigmas, features)
+    sigmas (E, B, R, N), features (E, B, R, N, C), t (B, R, N) distances along unit rays ->
+    ``(feature map (B, C, res, res) (channels-last memory), opacity (B, res, res))``. ``guard``: see
+    :func:`compose_density_sum`."""
+    if guard == "official":
+        s = sigmas.clamp_min(0)
+        sigma = s.sum(0)
+        feat = (s.unsqueeze(-1) * features).sum(0) / compose_density_sum(sigma, guard).unsqueeze(-1)
+    else:
+        sigma, feat = compose(sigmas, features)
     out = volume_render(sigma, feat, t)
     B, C = t.shape[0], feat.shape[-1]
     fmap = out["color"].reshape(B, res, res, C).permute(0, 3, 1, 2)
@@ -429,7 +525,7 @@ def render_feature_map(sigmas: torch.Tensor, features: torch.Tensor, t: torch.Te
 
 
 def render_feature_map_packed(objects: Sequence[tuple], background: tuple | None, t: torch.Tensor,
-                              res: int):
+                              res: int, guard: str = "eps"):
     """The same composition and volume rendering as :func:`render_feature_map`, without dense
     per-sample features (the fast path of the generator).
 
@@ -441,7 +537,7 @@ def render_feature_map_packed(objects: Sequence[tuple], background: tuple | None
 
     objects: ``(flat (S,), raw sigma (S,), hidden (S, H), feat_out nn.Linear)`` per object (from
     :func:`evaluate_object_packed`); background: ``(raw sigma (B, R, N), hidden (B, R, N, H),
-    feat_out)`` or None; t (B, R, N). Returns ``(feature map (B, C, res, res), opacity (B, res, res))``.
+    feat_out)`` or None; t (B, R, N); ``guard``: see :func:`compose_density_sum`. Returns ``(feature map (B, C, res, res), opacity (B, res, res))``.
     """
     B, R, N = t.shape
     total = t.new_zeros(B * R * N)
@@ -450,7 +546,7 @@ def render_feature_map_packed(objects: Sequence[tuple], background: tuple | None
     if background is not None:
         total = total + background[0].clamp_min(0).reshape(-1)
     w, _, _ = render_weights(total.reshape(B, R, N), t)
-    coef = w.reshape(-1) / (total + COMPOSE_EPS)  # w_i / sigma_i
+    coef = w.reshape(-1) / compose_density_sum(total, guard)  # w_i / sigma_i
     fmap = None
     for flat, s, h, head in objects:
         a = coef.index_select(0, flat) * s.clamp_min(0)
@@ -479,6 +575,7 @@ class GiraffeGenerator(nn.Module):
 
     def __init__(self, cfg: GiraffeConfig):
         super().__init__()
+        _check_choices(cfg)
         self.cfg = cfg
         self.object_field = FeatureField(
             hidden=cfg.obj_hidden, n_blocks=cfg.obj_blocks, skips=cfg.obj_skips, z_shape_dim=cfg.z_dim,
@@ -499,23 +596,23 @@ class GiraffeGenerator(nn.Module):
     def entity_fields(self, inputs: dict, objects: Sequence[int] | None = None, background: bool = True):
         """Densities and features of the chosen entities at the ray samples:
         ``(sigmas (E, B, R, N), features (E, B, R, N, C), t (B, R, N))``."""
-        c2w, t = inputs["c2w"], inputs["t"]
-        o, d = camera_rays(self.cfg, c2w)
+        o, d, t = rays_and_depths(self.cfg, inputs["c2w"], inputs["t"])
         K = inputs["z_shape_obj"].shape[1]
         objects = range(K) if objects is None else list(objects)
         noise = inputs.get("sigma_noise")
+        rot = frame_rotation(self.cfg, inputs["obj_rotation"])
         sig, feat = [], []
         for i in objects:
             s, f = evaluate_object(
                 self.object_field, o, d, t, inputs["z_shape_obj"][:, i], inputs["z_app_obj"][:, i],
-                inputs["obj_scale"][:, i], inputs["obj_translation"][:, i], inputs["obj_rotation"][:, i],
+                inputs["obj_scale"][:, i], inputs["obj_translation"][:, i], rot[:, i],
                 noise=None if noise is None or i >= noise.shape[1] - 1 else noise[:, i],
                 padding=self.cfg.box_padding, bf16=self.bf16)
             sig.append(s)
             feat.append(f)
         if background:
             s, f = evaluate_background(self.background_field, o, d, t, inputs["z_shape_bg"],
-                                       inputs["z_app_bg"], inputs["bg_rotation"],
+                                       inputs["z_app_bg"], frame_rotation(self.cfg, inputs["bg_rotation"]),
                                        noise=None if noise is None else noise[:, -1], bf16=self.bf16)
             sig.append(s)
             feat.append(f)
@@ -532,30 +629,30 @@ class GiraffeGenerator(nn.Module):
         :func:`volume_render` (same result to float round-off, more memory)."""
         if not packed:
             sigmas, feats, t = self.entity_fields(inputs, objects, background)
-            return render_feature_map(sigmas, feats, t, self.cfg.feature_res)
-        c2w, t = inputs["c2w"], inputs["t"]
-        o, d = camera_rays(self.cfg, c2w)
+            return render_feature_map(sigmas, feats, t, self.cfg.feature_res, self.cfg.compose_guard)
+        o, d, t = rays_and_depths(self.cfg, inputs["c2w"], inputs["t"])
         K = inputs["z_shape_obj"].shape[1]
         objects = range(K) if objects is None else list(objects)
         noise = inputs.get("sigma_noise")
+        rot = frame_rotation(self.cfg, inputs["obj_rotation"])
         parts = []
         for i in objects:
             flat, s, h = evaluate_object_packed(
                 self.object_field, o, d, t, inputs["z_shape_obj"][:, i], inputs["z_app_obj"][:, i],
-                inputs["obj_scale"][:, i], inputs["obj_translation"][:, i], inputs["obj_rotation"][:, i],
+                inputs["obj_scale"][:, i], inputs["obj_translation"][:, i], rot[:, i],
                 noise=None if noise is None or i >= noise.shape[1] - 1 else noise[:, i],
                 padding=self.cfg.box_padding, bf16=self.bf16, return_hidden=True)
             parts.append((flat, s, h, self.object_field.feat_out))
         bg = None
         if background:
             s, h = evaluate_background(self.background_field, o, d, t, inputs["z_shape_bg"],
-                                       inputs["z_app_bg"], inputs["bg_rotation"],
+                                       inputs["z_app_bg"], frame_rotation(self.cfg, inputs["bg_rotation"]),
                                        noise=None if noise is None else noise[:, -1], bf16=self.bf16,
                                        return_hidden=True)
             bg = (s, h, self.background_field.feat_out)
         if not parts and bg is None:
             raise ValueError("nothing to render: no objects selected and background=False")
-        return render_feature_map_packed(parts, bg, t, self.cfg.feature_res)
+        return render_feature_map_packed(parts, bg, t, self.cfg.feature_res, self.cfg.compose_guard)
 
     def forward(self, inputs: dict, objects: Sequence[int] | None = None, background: bool = True,
                 return_alpha: bool = False):
@@ -659,7 +756,7 @@ def export_object_mesh(run, seed: int = 0, object_index: int = 0, resolution: in
     if world and len(verts):
         v = torch.from_numpy(verts).unsqueeze(0)
         verts = object_to_world(v, x["obj_scale"][:, object_index], x["obj_translation"][:, object_index],
-                                   x["obj_rotation"][:, object_index])[0].numpy()
+                                   frame_rotation(cfg, x["obj_rotation"][:, object_index]))[0].numpy()
     out = Path(out_path) if out_path is not None else run.path / f"mesh_seed{seed}_object{object_index}.ply"
     write_ply(out, verts, faces)
     return {"path": str(out), "n_vertices": int(len(verts)), "n_faces": int(len(faces)),
