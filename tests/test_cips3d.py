@@ -152,7 +152,8 @@ def test_train_entry_point_20_steps(tiny_run):
     ckpt = torch.load(run / "checkpoints" / "step_00000020.pt", weights_only=True)
     assert ckpt["step"] == 20
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["method"] == "cips3d" and cfg["preset"] == "tiny" and cfg["gan"]["r1_weight"] == 10.0
+    assert cfg["method"] == "cips3d" and cfg["preset"] == "tiny" and cfg["gan"]["r1_weight"] == 5.0  # 0.5 x the official r1_lambda 10
+    assert cfg["gan"]["d_first"] and cfg["gan"]["grad_clip"] == 10.0
     rows = list(csv.DictReader(open(run / "scalars.csv")))
     assert {"loss_G", "loss_G_aux", "loss_D", "loss_D_aux", "R1", "R1_aux"} <= {r["tag"] for r in rows}
     assert all(np.isfinite(float(r["value"])) for r in rows)

@@ -168,3 +168,89 @@ def test_giraffe_packed_path_equals_the_reference_under_the_official_conventions
         a, _ = G.feature_map(x)
         b, _ = G.feature_map(x, packed=False)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIPS-3D (PeterouZh/CIPS-3D, commit 5956813, exp/cips3d/configs/ffhq_exp.yaml train_ffhq)
+
+from aware3d.methods import cips3d as cm  # noqa: E402
+
+
+def test_cips3d_presets_follow_the_official_training_and_saved_configs_keep_the_old_way():
+    for name in cm.PRESETS:
+        c = cm.make_config(name)
+        assert c.aux_average and c.d_first and c.grad_clip == 10.0, name
+        assert c.density_noise == 1.0 and c.noise_anneal_steps == 5000 and c.r1_weight == 5.0, name
+        g = cm.build(c).gan_config()
+        assert g.d_first and g.grad_clip == 10.0 and g.r1_weight == 5.0
+    p = cm.make_config("ffhq64")
+    # official widths (G_cfg_3D2D): NeRF 2 x 128 FiLM-SIREN, 32 features, mapping 256 -> 4 x 128;
+    # INR 512 wide, style 512 from an 8-layer mapping of z 512; Adam (0, 0.999), lr 2e-4 / 2e-3;
+    # fov 12, rays [0.88, 1.12], 12 + 12 samples, h / v stddev 0.3 / 0.155 rad
+    assert (p.nerf_hidden, p.nerf_layers, p.feat_dim, p.z_shape_dim, p.nerf_map_hidden, p.nerf_map_layers) == \
+        (128, 2, 32, 256, 128, 4)
+    assert (p.inr_hidden, p.w_dim, p.z_app_dim, p.inr_map_layers) == (512, 512, 512, 8)
+    assert (p.lr_g, p.lr_d, tuple(p.betas)) == (2e-4, 2e-3, (0.0, 0.999))
+    assert (p.fov, tuple(p.depth_range), p.n_samples, p.n_importance) == (12.0, (0.88, 1.12), 12, 12)
+    assert abs(math.radians(p.yaw_std) - 0.3) < 1e-9 and abs(math.radians(p.pitch_std) - 0.155) < 1e-9
+    # official grad_points 256 is squared: every ray of a 64^2 / 128^2 NeRF image backprops
+    assert p.grad_rays >= 128 * 128 and "ray_perm" not in cm.sample_inputs(p, 1)
+    old = gc.config_from_dict(cm.Cips3DConfig, {"preset": "ffhq64"})
+    assert not old.aux_average and not old.d_first and old.grad_clip == 0 and old.density_noise == 0
+
+
+def test_cips3d_density_noise_anneals_as_the_official_nerf_noise():
+    m = cm.build(cm.make_config("tiny"))
+    for step, want in ((0, 1.0), (2500, 0.5), (5000, 0.0), (9000, 0.0)):
+        m.set_step(step)
+        assert abs(m.generator.density_noise - want) < 1e-9
+
+
+class _LinearCritic(torch.nn.Module):
+    """D(x) = <a, x> per image: grad_x D = a, ||grad||^2 = ||a||^2."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+
+    def forward(self, x):
+        return (x * self.a).flatten(1).sum(1, keepdim=True)
+
+
+def test_cips3d_losses_and_r1_by_hand_against_the_official_formula():
+    torch.manual_seed(0)
+    cfg = cm.make_config("tiny")
+    m = cm.build(cfg)
+    S, r = cfg.resolution, cfg.nerf_res
+    a, b = torch.randn(1, 3, S, S) * 0.01, torch.randn(1, 3, r, r) * 0.01
+    D = torch.nn.Module()
+    D.main, D.aux = _LinearCritic(a), _LinearCritic(b)
+    fake, aux = torch.randn(2, 3, S, S), torch.randn(2, 3, r, r)
+
+    class G:
+        def __call__(self, inputs, return_aux=False):
+            return {"image": fake, "aux": aux}
+    real = torch.randn(2, 3, S, S)
+    small = torch.nn.functional.interpolate(real, size=(r, r), mode="area")
+    loss, _ = m.discriminator_objective(G(), D, real, {}, cfg.r1_weight)
+    sp = torch.nn.functional.softplus
+    # official: (softplus(D(fake)) + softplus(-D(real)) + 0.5 r1_lambda ||grad||^2).mean() over the
+    # 2B images [main; aux], r1_lambda 10
+    r_preds = torch.cat([D.main(real), D.aux(small)])
+    g_preds = torch.cat([D.main(fake), D.aux(aux)])
+    pen = torch.cat([a.square().sum().expand(2), b.square().sum().expand(2)])[:, None]
+    official = (sp(g_preds) + sp(-r_preds) + 0.5 * 10.0 * pen).mean()
+    assert torch.allclose(loss, official, rtol=1e-5)
+    # G: softplus(-D(.)) averaged over the 2B images
+    m2 = cm.build(cfg)
+    m2.generator.forward = lambda inputs, return_aux=False: {"image": fake, "aux": aux}
+    lg, _ = m2.generator_objective(m2.generator, D, {})
+    assert torch.allclose(lg, sp(-g_preds).mean(), rtol=1e-5)
+    # runs saved before: main + aux, R1 with r1_weight (10 by default) each
+    import dataclasses
+    new_keys = {"aux_average", "d_first", "grad_clip", "density_noise", "noise_anneal_steps", "r1_weight"}
+    saved = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in new_keys}
+    old = cm.build(gc.config_from_dict(cm.Cips3DConfig, saved))
+    lo, _ = old.discriminator_objective(G(), D, real, {}, old.cfg.r1_weight)
+    want = (sp(g_preds) + sp(-r_preds)).reshape(2, 2).mean(1).sum() + 10.0 * (a.square().sum() + b.square().sum())
+    assert torch.allclose(lo, want, rtol=1e-5)

@@ -9,10 +9,17 @@
     CIPSDecoder           per pixel (features bilinearly upsampled to S x S when r < S): ModFC
                           blocks conditioned on w(z_app), tRGB summed -> image (B, 3, S, S) in [-1, 1]
 
-Training (official ``ffhq_exp`` settings in the paper preset): non-saturating GAN loss + R1 (10) on
-the final image, and an auxiliary discriminator on the NeRF's own RGB at the NeRF resolution (the
-fix for the mirror-symmetry problem: the NeRF itself must look like a face, not only after the 2D
-network); Adam betas (0, 0.999). Partial gradient backpropagation: per image only ``grad_rays``
+Training (official ``ffhq_exp`` settings in the presets): non-saturating GAN loss + R1 on the final
+image (the official D loss adds 0.5 r1_lambda ||grad||^2 with r1_lambda 10: ``r1_weight`` 5), and an
+auxiliary discriminator on the NeRF's own RGB at the NeRF resolution (the fix for the
+mirror-symmetry problem: the NeRF itself must look like a face, not only after the 2D network);
+the official losses are means over the main and auxiliary batches together (``aux_average``: half
+of main + aux); D steps before G (``d_first``); gradient norms clipped at 10 (``grad_clip``);
+density noise 1 -> 0 over 5000 steps (``density_noise``); Adam betas (0, 0.999), lr G 2e-4 / D 2e-3.
+Runs saved before these keys existed keep their old behaviour (no averaging, G before D, no
+clipping, no noise). Not matched: the official critics are StyleGAN2-style multi-scale
+discriminators (``Discriminator_MultiScale_Aux``) faded in with alpha over 10k steps; aware3d's are
+DCGAN-style (:class:`Cips3DDiscriminator`). Partial gradient backpropagation: per image only ``grad_rays``
 randomly chosen NeRF rays are rendered with autograd, the others under ``no_grad`` (so the memory
 and time of the NeRF's backward scale with ``grad_rays``); the 2D decoder sees every pixel.
 
@@ -89,7 +96,16 @@ class Cips3DConfig(gc.RunSettings):
     lr_g: float = 2e-4                  # generator learning rate
     lr_d: float = 2e-3                  # discriminator learning rate
     betas: tuple = (0.0, 0.999)         # Adam (beta1, beta2)
-    r1_weight: float = 10.0             # R1: D loss += r1_weight E||grad_x D(x)||^2 (aux D: x aux_weight)
+    r1_weight: float = 10.0             # R1: D loss += r1_weight E||grad_x D(x)||^2 (aux D: x aux_weight);
+    #                                     the presets: 5 = 0.5 x the official r1_lambda 10
+    # fidelity to the official code (PeterouZh/CIPS-3D ffhq_exp). The defaults are aware3d's earlier
+    # behaviour, which runs saved without these keys keep; every preset sets the official value.
+    aux_average: bool = False           # official: G and D losses are the mean over the main and the
+    #                                     auxiliary batch, (main + aux_weight aux) / 2; False: main + aux_weight aux
+    d_first: bool = False               # each step trains D, then G (official); False: G, then D
+    grad_clip: float = 0.0              # clip the gradient norm of G and of D (official 10); 0: off
+    density_noise: float = 0.0          # N(0, s^2) on the NeRF's raw densities in training, s decays
+    noise_anneal_steps: int = 5000      # ... linearly to 0 over these steps (official nerf_noise 1 -> 0)
     preset: str = "cpu"
     # render-time only
     mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
@@ -122,6 +138,15 @@ PRESETS: dict[str, dict] = {
                  grad_rays=16, batch_size=4, sample_every=10, checkpoint_every=10, log_every=5),
 }
 PRESETS["celeba64"] = PRESETS["ffhq64"]
+# the official training settings (train_ffhq): every preset. The official grad_points 256 is squared
+# (256^2 rays per image): every NeRF ray backprops at the paper sizes; the CPU presets keep aware3d's
+# partial backprop (grad_rays), a speed setting of theirs.
+_OFFICIAL = dict(aux_average=True, d_first=True, grad_clip=10.0, density_noise=1.0, r1_weight=5.0)
+for _name, _p in PRESETS.items():
+    if "aux_average" not in _p:
+        _p.update(_OFFICIAL)
+for _name in ("ffhq64", "ffhq128", "objects64"):
+    PRESETS[_name]["grad_rays"] = 256 * 256
 DEFAULT_PRESET = "cpu"
 
 
@@ -209,6 +234,7 @@ class Cips3DGenerator(nn.Module):
         self.mapping = StyleMapping(cfg.z_app_dim, cfg.w_dim, cfg.inr_map_layers)
         self.decoder = CIPSDecoder(cfg.feat_dim, cfg.inr_hidden, cfg.inr_blocks, cfg.w_dim)
         self.aux_to_rgb = nn.Linear(cfg.feat_dim, 3)
+        self.density_noise = 0.0        # training regulariser, set per step by Cips3DMethod.set_step
 
     def camera_rays(self, c2w: torch.Tensor):
         """(rays_o, rays_d) (B, r^2, 3) of the NeRF pixels."""
@@ -224,7 +250,8 @@ class Cips3DGenerator(nn.Module):
         c = self.cfg
         out = gc.render_radiance(lambda p, dirs: self.nerf(p, dirs, freqs=freqs, phases=phases), o, d,
                                  c.depth_range[0], c.depth_range[1], c.n_samples, c.n_importance,
-                                 perturb=self.training, chunk=None if torch.is_grad_enabled() else c.chunk)
+                                 perturb=self.training, noise_std=self.density_noise if self.training else 0.0,
+                                 chunk=None if torch.is_grad_enabled() else c.chunk)
         return out["color"], out["depth"]
 
     def render_features(self, inputs: dict):
@@ -332,6 +359,8 @@ class Cips3DMethod:
             l_aux = generator_loss(D.aux(out["aux"]))
             loss = loss + self.cfg.aux_weight * l_aux
             scalars["loss_G_aux"] = l_aux.detach()
+            if self.cfg.aux_average:  # official: softplus(-D(.)) averaged over the 2B main + aux images
+                loss = 0.5 * loss
         return loss, scalars
 
     def discriminator_objective(self, G, D, real: torch.Tensor, inputs: dict, r1_weight: float):
@@ -360,10 +389,17 @@ class Cips3DMethod:
                 pen_a = r1_penalty(a_real, small)
                 loss = loss + self.cfg.aux_weight * r1_weight * pen_a
                 out["R1_aux"] = pen_a.detach()
+            if self.cfg.aux_average:  # official: every term averaged over the 2B main + aux images
+                loss = 0.5 * loss
         return loss, out
 
     def gan_config(self, **kw):
         return gc.gan_config_from(self.cfg, **kw)
+
+    def set_step(self, step: int, engine=None) -> None:
+        """The density noise of ``step``: density_noise * max(0, 1 - step / noise_anneal_steps)."""
+        c = self.cfg
+        self.generator.density_noise = c.density_noise * max(0.0, 1.0 - step / max(c.noise_anneal_steps, 1))
 
 
 def build(cfg: Cips3DConfig, seed: int | None = None) -> Cips3DMethod:
