@@ -17,6 +17,7 @@ the reference with one warning); :class:`HashGrid` is the module with the paper'
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -192,9 +193,11 @@ class HashEncodeFunction(torch.autograd.Function):
         return (g_x if need_x else None), (g_table if need_table else None), None
 
 
-def _resolution_tensor(res: list[int], device: torch.device) -> torch.Tensor:
-    # Kernels read resolutions on the host (CPU) and on the device (CUDA).
-    return torch.tensor(res, dtype=torch.int64, device=device)
+@functools.lru_cache(maxsize=64)
+def _resolution_tensor(res: tuple[int, ...]) -> torch.Tensor:
+    # Always a CPU tensor: both the CPU kernels and the CUDA launches read the L resolutions on
+    # the host (the CUDA op refuses a GPU tensor), so no call copies them from the GPU.
+    return torch.tensor(res, dtype=torch.int64)
 
 
 def hash_encode(x: torch.Tensor, table: torch.Tensor, resolutions: Sequence[int] | torch.Tensor,
@@ -217,7 +220,7 @@ def hash_encode(x: torch.Tensor, table: torch.Tensor, resolutions: Sequence[int]
         return hash_encode_reference(x, table, res)
     lead = x.shape[:-1]
     xf = x.reshape(-1, 3).to(table.dtype)
-    out = HashEncodeFunction.apply(xf, table, _resolution_tensor(res, x.device))
+    out = HashEncodeFunction.apply(xf, table, _resolution_tensor(tuple(res)))
     return out.reshape(*lead, out.shape[-1])
 
 
@@ -249,7 +252,8 @@ class HashGrid(nn.Module):
         return self.levels * self.features_per_level
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return hash_encode(x, self.table, self._res, backend=self.backend)
+        # the Python list, not the _res buffer: reading a GPU buffer would sync every call
+        return hash_encode(x, self.table, self.resolutions, backend=self.backend)
 
     def extra_repr(self) -> str:
         return (f"levels={self.levels}, features_per_level={self.features_per_level}, "

@@ -374,6 +374,40 @@ def march_rays_reference(rays_o, rays_d, t_min, t_max, binary, lo, scale, step, 
     return torch.cat(out_r), torch.cat(out_0), torch.cat(out_1)
 
 
+def _host_copy(t: torch.Tensor) -> torch.Tensor:
+    """CPU copy of a small tensor, kept on the tensor itself until it is changed in place (its
+    version counter moves) or replaced (``module.to()`` makes new tensors): one device-to-host
+    copy per grid, not per call."""
+    if t.device.type == "cpu":
+        return t.detach()
+    cached = getattr(t, "_aware3d_host_copy", None)
+    if cached is not None and cached[0] == t._version:
+        return cached[1]
+    host = t.detach().to("cpu", torch.float32)
+    try:
+        t._aware3d_host_copy = (t._version, host)
+    except (AttributeError, RuntimeError):  # a tensor type without attributes: copy each call
+        pass
+    return host
+
+
+def _host_grid_params(occ_grid: "OccupancyGrid"
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``lo, scale, center, inv_half`` of :func:`march_rays` as CPU float32 tensors for the CUDA
+    op (which reads them on the host), computed with the same float32 operations as
+    ``occ_grid.cell_scale`` / ``center_inv_half`` (so the same values) from host copies of the
+    grid's box."""
+    aabb = _host_copy(occ_grid.aabb).float()
+    lo, hi = aabb[:3], aabb[3:]
+    scale = torch.tensor(float(occ_grid.resolution), dtype=torch.float32) / (hi - lo)
+    if occ_grid.contract:
+        inner = _host_copy(occ_grid.inner).float()
+        center, inv_half = (inner[:3] + inner[3:]) * 0.5, 2.0 / (inner[3:] - inner[:3])
+    else:
+        center, inv_half = torch.zeros(3), torch.ones(3)
+    return lo.contiguous(), scale.contiguous(), center.contiguous(), inv_half.contiguous()
+
+
 def march_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, near: float | torch.Tensor,
                far: float | torch.Tensor, occ_grid: OccupancyGrid, step_size: float | None = None,
                max_samples_per_ray: int = 1024, cone_angle: float = 0.0,
@@ -411,6 +445,8 @@ def march_rays(rays_o: torch.Tensor, rays_d: torch.Tensor, near: float | torch.T
         mode, center, inv_half = 0, torch.zeros(3, device=o.device), torch.ones(3, device=o.device)
     if _use_compiled(backend, o.device):
         ops = _build.require_extension(o.device)
+        if o.device.type == "cuda":  # the CUDA op reads these 3-vectors on the host
+            lo, scale, center, inv_half = _host_grid_params(occ_grid)
         return tuple(ops.march_rays(o, d, t_min, t_max, binary.to(torch.uint8).contiguous(),
                                     lo, scale, center, inv_half, mode, dt, float(cone_angle),
                                     dt_max, int(max_samples_per_ray)))

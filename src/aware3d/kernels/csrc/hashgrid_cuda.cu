@@ -1,16 +1,16 @@
 // Multiresolution hash encoding on the GPU (CUDA twin of hashgrid_cpu.cpp, same index arithmetic
 // from hashgrid_common.h). One thread per (point, level); the table gradient uses atomicAdd.
+// Launches go through cuda_compat.h, so this file also compiles as C++ with a serial launcher
+// (AWARE3D_CUDA_EMULATE; the tests run the kernels that way on machines without a GPU).
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include <tuple>
 
+#include "cuda_compat.h"
 #include "hashgrid_common.h"
 
 namespace aware3d {
@@ -29,9 +29,13 @@ struct SetupCuda {
   int64_t L = 0, F = 0, N = 0;
 };
 
+// x and table on one GPU; resolutions on the host (L values read when launching: no
+// device-to-host copy per call).
 SetupCuda make_setup_cuda(const at::Tensor& x, const at::Tensor& table,
                           const at::Tensor& resolutions) {
-  TORCH_CHECK(x.is_cuda() && table.is_cuda(), "hash_encode (cuda): x and table must be on a GPU");
+  check_cuda_input("hash_encode (cuda)", "x", x);
+  check_same_device("hash_encode (cuda)", "table", table, x.device());
+  check_host_input("hash_encode (cuda)", "resolutions", resolutions);
   TORCH_CHECK(x.dim() == 2 && x.size(1) == 3, "hash_encode: x must be (N, 3), got ", x.sizes());
   TORCH_CHECK(table.dim() == 3, "hash_encode: table must be (L, T, F), got ", table.sizes());
   TORCH_CHECK(x.scalar_type() == table.scalar_type(), "hash_encode: x and table dtypes differ");
@@ -44,7 +48,7 @@ SetupCuda make_setup_cuda(const at::Tensor& x, const at::Tensor& table,
   s.T = static_cast<uint32_t>(table.size(1));
   s.F = table.size(2);
   s.mask = (s.T & (s.T - 1)) == 0 ? s.T - 1 : 0;
-  auto res = resolutions.to(at::kCPU, at::kLong).contiguous();  // L values: a tiny copy
+  auto res = resolutions.to(at::kLong).contiguous();  // already on the host
   const int64_t* r = res.data_ptr<int64_t>();
   for (int64_t l = 0; l < s.L; ++l) {
     TORCH_CHECK(r[l] >= 1 && r[l] < (int64_t(1) << 24), "hash_encode: bad resolution ", r[l]);
@@ -182,20 +186,21 @@ inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThrea
 
 at::Tensor hash_encode_forward_cuda(const at::Tensor& x_, const at::Tensor& table_,
                                     const at::Tensor& resolutions) {
-  const c10::cuda::CUDAGuard guard(x_.device());
+  check_cuda_input("hash_encode (cuda)", "x", x_);
+  A3D_DEVICE_GUARD(x_.device());
   auto x = x_.contiguous();
   auto table = table_.contiguous();
   SetupCuda s = make_setup_cuda(x, table, resolutions);
   auto out = at::empty({s.N, s.L * s.F}, table.options());
   if (s.N == 0) return out;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = A3D_STREAM();
   const dim3 grid(blocks_for(s.N), static_cast<unsigned>(s.L));
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "hash_encode_forward_cuda", [&] {
-    hash_forward_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+    A3D_LAUNCH(hash_forward_kernel<scalar_t>, grid, kThreads, stream)(
         x.data_ptr<scalar_t>(), table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), s.levels,
         s.N, s.L, s.F, s.T, s.mask);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  A3D_LAUNCH_CHECK();
   return out;
 }
 
@@ -204,11 +209,15 @@ std::tuple<at::Tensor, at::Tensor> hash_encode_backward_cuda(const at::Tensor& g
                                                              const at::Tensor& table_,
                                                              const at::Tensor& resolutions,
                                                              bool need_table, bool need_x) {
-  const c10::cuda::CUDAGuard guard(x_.device());
+  check_cuda_input("hash_encode (cuda)", "x", x_);
+  check_same_device("hash_encode (cuda)", "grad_out", grad_out_, x_.device());
+  A3D_DEVICE_GUARD(x_.device());
   auto x = x_.contiguous();
   auto table = table_.contiguous();
   auto gout = grad_out_.contiguous();
   SetupCuda s = make_setup_cuda(x, table, resolutions);
+  TORCH_CHECK(gout.dim() == 2, "hash_encode: grad_out must be (N, L*F), got ", gout.sizes());
+  TORCH_CHECK(gout.scalar_type() == table.scalar_type(), "hash_encode: grad_out dtype differs");
   TORCH_CHECK(gout.size(0) == s.N && gout.size(1) == s.L * s.F, "hash_encode: bad grad shape");
   at::Tensor gtable = need_table ? at::zeros_like(table) : at::empty({0}, table.options());
   at::Tensor gx = need_x ? at::empty_like(x) : at::empty({0}, x.options());
@@ -216,20 +225,20 @@ std::tuple<at::Tensor, at::Tensor> hash_encode_backward_cuda(const at::Tensor& g
     if (need_x) gx.zero_();
     return {gtable, gx};
   }
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = A3D_STREAM();
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "hash_encode_backward_cuda", [&] {
     if (need_table) {
       const dim3 grid(blocks_for(s.N), static_cast<unsigned>(s.L));
-      hash_backward_table_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+      A3D_LAUNCH(hash_backward_table_kernel<scalar_t>, grid, kThreads, stream)(
           x.data_ptr<scalar_t>(), gout.data_ptr<scalar_t>(), gtable.data_ptr<scalar_t>(),
           s.levels, s.N, s.L, s.F, s.T, s.mask);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      A3D_LAUNCH_CHECK();
     }
     if (need_x) {
-      hash_backward_x_kernel<scalar_t><<<blocks_for(s.N), kThreads, 0, stream>>>(
+      A3D_LAUNCH(hash_backward_x_kernel<scalar_t>, blocks_for(s.N), kThreads, stream)(
           x.data_ptr<scalar_t>(), table.data_ptr<scalar_t>(), gout.data_ptr<scalar_t>(),
           gx.data_ptr<scalar_t>(), s.levels, s.N, s.L, s.F, s.T, s.mask);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      A3D_LAUNCH_CHECK();
     }
   });
   return {gtable, gx};

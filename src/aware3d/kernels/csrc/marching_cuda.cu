@@ -1,17 +1,18 @@
 // Ray marching and packed weights on the GPU (CUDA twin of marching_cpu.cpp; same float32
 // operations, built with -fmad=false, so it emits the reference's samples).
 // Marching runs twice per ray: count the samples, exclusive-scan the counts, then write them.
+// Launches go through cuda_compat.h, so this file also compiles as C++ with a serial launcher
+// (AWARE3D_CUDA_EMULATE; the tests run the kernels that way on machines without a GPU).
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include <tuple>
+
+#include "cuda_compat.h"
 
 namespace aware3d {
 namespace {
@@ -212,22 +213,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
     const at::Tensor& t_max_, const at::Tensor& occ_, const at::Tensor& lo_,
     const at::Tensor& inv_, const at::Tensor& center_, const at::Tensor& inv_half_,
     int64_t contract, double step, double cone_angle, double max_step, int64_t max_samples) {
-  const c10::cuda::CUDAGuard guard(rays_o_.device());
+  // Rays, their intervals and the occupancy bits are read by the kernel: on rays_o's GPU. The
+  // grid box and contraction (3 values each) are read on the host when launching: CPU tensors
+  // (the caller keeps host copies; no device-to-host copy per call).
+  const char* op = "march_rays (cuda)";
+  check_cuda_input(op, "rays_o", rays_o_);
+  const at::Device dev = rays_o_.device();
+  check_same_device(op, "rays_d", rays_d_, dev);
+  check_same_device(op, "t_min", t_min_, dev);
+  check_same_device(op, "t_max", t_max_, dev);
+  check_same_device(op, "occ", occ_, dev);
+  check_host_input(op, "lo", lo_);
+  check_host_input(op, "inv", inv_);
+  check_host_input(op, "center", center_);
+  check_host_input(op, "inv_half", inv_half_);
+  A3D_DEVICE_GUARD(dev);
   auto rays_o = rays_o_.to(at::kFloat).contiguous();
   auto rays_d = rays_d_.to(at::kFloat).contiguous();
   auto t_min = t_min_.to(at::kFloat).contiguous();
   auto t_max = t_max_.to(at::kFloat).contiguous();
   auto occ = occ_.to(at::kByte).contiguous();
-  auto lo = lo_.to(at::kCPU, at::kFloat).contiguous();  // 3 values each, read on the host
-  auto inv = inv_.to(at::kCPU, at::kFloat).contiguous();
-  auto center = center_.to(at::kCPU, at::kFloat).contiguous();
-  auto inv_half = inv_half_.to(at::kCPU, at::kFloat).contiguous();
+  auto lo = lo_.to(at::kFloat).contiguous();
+  auto inv = inv_.to(at::kFloat).contiguous();
+  auto center = center_.to(at::kFloat).contiguous();
+  auto inv_half = inv_half_.to(at::kFloat).contiguous();
   TORCH_CHECK(contract >= 0 && contract <= 2, "march_rays: contract must be 0, 1 or 2");
+  TORCH_CHECK(lo.numel() == 3 && inv.numel() == 3, "march_rays: lo and inv must have 3 values");
   TORCH_CHECK(center.numel() == 3 && inv_half.numel() == 3,
               "march_rays: center and inv_half must have 3 values");
   TORCH_CHECK(occ.dim() == 3 && occ.size(0) == occ.size(1) && occ.size(1) == occ.size(2),
               "march_rays: occupancy must be (res, res, res)");
   const int64_t R = rays_o.size(0);
+  TORCH_CHECK(rays_o.dim() == 2 && rays_o.size(1) == 3 && rays_d.sizes() == rays_o.sizes(),
+              "march_rays: rays_o and rays_d must be (R, 3)");
+  TORCH_CHECK(t_min.numel() == R && t_max.numel() == R, "march_rays: t_min and t_max must be (R,)");
   GridD g;
   g.occ = occ.data_ptr<uint8_t>();
   g.res = occ.size(0);
@@ -243,15 +262,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
   }
   const float dt = static_cast<float>(step), cone = static_cast<float>(cone_angle);
   const float dtm = static_cast<float>(max_step);
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = A3D_STREAM();
   auto lopt = rays_o.options().dtype(at::kLong);
   auto counts = at::empty({R}, lopt);
   if (R > 0) {
-    march_kernel<<<blocks_for(R), kThreads, 0, stream>>>(
+    A3D_LAUNCH(march_kernel, blocks_for(R), kThreads, stream)(
         rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), t_min.data_ptr<float>(),
         t_max.data_ptr<float>(), g, cs, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
         nullptr, nullptr, nullptr, nullptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    A3D_LAUNCH_CHECK();
   }
   auto ends = at::cumsum(counts, 0);
   const int64_t S = R > 0 ? ends[R - 1].item<int64_t>() : 0;  // one sync: the output size
@@ -260,12 +279,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
   auto t0s = at::empty({S}, rays_o.options());
   auto t1s = at::empty({S}, rays_o.options());
   if (S > 0) {
-    march_kernel<<<blocks_for(R), kThreads, 0, stream>>>(
+    A3D_LAUNCH(march_kernel, blocks_for(R), kThreads, stream)(
         rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), t_min.data_ptr<float>(),
         t_max.data_ptr<float>(), g, cs, dt, cone, dtm, max_samples, R, counts.data_ptr<int64_t>(),
         starts.data_ptr<int64_t>(), ray_idx.data_ptr<int64_t>(), t0s.data_ptr<float>(),
         t1s.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    A3D_LAUNCH_CHECK();
   }
   return {ray_idx, t0s, t1s};
 }
@@ -273,21 +292,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_cuda(
 std::tuple<at::Tensor, at::Tensor> render_weights_packed_forward_cuda(const at::Tensor& sigmas_,
                                                                       const at::Tensor& deltas_,
                                                                       const at::Tensor& offsets_) {
-  const c10::cuda::CUDAGuard guard(sigmas_.device());
+  const char* op = "render_weights_packed (cuda)";
+  check_cuda_input(op, "sigmas", sigmas_);
+  check_same_device(op, "deltas", deltas_, sigmas_.device());
+  check_same_device(op, "offsets", offsets_, sigmas_.device());
+  A3D_DEVICE_GUARD(sigmas_.device());
   auto sigmas = sigmas_.contiguous();
   auto deltas = deltas_.to(sigmas.scalar_type()).contiguous();
   auto offsets = offsets_.to(at::kLong).contiguous();
+  TORCH_CHECK(deltas.numel() == sigmas.numel(), "render_weights_packed: deltas must be like sigmas");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1,
+              "render_weights_packed: offsets must be (R + 1,)");
   const int64_t R = offsets.size(0) - 1;
   auto w = at::empty_like(sigmas);
   auto T = at::empty_like(sigmas);
   if (R <= 0 || sigmas.numel() == 0) return {w, T};
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = A3D_STREAM();
   AT_DISPATCH_FLOATING_TYPES(sigmas.scalar_type(), "render_weights_packed_forward_cuda", [&] {
-    weights_forward_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+    A3D_LAUNCH(weights_forward_kernel<scalar_t>, blocks_for(R), kThreads, stream)(
         sigmas.data_ptr<scalar_t>(), deltas.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), R,
         w.data_ptr<scalar_t>(), T.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  A3D_LAUNCH_CHECK();
   return {w, T};
 }
 
@@ -295,7 +321,16 @@ std::tuple<at::Tensor, at::Tensor> render_weights_packed_backward_cuda(
     const at::Tensor& grad_w_, const at::Tensor& grad_T_, const at::Tensor& sigmas_,
     const at::Tensor& deltas_, const at::Tensor& weights_, const at::Tensor& trans_,
     const at::Tensor& offsets_) {
-  const c10::cuda::CUDAGuard guard(sigmas_.device());
+  const char* op = "render_weights_packed backward (cuda)";
+  check_cuda_input(op, "sigmas", sigmas_);
+  const at::Device dev = sigmas_.device();
+  check_same_device(op, "grad_w", grad_w_, dev);
+  check_same_device(op, "grad_T", grad_T_, dev);
+  check_same_device(op, "deltas", deltas_, dev);
+  check_same_device(op, "weights", weights_, dev);
+  check_same_device(op, "trans", trans_, dev);
+  check_same_device(op, "offsets", offsets_, dev);
+  A3D_DEVICE_GUARD(dev);
   auto gw = grad_w_.contiguous();
   auto gT = grad_T_.contiguous();
   auto sigmas = sigmas_.contiguous();
@@ -303,18 +338,25 @@ std::tuple<at::Tensor, at::Tensor> render_weights_packed_backward_cuda(
   auto w = weights_.contiguous();
   auto T = trans_.contiguous();
   auto offsets = offsets_.to(at::kLong).contiguous();
+  const int64_t S = sigmas.numel();
+  TORCH_CHECK(gw.numel() == S && gT.numel() == S && deltas.numel() == S && w.numel() == S &&
+                  T.numel() == S,
+              "render_weights_packed backward: grad_w, grad_T, deltas, weights and trans must be "
+              "like sigmas");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1,
+              "render_weights_packed: offsets must be (R + 1,)");
   const int64_t R = offsets.size(0) - 1;
   auto gs = at::empty_like(sigmas);
   auto gd = at::empty_like(sigmas);
   if (R <= 0 || sigmas.numel() == 0) return {gs, gd};
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = A3D_STREAM();
   AT_DISPATCH_FLOATING_TYPES(sigmas.scalar_type(), "render_weights_packed_backward_cuda", [&] {
-    weights_backward_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+    A3D_LAUNCH(weights_backward_kernel<scalar_t>, blocks_for(R), kThreads, stream)(
         gw.data_ptr<scalar_t>(), gT.data_ptr<scalar_t>(), sigmas.data_ptr<scalar_t>(),
         deltas.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), T.data_ptr<scalar_t>(),
         offsets.data_ptr<int64_t>(), R, gs.data_ptr<scalar_t>(), gd.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  A3D_LAUNCH_CHECK();
   return {gs, gd};
 }
 
