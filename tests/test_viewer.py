@@ -194,6 +194,17 @@ def test_camera_path_passes_through_keyframes_and_renders(tmp_path):
     info = read_camera_path(f)
     assert info["format"] == "nerfstudio" and info["c2w"].shape == (20, 4, 4)
     assert (info["width"], info["height"]) == (32, 24) and info["fps"] == 10
+    # the editor loads its own file back (the keyframes) and any other camera path (its cameras)
+    again = CameraPath()
+    info = again.load(f)
+    assert len(again.keyframes) == 3 and torch.allclose(again.keyframes[1][0], k1, atol=1e-6)
+    assert info["fps"] == 10 and info["width"] == 32
+    del doc["generator"]
+    g = tmp_path / "ns.json"
+    g.write_text(json.dumps(doc))
+    other = CameraPath()
+    other.load(g, max_keyframes=5)
+    assert len(other.keyframes) == 5 and torch.allclose(other.keyframes[0][0], k0, atol=1e-5)
     # the saved file plays with `aware3d render RUN --program path FILE`
     run_dir = _copy_run("ngp", tmp_path)
     from aware3d.cli import main

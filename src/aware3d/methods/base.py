@@ -29,7 +29,7 @@ from ..programs import Program, find_program, program_table
 from ..utils.device import pick_device
 
 __all__ = ["Method", "FieldMethod", "GenerativeMethod", "Run", "FieldRun", "GenerativeRun",
-           "call_with_options", "pick_device"]
+           "call_with_options", "pick_device", "truncate_latents"]
 
 
 def _flag(name: str) -> str:
@@ -469,7 +469,12 @@ class GenerativeMethod(Method):
 
         from ..train import gan
         from ..train.io import load_run_config
-        from .gan_common import checkpoint_step, config_from_dict, image_dataset, replace_config
+        from .gan_common import (
+            checkpoint_step,
+            config_from_dict,
+            image_dataset,
+            replace_config,
+        )
 
         if "downscale" in settings:
             raise ValueError(f"--downscale: applies to radiance fields, not to {self.name}; a GAN trains at "
@@ -511,7 +516,12 @@ class GenerativeMethod(Method):
              ema: bool = True) -> "GenerativeRun":
         """The run's checkpoint (a step or a file; default the latest): the EMA generator by
         default, in eval mode without gradients, after the method's ``prepare_inference()``."""
-        from ..train.io import _CKPT_RE, checkpoint_file, load_checkpoint, load_run_config
+        from ..train.io import (
+            _CKPT_RE,
+            checkpoint_file,
+            load_checkpoint,
+            load_run_config,
+        )
 
         cfg = self.config_from_dict(load_run_config(run_dir))
         gan = self.build(cfg)
@@ -524,6 +534,17 @@ class GenerativeMethod(Method):
         m = _CKPT_RE.match(f.name)
         step = int(m.group(1)) if m else int(state.get("step", 0))
         return GenerativeRun(self, run_dir, cfg, gan, G, checkpoint=checkpoint, step=step)
+
+
+def truncate_latents(inputs: dict, keys, psi: float, mean: dict | None = None) -> dict:
+    """Each latent ``inputs[k]`` for k in ``keys`` moved towards its mean, ``mean + psi (z - mean)``
+    (mean 0 for the Gaussian latents the GANs draw, or ``mean[k]``); other inputs are kept."""
+    out = dict(inputs)
+    for k in keys:
+        if k in out and torch.is_tensor(out[k]):
+            m = 0.0 if mean is None or k not in mean else mean[k].to(out[k])
+            out[k] = m + float(psi) * (out[k] - m)
+    return out
 
 
 class GenerativeRun(Run):
@@ -542,6 +563,30 @@ class GenerativeRun(Run):
         """The generator inputs of ``n`` samples drawn from ``seed`` (latents, poses, camera; the
         evaluation distribution, without training noise). Edit them, then :meth:`render`."""
         return self.gan.sample_inputs(int(n), torch.Generator().manual_seed(int(seed)), train=False)
+
+    def truncate(self, inputs: dict, psi: float) -> dict:
+        """The truncation trick on the inputs of :meth:`sample`: ``mean + psi (w - mean)``. Where
+        the generator takes its mapping network's output as an input (pi-GAN's frequencies and
+        phases) w is that output and the mean is over 10,000 latents (seed 0), as in pi-GAN's
+        official code; otherwise w is each latent of the method's ``latent_groups`` and the mean
+        is 0 (the Gaussian latents' mean). psi = 1 changes nothing, psi = 0 gives the mean sample."""
+        if float(psi) == 1.0:
+            return inputs
+        field = getattr(self.G, "field", None)
+        if "z" in inputs and field is not None and hasattr(field, "modulation"):
+            with torch.no_grad():
+                if getattr(self, "_mean_modulation", None) is None:
+                    z = torch.randn(10_000, inputs["z"].shape[-1], generator=torch.Generator().manual_seed(0))
+                    f, p = field.modulation(z.to(self.device))
+                    self._mean_modulation = (f.mean(0, keepdim=True), p.mean(0, keepdim=True))
+                f, p = field.modulation(inputs["z"].to(self.device))
+            mf, mp = self._mean_modulation
+            out = dict(inputs)
+            out["freqs"], out["phases"] = mf + float(psi) * (f - mf), mp + float(psi) * (p - mp)
+            return out
+        groups = getattr(self.gan, "latent_groups", None) or {}
+        keys = {k for ks in groups.values() for k in ks} or {k for k in inputs if k.startswith("z")}
+        return truncate_latents(inputs, sorted(keys), psi)
 
     @torch.no_grad()
     def render(self, inputs: dict, chunk: int = 16, **controls) -> dict:

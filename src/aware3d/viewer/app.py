@@ -210,8 +210,10 @@ class Viewer:
             self.g_width = gui.add_number("Width", 640, min=16, max=4096, step=16)
             self.g_height = gui.add_number("Height", 480, min=16, max=4096, step=16)
             preview = gui.add_button("Preview")
-            self.g_path_name = gui.add_text("File name", "camera_path.json")
+            self.g_path_name = gui.add_text("File name", "camera_path.json",
+                                            hint="in RUN/viewer/, or a path to load (nerfstudio camera_path.json too)")
             save = gui.add_button("Save path")
+            load = gui.add_button("Load path")
             self.g_path_info = gui.add_markdown("no keyframes")
         self._path_splines = None
 
@@ -232,6 +234,15 @@ class Viewer:
             if event.client is not None and self.path.keyframes:
                 threading.Thread(target=self._preview, args=(event.client,), daemon=True).start()
 
+        @load.on_click
+        def _(_):
+            try:
+                p = self.load_path()
+                msg = f"loaded `{p}`: {len(self.path.keyframes)} keyframes"
+            except (OSError, ValueError) as e:
+                msg = f"not loaded: {e}"
+            self.g_path_info.content = msg
+
         @save.on_click
         def _(event):
             try:
@@ -240,6 +251,20 @@ class Viewer:
             except ValueError as e:
                 msg = f"not saved: {e}"
             self.g_path_info.content = msg
+
+    def load_path(self, name: str | None = None) -> Path:
+        """Load the keyframes of a camera path file (a name in RUN/viewer/ or any path)."""
+        name = name or self.g_path_name.value
+        p = Path(name)
+        if not p.is_file():
+            p = self.out_dir / name
+        info = self.path.load(p)
+        for key, h in (("seconds", self.g_seconds), ("fps", self.g_fps), ("width", self.g_width),
+                       ("height", self.g_height)):
+            if info.get(key):
+                h.value = info[key]
+        self._show_path()
+        return p
 
     def add_keyframe(self, c2w, fov_deg: float) -> int:
         k = self.path.add(c2w, fov_deg)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..methods.base import truncate_latents as truncate  # noqa: F401  (re-exported)
 from ..render.cameras import (
     intrinsics,
     matrix_to_quaternion,
@@ -241,17 +242,6 @@ class ProgressiveRenderer:
 # 3D-aware GANs
 
 
-def truncate(inputs: dict, keys, psi: float, mean: dict | None = None) -> dict:
-    """The truncation trick: each latent ``inputs[k]`` for k in ``keys`` moved towards its mean,
-    ``mean + psi (z - mean)`` (mean 0 for the Gaussian latents the GANs draw, or ``mean[k]``)."""
-    out = dict(inputs)
-    for k in keys:
-        if k in out and torch.is_tensor(out[k]):
-            m = 0.0 if mean is None or k not in mean else mean[k].to(out[k])
-            out[k] = m + float(psi) * (out[k] - m)
-    return out
-
-
 class GanControls:
     """The controls of a GAN run (:class:`~aware3d.methods.base.GenerativeRun`) and the image they
     give. Every method: ``seed``, truncation ``psi``, the camera's ``yaw`` / ``pitch`` (degrees;
@@ -334,26 +324,10 @@ class GanControls:
         return x
 
     def _truncate(self, x: dict) -> dict:
-        """Truncation by ``psi``: in the mapping network's output space where the generator takes
-        it as an input (pi-GAN's frequencies and phases, towards their mean over 10,000 latents, as
-        its official code does), else in latent space towards 0 (the mean of the Gaussian latents)."""
         if self.psi == 1.0:
             return x
-        field = getattr(self.run.G, "field", None)
-        if "z" in x and field is not None and hasattr(field, "modulation"):
-            dev = next(self.run.G.parameters()).device
-            with torch.no_grad(), self.lock:
-                if getattr(self, "_mean_mod", None) is None:
-                    z = torch.randn(10_000, x["z"].shape[-1], generator=torch.Generator().manual_seed(0))
-                    f, p = field.modulation(z.to(dev))
-                    self._mean_mod = (f.mean(0, keepdim=True), p.mean(0, keepdim=True))
-                f, p = field.modulation(x["z"].to(dev))
-            mf, mp = self._mean_mod
-            x = dict(x)
-            x["freqs"], x["phases"] = mf + self.psi * (f - mf), mp + self.psi * (p - mp)
-            return x
-        keys = [k for ks in self.latent_groups.values() for k in ks]
-        return truncate(x, sorted(set(keys)), self.psi)
+        with self.lock:
+            return self.run.truncate(x, self.psi)
 
     def _giraffe_scene(self, x: dict) -> dict:
         zs, za, s, t, R = [], [], [], [], []
@@ -416,6 +390,35 @@ class CameraPath:
 
     def clear(self) -> None:
         self.keyframes.clear()
+
+    def load(self, path, max_keyframes: int = 12) -> dict:
+        """Replace the keyframes with those of a camera path file: a path this editor saved keeps
+        its keyframes; any other file ``aware3d render --path`` reads (nerfstudio's camera_path.json,
+        aware3d's frames) gives up to ``max_keyframes`` of its cameras, evenly spaced. Returns the
+        file's size / fps / seconds (None where it has none)."""
+        import json as _json
+        from pathlib import Path as _Path
+
+        from ..programs.field import read_camera_path
+
+        info = read_camera_path(path)  # validates the file, naming what is wrong
+        doc = _json.loads(_Path(path).read_text())
+        keys: list[tuple[torch.Tensor, float]] = []
+        if isinstance(doc, dict) and doc.get("generator") == "aware3d viewer" and doc.get("keyframes"):
+            for k in doc["keyframes"]:
+                keys.append((torch.tensor(k["matrix"], dtype=torch.float32).reshape(4, 4), float(k["fov"])))
+        else:
+            c2w = info["c2w"]
+            idx = np.unique(np.linspace(0, len(c2w) - 1, min(len(c2w), max_keyframes)).round().astype(int))
+            fov = info.get("fov_y_deg")
+            for i in idx:
+                f = float(fov[i]) if fov is not None else float(info.get("fov_x_deg") or 50.0)
+                keys.append((c2w[i].float(), f))
+        self.keyframes = keys
+        n = len(info["c2w"])
+        seconds = doc.get("seconds") if isinstance(doc, dict) else None
+        return {"width": info.get("width"), "height": info.get("height"), "fps": info.get("fps"),
+                "seconds": seconds or (n / info["fps"] if info.get("fps") else None)}
 
     def frames(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(c2w (n, 4, 4), fov_deg (n,)) along the path."""
