@@ -254,3 +254,28 @@ def test_cips3d_losses_and_r1_by_hand_against_the_official_formula():
     lo, _ = old.discriminator_objective(G(), D, real, {}, old.cfg.r1_weight)
     want = (sp(g_preds) + sp(-r_preds)).reshape(2, 2).mean(1).sum() + 10.0 * (a.square().sum() + b.square().sum())
     assert torch.allclose(lo, want, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# HoloGAN (thunguyenphuoc/HoloGAN, commit 76c35a8, config_HoloGAN.json; TensorFlow, read by hand)
+
+from aware3d.methods import hologan as hm  # noqa: E402
+
+
+def test_hologan_paper_presets_follow_the_official_config():
+    for name in ("celeba64", "celeba128", "objects64"):
+        c = hm.make_config(name)
+        # style_disc "false", lambda_latent 0.0; Adam 1e-4 / 1e-4, beta1 0.5, beta2 0.999; batch 32; z 128
+        assert c.style_weight == 0.0 and c.identity_weight == 0.0, name
+        assert (c.lr_g, c.lr_d, tuple(c.betas), c.batch_size, c.z_dim, c.r1_weight) == \
+            (1e-4, 1e-4, (0.5, 0.999), 32, 128, 0.0), name
+        assert hm.build(c).gan_config().d_first, name  # D optimiser step, then G
+    c = hm.make_config("celeba64")
+    # azimuth 220..320 and elevation 70..110 degrees = 270 +- 50, 90 +- 20
+    assert tuple(c.yaw_range) == (-50.0, 50.0) and tuple(c.pitch_range) == (-20.0, 20.0)
+    # generator_AdaIN: 4^3 x 512 constant -> 8^3 x 256 -> 16^3 x 128, projection gf_dim * 16 = 1024
+    assert tuple(c.ch3d) == (512, 256, 128) and c.proj_ch == 1024
+    for name in hm.PRESETS:
+        assert hm.make_config(name).d_first, name
+    old = gc.config_from_dict(hm.HoloGANConfig, {"preset": "celeba64"})
+    assert not old.d_first and old.style_weight == 1.0 and old.identity_weight == 1.0

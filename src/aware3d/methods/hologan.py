@@ -12,7 +12,9 @@ Pieces (networks in :mod:`aware3d.fields.hologan`):
 Training: Adam (lr 1e-4, beta1 0.5, beta2 0.999) for both networks, no R1 (the official code uses
 spectral + instance norm instead). The style losses enter both D's and G's objective (paper eq. 4:
 each style classifier is a discriminator); the identity term is minimised by both networks
-(official ``q_loss``). The official code takes two G steps per D step; one each here.
+(official ``q_loss``). The paper presets follow the official released config, which turns both off
+(``style_disc`` false, ``lambda_latent`` 0); the CPU presets keep them. D steps before G
+(``d_first``). Not matched: the official code takes two G steps per D step; one each here.
 
 The engine's phases (:mod:`aware3d.train.gan`) take their objective from the method where it has
 one: :meth:`HoloGANMethod.generator_objective` / :meth:`HoloGANMethod.discriminator_objective`
@@ -71,6 +73,8 @@ class HoloGANConfig(gc.RunSettings):
     lr_d: float = 1e-4                    # discriminator learning rate
     betas: tuple = (0.5, 0.999)           # Adam (beta1, beta2)
     r1_weight: float = 0.0                # R1: D loss += r1_weight E||grad_x D(x)||^2 (the paper: none)
+    d_first: bool = False                 # each step trains D, then G (official; every preset); False:
+    #                                       G, then D (runs saved before this key)
     preset: str = "cpu"
 
 
@@ -97,6 +101,13 @@ PRESETS: dict[str, dict] = {
                  ch3d_post=(8,), proj_ch=16, ch2d=(16, 8), d_ch=8, d_max_ch=16, batch_size=4,
                  sample_every=10, checkpoint_every=10, log_every=5),
 }
+# The official code (thunguyenphuoc/HoloGAN, config_HoloGAN.json) trains D, then G; its released
+# CelebA config turns the style discriminators (style_disc false) and the identity loss
+# (lambda_latent 0) off: the paper presets follow it; the CPU and test presets keep the paper's losses.
+for _name, _p in PRESETS.items():
+    _p.setdefault("d_first", True)
+for _name in ("celeba64", "objects64", "celeba128"):
+    PRESETS[_name].update(style_weight=0.0, identity_weight=0.0)
 DEFAULT_PRESET = "cpu"
 
 
