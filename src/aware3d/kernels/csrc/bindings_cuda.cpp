@@ -28,7 +28,15 @@ std::tuple<at::Tensor, at::Tensor> render_weights_packed_backward_cuda(
     const at::Tensor& offsets);
 }  // namespace aware3d
 
-TORCH_LIBRARY(aware3d_cuda, m) {
+// The op namespace. The tests' serial C++ build of the CUDA sources (cuda_compat.h) registers the
+// same ops under another name, so both libraries can be loaded into one process.
+#ifndef AWARE3D_CUDA_OPS_NAMESPACE
+#define AWARE3D_CUDA_OPS_NAMESPACE aware3d_cuda
+#endif
+// One level of indirection so the namespace macro is expanded before TORCH_LIBRARY pastes it.
+#define A3D_TORCH_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+
+A3D_TORCH_LIBRARY(AWARE3D_CUDA_OPS_NAMESPACE, m) {
   m.def("hash_encode_forward(Tensor x, Tensor table, Tensor resolutions) -> Tensor",
         &aware3d::hash_encode_forward_cuda);
   m.def("hash_encode_backward(Tensor grad_out, Tensor x, Tensor table, Tensor resolutions, "
