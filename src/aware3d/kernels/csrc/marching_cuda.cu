@@ -300,7 +300,8 @@ std::tuple<at::Tensor, at::Tensor> render_weights_packed_forward_cuda(const at::
   auto sigmas = sigmas_.contiguous();
   auto deltas = deltas_.to(sigmas.scalar_type()).contiguous();
   auto offsets = offsets_.to(at::kLong).contiguous();
-  TORCH_CHECK(deltas.numel() == sigmas.numel(), "render_weights_packed: deltas must be like sigmas");
+  TORCH_CHECK(deltas.numel() == sigmas.numel(),
+              "render_weights_packed: deltas must be like sigmas");
   TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1,
               "render_weights_packed: offsets must be (R + 1,)");
   const int64_t R = offsets.size(0) - 1;
