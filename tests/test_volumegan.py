@@ -1,0 +1,279 @@
+"""VolumeGAN: the modulated 3D convolution by hand, the structural volume and its trilinear lookup
+against grid_sample, the field, the 2D renderer, style mixing, the official layer sizes, and a
+20-step run from the command line with a render program, a mesh export and resume equivalence."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aware3d.fields.volumegan import (FeatureVolume, ModulatedConv3d, VolumeField, modulated_conv3d,
+                                      to_grid_coords, volume_lookup)
+from aware3d.methods import volumegan as vm
+from aware3d.nets.stylegan2 import ModulatedConv2d
+
+
+def _nparams(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def _all_grads(module):
+    return [n for n, p in module.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+            or p.grad.abs().sum() == 0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Modulated 3D convolution
+
+
+def test_modulated_conv3d_hand_values():
+    # 1x1x1 kernel W = [[3, 4]], style (1, 1): demodulated row (0.6, 0.8), x = (1, 1) -> 1.4;
+    # without demodulation 3 + 4 = 7; style (2, 0): row (6, 0) -> (1, 0) -> 1.
+    W = torch.tensor([3.0, 4.0]).reshape(1, 2, 1, 1, 1)
+    x = torch.ones(1, 2, 2, 2, 2)
+    assert torch.allclose(modulated_conv3d(x, W, torch.ones(1, 2)), torch.full((1, 1, 2, 2, 2), 1.4), atol=1e-6)
+    assert torch.allclose(modulated_conv3d(x, W, torch.ones(1, 2), demodulate=False), torch.full((1, 1, 2, 2, 2), 7.0))
+    assert torch.allclose(modulated_conv3d(x, W, torch.tensor([[2.0, 0.0]])), torch.ones(1, 1, 2, 2, 2), atol=1e-6)
+
+
+def test_modulated_conv3d_equals_per_sample_conv_of_the_modulated_weight():
+    # 3^3 kernel, two samples with different styles: the grouped convolution equals, per sample, a
+    # plain conv3d with w'' = s w / ||s w|| (norm over in x k^3 per output channel) written out
+    g = torch.Generator().manual_seed(0)
+    x, W, s = torch.randn(2, 3, 5, 4, 6, generator=g), torch.randn(4, 3, 3, 3, 3, generator=g), torch.rand(2, 3, generator=g) + 0.5
+    y = modulated_conv3d(x, W, s)
+    for b in range(2):
+        wb = W * s[b].reshape(1, 3, 1, 1, 1)
+        norm = torch.sqrt((wb ** 2).sum(dim=(1, 2, 3, 4), keepdim=True) + 1e-8)
+        assert torch.allclose(y[b:b + 1], F.conv3d(x[b:b + 1], wb / norm, padding=1), atol=1e-5)
+    # the module: shapes, identity style at init (affine bias 1), gradients everywhere
+    torch.manual_seed(0)
+    layer = ModulatedConv3d(3, 4, 3, w_dim=6)
+    assert torch.allclose(layer.affine(torch.zeros(1, 6)), torch.ones(1, 3))
+    out = layer(x, torch.randn(2, 6))
+    assert out.shape == (2, 4, 5, 4, 6)
+    out.square().sum().backward()
+    assert not _all_grads(layer)
+
+
+# --------------------------------------------------------------------------------------------------
+# Structural volume and its lookup
+
+
+def test_volume_lookup_matches_grid_sample_align_corners_border():
+    # the official grid_sample_3d: (c + 1) / 2 (size - 1) (align_corners=True), indices clamped (border)
+    g = torch.Generator().manual_seed(1)
+    vol = torch.randn(2, 5, 4, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    c = (torch.rand(2, 300, 3, generator=g, dtype=torch.float64) * 2.6 - 1.3).requires_grad_(True)
+    ours = volume_lookup(vol, c)
+    ref = F.grid_sample(vol, c[:, None, None], mode="bilinear", align_corners=True,
+                        padding_mode="border")[:, :, 0, 0].transpose(1, 2)
+    assert ours.shape == (2, 300, 5) and torch.allclose(ours, ref, atol=1e-12)
+    gv, gc_ = torch.autograd.grad(ours.sin().sum(), (vol, c))
+    rv, rc = torch.autograd.grad(ref.sin().sum(), (vol, c))
+    assert torch.allclose(gv, rv, atol=1e-10) and torch.allclose(gc_, rc, atol=1e-10)
+    # voxel centres: corners aligned, c = -1 / +1 are the first / last voxels
+    assert torch.allclose(volume_lookup(vol, -torch.ones(2, 1, 3, dtype=torch.float64))[:, 0], vol[:, :, 0, 0, 0])
+    assert torch.allclose(volume_lookup(vol, torch.ones(2, 1, 3, dtype=torch.float64))[:, 0], vol[:, :, -1, -1, -1])
+    # twice differentiable (a path-length penalty's double backward through the lookup)
+    (gcc,) = torch.autograd.grad(volume_lookup(vol, c).square().sum(), c, create_graph=True)
+    gcc.square().sum().backward()
+    assert vol.grad is not None and vol.grad.abs().sum() > 0
+
+
+def test_grid_coords_map_the_box_to_the_unit_cube():
+    b = ((-1.0, -2.0, 0.0), (1.0, 2.0, 4.0))
+    p = torch.tensor([[-1.0, -2.0, 0.0], [1.0, 2.0, 4.0], [0.0, 0.0, 2.0]])
+    assert torch.allclose(to_grid_coords(p, b), torch.tensor([[-1.0] * 3, [1.0] * 3, [0.0] * 3]))
+
+
+def test_feature_volume_official_sizes_and_both_layers():
+    fv = FeatureVolume(512, feat_res=32, init_res=4, base_channels=256, out_channels=32)
+    assert fv.channels == (256, 128, 64, 32)
+    assert _nparams(fv) == 3_440_032  # the official FeatureVolume(feat_res 32, base 256, out 32, w 512)
+    torch.manual_seed(0)
+    for layer in ("adain", "modconv"):
+        fv = FeatureVolume(8, feat_res=16, init_res=4, base_channels=12, out_channels=4, layer=layer)
+        v = fv(torch.randn(3, 8))
+        assert v.shape == (3, 4, 16, 16, 16) and torch.isfinite(v).all()
+        v.square().mean().backward()
+        assert not _all_grads(fv), layer
+    # adain: instance-normalised per channel before the w-driven scale and shift
+    fv = FeatureVolume(8, feat_res=8, init_res=4, base_channels=6, out_channels=4)
+    with torch.no_grad():
+        fv.style.weight.zero_()
+        fv.style.bias.copy_(torch.cat([torch.ones(10), torch.zeros(10)]))
+        x = fv.convs[0](fv.const)
+        x = (x - x.mean((2, 3, 4), keepdim=True)) / torch.sqrt(((x - x.mean((2, 3, 4), keepdim=True)) ** 2).mean((2, 3, 4), keepdim=True) + 1e-8)
+        x = F.leaky_relu(x, 0.2)
+        x = fv.convs[1](F.interpolate(x, scale_factor=2))
+        x = (x - x.mean((2, 3, 4), keepdim=True)) / torch.sqrt(((x - x.mean((2, 3, 4), keepdim=True)) ** 2).mean((2, 3, 4), keepdim=True) + 1e-8)
+        assert torch.allclose(fv(torch.randn(1, 8)), F.leaky_relu(x, 0.2), atol=1e-5)
+
+
+def test_volume_field_shapes_gradients_and_per_layer_styles():
+    torch.manual_seed(0)
+    f = VolumeField(w_dim=8, feat_res=8, base_channels=8, volume_channels=4, n_freqs=3, hidden=16, n_layers=3,
+                    feat_dim=6, bounds=((-1,) * 3, (1,) * 3))
+    assert f.mlp[0].weight.shape == (16, 4 + 3 * 7)           # [volume features, x, sin / cos of 3 octaves]
+    p, ws = torch.rand(2, 40, 3) * 2 - 1, torch.randn(2, 3, 8)
+    sigma, feat = f(p, ws)
+    assert sigma.shape == (2, 40) and feat.shape == (2, 40, 6)
+    (sigma.sum() + feat.square().sum()).backward()
+    assert not _all_grads(f)
+    with torch.no_grad():  # the volume comes from ws[:, 0]; layer i from ws[:, i]
+        ws2 = ws.clone()
+        ws2[:, 2] = torch.randn(2, 8)
+        assert torch.equal(f.make_volume(ws), f.make_volume(ws2))
+        assert not torch.allclose(f(p, ws)[0], f(p, ws2)[0])
+        assert torch.allclose(f.density(p, ws), f(p, ws, f.make_volume(ws))[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# 2D renderer
+
+
+def test_upsampling_1x1_layer_equals_modulated_conv_with_up():
+    # conv 1x1, then FIR upsampling == FIR upsampling, then conv 1x1 (the official order vs StyleGAN2's)
+    torch.manual_seed(0)
+    a = vm._UpModConv1x1(5, 7, 6, use_noise=False)
+    b = ModulatedConv2d(5, 7, 1, 6, up=2)
+    b.load_state_dict(a.state_dict())
+    x, w = torch.randn(2, 5, 8, 8), torch.randn(2, 6)
+    assert torch.allclose(a(x, w), b(x, w), atol=1e-5)
+
+
+def test_renderer_shapes_skip_sum_and_const_noise():
+    torch.manual_seed(0)
+    r = vm.VolumeGANRenderer(8, nerf_res=8, resolution=32, w_dim=6, fmaps_base=128, fmaps_max=16)
+    x, ws = torch.randn(2, 8, 8, 8), torch.randn(2, 6, 6)
+    r.train()
+    img = r(x, ws)
+    assert img.shape == (2, 3, 32, 32)
+    img.square().mean().backward()
+    assert not _all_grads(r)
+    r.eval()
+    with torch.no_grad():  # const noise outside training: deterministic
+        assert torch.equal(r(x, ws), r(x, ws))
+        # no octaves: the image is the feature map's first 3 channels
+        r0 = vm.VolumeGANRenderer(8, nerf_res=8, resolution=8, w_dim=6)
+        assert torch.equal(r0(x, ws[:, :2]), x[:, :3])
+
+
+# --------------------------------------------------------------------------------------------------
+# Generator, style mixing, official sizes
+
+
+def test_official_layer_sizes():
+    # parameter counts of genforce/volumegan instantiated on CPU (volumegan_ffhq_config, g_init_res 32)
+    m = vm.build(vm.make_config("ffhq256"))
+    G = m.generator
+    assert _nparams(G.mapping) == 2_101_248 and _nparams(G.field) == 4_236_544
+    assert _nparams(G) == 8_688_271                          # official VolumeGANGenerator at 256
+    assert _nparams(G.renderer) == 2_350_479
+    assert vm.n_styles(m.cfg) == 12
+    # official VolumeGANDiscriminator 28,875,393 has 11,264 more: fromRGB at 128 ... 4 (progressive only)
+    assert _nparams(m.discriminator) == 28_875_393 - 11_264
+    assert _nparams(vm.build(vm.make_config("celeba128")).generator) == 8_375_818
+    cfg = m.cfg
+    assert cfg.r1_weight == 5.0 and cfg.r1_interval == 16 and cfg.style_mixing == 0.9
+    assert cfg.lr_d == pytest.approx(0.002 * 16 / 17) and cfg.lr_g == pytest.approx(0.0016)
+    assert (cfg.n_samples, cfg.n_importance, cfg.fov, cfg.depth_range) == (12, 12, 12.0, (0.8, 1.2))
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    return vm.build(vm.make_config("tiny", **kw))
+
+
+def test_generator_shapes_and_gradients():
+    m = _tiny(n_importance=3)
+    x = m.sample_inputs(4, torch.Generator().manual_seed(0))
+    out = m.generator(x, return_aux=True)
+    r = m.cfg.nerf_res
+    assert out["image"].shape == (4, 3, 32, 32) and out["features"].shape == (4, m.cfg.feat_dim, r, r)
+    assert out["depth"].shape == (4, r, r) and out["ws"].shape == (4, vm.n_styles(m.cfg), m.cfg.w_dim)
+    loss = F.softplus(-m.discriminator(out["image"])).mean()
+    loss.backward()
+    assert not _all_grads(m.generator)
+    assert m.discriminator(out["image"].detach()).shape == (4, 1)
+    # inference: chunked rendering equals one pass
+    G = m.generator.eval()
+    with torch.no_grad():
+        a = G(x)
+        G.cfg.chunk = 8
+        assert torch.allclose(G(x), a, atol=1e-5)
+
+
+def test_style_mixing_replaces_the_2d_styles_after_the_cutoff():
+    m = _tiny()
+    G = m.generator.train()
+    L, n_mlp = vm.n_styles(m.cfg), m.cfg.mlp_layers
+    z, z2 = torch.randn(3, 16), torch.randn(3, 16)
+    cut = torch.full((3,), n_mlp + 1)
+    with torch.no_grad():
+        ws = G.styles({"z": z, "z_mix": z2, "mix_cutoff": cut})
+        w1, w2 = G.mapping(z, update_w_avg=False), G.mapping(z2, update_w_avg=False)
+    assert torch.allclose(ws[:, :n_mlp + 1], w1[:, None].expand(-1, n_mlp + 1, -1))
+    assert torch.allclose(ws[:, n_mlp + 1:], w2[:, None].expand(-1, L - n_mlp - 1, -1))
+    # the prior: one draw per batch, the cutoff in [mlp_layers, L] (L: no mixing)
+    cuts = [int(vm.sample_inputs(m.cfg, 2, torch.Generator().manual_seed(s))["mix_cutoff"][0]) for s in range(60)]
+    assert min(cuts) >= n_mlp and max(cuts) <= L and L in cuts and len(set(cuts)) > 2
+    assert "mix_cutoff" not in m.sample_inputs(2, train=False)
+
+
+def test_truncation_pulls_towards_w_avg():
+    m = _tiny(truncation_psi=0.0)
+    G = m.generator.eval()
+    G.mapping.w_avg.fill_(0.5)
+    ws = G.styles({"z": torch.randn(2, 16)})
+    assert torch.allclose(ws, torch.full_like(ws, 0.5))
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end from the command line
+
+
+@pytest.fixture(scope="module")
+def cli_run(objects32, tmp_path_factory):
+    from aware3d.cli import main
+
+    run = tmp_path_factory.mktemp("volumegan") / "run"
+    assert main(["train", "volumegan", "--data", str(objects32), "--out", str(run), "--preset", "tiny",
+                 "--max-steps", "20", "--device", "cpu"]) == 0
+    return run
+
+
+def test_cli_train_render_and_mesh(cli_run, tmp_path):
+    from aware3d.cli import main
+
+    ckpt = torch.load(cli_run / "checkpoints" / "step_00000020.pt", weights_only=True, map_location="cpu")
+    assert ckpt["step"] == 20
+    cfg = json.loads((cli_run / "config.json").read_text())
+    assert cfg["method"] == "volumegan" and cfg["preset"] == "tiny"
+    assert cfg["gan"]["r1_weight"] == 5.0 and cfg["gan"]["r1_interval"] == 4
+    assert any(not torch.equal(ckpt["G"][k], ckpt["G_ema"][k]) for k in ckpt["G"] if k.endswith("weight"))
+    out = tmp_path / "yaw"
+    assert main(["render", str(cli_run), "--program", "yaw-sweep", "--frames", "4", "--out", str(out)]) == 0
+    assert {p.suffix for p in out.iterdir()} >= {".png", ".gif", ".mp4"}
+    ply = tmp_path / "mesh.ply"
+    assert main(["export", "mesh", str(cli_run), "--resolution", "32", "--out", str(ply)]) == 0
+    assert ply.read_bytes().startswith(b"ply")
+
+
+def test_resume_equals_uninterrupted(objects32, tmp_path):
+    # 20 uninterrupted steps == 10 steps + resume for 10 (lazy R1 every 4 steps, style mixing and
+    # noise draws included): every tensor of the two final checkpoints is identical
+    from aware3d.train.io import load_checkpoint
+
+    kw = dict(preset="tiny", sample_every=0, checkpoint_every=0, progress=False)
+    a = vm.METHOD.train(objects32, tmp_path / "a", max_steps=20, **kw)
+    vm.METHOD.train(objects32, tmp_path / "b", max_steps=10, **kw)
+    b = vm.METHOD.train(objects32, tmp_path / "b", max_steps=20, resume=True, progress=False)
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["step"] == sb["step"] == 20
+    for key in ("G", "G_ema", "D"):
+        for k in sa[key]:
+            assert torch.equal(sa[key][k], sb[key][k]), (key, k)
+    assert torch.equal(sa["rng"], sb["rng"])
