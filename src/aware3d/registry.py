@@ -29,6 +29,7 @@ METHODS: dict[str, Entry] = {
     "pigan": Entry("aware3d.methods.pigan", "gan", "pi-GAN: FiLM-SIREN radiance field, progressive growing"),
     "hologan": Entry("aware3d.methods.hologan", "gan", "HoloGAN: rigidly rotated 3D feature volumes"),
     "cips3d": Entry("aware3d.methods.cips3d", "gan", "CIPS-3D: shallow NeRF + 2D implicit neural renderer"),
+    "stylenerf": Entry("aware3d.methods.stylenerf", "gan", "StyleNeRF: style-modulated NeRF at low resolution + StyleGAN2 upsampler"),
     "volumegan": Entry("aware3d.methods.volumegan", "gan", "VolumeGAN: structural feature volume + textural field + 2D neural renderer"),
 }
 

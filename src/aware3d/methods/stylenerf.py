@@ -1,0 +1,433 @@
+"""StyleNeRF (Gu et al., ICLR 2022): a style-based NeRF renders low-resolution features, a
+StyleGAN2-like upsampler adds detail (PAPERS.md card 10). Networks in :mod:`aware3d.fields.stylenerf`
+and :mod:`aware3d.nets.stylegan2`.
+
+    sample_inputs     z (n, z_dim) -> w by the StyleGAN2 mapping network; z_bg (the background
+                      field's own code); a camera ``c2w`` from the prior; in training a second code
+                      ``z_mix`` and ``mix_cutoff``: w's from index mix_cutoff on come from z_mix
+                      (style mixing, probability ``style_mixing_prob``; one cutoff per batch)
+    NeRF              ForegroundField (modulated 1x1 layers, one w each) inside [near, far],
+                      BackgroundField (inverse sphere, z_bg) beyond; rendered at ``nerf_res`` with
+                      ``n_samples`` + ``n_importance`` foreground and ``n_bg`` background samples:
+                      features (F) and RGB (3)
+    Upsampler         StyleGAN2 skip blocks (1x1 modulated convs as the official config, learned
+                      upsampling: 1x1 convs + pixel shuffle + blur) from nerf_res to ``resolution``
+    progressive       alpha = clamp((kimg - c0) / (c1 - c0), 0, 1) over ``curriculum`` (c0, c1)
+                      in thousands of images: alpha 0 trains the NeRF alone at nerf_res (its RGB is
+                      the image); then one upsampler level after another, each faded in (the image
+                      blends the previous level's, upsampled); the critic sees the images at the
+                      current size and fades in its top block in step
+    NeRF-path reg.    the same upsampler layers run on the NeRF features without upsampling (the
+                      "NeRF path", nerf_res^2) must match the final image area-downsampled to
+                      nerf_res: 2 x mean_b sum_c mean_pixels (diff^2) x ``nerf_path_weight`` (the
+                      official factor 2; the paper's downsampled form of the official random-pixel
+                      version)
+
+Training: non-saturating loss, lazy R1 (official paper256 spec: gamma 0.5, loss gamma / 2
+||grad||^2 every 16 D steps: ``r1_weight`` 0.25, ``r1_interval`` 16), Adam lr 0.0025 betas (0, 0.99)
+(the official lazy-regularisation correction: D lr x 16/17, betas ^ 16/17; G, whose path-length
+regulariser is not implemented here, keeps lr and betas), EMA 20 kimg (0.5 ^ (64 / 20000) at batch 64).
+Not implemented: path-length regularisation (pl_weight 2), mixed precision.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fields.stylenerf import BackgroundField, ForegroundField, Upsampler, render_scene
+from ..nets.stylegan2 import MappingNetwork, StyleGAN2Discriminator
+from ..programs.gan import programs_for
+from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
+from ..train.gan import discriminator_loss, generator_loss, r1_penalty
+from . import gan_common as gc
+from .base import GenerativeMethod
+
+NAME = "stylenerf"
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class StyleNeRFConfig(gc.RunSettings):
+    """Every setting of a StyleNeRF run (plain data; written to the run folder's config)."""
+
+    resolution: int = 64                # output image size
+    nerf_res: int = 32                  # NeRF feature map size (official resolution_vol 32)
+    # camera: on a sphere looking at the origin; yaw = azimuth, pitch = elevation (degrees)
+    camera_dist: str = "gaussian"       # gaussian (faces) | uniform
+    yaw_mean: float = 0.0
+    pitch_mean: float = 0.0
+    yaw_std: float = math.degrees(0.3)      # official range_u [-0.3, 0.3], gaussian
+    pitch_std: float = math.degrees(0.155)  # official range_v pi/2 +- 0.155, gaussian
+    yaw_range: tuple = (-180.0, 180.0)  # uniform
+    pitch_range: tuple = (20.0, 60.0)   # uniform
+    radius: float = 1.0                 # camera distance (official range_radius 1)
+    fov: float = 12.0                   # degrees (official 12)
+    depth_range: tuple = (0.88, 1.12)   # foreground near, far along the ray (official)
+    n_samples: int = 14                 # foreground stratified samples (official n_ray_samples 14)
+    n_importance: int = 14              # hierarchical samples (official hierarchical: True)
+    n_bg: int = 4                       # background samples (official n_bg_samples 4)
+    background: bool = True             # the NeRF++ background field
+    # networks (official stylenerf_ffhq)
+    z_dim: int = 512                    # code of the mapping network
+    w_dim: int = 512                    # style size
+    map_layers: int = 8                 # mapping network depth (spec map 8), lr multiplier 0.01
+    nerf_hidden: int = 128              # foreground MLP width
+    nerf_blocks: int = 8                # foreground modulated layers (fc_in + 7)
+    feat_dim: int = 256                 # rendered feature channels (official rgb_out_dim 256)
+    n_freq: int = 10                    # positional encoding frequencies of the fields
+    z_bg_dim: int = 32                  # background code (official z_dim_bg 32)
+    bg_hidden: int = 64                 # background MLP width
+    bg_blocks: int = 4                  # background MLP layers
+    channel_base: int = 32768           # upsampler channels min(base / res, max) (official 1 x 32768)
+    channel_max: int = 1024             # (official 1024)
+    kernel_size: int = 1                # upsampler conv kernel (official 1: per-pixel, 3D-consistent)
+    upsample_mode: str = "pixelshuffle"  # pixelshuffle (the paper) | nn_cat (the official release)
+    magnitude_ema_beta: float = 0.999   # upsampler input magnitude normalisation (official 0.999)
+    d_channel_base: int = 16384         # critic channels min(base / res, d_channel_max) (fmaps 0.5)
+    d_channel_max: int = 512
+    mbstd_group: int = 8                # minibatch-std group (spec mbstd 8)
+    # losses and schedule
+    style_mixing_prob: float = 0.9      # official 0.9
+    nerf_path_weight: float = 1.0       # x the official 2 x L2 of the NeRF path regulariser
+    progressive: bool = True            # official progressive: True
+    curriculum: tuple = (500.0, 5000.0)  # kimg: alpha 0 -> 1 (official [500, 5000])
+    # training (engine settings; see aware3d.train.gan.GanConfig)
+    batch_size: int = 64                # official mb 64 (8 GPUs)
+    optimizer: str = "adam"
+    lr_g: float = 0.0025
+    lr_d: float = 0.0025 * 16 / 17      # official lrate_disc x mb_ratio (lazy R1 every 16)
+    betas: tuple = (0.0, 0.99 ** (16 / 17))
+    ema_beta: float = 0.5 ** (64 / 20000)   # official ema 20 kimg at batch 64
+    r1_weight: float = 0.25             # official gamma / 2 with gamma 0.5 (paper256)
+    r1_interval: int = 16               # official D_reg_interval
+    preset: str = "ffhq256"
+    # render-time only
+    mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
+    chunk: int = 4096                   # NeRF rays per field call at inference, over the whole batch
+
+
+_OBJECTS = dict(camera_dist="uniform", yaw_range=(-180.0, 180.0), pitch_range=(20.0, 60.0), radius=6.0,
+                fov=40.0, depth_range=(3.5, 8.5), mesh_extent=2.5)
+_CPU = dict(resolution=64, nerf_res=32, n_samples=10, n_importance=0, n_bg=2, z_dim=64, w_dim=64, map_layers=4,
+            nerf_hidden=64, nerf_blocks=4, feat_dim=32, n_freq=6, z_bg_dim=8, bg_hidden=32, bg_blocks=2,
+            channel_base=2048, channel_max=64, d_channel_base=2048, d_channel_max=64, mbstd_group=4,
+            curriculum=(2.0, 20.0), batch_size=16, lr_g=0.002, lr_d=0.002 * 16 / 17, ema_beta=0.995,
+            sample_every=200, checkpoint_every=500)
+PRESETS: dict[str, dict] = {
+    "ffhq256": dict(resolution=256, nerf_res=32),          # official stylenerf_ffhq + spec paper256
+    "ffhq256_release": dict(resolution=256, nerf_res=32, upsample_mode="nn_cat"),
+    "cpu64": dict(_CPU),
+    "cpu64_objects": dict(_CPU, **_OBJECTS),
+    "cpu32": dict(_CPU, resolution=32, nerf_res=16, curriculum=(1.0, 10.0)),
+    "cpu32_objects": dict(_CPU, **_OBJECTS, resolution=32, nerf_res=16, curriculum=(1.0, 10.0)),
+    # tests: tens of thousands of parameters; every progressive phase within 20 steps
+    "tiny": dict(_CPU, **_OBJECTS, resolution=32, nerf_res=8, n_samples=6, n_bg=2, z_dim=16, w_dim=16,
+                 map_layers=2, nerf_hidden=16, nerf_blocks=2, feat_dim=8, n_freq=4, z_bg_dim=4, bg_hidden=8,
+                 bg_blocks=2, channel_base=256, channel_max=16, d_channel_base=256, d_channel_max=32,
+                 curriculum=(0.01, 0.06), batch_size=4, r1_interval=4, sample_every=10, checkpoint_every=10,
+                 log_every=5),
+}
+PRESETS["cpu"] = PRESETS["cpu64"]
+DEFAULT_PRESET = "cpu64"
+
+Config = StyleNeRFConfig
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides) -> StyleNeRFConfig:
+    return gc.make_config(Config, PRESETS, preset, **overrides)
+
+
+def config_from_dict(d: dict) -> StyleNeRFConfig:
+    return gc.config_from_dict(Config, d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def camera_from_angles(cfg: StyleNeRFConfig, yaw_deg, pitch_deg) -> torch.Tensor:
+    """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin (degrees; world z up)."""
+    return look_at(spherical_to_cartesian(cfg.radius, pitch_deg, yaw_deg))
+
+
+def sample_pose(cfg: StyleNeRFConfig, n: int, generator: torch.Generator | None = None):
+    if cfg.camera_dist == "gaussian":
+        e = torch.randn(2, n, generator=generator)
+        return cfg.yaw_mean + cfg.yaw_std * e[0], (cfg.pitch_mean + cfg.pitch_std * e[1]).clamp(-89, 89)
+    if cfg.camera_dist == "uniform":
+        u = torch.rand(2, n, generator=generator)
+        return (cfg.yaw_range[0] + (cfg.yaw_range[1] - cfg.yaw_range[0]) * u[0],
+                cfg.pitch_range[0] + (cfg.pitch_range[1] - cfg.pitch_range[0]) * u[1])
+    raise ValueError(f"camera_dist: expected 'gaussian' or 'uniform', got {cfg.camera_dist!r}")
+
+
+def num_ws(cfg: StyleNeRFConfig) -> int:
+    n_up = int(math.log2(cfg.resolution)) - int(math.log2(cfg.nerf_res))
+    return cfg.nerf_blocks + 2 + (2 * n_up + 1 if n_up > 0 else 0)
+
+
+def sample_inputs(cfg: StyleNeRFConfig, n: int, generator: torch.Generator | None = None,
+                  train: bool = True) -> dict:
+    """z, z_bg ~ N(0, I), a prior camera; in training z_mix and mix_cutoff (n,) (all equal: one
+    cutoff per batch, num_ws = no mixing)."""
+    yaw, pitch = sample_pose(cfg, n, generator)
+    out = {"z": torch.randn(n, cfg.z_dim, generator=generator),
+           "z_bg": torch.randn(n, cfg.z_bg_dim, generator=generator),
+           "c2w": camera_from_angles(cfg, yaw, pitch)}
+    if train and cfg.style_mixing_prob > 0:
+        L = num_ws(cfg)
+        u = torch.rand(2, generator=generator)
+        cut = 1 + int(u[0] * (L - 1)) if float(u[1]) < cfg.style_mixing_prob else L
+        out["z_mix"] = torch.randn(n, cfg.z_dim, generator=generator)
+        out["mix_cutoff"] = torch.full((n,), cut, dtype=torch.long)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Networks
+
+
+def level_state(alpha: float, n_levels: int):
+    """(end_l, frac): upsampler blocks in use and the fade of the last one, from the global
+    progress alpha (-1 or >= 1: all, no fade; 0: none), as the official synthesis network."""
+    if alpha < 0 or alpha >= 1 or n_levels == 0:
+        return n_levels, 1.0
+    if alpha == 0:
+        return 0, 1.0
+    frac, idx = math.modf(alpha * n_levels)
+    return int(idx) + 1, frac
+
+
+class StyleNeRFGenerator(nn.Module):
+    """G(inputs) -> image (B, 3, S, S) in about [-1, 1] (smaller while growing in training; in eval
+    mode always resized to S)."""
+
+    def __init__(self, cfg: StyleNeRFConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.map_layers, lr_mul=0.01)
+        self.fg = ForegroundField(cfg.w_dim, cfg.nerf_hidden, cfg.nerf_blocks, cfg.feat_dim, cfg.n_freq)
+        self.bg = BackgroundField(cfg.z_bg_dim, cfg.bg_hidden, cfg.bg_blocks, cfg.feat_dim, cfg.n_freq) \
+            if cfg.background else None
+        self.upsampler = Upsampler(cfg.feat_dim, cfg.w_dim, cfg.nerf_res, cfg.resolution, cfg.channel_base,
+                                   cfg.channel_max, cfg.kernel_size, cfg.upsample_mode, cfg.magnitude_ema_beta)
+        self.num_ws = self.fg.num_ws + self.upsampler.num_ws
+        self.register_buffer("alpha", torch.tensor(-1.0))   # progressive state (-1: fully grown)
+
+    def styles(self, inputs: dict, truncation_psi: float = 1.0) -> torch.Tensor:
+        """ws (B, num_ws, w_dim), with style mixing where ``inputs`` has ``z_mix`` / ``mix_cutoff``."""
+        w = self.mapping(inputs["z"], truncation_psi)
+        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if "z_mix" in inputs and "mix_cutoff" in inputs:
+            cut = int(inputs["mix_cutoff"].reshape(-1)[0])
+            if cut < self.num_ws:
+                w2 = self.mapping(inputs["z_mix"], truncation_psi, update_w_avg=False)
+                ws = torch.cat([ws[:, :cut], w2.unsqueeze(1).expand(-1, self.num_ws - cut, -1)], 1)
+        return ws
+
+    def camera_rays(self, c2w: torch.Tensor, r: int):
+        c2w = c2w.to(self.alpha.device, torch.float32)
+        K = intrinsics_from_fov(self.cfg.fov, r, r).to(c2w)
+        o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, r, r)
+        return o.reshape(c2w.shape[0], r * r, 3), d.reshape(c2w.shape[0], r * r, 3)
+
+    def render_nerf(self, ws: torch.Tensor, inputs: dict):
+        """Features (B, F, r, r), RGB (B, 3, r, r), depth (B, r, r) of the NeRF."""
+        c, r = self.cfg, self.cfg.nerf_res
+        ws_fg = ws[:, :self.fg.num_ws]
+        o, d = self.camera_rays(inputs["c2w"], r)
+        B = o.shape[0]
+        z_bg = inputs.get("z_bg")
+        bg_fn = None
+        if self.bg is not None:
+            bg_fn = (lambda p: self.bg(p, z_bg.to(p)))
+        fg_fn = (lambda p: self.fg(p, ws_fg))
+        step = o.shape[1] if torch.is_grad_enabled() else max(1, c.chunk // B)
+        parts = [render_scene(fg_fn, bg_fn, o[:, a:a + step], d[:, a:a + step], c.depth_range[0], c.depth_range[1],
+                              c.n_samples, c.n_importance, c.n_bg, perturb=self.training)
+                 for a in range(0, o.shape[1], step)]
+        vals = torch.cat([p["values"] for p in parts], 1).reshape(B, r, r, -1).permute(0, 3, 1, 2)
+        depth = torch.cat([p["depth"] for p in parts], 1).reshape(B, r, r)
+        return vals[:, 3:], vals[:, :3], depth
+
+    def forward(self, inputs: dict, return_aux: bool = False, truncation_psi: float = 1.0):
+        """Image; with ``return_aux`` a dict: ``image``, ``nerf`` (the NeRF's RGB), ``nerf_path``
+        (the upsampler's layers without upsampling on the NeRF, None before the upsampler is on),
+        ``depth``, ``ws``."""
+        ws = self.styles(inputs, truncation_psi)
+        x, img_nerf, depth = self.render_nerf(ws, inputs)
+        ws_up = ws[:, self.fg.num_ws:]
+        n_levels = len(self.upsampler.blocks)
+        end_l, frac = level_state(float(self.alpha), n_levels)
+        img, nerf_path = img_nerf, None
+        if end_l > 0:
+            imgs = [img_nerf] + self.upsampler(x, img_nerf, ws_up, end_l)
+            img = imgs[-1]
+            if frac < 1:
+                img = F.interpolate(imgs[-2], scale_factor=2, mode="bilinear", align_corners=False) * (1 - frac) + img * frac
+            if return_aux:
+                paths = [img_nerf] + self.upsampler(x, img_nerf, ws_up, end_l, skip_up=True)
+                nerf_path = paths[-1] if frac >= 1 else paths[-2] * (1 - frac) + paths[-1] * frac
+        if not self.training and img.shape[-1] != self.cfg.resolution:
+            img = F.interpolate(img, size=(self.cfg.resolution,) * 2, mode="bilinear", align_corners=False)
+        if not return_aux:
+            return img
+        return {"image": img, "nerf": img_nerf, "nerf_path": nerf_path, "depth": depth, "ws": ws}
+
+    def density(self, points: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Raw foreground density at world points (B, P, 3) for codes z (B, z_dim)."""
+        w = self.mapping(z, update_w_avg=False)
+        return self.fg(points, w.unsqueeze(1).expand(-1, self.fg.num_ws, -1))[0]
+
+
+def nerf_path_loss(final: torch.Tensor, nerf_path: torch.Tensor) -> torch.Tensor:
+    """2 x mean_b sum_c mean_pixels (down(final) - nerf_path)^2, the final image area-downsampled to
+    the NeRF path's size (the official L2 with its factor 2)."""
+    small = gc.resize_images(final, nerf_path.shape[-1])
+    return 2.0 * (small - nerf_path).square().sum(1).flatten(1).mean(1).mean()
+
+
+class StyleNeRFDiscriminator(nn.Module):
+    """StyleGAN2 'skip' critic that takes the images at the current training size and fades in its
+    top block with the buffer ``fade`` (set by :meth:`StyleNeRFMethod.set_step`)."""
+
+    def __init__(self, cfg: StyleNeRFConfig):
+        super().__init__()
+        self.net = StyleGAN2Discriminator(cfg.resolution, cfg.d_channel_base, cfg.d_channel_max,
+                                          architecture="skip", mbstd_group_size=cfg.mbstd_group)
+        self.register_buffer("fade", torch.tensor(-1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = float(self.fade)
+        return self.net(x, alpha=f if 0 < f < 1 else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# The method as the GAN engine sees it
+
+
+class StyleNeRFMethod:
+    name = NAME
+    image_range = (-1.0, 1.0)
+    latent_groups = {"latent": ["z", "z_bg"], "foreground": ["z"], "background": ["z_bg"]}
+
+    def __init__(self, cfg: StyleNeRFConfig):
+        self.cfg = cfg
+        self.generator = StyleNeRFGenerator(cfg)
+        self.discriminator = StyleNeRFDiscriminator(cfg)
+        self.train_res = cfg.resolution
+
+    def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
+        return sample_inputs(self.cfg, n, generator, train)
+
+    def camera_from_angles(self, yaw_deg, pitch_deg):
+        return camera_from_angles(self.cfg, yaw_deg, pitch_deg)
+
+    def angle_ranges(self) -> dict:
+        c = self.cfg
+        if c.camera_dist == "gaussian":
+            return {"yaw": (c.yaw_mean - 2 * c.yaw_std, c.yaw_mean + 2 * c.yaw_std, c.yaw_mean),
+                    "pitch": (c.pitch_mean - 2 * c.pitch_std, c.pitch_mean + 2 * c.pitch_std, c.pitch_mean)}
+        (y0, y1), (p0, p1) = c.yaw_range, c.pitch_range
+        return {"yaw": (y0, y1, 0.5 * (y0 + y1)), "pitch": (p0, p1, 0.5 * (p0 + p1))}
+
+    # -- progressive schedule ------------------------------------------------------------------
+    def alpha_at(self, step: int) -> float:
+        c = self.cfg
+        if not c.progressive:
+            return -1.0
+        kimg = step * c.batch_size / 1000.0
+        c0, c1 = c.curriculum
+        return min(1.0, max(0.0, (kimg - c0) / max(c1 - c0, 1e-9)))
+
+    def set_step(self, step: int, engine=None) -> None:
+        """Progress alpha of ``step`` into G (and the engine's EMA G), the critic's fade and the
+        size the real images are resized to."""
+        a = self.alpha_at(step)
+        n = len(self.generator.upsampler.blocks)
+        end_l, frac = level_state(a, n)
+        self.train_res = self.cfg.nerf_res * 2 ** end_l
+        for G in (self.generator, getattr(engine, "G_ema", None)):
+            if G is not None:
+                G.alpha.fill_(a)
+        self.discriminator.fade.fill_(frac if end_l > 0 and frac < 1 else -1.0)
+
+    def wrap_dataset(self, dataset):
+        return gc.MappedImages(dataset, lambda x, g: gc.resize_images(x, self.train_res))
+
+    # -- objectives ----------------------------------------------------------------------------
+    def generator_objective(self, G, D, inputs: dict):
+        out = G(inputs, return_aux=True)
+        loss = l_gan = generator_loss(D(out["image"]))
+        scalars = {"loss_G": l_gan.detach()}
+        if self.cfg.nerf_path_weight > 0 and out["nerf_path"] is not None:
+            reg = nerf_path_loss(out["image"], out["nerf_path"])
+            loss = loss + self.cfg.nerf_path_weight * reg
+            scalars["nerf_path"] = reg.detach()
+        return loss, scalars
+
+    def discriminator_objective(self, G, D, real: torch.Tensor, inputs: dict, r1_weight: float):
+        with torch.no_grad():
+            fake = G(inputs)
+        x_real = gc.resize_images(real.detach(), fake.shape[-1]).requires_grad_(r1_weight > 0)
+        d_real, d_fake = D(x_real), D(fake)
+        l_real, l_fake = discriminator_loss(d_real, d_fake)
+        loss = l_real + l_fake
+        out = {"loss_D": loss.detach(), "loss_D_real": l_real.detach(), "loss_D_fake": l_fake.detach(),
+               "D_real": d_real.detach().mean(), "D_fake": d_fake.detach().mean(),
+               "fake_std": fake.detach().float().std()}
+        if r1_weight > 0:
+            pen = r1_penalty(d_real, x_real)
+            loss = loss + r1_weight * pen
+            out["R1"] = pen.detach()
+        return loss, out
+
+    def gan_config(self, **kw):
+        return gc.gan_config_from(self.cfg, **kw)
+
+
+def build(cfg: StyleNeRFConfig, seed: int | None = None) -> StyleNeRFMethod:
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    return StyleNeRFMethod(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Mesh export and the method surface
+
+
+@torch.no_grad()
+def export_mesh(run, seed: int = 0, resolution: int = 128, out_path=None, threshold: float | None = None) -> dict:
+    """Marching cubes on the foreground density of the sample drawn from ``seed`` over
+    [-mesh_extent, mesh_extent]^3; writes a PLY (default RUN/mesh_seed<seed>.ply)."""
+    cfg, G = run.config, run.G
+    z = run.sample(seed)["z"].to(run.device)
+    out = Path(out_path) if out_path is not None else run.path / f"mesh_seed{seed}.ply"
+    ext = float(cfg.mesh_extent)
+    res = gc.export_density_mesh(lambda p: G.density(p.unsqueeze(0).to(run.device), z[:1])[0], -ext, ext, out,
+                                 resolution=resolution, threshold=threshold)
+    res["extent"] = ext
+    return res
+
+
+PRESET_DESCRIPTIONS = {
+    "ffhq256": "the official FFHQ 256x256 networks (NeRF at 32x32, paper's pixel-shuffle upsampler)",
+    "ffhq256_release": "ffhq256 with the official release's nn_cat upsampler",
+    "cpu64": "narrow networks for a CPU, NeRF at 32x32 upsampled to 64x64, faces' poses (the default)",
+    "cpu": "the same as cpu64",
+    "cpu64_objects": "the CPU networks on synth objects at 64x64",
+    "cpu32": "the CPU networks at 32x32 (NeRF at 16x16)",
+    "cpu32_objects": "the CPU networks on synth objects at 32x32",
+    "tiny": "test-sized networks at 32x32 (NeRF at 8x8), every progressive phase within 20 steps",
+}
+
+METHOD = GenerativeMethod(NAME, "StyleNeRF", StyleNeRFConfig, build, PRESETS, PRESET_DESCRIPTIONS, DEFAULT_PRESET,
+                          programs=programs_for(StyleNeRFMethod.latent_groups), mesh=export_mesh,
+                          paper="Gu et al., ICLR 2022")
+PROGRAMS = tuple(METHOD.programs)
