@@ -22,7 +22,15 @@ from aware3d import registry
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy_runs"
 
 
-@pytest.mark.parametrize("name", list(registry.METHODS))
+# the methods that existed when the fixtures were made (later methods have no legacy runs)
+LEGACY = ("nerf", "ngp", "nerfw", "giraffe", "graf", "pigan", "hologan", "cips3d")
+
+
+def test_every_legacy_fixture_is_tested():
+    assert sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.pt").is_file()) == sorted(LEGACY)
+
+
+@pytest.mark.parametrize("name", LEGACY)
 def test_legacy_run_renders_the_same_pixels(name):
     run = aware3d.load(FIXTURES / name, device="cpu")
     exp = torch.load(FIXTURES / name / "expected.pt", weights_only=True)
@@ -49,8 +57,9 @@ def test_registry_is_the_one_list():
     train = next(a for a in p._subparsers._group_actions[0].choices["train"]._actions if a.dest == "method")
     assert list(train.choices) == list(registry.METHODS)
     assert list(aware3d.list_methods()) == list(registry.METHODS)
-    assert registry.names("field") == ("nerf", "ngp", "nerfw")
-    assert registry.names("gan") == ("giraffe", "graf", "pigan", "hologan", "cips3d")
+    assert registry.names("field")[:3] == ("nerf", "ngp", "nerfw")
+    assert {"dnerf", "tnerf"} <= set(registry.names("field"))
+    assert registry.names("gan")[:5] == ("giraffe", "graf", "pigan", "hologan", "cips3d")
     with pytest.raises(ValueError, match="expected one of"):
         registry.get("nope")
 

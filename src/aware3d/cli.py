@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--sphere", action="store_true", help="cameras on the full sphere (default: upper hemisphere)")
     sc.add_argument("--wild", action="store_true",
                     help="per-image lighting/exposure changes and transient occluders in training views")
+    sc.add_argument("--dynamic", action="store_true",
+                    help="a dynamic scene (D-NeRF format, frames carry a time): objects move, turn and deform; "
+                    "one camera circles them; held-out times and poses for val/test (for dnerf / tnerf)")
     sc.add_argument("--seed", type=int, default=0)
     ob = ssub.add_parser("objects", help="unposed CLEVR-like image collection with labels (for the GANs)")
     ob.add_argument("out", help="output folder")
@@ -184,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default RUN/render/PROGRAM)")
     r.add_argument("--frames", type=_positive_int, default=None, help="number of frames")
     r.add_argument("--seed", type=int, default=None, help="GANs: latent seed (default 0)")
+    r.add_argument("--time", type=float, default=None, help="dynamic scenes: the moment in [0, 1] (time-orbit)")
     r.add_argument("--samples", type=_positive_int, default=None, help="GANs: samples side by side in each frame")
     r.add_argument("--resolution", type=_positive_int, default=None, help="radiance fields: image width (default the training width)")
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

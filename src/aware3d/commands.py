@@ -41,7 +41,18 @@ def cmd_data(args, parser) -> int:
 
     if args.synth_kind == "scene":
         kw = dict(n_views=args.views, resolution=args.resolution, hemisphere=not args.sphere, seed=args.seed)
-        if args.wild:
+        if args.dynamic and args.wild:
+            raise ValueError("--dynamic and --wild: choose one (a dynamic scene, or a static one with "
+                             "per-image lighting and occluders)")
+        if args.dynamic:
+            from .data.dynamic import synth_dynamic_scene
+
+            n_test = max(1, args.views // 10)
+            synth_dynamic_scene(args.out, n_train=max(1, args.views - 2 * n_test), n_val=n_test, n_test=n_test,
+                                resolution=args.resolution, seed=args.seed)
+            print(f"wrote a dynamic scene (D-NeRF format: frames with a time in [0, 1]) to {args.out}: train on it "
+                  f"with `aware3d train dnerf --data {args.out}`")
+        elif args.wild:
             from .data.wild import synth_wild_scene
 
             synth_wild_scene(args.out, **kw)
@@ -147,7 +158,7 @@ def cmd_render(args, parser) -> int:
         print("\n".join(f"{n:<{width}}  {d}" for n, d in run.programs.items()))
         return 0
     options = _given(frames=args.frames, seed=args.seed, samples=args.samples, path=path,
-                     resolution=args.resolution)
+                     resolution=args.resolution, time=args.time)
     files = run.render_program(program, out=args.out, **options)
     for k, v in files.items():
         print(f"{k}: {v}")

@@ -24,13 +24,15 @@ METHODS: dict[str, Entry] = {
     "nerf": Entry("aware3d.methods.nerf", "field", "NeRF: MLP radiance field, hierarchical sampling (the reference)"),
     "ngp": Entry("aware3d.methods.ngp", "field", "hash-grid NeRF with occupancy marching (Instant-NGP style; the default)"),
     "nerfw": Entry("aware3d.methods.nerfw", "field", "NeRF in the Wild: appearance and transient embeddings (mlp or ngp backbone)"),
+    "dnerf": Entry("aware3d.methods.dnerf", "field", "D-NeRF: dynamic scenes, a deformation into a canonical NeRF (--cam: time CAM)"),
+    "tnerf": Entry("aware3d.methods.tnerf", "field", "T-NeRF: dynamic scenes, time as an input of the NeRF (--cam: time CAM)"),
     "giraffe": Entry("aware3d.methods.giraffe", "gan", "GIRAFFE: compositional feature fields, objects you can move"),
     "graf": Entry("aware3d.methods.graf", "gan", "GRAF: conditional radiance field trained on patches"),
     "pigan": Entry("aware3d.methods.pigan", "gan", "pi-GAN: FiLM-SIREN radiance field, progressive growing"),
     "hologan": Entry("aware3d.methods.hologan", "gan", "HoloGAN: rigidly rotated 3D feature volumes"),
     "cips3d": Entry("aware3d.methods.cips3d", "gan", "CIPS-3D: shallow NeRF + 2D implicit neural renderer"),
-    "stylenerf": Entry("aware3d.methods.stylenerf", "gan", "StyleNeRF: style-modulated NeRF at low resolution + StyleGAN2 upsampler"),
     "volumegan": Entry("aware3d.methods.volumegan", "gan", "VolumeGAN: structural feature volume + textural field + 2D neural renderer"),
+    "stylenerf": Entry("aware3d.methods.stylenerf", "gan", "StyleNeRF: style-modulated NeRF at low resolution + StyleGAN2 upsampler"),
 }
 
 

@@ -10,6 +10,9 @@ Depth: if a frame has ``depth_file_path``, or a ``<image stem>_depth.npy`` lies 
 (what :func:`aware3d.data.synth.synth_scene` writes), it is read as float32 (H, W) distance along the
 ray with 0 (or inf) for background; the dataset stores 0 for background.
 
+Dynamic scenes (the D-NeRF format): every frame also has a ``time`` in [0, 1], the moment it shows;
+it becomes ``SceneDataset.times``. A frame without one among frames with one is an error.
+
 Bounds: a ``scene.json`` next to the transforms (written by ``synth_scene``) supplies ``aabb``,
 ``near`` and ``far``; otherwise the aabb is the usual NeRF-synthetic cube [-1.5, 1.5]^3 and
 near / far are derived from the camera positions and that cube.
@@ -68,7 +71,8 @@ def _read_depth(path: Path, file, frame, name, size) -> np.ndarray:
 
 def load_blender_split(root: Path, split: str):
     """Parse one transforms_{split}.json (no image decoding): returns (file, camera_angle_x, frames)
-    with frames as list of (image_path, c2w float64 4x4, depth_path or None, name)."""
+    with frames as list of (image_path, c2w float64 4x4, depth_path or None, name, time or None);
+    ``time`` is the D-NeRF format's per-frame moment in [0, 1] (every frame has one, or none does)."""
     file = root / f"transforms_{split}.json"
     if not file.is_file():
         have = sorted(p.name for p in root.glob("transforms_*.json"))
@@ -97,7 +101,16 @@ def load_blender_split(root: Path, split: str):
         else:
             dpath = img.with_name(img.stem + "_depth.npy")
             dpath = dpath if dpath.is_file() else None
-        out.append((img, c2w, dpath, name))
+        t = fr.get("time")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+                              or not 0 <= t <= 1):
+            raise DataError(f"{file}: {frame_label(i, name)}: time is {t!r}, expected a number in [0, 1]")
+        out.append((img, c2w, dpath, name, None if t is None else float(t)))
+    timed = [f[4] is not None for f in out]
+    if any(timed) and not all(timed):
+        i = timed.index(False)
+        raise DataError(f"{file}: {frame_label(i, out[i][3])}: has no 'time' while other frames do "
+                        f"(a dynamic scene needs a time in [0, 1] on every frame)")
     return file, float(angle), out
 
 
@@ -111,14 +124,15 @@ def load_blender(root, split: str = "train", downscale: int = 1, background="whi
         if split == "all" else [split]
     if split != "all" and split not in ("train", "val", "test"):
         raise ValueError(f"split: expected 'train', 'val', 'test' or 'all', got {split!r}")
-    imgs, alphas, depths, c2ws, Ks, names = [], [], [], [], [], []
+    imgs, alphas, depths, c2ws, Ks, names, times = [], [], [], [], [], [], []
     any_depth = False
     first_size = None
     for s in splits:
         file, angle, frames = load_blender_split(root, s)
         if limit is not None:
             frames = frames[:limit]
-        for i, (ipath, c2w, dpath, name) in enumerate(frames):
+        for i, (ipath, c2w, dpath, name, t) in enumerate(frames):
+            times.append(t)
             img = decode_image(ipath, file, i, name)  # full size first: check sizes agree
             h, w = img.shape[:2]
             if first_size is None:
@@ -164,8 +178,12 @@ def load_blender(root, split: str = "train", downscale: int = 1, background="whi
         near, far = meta.get("near"), meta.get("far")
     if near is None or far is None:
         near, far = bounds_from_aabb(c2w_np, aabb)
+    if any(t is not None for t in times) and not all(t is not None for t in times):
+        raise DataError(f"{root}: some splits give frames a 'time' and others do not (a dynamic scene "
+                        f"needs a time in [0, 1] on every frame of every split)")
+    times_t = torch.tensor(times, dtype=torch.float32) if times and times[0] is not None else None
     return SceneDataset(
         images=to_tensor(np.clip(images, 0, 1)), alphas=alpha_t, c2w=to_tensor(c2w_np),
         K=torch.tensor(Ks, dtype=torch.float32), width=int(W), height=int(H), near=float(near),
         far=float(far), aabb=to_tensor(aabb), depths=depth_t, names=names, distortion=None,
-        background=bg, format="blender", source=str(root))
+        background=bg, format="blender", source=str(root), times=times_t)

@@ -47,7 +47,8 @@ class SceneDataset:
     float64 similarity from the data files' frame to this dataset's frame when the loader
     normalised the scene (:mod:`aware3d.data.normalize`), else None (the files' frame).
     sfm_transform: (4, 4) float64 from the structure-from-motion model's frame to the files' frame
-    where the files record one (nerfstudio's ``applied_transform``), else None.
+    where the files record one (nerfstudio's ``applied_transform``), else None. times: (N,) float32
+    in [0, 1], the moment each frame shows (dynamic scenes in the D-NeRF format), else None.
     """
 
     images: torch.Tensor
@@ -67,6 +68,7 @@ class SceneDataset:
     source: str = ""
     transform: torch.Tensor | None = None
     sfm_transform: torch.Tensor | None = None
+    times: torch.Tensor | None = None
 
     def __post_init__(self):
         """Geometry a renderer cannot use is refused here, for every format: the message names the
@@ -85,6 +87,13 @@ class SceneDataset:
             i = int(bad.nonzero()[0])
             raise DataError(f"{where}: {self._frame(i)}: intrinsics need finite, positive focal lengths, "
                             f"got fx={float(K[i, 0, 0]):g}, fy={float(K[i, 1, 1]):g}")
+        if self.times is not None:
+            t = self.times.reshape(-1)
+            bad = ~torch.isfinite(t) | (t < 0) | (t > 1)
+            if t.numel() != len(self.c2w) or bad.any():
+                i = int(bad.nonzero()[0]) if bad.any() else 0
+                raise DataError(f"{where}: {self._frame(i)}: time must be a number in [0, 1] for every frame "
+                                f"(D-NeRF format), got {float(t[i]) if t.numel() > i else None}")
         cx, cy = K[:, 0, 2], K[:, 1, 2]
         bad = (cx < -self.width) | (cx > 2 * self.width) | (cy < -self.height) | (cy > 2 * self.height)
         if bad.any():
@@ -109,7 +118,7 @@ class SceneDataset:
         return image_rays(self.K[idx], self.c2w[idx], self.width, self.height)
 
     def __repr__(self) -> str:  # keep it short: never print the tensors
-        extra = [n for n in ("alphas", "depths", "distortion") if getattr(self, n) is not None]
+        extra = [n for n in ("alphas", "depths", "distortion", "times") if getattr(self, n) is not None]
         return (f"SceneDataset(format={self.format!r}, n={len(self)}, {self.width}x{self.height}, "
                 f"near={self.near:.3g}, far={self.far:.3g}, aabb={[round(float(v), 3) for v in self.aabb]}"
                 + (f", with {'/'.join(extra)}" if extra else "") + ")")

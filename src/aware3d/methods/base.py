@@ -273,6 +273,7 @@ class FieldRun(Run):
         super().__init__(method, path, saved["config"], checkpoint=checkpoint, step=step)
         self.model, self.saved = model, saved
         self._scene = saved["scene"]
+        self.time = 0.0  # the moment runs of dynamic scenes render by default (programs set it)
 
     @property
     def device(self) -> torch.device:
@@ -318,16 +319,20 @@ class FieldRun(Run):
         return look_at(spherical_to_cartesian(r, torch.tensor(el), torch.tensor(float(azimuth_deg))))
 
     def render(self, c2w: torch.Tensor, K: torch.Tensor | None = None, width: int | None = None,
-               height: int | None = None) -> dict:
+               height: int | None = None, time: float | None = None) -> dict:
         """One view: c2w (4, 4) or (3, 4) OpenGL camera-to-world; K (3, 3) in pixels (default the
-        training camera's, scaled to ``width``); size default the training image's. Returns
+        training camera's, scaled to ``width``); size default the training image's; ``time`` in
+        [0, 1] for runs of dynamic scenes (default ``self.time``, 0 unless set). Returns
         ``{"color" (H, W, 3), "depth" (H, W), "opacity" (H, W)}`` on the CPU."""
         from ..train.recon import render_image
 
         W = int(width or self.scene["width"])
         H = int(height or round(int(self.scene["height"]) * W / int(self.scene["width"])))
         K = self.intrinsics(W) if K is None else torch.as_tensor(K, dtype=torch.float32)
-        return render_image(self.model, K, torch.as_tensor(c2w, dtype=torch.float32), W, H)
+        t = self.time if time is None else float(time)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"time: expected a number in [0, 1], got {t}")
+        return render_image(self.model, K, torch.as_tensor(c2w, dtype=torch.float32), W, H, time=t)
 
     def evaluate(self, data=None, split: str = "test", progress: bool = True,
                  max_views: int | None = None, downscale: int | None = None, **protocol) -> dict:

@@ -174,11 +174,12 @@ def _write_frames(out_dir: Path, rgb) -> Path:
 
 def render_cameras(run, poses, out_dir, K: torch.Tensor | None = None, width: int | None = None,
                    height: int | None = None, fps: float = 24, progress: bool = True,
-                   desc: str = "render") -> dict:
+                   desc: str = "render", times=None) -> dict:
     """Render every camera of ``poses`` (N, 4, 4) with the run's intrinsics (or ``K``, (3, 3) or
     one per camera (N, 3, 3), at ``width`` x ``height``) and write ``rgb``, ``depth`` and
     ``opacity`` as MP4 and GIF, the RGB frames as ``frames/00000.png`` ... and
-    ``frame_000.png``. Returns ``{name: path}``."""
+    ``frame_000.png``. ``times`` (N,): the moment of each frame (runs of dynamic scenes; default
+    the run's ``time``). Returns ``{name: path}``."""
     from tqdm import tqdm
 
     from ..train import io
@@ -190,7 +191,8 @@ def render_cameras(run, poses, out_dir, K: torch.Tensor | None = None, width: in
         raise ValueError(f"K: expected one (3, 3) matrix per camera ({len(poses)}), got {len(K)}")
     rgb, depth, acc = [], [], []
     for i, c2w in enumerate(tqdm(poses, disable=not progress, desc=desc)):
-        r = run.render(c2w, K=K[i] if per_view else K, width=width, height=height)
+        kw = {} if times is None else {"time": float(times[i])}
+        r = run.render(c2w, K=K[i] if per_view else K, width=width, height=height, **kw)
         rgb.append(r["color"].clamp(0, 1))
         depth.append(torch.as_tensor(io.colorize_depth(r["depth"], scene["near"], scene["far"])))
         acc.append(r["opacity"].clamp(0, 1).unsqueeze(-1).expand(-1, -1, 3))

@@ -41,14 +41,16 @@ def scene_info(ds) -> dict:
             "K": ds.K[0].tolist(), "orbit_radius": float(dist.mean()),
             "orbit_elevation_deg": float(elev.mean()),
             # data frame -> scene frame (normalised captures) and SfM frame -> data frame, or None
+            "dynamic": getattr(ds, "times", None) is not None,
             "transform": None if getattr(ds, "transform", None) is None else ds.transform.tolist(),
             "sfm_transform": None if getattr(ds, "sfm_transform", None) is None else ds.sfm_transform.tolist()}
 
 
 @torch.no_grad()
 def render_image(model, K: torch.Tensor, c2w: torch.Tensor, width: int, height: int,
-                 chunk: int = 8192) -> dict:
+                 chunk: int = 8192, time: float | None = None) -> dict:
     """Render one full frame in chunks of rays. K (3, 3), c2w (3, 4) or (4, 4) (OpenGL).
+    ``time``: the moment in [0, 1] for models of dynamic scenes (``uses_times``; default 0).
     Returns color (H, W, 3), depth and opacity (H, W) on the CPU."""
     from ..render.cameras import image_rays
 
@@ -56,12 +58,18 @@ def render_image(model, K: torch.Tensor, c2w: torch.Tensor, width: int, height: 
     o, d = image_rays(K.to(dev, torch.float32), c2w.to(dev, torch.float32), width, height)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     outs = {"color": [], "depth": [], "opacity": []}
+    kw = {"times": float(time or 0.0)} if getattr(model, "uses_times", False) else {}
     for i in range(0, o.shape[0], chunk):
-        r = model(o[i:i + chunk], d[i:i + chunk], training=False)
+        r = model(o[i:i + chunk], d[i:i + chunk], training=False, **kw)
         for k in outs:
             outs[k].append(r[k].float())
     return {k: torch.cat(v).reshape(height, width, *(() if k != "color" else (3,))).cpu()
             for k, v in outs.items()}
+
+
+def _frame_time(ds, i: int) -> float | None:
+    times = getattr(ds, "times", None)
+    return None if times is None else float(times[i])
 
 
 def _val_psnr(model, val, n_views: int = 2) -> tuple[float, list]:
@@ -69,7 +77,7 @@ def _val_psnr(model, val, n_views: int = 2) -> tuple[float, list]:
 
     vals, images = [], []
     for i in range(min(n_views, len(val))):
-        r = render_image(model, val.K[i], val.c2w[i], val.width, val.height)
+        r = render_image(model, val.K[i], val.c2w[i], val.width, val.height, time=_frame_time(val, i))
         vals.append(float(psnr(r["color"], val.images[i])))
         images.append(torch.cat([val.images[i], r["color"]], 1))
     return sum(vals) / max(len(vals), 1), images
@@ -152,6 +160,13 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
         uses_ids = getattr(model, "uses_image_ids", False)
         if uses_ids:
             ids_all = torch.arange(len(train_ds), device=dev).repeat_interleave(train_ds.width * train_ds.height)
+        uses_times = getattr(model, "uses_times", False)
+        if uses_times:
+            if train_ds.times is None:
+                raise ValueError(f"{data}: {name} reconstructs dynamic scenes, whose frames carry a 'time' in "
+                                 f"[0, 1] (the D-NeRF format); this dataset has none (for a static scene "
+                                 f"train nerf or ngp; `aware3d data synth scene OUT --dynamic` makes a dynamic one)")
+            times_all = train_ds.times.to(dev).repeat_interleave(train_ds.width * train_ds.height)
 
         limit_steps = max_steps if max_steps is not None else (None if max_minutes else cfg.get("max_steps"))
         if progress:
@@ -193,6 +208,8 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
                     for g in opt.param_groups:
                         g["lr"] = model.lr_at(step)
                     kw = {"image_ids": ids_all[idx]} if uses_ids else {}
+                    if uses_times:
+                        kw["times"] = times_all[idx]
                     out_ = model(o_all[idx], d_all[idx], training=True, **kw)
                     loss = model.loss(out_, rgb_all[idx])
                     opt.zero_grad(set_to_none=True)
@@ -345,7 +362,7 @@ def evaluate(model, saved: dict, ds, out_dir, split: str = "test", progress: boo
     out_dir = Path(out_dir)
     t0 = time.time()
     for i in tqdm(range(n), disable=not progress, desc=f"eval {split}"):
-        r = render_image(model, ds.K[i], ds.c2w[i], ds.width, ds.height)
+        r = render_image(model, ds.K[i], ds.c2w[i], ds.width, ds.height, time=_frame_time(ds, i))
         gt = ds.images[i]
         name = ds.names[i] if ds.names else str(i)
         name = name[2:] if name.startswith("./") else name
