@@ -81,25 +81,25 @@ class VolumeGANConfig(gc.RunSettings):
     volume_base: int = 256              # channels of the constant (halved per stage)
     volume_channels: int = 32           # channels of the final volume
     volume_layer: str = "adain"         # adain (official: conv3d + instance norm + w scale/shift) | modconv
-    # the volume's box in world units ((lo x, y, z), (hi x, y, z)); aware3d's x points at the
-    # yaw-0 camera and z up: the official bounds with its (z, x, y) as our (x, y, z)
-    volume_bounds: tuple = ((-0.1956, -0.1886, -0.1671), (0.1872, 0.1887, 0.1692))
-    n_freqs: int = 10                   # positional encoding octaves of x (plus x itself: 63 inputs)
+    volume_bounds: tuple = ((-0.1956, -0.1886, -0.1671), (0.1872, 0.1887, 0.1692))  # the volume box ((lo), (hi)) xyz, world units
+    #                                     ((lo x, y, z), (hi x, y, z)), world units; aware3d's x points at the
+    #                                     yaw-0 camera, z up: the official bounds with its (z, x, y) as (x, y, z)
+    n_freqs: int = 10                   # positional encoding octaves of x (x itself is also fed)
     mlp_hidden: int = 256               # width of the modulated MLP (official fg_cfg hidden_dim)
     mlp_layers: int = 4                 # modulated MLP layers (official fg_cfg num_layers)
     feat_dim: int = 512                 # rendered feature channels (official out_dim)
     fmaps_base: int = 32768             # 2D renderer channels at res: min(fmaps_base / res, fmaps_max)
-    fmaps_max: int = 512
+    fmaps_max: int = 512                # 2D renderer channels cap
     use_noise: bool = True              # per-pixel noise in the 2D renderer (official spatial noise)
     d_channel_base: int = 32768         # discriminator channels: min(base / res, max)
-    d_channel_max: int = 512
+    d_channel_max: int = 512            # discriminator channels cap
     mbstd_group: int = 4                # minibatch std group size (official d_mbstd_groups)
     # regularisers
     style_mixing: float = 0.9           # probability of style mixing per batch (training)
     w_avg_beta: float = 0.995           # decay of the tracked mean w (official w_moving_decay)
     # training (engine settings; see aware3d.train.gan.GanConfig)
     batch_size: int = 64                # global batch (official 8 GPUs x 8)
-    optimizer: str = "adam"
+    optimizer: str = "adam"             # adam | rmsprop (official: Adam)
     lr_g: float = 0.002 * 4 / 5         # official g_lr 0.002 x pl_interval / (pl_interval + 1)
     lr_d: float = 0.002 * 16 / 17       # official d_lr 0.002 x r1_interval / (r1_interval + 1)
     betas: tuple = (0.0, 0.99)          # Adam (beta1, beta2)
