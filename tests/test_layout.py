@@ -19,7 +19,7 @@ LAYERS = [
     ("aware3d.fields", "aware3d.nets", "aware3d.data", "aware3d.metrics"),
     ("aware3d.train",),
     ("aware3d.programs",),
-    ("aware3d.methods", "aware3d.fit", "aware3d.doctor"),
+    ("aware3d.methods", "aware3d.fit", "aware3d.fit_video", "aware3d.doctor"),
     ("aware3d.registry",),
     ("aware3d.api",),
     ("aware3d.viewer",),

@@ -227,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--resolution", type=_positive_int, default=256,
                     help="the image's longer side is area-resized to at most N pixels (default 256)")
     fi.add_argument("--out", default=None)
+    fv = fsub.add_parser("video", help="fit a video with a NeRV / FFNeRV frame-wise representation (optionally --cam)")
+    fv.add_argument("path", help="video file (MP4, ...) or a folder of frames (images, taken in name order)")
+    fv.add_argument("--model", choices=("nerv", "ffnerv"), default="nerv")
+    fv.add_argument("--config", default=None,
+                    help="named layer sizes: nerv-cpu, ffnerv-cpu (defaults), nerv-s, ffnerv-rep (the papers' 1280x720 ones)")
+    fv.add_argument("--cam", action="store_true", help="CAM's temporal modulation after each block's conv")
+    fv.add_argument("--mod-res", type=_positive_int, default=None,
+                    help="CAM grid points over time (default 16; the paper's FFNeRV setting uses 60)")
+    fv.add_argument("--steps", type=_positive_int, default=1000, help="training steps (frames seen, batch 1)")
+    fv.add_argument("--resolution", type=_positive_int, default=64,
+                    help="frames are area-resized so the longer side is about N pixels, snapped to the "
+                         "model's upsampling factor (default 64)")
+    fv.add_argument("--max-frames", type=_positive_int, default=None, help="use the first N frames only")
+    fv.add_argument("--batch", type=_positive_int, default=1, help="frames per step (default 1, as the papers)")
+    fv.add_argument("--seed", type=int, default=0)
+    fv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    fv.add_argument("--out", default=None, help="output folder (default ./fit-<name>-<model>[-cam])")
 
     # demo ----------------------------------------------------------------------------------------
     dm = sub.add_parser("demo", help="the main job on built-in data: synthesise a scene, train ngp, render a turntable")
