@@ -182,3 +182,111 @@ def test_the_moment_changes_the_render(dyn, tmp_path):
     assert seen and all(t == run.time == 0.0 for t in seen)
     with pytest.raises(ValueError, match=r"time: expected a number in \[0, 1\]"):
         run.render(c2w, width=12, time=-0.5)
+
+
+# -- hash-grid backbone (--backbone ngp) --------------------------------------------------------------
+def _hash_field(variant="dnerf", cam_res=None, seed=0):
+    from aware3d.fields.dynamic import DynamicHashField
+
+    torch.manual_seed(seed)
+    return DynamicHashField(torch.tensor([-1.0, -1, -1, 1, 1, 1]), variant=variant, cam_res=cam_res, levels=4,
+                            log2_table=10, base_res=4, max_res=32, hidden=16, backend="reference")
+
+
+def test_backbone_settings_resolve_per_backbone():
+    import aware3d
+
+    m = aware3d.method("dnerf")
+    mlp = m.make_config("cpu")
+    assert mlp["backbone"] == "mlp" and (mlp["deform_depth"], mlp["deform_width"], mlp["pos_freqs"]) == (8, 256, 10)
+    assert mlp["lr"] == 5e-4
+    ngp = m.make_config("cpu", [("backbone", "ngp"), ("deform_width", "32")])
+    assert (ngp["deform_depth"], ngp["deform_width"], ngp["pos_freqs"], ngp["time_freqs"]) == (4, 32, 4, 4)
+    assert ngp["lr"] == 1e-2 and ngp["samples_per_batch"] == 2 ** 16 and ngp["log2_table"] == 19
+    assert aware3d.method("tnerf").make_config("tiny", [("backbone", "ngp")])["log2_table"] == 14
+    with pytest.raises(ValueError, match="backbone"):
+        m.make_config("tiny", [("backbone", "xyz")])
+
+
+def test_hash_deformation_is_zero_at_time_zero_and_starts_small():
+    f = _hash_field("dnerf")
+    x = torch.rand(64, 3) * 2 - 1
+    t = torch.cat([torch.zeros(16), torch.rand(48) * 0.9 + 0.1])[:, None]
+    dx = f.deform(x, t)
+    assert (dx[:16] == 0).all() and (dx[16:].abs() > 0).any()
+    assert dx.abs().max() < 1e-2  # CAM's warp: output weights uniform in [0, 1e-4]
+    # CAM's nerfacc warp: gamma(x) 27 + gamma(t) 9 in, 4 x 64, the whole input again after the 3rd layer
+    assert [layer.in_features for layer in f.deform.layers] == [36, 64, 64, 64 + 36]
+    # at t = 0 the field is the canonical hash field (density read at the undeformed points)
+    from aware3d.fields.nerf import HashGridField
+
+    ref = HashGridField(f.aabb, levels=4, log2_table=10, base_res=4, max_res=32, hidden=16, backend="reference")
+    with torch.no_grad():  # a grid with content and a deformation past its start
+        for p in f.grid.parameters():
+            p.normal_()
+        f.deform.out.weight.normal_(0.0, 0.1)
+    ref.load_state_dict(f.state_dict(), strict=False)
+    assert torch.allclose(f.density(x, 0.0), ref.density(x))
+    assert not torch.allclose(f.density(x, 0.0), f.density(x, torch.full((64,), 0.7)))
+
+
+def test_hash_tnerf_takes_time_beside_the_grid_features_and_cam_starts_as_identity():
+    f = _hash_field("tnerf")
+    with torch.no_grad():
+        for p in f.grid.parameters():
+            p.normal_()
+    assert f.deform is None and f.density_mlp[0].in_features == f.grid.out_dim + 9
+    x = torch.rand(32, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
+    assert not torch.allclose(f.density(x, 0.1), f.density(x, 0.9))
+    g = _hash_field("tnerf", cam_res=5)
+    g.load_state_dict(f.state_dict(), strict=False)
+    assert g.time_cam.scale.shape == (16, 5)
+    t = torch.rand(32)
+    s0, c0 = f(x, d, t)
+    s1, c1 = g(x, d, t)
+    assert torch.allclose(s0, s1, rtol=1e-5, atol=1e-6) and torch.allclose(c0, c1, atol=1e-6)
+    with torch.no_grad():  # a scale of 0 at every cell: the density MLP sees only its bias after the CAM
+        g.time_cam.scale.zero_()
+    assert not torch.allclose(g.density(x, t), f.density(x, t))
+
+
+def test_hash_occupancy_grid_holds_the_union_over_time(dyn):
+    """An object that moves: the grid, refreshed with densities at random moments, marks the
+    object's cells at t = 0 and at t = 0.5 (opposite sides of its circle) and not the empty corners."""
+    import aware3d
+
+    torch.manual_seed(0)
+    m = aware3d.method("dnerf")
+    cfg = m.make_config("tiny", [("backbone", "ngp")])
+    scene = {"aabb": [-1.0, -1, -1, 1, 1, 1], "near": 0.1, "far": 6.0, "background": [1.0, 1, 1]}
+    model = m.build(cfg, scene, device="cpu")
+    centre = lambda t: torch.stack([0.6 * torch.cos(2 * math.pi * t), 0.6 * torch.sin(2 * math.pi * t),
+                                    torch.zeros_like(t)], -1)
+    model.field.density = lambda x, t: 100.0 * ((x - centre(torch.as_tensor(t).reshape(-1))).norm(dim=-1) < 0.25).float()
+    for _ in range(60):  # refreshes of every cell (the warm-up's), each point at its own random moment
+        model.before_step(0)
+    occ = model.occ.is_occupied
+    assert occ(torch.tensor([[0.6, 0.0, 0.0], [-0.6, 0.0, 0.0], [0.0, 0.6, 0.0]])).all()
+    assert not occ(torch.tensor([[0.9, 0.9, 0.9], [-0.9, -0.9, 0.9], [0.0, 0.0, 0.8]])).any()
+
+
+@pytest.mark.parametrize("name,cam", [("dnerf", False), ("tnerf", True)])
+def test_hash_backbone_trains_renders_and_keeps_dx_zero_at_time_zero(name, cam, dyn, tmp_path):
+    import aware3d
+    from aware3d.methods.dnerf import HashModel
+
+    over = [("backbone", "ngp")] + ([("cam", "true")] if cam else [])
+    run_dir = aware3d.method(name).train(str(dyn), out=str(tmp_path / "run"), preset="tiny", max_steps=8,
+                                         progress=False, val_every=0, overrides=over)
+    run = aware3d.load(run_dir, device="cpu")
+    assert isinstance(run.model, HashModel) and run.config["backbone"] == "ngp" and run.config["cam"] is cam
+    assert (run.model.field.time_cam is not None) is cam
+    c2w = run.orbit_camera(20.0)
+    a, b = run.render(c2w, width=12, time=0.0), run.render(c2w, width=12, time=1.0)
+    assert a["color"].shape == (12, 12, 3) and torch.isfinite(a["color"]).all()
+    assert not torch.equal(a["color"], b["color"])
+    if name == "dnerf":  # trained: the deformation moved away from ~0 but is still 0 at t = 0
+        x = torch.rand(50, 3) - 0.5
+        f = run.model.field.deform
+        assert (f(x, torch.zeros(50, 1)) == 0).all() and f(x, torch.full((50, 1), 0.5)).abs().max() > 1e-4

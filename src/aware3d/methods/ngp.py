@@ -200,12 +200,7 @@ class Model(nn.Module):
                         autocast_bf16=use_bf16)
         if self.contract:
             field_kw["contract"] = True
-        if cfg.get("cam"):
-            from ..fields.cam import CAMHashGridField
-
-            self.field = CAMHashGridField(box, cam_res=cfg["cam_res"], **field_kw)
-        else:
-            self.field = HashGridField(box, **field_kw)
+        self.field = self.make_field(box, field_kw)
         self.occ = OccupancyGrid(box, resolution=cfg["occ_res"], contract=self.contract)
         self.step_size = math.sqrt(3) * cfg["step_scale"] * scale
         self.bg_model = DirectionalBackground() if cfg.get("background_model") == "learnt" else None
@@ -213,6 +208,16 @@ class Model(nn.Module):
         # benchmarks/bench_contraction.py compares the two)
         self.contract_steps = True
         self.n_rays = int(cfg["init_rays"])
+
+    def make_field(self, box: torch.Tensor, field_kw: dict) -> nn.Module:
+        """The field over ``box`` (hash-grid settings ``field_kw``): a :class:`HashGridField`, or
+        with ``cam`` a :class:`CAMHashGridField`. Subclasses with other hash-grid fields override it
+        (dnerf / tnerf on the hash grid)."""
+        if self.cfg.get("cam"):
+            from ..fields.cam import CAMHashGridField
+
+            return CAMHashGridField(box, cam_res=self.cfg["cam_res"], **field_kw)
+        return HashGridField(box, **field_kw)
 
     # -- rendering -------------------------------------------------------------------------------
     def _march(self, rays_o, rays_d):
@@ -235,9 +240,20 @@ class Model(nn.Module):
 
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor, *, training: bool = False,
                 background: torch.Tensor | None = None) -> dict:
+        return self.render_packed(rays_o, rays_d, background)
+
+    # -- shared with the hash-grid backbone of dnerf / tnerf (aware3d.methods.dnerf) ---------------
+    def render_packed(self, rays_o: torch.Tensor, rays_d: torch.Tensor, background: torch.Tensor | None = None,
+                      per_ray: tuple[torch.Tensor, ...] = ()) -> dict:
+        """March the occupancy grid, drop samples behind early termination, run the field on the
+        packed samples and composite: what :meth:`forward` returns. ``per_ray``: tensors with one
+        row per ray whose rows go to the field with each of the ray's samples,
+        ``field.density(x, *rows)`` and ``field(x, d, *rows)`` (dnerf / tnerf pass each ray's time);
+        empty, the field sees points and directions only."""
         shape = rays_o.shape[:-1]
         rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         n = rays_o.shape[0]
+        per_ray = tuple(p.reshape(n, *p.shape[len(shape):]) for p in per_ray)
         if background is not None:
             bg = background
         elif self.bg_model is not None:
@@ -249,12 +265,12 @@ class Model(nn.Module):
             # early ray termination: densities without gradients locate where T drops below 1e-4
             with torch.no_grad():
                 x = rays_o[idx] + 0.5 * (t0 + t1)[:, None] * rays_d[idx]
-                _, T = self._weights(self.field.density(x), t1 - t0, idx, n)
+                _, T = self._weights(self.field.density(x, *(p[idx] for p in per_ray)), t1 - t0, idx, n)
                 keep = T > self.cfg["early_stop_T"]
             idx, t0, t1 = idx[keep], t0[keep], t1[keep]
         tm = 0.5 * (t0 + t1)
         x = rays_o[idx] + tm[:, None] * rays_d[idx]
-        sigma, rgb = self.field(x, rays_d[idx])
+        sigma, rgb = self.field(x, rays_d[idx], *(p[idx] for p in per_ray))
         w, _ = self._weights(sigma, t1 - t0, idx, n)
         acc = accumulate_packed(w, idx, n)
         color = apply_background(accumulate_packed(w[:, None] * rgb, idx, n), acc, bg)
@@ -290,9 +306,13 @@ class Model(nn.Module):
     def before_step(self, step: int) -> None:
         c = self.cfg
         # the paper's threshold is an optical thickness (sigma * step = 0.01), not a density
-        self.occ.update(self.field.density, step=step, update_every=c["occ_every"],
+        self.occ.update(self.occupancy_density, step=step, update_every=c["occ_every"],
                         threshold=c["occ_threshold"] / self.step_size, warmup_steps=c["occ_warmup"],
                         dense_warmup=bool(c.get("occ_dense_warmup", False)))
+
+    def occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
+        """Densities the occupancy grid is refreshed with (dnerf / tnerf: at random moments)."""
+        return self.field.density(x)
 
     def next_batch_rays(self, n_samples: int) -> int:
         """Keep ~samples_per_batch samples per step: rescale the ray count by the last step's
