@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..fields.cips import CIPSDecoder, ShallowFeatureNerf, StyleMapping
-from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
+from ..render.cameras import image_rays, intrinsics_from_fov
 from ..train.gan import discriminator_loss, generator_loss, r1_penalty
 from ..programs import Program
 from ..programs.gan import programs_for
@@ -171,21 +171,13 @@ def config_from_dict(d: dict) -> Cips3DConfig:
 
 
 def camera_from_angles(cfg: Cips3DConfig, yaw_deg, pitch_deg) -> torch.Tensor:
-    """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin from azimuth ``yaw`` and elevation
-    ``pitch`` (degrees; world z up)."""
-    return look_at(spherical_to_cartesian(cfg.radius, pitch_deg, yaw_deg))
+    """c2w (..., 4, 4) of the spherical camera prior (:func:`aware3d.methods.gan_common.sphere_camera`)."""
+    return gc.sphere_camera(cfg, yaw_deg, pitch_deg)
 
 
 def sample_pose(cfg: Cips3DConfig, n: int, generator: torch.Generator | None = None):
-    """(yaw, pitch) (n,) degrees from the camera prior."""
-    if cfg.camera_dist == "gaussian":
-        e = torch.randn(2, n, generator=generator)
-        return cfg.yaw_mean + cfg.yaw_std * e[0], (cfg.pitch_mean + cfg.pitch_std * e[1]).clamp(-89, 89)
-    if cfg.camera_dist == "uniform":
-        u = torch.rand(2, n, generator=generator)
-        return (cfg.yaw_range[0] + (cfg.yaw_range[1] - cfg.yaw_range[0]) * u[0],
-                cfg.pitch_range[0] + (cfg.pitch_range[1] - cfg.pitch_range[0]) * u[1])
-    raise ValueError(f"camera_dist: expected 'gaussian' or 'uniform', got {cfg.camera_dist!r}")
+    """(yaw, pitch) (n,) degrees from the camera prior (:func:`aware3d.methods.gan_common.sample_sphere_angles`)."""
+    return gc.sample_sphere_angles(cfg, n, generator)
 
 
 def sample_inputs(cfg: Cips3DConfig, n: int, generator: torch.Generator | None = None,
@@ -344,12 +336,7 @@ class Cips3DMethod:
         return camera_from_angles(self.cfg, yaw_deg, pitch_deg)
 
     def angle_ranges(self) -> dict:
-        c = self.cfg
-        if c.camera_dist == "gaussian":  # sweep over +- 2 std
-            return {"yaw": (c.yaw_mean - 2 * c.yaw_std, c.yaw_mean + 2 * c.yaw_std, c.yaw_mean),
-                    "pitch": (c.pitch_mean - 2 * c.pitch_std, c.pitch_mean + 2 * c.pitch_std, c.pitch_mean)}
-        (y0, y1), (p0, p1) = c.yaw_range, c.pitch_range
-        return {"yaw": (y0, y1, 0.5 * (y0 + y1)), "pitch": (p0, p1, 0.5 * (p0 + p1))}
+        return gc.sphere_angle_ranges(self.cfg)
 
     def generator_objective(self, G, D, inputs: dict):
         out = G(inputs, return_aux=True)

@@ -445,3 +445,41 @@ def depth_reprojection_error(depth_a: torch.Tensor, depth_b: torch.Tensor, K: to
     return {"mean_abs": float(err.mean()), "median_abs": float(err.median()),
             "mean_rel": float((err / dist[valid]).mean()), "n_valid": n,
             "fraction_valid": n / float(mask_b.sum().clamp_min(1))}
+
+
+# --------------------------------------------------------------------------------------------------
+# The spherical camera prior (CIPS-3D, StyleNeRF, VolumeGAN): a camera at ``cfg.radius`` looking at
+# the origin, yaw = azimuth from +x towards +y, pitch = elevation (degrees, world z up), drawn from a
+# Gaussian (``yaw_mean`` / ``yaw_std``, ``pitch_mean`` / ``pitch_std``) or uniform (``yaw_range``,
+# ``pitch_range``) prior according to ``cfg.camera_dist``.
+
+
+def sphere_camera(cfg, yaw_deg, pitch_deg) -> torch.Tensor:
+    """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin from azimuth ``yaw`` and elevation
+    ``pitch`` (degrees; world z up)."""
+    from ..render.cameras import look_at, spherical_to_cartesian
+
+    return look_at(spherical_to_cartesian(cfg.radius, pitch_deg, yaw_deg))
+
+
+def sample_sphere_angles(cfg, n: int, generator: torch.Generator | None = None):
+    """(yaw, pitch) (n,) degrees from the camera prior (pitch clamped to +-89 under the Gaussian)."""
+    if cfg.camera_dist == "gaussian":
+        e = torch.randn(2, n, generator=generator)
+        return cfg.yaw_mean + cfg.yaw_std * e[0], (cfg.pitch_mean + cfg.pitch_std * e[1]).clamp(-89, 89)
+    if cfg.camera_dist == "uniform":
+        u = torch.rand(2, n, generator=generator)
+        return (cfg.yaw_range[0] + (cfg.yaw_range[1] - cfg.yaw_range[0]) * u[0],
+                cfg.pitch_range[0] + (cfg.pitch_range[1] - cfg.pitch_range[0]) * u[1])
+    raise ValueError(f"camera_dist: expected 'gaussian' or 'uniform', got {cfg.camera_dist!r}")
+
+
+def sphere_angle_ranges(cfg) -> dict:
+    """``{"yaw": (lo, hi, mean), "pitch": ...}`` the render programs sweep: +-2 std of a Gaussian
+    prior, the range of a uniform one."""
+    c = cfg
+    if c.camera_dist == "gaussian":
+        return {"yaw": (c.yaw_mean - 2 * c.yaw_std, c.yaw_mean + 2 * c.yaw_std, c.yaw_mean),
+                "pitch": (c.pitch_mean - 2 * c.pitch_std, c.pitch_mean + 2 * c.pitch_std, c.pitch_mean)}
+    (y0, y1), (p0, p1) = c.yaw_range, c.pitch_range
+    return {"yaw": (y0, y1, 0.5 * (y0 + y1)), "pitch": (p0, p1, 0.5 * (p0 + p1))}

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ..fields.stylenerf import BackgroundField, ForegroundField, Upsampler, render_scene
 from ..nets.stylegan2 import MappingNetwork, StyleGAN2Discriminator
 from ..programs.gan import programs_for
-from ..render.cameras import image_rays, intrinsics_from_fov, look_at, spherical_to_cartesian
+from ..render.cameras import image_rays, intrinsics_from_fov
 from ..train.gan import discriminator_loss, generator_loss, r1_penalty
 from . import gan_common as gc
 from .base import GenerativeMethod
@@ -61,8 +61,8 @@ class StyleNeRFConfig(gc.RunSettings):
     nerf_res: int = 32                  # NeRF feature map size (official resolution_vol 32)
     # camera: on a sphere looking at the origin; yaw = azimuth, pitch = elevation (degrees)
     camera_dist: str = "gaussian"       # gaussian (faces) | uniform
-    yaw_mean: float = 0.0
-    pitch_mean: float = 0.0
+    yaw_mean: float = 0.0               # mean yaw of the Gaussian prior (degrees)
+    pitch_mean: float = 0.0             # mean pitch of the Gaussian prior (degrees)
     yaw_std: float = math.degrees(0.3)      # official range_u [-0.3, 0.3], gaussian
     pitch_std: float = math.degrees(0.155)  # official range_v pi/2 +- 0.155, gaussian
     yaw_range: tuple = (-180.0, 180.0)  # uniform
@@ -91,7 +91,7 @@ class StyleNeRFConfig(gc.RunSettings):
     upsample_mode: str = "pixelshuffle"  # pixelshuffle (the paper) | nn_cat (the official release)
     magnitude_ema_beta: float = 0.999   # upsampler input magnitude normalisation (official 0.999)
     d_channel_base: int = 16384         # critic channels min(base / res, d_channel_max) (fmaps 0.5)
-    d_channel_max: int = 512
+    d_channel_max: int = 512            # most critic channels per layer
     mbstd_group: int = 8                # minibatch-std group (spec mbstd 8)
     # losses and schedule
     style_mixing_prob: float = 0.9      # official 0.9
@@ -100,10 +100,10 @@ class StyleNeRFConfig(gc.RunSettings):
     curriculum: tuple = (500.0, 5000.0)  # kimg: alpha 0 -> 1 (official [500, 5000])
     # training (engine settings; see aware3d.train.gan.GanConfig)
     batch_size: int = 64                # official mb 64 (8 GPUs)
-    optimizer: str = "adam"
-    lr_g: float = 0.0025
+    optimizer: str = "adam"             # official Adam
+    lr_g: float = 0.0025                # generator learning rate (official lrate 0.0025)
     lr_d: float = 0.0025 * 16 / 17      # official lrate_disc x mb_ratio (lazy R1 every 16)
-    betas: tuple = (0.0, 0.99 ** (16 / 17))
+    betas: tuple = (0.0, 0.99 ** (16 / 17))  # Adam betas (official (0, 0.99), lazy-R1 corrected)
     ema_beta: float = 0.5 ** (64 / 20000)   # official ema 20 kimg at batch 64
     r1_weight: float = 0.25             # official gamma / 2 with gamma 0.5 (paper256)
     r1_interval: int = 16               # official D_reg_interval
@@ -153,19 +153,13 @@ def config_from_dict(d: dict) -> StyleNeRFConfig:
 
 
 def camera_from_angles(cfg: StyleNeRFConfig, yaw_deg, pitch_deg) -> torch.Tensor:
-    """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin (degrees; world z up)."""
-    return look_at(spherical_to_cartesian(cfg.radius, pitch_deg, yaw_deg))
+    """c2w (..., 4, 4) of the spherical camera prior (:func:`aware3d.methods.gan_common.sphere_camera`)."""
+    return gc.sphere_camera(cfg, yaw_deg, pitch_deg)
 
 
 def sample_pose(cfg: StyleNeRFConfig, n: int, generator: torch.Generator | None = None):
-    if cfg.camera_dist == "gaussian":
-        e = torch.randn(2, n, generator=generator)
-        return cfg.yaw_mean + cfg.yaw_std * e[0], (cfg.pitch_mean + cfg.pitch_std * e[1]).clamp(-89, 89)
-    if cfg.camera_dist == "uniform":
-        u = torch.rand(2, n, generator=generator)
-        return (cfg.yaw_range[0] + (cfg.yaw_range[1] - cfg.yaw_range[0]) * u[0],
-                cfg.pitch_range[0] + (cfg.pitch_range[1] - cfg.pitch_range[0]) * u[1])
-    raise ValueError(f"camera_dist: expected 'gaussian' or 'uniform', got {cfg.camera_dist!r}")
+    """(yaw, pitch) (n,) degrees from the camera prior (:func:`aware3d.methods.gan_common.sample_sphere_angles`)."""
+    return gc.sample_sphere_angles(cfg, n, generator)
 
 
 def num_ws(cfg: StyleNeRFConfig) -> int:
@@ -331,12 +325,7 @@ class StyleNeRFMethod:
         return camera_from_angles(self.cfg, yaw_deg, pitch_deg)
 
     def angle_ranges(self) -> dict:
-        c = self.cfg
-        if c.camera_dist == "gaussian":
-            return {"yaw": (c.yaw_mean - 2 * c.yaw_std, c.yaw_mean + 2 * c.yaw_std, c.yaw_mean),
-                    "pitch": (c.pitch_mean - 2 * c.pitch_std, c.pitch_mean + 2 * c.pitch_std, c.pitch_mean)}
-        (y0, y1), (p0, p1) = c.yaw_range, c.pitch_range
-        return {"yaw": (y0, y1, 0.5 * (y0 + y1)), "pitch": (p0, p1, 0.5 * (p0 + p1))}
+        return gc.sphere_angle_ranges(self.cfg)
 
     # -- progressive schedule ------------------------------------------------------------------
     def alpha_at(self, step: int) -> float:

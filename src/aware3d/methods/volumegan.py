@@ -43,8 +43,6 @@ from ..programs.gan import programs_for
 from ..render.cameras import image_rays, intrinsics_from_fov
 from . import gan_common as gc
 from .base import GenerativeMethod
-from .cips3d import camera_from_angles as _camera_from_angles
-from .cips3d import sample_pose as _sample_pose
 
 NAME = "volumegan"
 
@@ -179,7 +177,7 @@ def sample_inputs(cfg: VolumeGANConfig, n: int, generator: torch.Generator | Non
     ``style_mixing`` > 0 also ``z_mix`` (n, Z) and ``mix_cutoff`` (n,): one draw per batch (as the
     official code) of whether to mix (probability ``style_mixing``) and where (uniform in
     [mlp_layers, L)); L (no mixing) otherwise."""
-    yaw, pitch = _sample_pose(cfg, n, generator)
+    yaw, pitch = gc.sample_sphere_angles(cfg, n, generator)
     out = {"z": torch.randn(n, cfg.z_dim, generator=generator), "c2w": camera_from_angles(cfg, yaw, pitch)}
     if train and cfg.style_mixing > 0:
         L = n_styles(cfg)
@@ -193,7 +191,7 @@ def sample_inputs(cfg: VolumeGANConfig, n: int, generator: torch.Generator | Non
 
 def camera_from_angles(cfg: VolumeGANConfig, yaw_deg, pitch_deg) -> torch.Tensor:
     """c2w (..., 4, 4) at ``cfg.radius`` looking at the origin (as CIPS-3D / pi-GAN)."""
-    return _camera_from_angles(cfg, yaw_deg, pitch_deg)
+    return gc.sphere_camera(cfg, yaw_deg, pitch_deg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,12 +362,7 @@ class VolumeGANMethod:
         return camera_from_angles(self.cfg, yaw_deg, pitch_deg)
 
     def angle_ranges(self) -> dict:
-        c = self.cfg
-        if c.camera_dist == "gaussian":  # sweep over +- 2 std
-            return {"yaw": (c.yaw_mean - 2 * c.yaw_std, c.yaw_mean + 2 * c.yaw_std, c.yaw_mean),
-                    "pitch": (c.pitch_mean - 2 * c.pitch_std, c.pitch_mean + 2 * c.pitch_std, c.pitch_mean)}
-        (y0, y1), (p0, p1) = c.yaw_range, c.pitch_range
-        return {"yaw": (y0, y1, 0.5 * (y0 + y1)), "pitch": (p0, p1, 0.5 * (p0 + p1))}
+        return gc.sphere_angle_ranges(self.cfg)
 
     def gan_config(self, **kw):
         return gc.gan_config_from(self.cfg, **kw)
