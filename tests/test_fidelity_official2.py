@@ -279,3 +279,27 @@ def test_hologan_paper_presets_follow_the_official_config():
         assert hm.make_config(name).d_first, name
     old = gc.config_from_dict(hm.HoloGANConfig, {"preset": "celeba64"})
     assert not old.d_first and old.style_weight == 1.0 and old.identity_weight == 1.0
+
+
+def test_hologan_takes_two_generator_steps_per_discriminator_step():
+    # official HoloGAN runs its G optimiser twice per D step; saved configs without the key keep one
+    for name in hm.PRESETS:
+        assert hm.make_config(name).g_steps == 2, name
+    assert gc.config_from_dict(hm.HoloGANConfig, {"preset": "celeba64"}).g_steps == 1
+    from aware3d.train.gan import GanEngine
+
+    cfg = hm.make_config("tiny", batch_size=2)
+    method = hm.build(cfg)
+    gcfg = method.gan_config(max_steps=1, progress=False, sample_every=0, checkpoint_every=0, device="cpu")
+    engine = GanEngine(method, gcfg)
+    assert engine.phases(0) == ["D", "G", "G"]
+    calls = []
+    g0, d0 = engine.phase_generator, engine.phase_discriminator
+    engine.phase_generator = lambda: (calls.append("G"), g0())[1]
+    engine.phase_discriminator = lambda real, with_r1: (calls.append("D"), d0(real, with_r1))[1]
+    class Reals:
+        def sample(self, n, generator):
+            return torch.rand(n, 3, cfg.resolution, cfg.resolution, generator=generator) * 2 - 1
+
+    engine.train_step(Reals())
+    assert calls == ["D", "G", "G"]

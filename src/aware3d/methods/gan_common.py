@@ -208,7 +208,7 @@ class RunSettings:
 
 _ENGINE_FIELDS = ("batch_size", "optimizer", "lr_g", "lr_d", "betas", "ema_beta", "r1_weight",
                   "r1_interval", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints",
-                  "seed", "device", "d_first", "grad_clip")
+                  "seed", "device", "d_first", "grad_clip", "g_steps")
 
 
 def gan_config_from(cfg, **kw):

@@ -14,7 +14,8 @@ spectral + instance norm instead). The style losses enter both D's and G's objec
 each style classifier is a discriminator); the identity term is minimised by both networks
 (official ``q_loss``). The paper presets follow the official released config, which turns both off
 (``style_disc`` false, ``lambda_latent`` 0); the CPU presets keep them. D steps before G
-(``d_first``). Not matched: the official code takes two G steps per D step; one each here.
+(``d_first``), and G takes two steps per D step (``g_steps`` 2: the official code runs its G optimiser
+twice "to make sure that d_loss does not go to zero").
 
 The engine's phases (:mod:`aware3d.train.gan`) take their objective from the method where it has
 one: :meth:`HoloGANMethod.generator_objective` / :meth:`HoloGANMethod.discriminator_objective`
@@ -75,6 +76,7 @@ class HoloGANConfig(gc.RunSettings):
     r1_weight: float = 0.0                # R1: D loss += r1_weight E||grad_x D(x)||^2 (the paper: none)
     d_first: bool = False                 # each step trains D, then G (official; every preset); False:
     #                                       G, then D (runs saved before this key)
+    g_steps: int = 1                      # G steps per D step (official 2; every preset); 1: runs saved before this key
     preset: str = "cpu"
 
 
@@ -106,6 +108,7 @@ PRESETS: dict[str, dict] = {
 # (lambda_latent 0) off: the paper presets follow it; the CPU and test presets keep the paper's losses.
 for _name, _p in PRESETS.items():
     _p.setdefault("d_first", True)
+    _p.setdefault("g_steps", 2)
 for _name in ("celeba64", "objects64", "celeba128"):
     PRESETS[_name].update(style_weight=0.0, identity_weight=0.0)
 DEFAULT_PRESET = "cpu"

@@ -56,6 +56,7 @@ class GanConfig:
     r1_interval: int = 1               # 1: in every D step; k > 1: lazy, weight * k every k steps
     d_first: bool = False              # each step: D phase, then G (official GRAF, pi-GAN); False: G, then D
     grad_clip: float = 0.0             # > 0: clip the total gradient norm of G and of D to this (official pi-GAN)
+    g_steps: int = 1                   # generator phases per step, each on fresh inputs (official HoloGAN: 2)
     max_steps: int | None = None
     max_minutes: float | None = None
     sample_every: int = 500
@@ -357,7 +358,8 @@ class GanEngine:
     def phases(self, step: int) -> list[str]:
         """Names of the phases run at (0-based) ``step``."""
         k = max(int(self.cfg.r1_interval), 1)
-        names = ["D", "G"] if self.cfg.d_first else ["G", "D"]
+        gs = ["G"] * max(int(getattr(self.cfg, "g_steps", 1)), 1)
+        names = ["D", *gs] if self.cfg.d_first else [*gs, "D"]
         if k > 1 and self.cfg.r1_weight > 0 and step % k == 0:
             names.append("R1")
         return names
@@ -367,12 +369,15 @@ class GanEngine:
         names = self.phases(self.step)
         inline_r1 = self.cfg.r1_weight > 0 and max(int(self.cfg.r1_interval), 1) == 1
         out = {}
+        g_steps = max(int(getattr(self.cfg, "g_steps", 1)), 1)
         if self.cfg.d_first:  # the real batch is drawn first, then D's fakes, then G's inputs
             real = self.draw_real(dataset)
             out.update(self.phase_discriminator(real, with_r1=inline_r1))
-            out.update(self.phase_generator())
+            for _ in range(g_steps):
+                out.update(self.phase_generator())
         else:
-            out.update(self.phase_generator())
+            for _ in range(g_steps):
+                out.update(self.phase_generator())
             real = self.draw_real(dataset)
             out.update(self.phase_discriminator(real, with_r1=inline_r1))
         if "R1" in names:
