@@ -262,14 +262,15 @@ def _prepare(rays_o, rays_d, near, far, occ_grid, step_size, max_step):
     far_t = torch.as_tensor(far, dtype=torch.float32, device=o.device).expand(R)
     if occ_grid.contract:  # the contracted grid covers all of space: no clipping
         t_min, t_max = near_t.contiguous(), far_t.contiguous()
-        inner = occ_grid.inner.to(o.device)
+        inner = _host_copy(occ_grid.inner)  # host copy: no device-to-host sync per call
         side = float((inner[3:] - inner[:3]).max())
         dt_max_default = 1e30
     else:
         t_in, t_out = ray_aabb_intersect(o, d, aabb)
         t_min = torch.maximum(t_in, near_t).contiguous()
         t_max = torch.minimum(t_out, far_t).contiguous()
-        side = float((aabb[3:] - aabb[:3]).max())
+        box = _host_copy(occ_grid.aabb)  # host copy: no device-to-host sync per call
+        side = float((box[3:] - box[:3]).max())
         dt_max_default = math.sqrt(3.0) * side / occ_grid.resolution
     dt = step_size if step_size is not None else math.sqrt(3.0) / 1024.0 * side
     dt_max = max_step if max_step is not None else dt_max_default
