@@ -46,9 +46,14 @@ def test_cli_train_20_steps_render_and_mesh(method, objects, tmp_path, capsys):
         assert "hologan has no density to mesh" in capsys.readouterr().err
         assert not ply.exists()
     else:
-        assert main(["export", "mesh", str(run), "--seed", "1", "--resolution", "24",
-                     "--out", str(ply)]) == 0
-        assert ply.read_bytes().startswith(b"ply")
+        capsys.readouterr()
+        rc = main(["export", "mesh", str(run), "--seed", "1", "--resolution", "24", "--out", str(ply)])
+        if rc == 0:
+            assert ply.read_bytes().startswith(b"ply")
+        else:  # 20 tiny steps can leave a field without density: a clear error, never an empty mesh
+            err = capsys.readouterr().err
+            assert "nothing to mesh" in err or "no surface at density level" in err, err
+            assert not ply.exists()
 
 
 @pytest.mark.parametrize("method", ["graf", "pigan", "giraffe"])

@@ -157,3 +157,25 @@ def test_programs_change_only_what_they_control():
     assert torch.allclose(xs[0]["z_app"], base["z_app"]) and torch.equal(xs[2]["z_shape"], base["z_shape"])
     with pytest.raises(ValueError, match="program: expected one of"):
         gc.render_program_frames(m, G, "interpolate-latent")
+
+
+def test_gan_meshes_take_the_level_from_the_field_and_are_never_empty(tmp_path):
+    """The GAN mesh exporters use the reconstruction meshes' level rule: 10 where the field crosses
+    it, else the middle of its range; a field without a surface is an error, not an empty PLY."""
+    import pytest
+    import torch
+
+    from aware3d.methods.gan_common import export_density_mesh
+
+    def ball(scale):  # a density of scale * (1 - |x|), above 0 inside the unit ball
+        return lambda p: scale * (1 - p.norm(dim=-1)).clamp_min(0)
+
+    info = export_density_mesh(ball(100.0), -1.2, 1.2, tmp_path / "a.ply", resolution=24)
+    assert info["threshold"] == 10.0 and info["n_faces"] > 0
+    info = export_density_mesh(ball(4.0), -1.2, 1.2, tmp_path / "b.ply", resolution=24)
+    assert info["threshold"] == pytest.approx(2.0, abs=0.2) and info["n_faces"] > 0  # mid-range
+    with pytest.raises(ValueError, match="0 everywhere"):
+        export_density_mesh(lambda p: torch.zeros(p.shape[0]), -1, 1, tmp_path / "c.ply", resolution=8)
+    with pytest.raises(ValueError, match="no surface at density level 500"):
+        export_density_mesh(ball(100.0), -1.2, 1.2, tmp_path / "d.ply", resolution=16, threshold=500)
+    assert not (tmp_path / "c.ply").exists() and not (tmp_path / "d.ply").exists()

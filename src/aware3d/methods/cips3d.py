@@ -420,7 +420,7 @@ def export_mesh(run, seed: int = 0, resolution: int = 128, out_path=None,
                 threshold: float | None = None) -> dict:
     """Marching cubes on the shallow NeRF's density for the shape code drawn from ``seed`` (as the
     first sample of :func:`sample_inputs`), over the cube [-mesh_extent, mesh_extent]^3 (world
-    units), at ``threshold`` (default 10, or half the maximum when the field never reaches it).
+    units), at ``threshold`` (default: the level of :func:`aware3d.train.recon.mesh_level`).
     Writes a binary PLY (default RUN/mesh_seed<seed>.ply); returns a summary."""
     cfg, G = run.config, run.G
     z = run.sample(seed)["z_shape"].to(run.device)

@@ -6,8 +6,16 @@ scenes whose frames carry a time in [0, 1] (the D-NeRF format; ``aware3d data sy
   a NeRF MLP gives density and colour (:class:`aware3d.fields.dynamic.DynamicField`).
 - ``tnerf``: the baseline that feeds gamma(t) to the NeRF directly.
 - ``--cam``: coordinate-aware modulation of the NeRF trunk with time as the priority coordinate.
+- ``--backbone ngp`` (:class:`HashModel`): the same two variants on the hash grid
+  (:class:`aware3d.fields.dynamic.DynamicHashField`: CAM's nerfacc warp, 4 x 64, ahead of the grid
+  for dnerf; gamma(t) beside the grid's features for tnerf; ``--cam`` on the density MLP's hidden
+  layer), rendered by ngp's model (occupancy-grid marching, early termination, packed compositing,
+  batches by sample count, its optimiser and learning rates); the occupancy grid holds the union
+  over time (refreshed with densities at random moments). Settings that differ between the
+  backbones (deformation size, encodings, learning rates, steps) are ``None`` in the presets and
+  filled from :data:`BACKBONE_PRESETS`; the hash-grid settings are ngp's presets of the same name.
 
-Sampling and optimisation follow D-NeRF's code: 64 stratified + 128 importance samples per ray,
+MLP backbone: sampling and optimisation follow D-NeRF's code: 64 stratified + 128 importance samples per ray,
 **one network** for both passes (its default), loss = MSE(coarse) + MSE(fine), Adam (0.9, 0.999) at
 5e-4 decaying by 10x over 500k steps (``lrate_decay 500``), white background, 500 rays per step.
 One difference, stated: D-NeRF draws each step's 500 rays from one image (``no_batching``, one time

@@ -367,19 +367,24 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], lo, hi, res
 def export_density_mesh(density_fn: Callable[[torch.Tensor], torch.Tensor], lo, hi, out_path,
                         resolution: int = 128, threshold: float | None = None,
                         colors_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
-    """Marching cubes on :func:`density_grid` at ``threshold`` (default 10, or half the maximum
-    density when the field never reaches 10), written as a binary PLY (vertex colours from
-    ``colors_fn(vertices (V, 3)) -> (V, 3)`` in [0, 1] if given). Returns a summary dict."""
+    """Marching cubes on :func:`density_grid` at ``threshold`` or at the level the field gives
+    (:func:`aware3d.train.recon.mesh_level`, the rule of the reconstruction meshes: 10 where the
+    field crosses it, else the middle of its range), written as a binary PLY (vertex colours from
+    ``colors_fn(vertices (V, 3)) -> (V, 3)`` in [0, 1] if given). Returns a summary dict. Never
+    writes an empty mesh: a field without a surface at the level is a ValueError naming a level to try."""
+    from ..train.recon import level_hint, mesh_level
     from ..utils.mesh import marching_cubes_mesh, write_ply
 
     vol = density_grid(density_fn, lo, hi, resolution)
     vmax = float(vol.max())
-    level = 10.0 if threshold is None else float(threshold)
-    if threshold is None and vmax <= level:
-        level = 0.5 * vmax
+    level = mesh_level(vol, threshold)
+    if not float(vol.min()) < level < vmax:
+        raise ValueError(f"no surface at density level {level:g}: {level_hint(vol)}")
     lo3 = np.broadcast_to(np.asarray(lo, np.float32), (3,))
     hi3 = np.broadcast_to(np.asarray(hi, np.float32), (3,))
     verts, faces = marching_cubes_mesh(vol.numpy(), level, lo3, hi3)
+    if len(faces) == 0:
+        raise ValueError(f"no surface at density level {level:g}: {level_hint(vol)}")
     colors = None
     if colors_fn is not None and len(verts):
         with torch.no_grad():

@@ -732,10 +732,11 @@ def object_density_grid(G: GiraffeGenerator, z_shape: torch.Tensor, resolution: 
 def export_object_mesh(run, seed: int = 0, object_index: int = 0, resolution: int = 128,
                        out_path=None, threshold: float | None = None, world: bool = True) -> dict:
     """Marching cubes (skimage) on object ``object_index`` of the scene drawn from ``seed``: its
-    density in the canonical box [-1.1, 1.1]^3 (zero outside, as in the generator), at ``threshold`` (default 10 per world unit, or half
-    the maximum when the field never reaches it). Vertices are mapped to the world with the object's
+    density in the canonical box [-1.1, 1.1]^3 (zero outside, as in the generator), at ``threshold`` (default: the level
+    :func:`aware3d.train.recon.mesh_level` picks; an empty mesh is an error naming a level to try). Vertices are mapped to the world with the object's
     pose k(x) = R diag(s) x + t unless ``world=False``. ``run``: a loaded GIRAFFE run. Writes a
     binary PLY (default ``RUN/mesh_seed<seed>_object<k>.ply``) and returns a summary."""
+    from ..train.recon import level_hint, mesh_level
     from ..utils.mesh import marching_cubes_mesh, write_ply
 
     cfg, G = run.config, run.G
@@ -744,15 +745,18 @@ def export_object_mesh(run, seed: int = 0, object_index: int = 0, resolution: in
     x = run.sample(seed)
     ext = 1.0 + cfg.box_padding
     vol = object_density_grid(G, x["z_shape_obj"][0, object_index], resolution, ext)
-    level = 10.0 if threshold is None else float(threshold)
     vmax = float(vol.max())
-    if threshold is None and vmax <= level:
-        level = 0.5 * vmax
     # the object has no density outside its box (the generator masks it): a layer of zeros
     # closes surfaces that reach the box walls
     step = 2 * ext / (resolution - 1)
     padded = torch.nn.functional.pad(vol, (1, 1, 1, 1, 1, 1))
+    # the level rule of every mesh export (aware3d.train.recon.mesh_level); never an empty mesh
+    level = mesh_level(padded, threshold)
+    if not float(padded.min()) < level < vmax:
+        raise ValueError(f"no surface at density level {level:g}: {level_hint(padded)}")
     verts, faces = marching_cubes_mesh(padded.numpy(), level, (-ext - step,) * 3, (ext + step,) * 3)
+    if len(faces) == 0:
+        raise ValueError(f"no surface at density level {level:g}: {level_hint(padded)}")
     if world and len(verts):
         v = torch.from_numpy(verts).unsqueeze(0)
         verts = object_to_world(v, x["obj_scale"][:, object_index], x["obj_translation"][:, object_index],

@@ -383,7 +383,7 @@ def export_mesh(run, seed: int = 0, resolution: int = 128, out_path=None,
                 threshold: float | None = None) -> dict:
     """Marching cubes on the field's density for the latent drawn from ``seed`` (the first sample
     of :func:`sample_inputs`), over the cube [-mesh_extent, mesh_extent]^3 (world units), at
-    ``threshold`` (default 10, or half the maximum when the field never reaches it). Writes a
+    ``threshold`` (default: the level of :func:`aware3d.train.recon.mesh_level`). Writes a
     binary PLY (default RUN/mesh_seed<seed>.ply); returns a summary."""
     cfg, G = run.config, run.G
     z = run.sample(seed)["z"].to(run.device)

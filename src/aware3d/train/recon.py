@@ -426,7 +426,7 @@ def mesh_level(vol: torch.Tensor, threshold: float | None, default: float = 10.0
     return 0.5 * (lo + hi) if hi <= default else float(vol.median())
 
 
-def _level_hint(vol: torch.Tensor) -> str:
+def level_hint(vol: torch.Tensor) -> str:
     q = torch.quantile(vol.flatten()[:: max(1, vol.numel() // 1_000_000)],
                        torch.tensor([0.5, 0.9, 0.99])).tolist()
     return (f"the density over the box spans {float(vol.min()):.3g} to {float(vol.max()):.3g} (median "
@@ -447,10 +447,10 @@ def density_mesh(model, aabb, path, resolution: int = 256, threshold: float | No
     vol = density_grid(model, aabb, resolution)
     level = mesh_level(vol, threshold)
     if not float(vol.min()) < level < float(vol.max()):
-        raise ValueError(f"no surface at density level {level:g}: {_level_hint(vol)}")
+        raise ValueError(f"no surface at density level {level:g}: {level_hint(vol)}")
     verts, faces = marching_cubes_mesh(vol.numpy(), level, aabb[:3].numpy(), aabb[3:].numpy())
     if len(faces) == 0:
-        raise ValueError(f"no surface at density level {level:g}: {_level_hint(vol)}")
+        raise ValueError(f"no surface at density level {level:g}: {level_hint(vol)}")
     rgb = None
     if colors and hasattr(model, "point_color"):
         rgb = vertex_colors(model, torch.from_numpy(verts), torch.from_numpy(faces.astype("int64")))
