@@ -200,3 +200,21 @@ def test_plot_ticks_are_round_and_colours_are_kept(tmp_path):
                       colours={"a": (10, 200, 30)})
     px = set(Image.open(path).convert("RGB").getdata())
     assert (10, 200, 30) in px and (31, 119, 180) in px
+
+
+def test_shared_cam_is_the_per_channel_cam_with_equal_channels():
+    """``shared=True`` keeps one scale / shift per grid point for every channel: it equals a
+    per-channel CAM whose channels all hold the same grid."""
+    from aware3d.fields.cam import CAM
+
+    torch.manual_seed(0)
+    shared = CAM(6, 1, 5, normalize=False, shared=True)
+    full = CAM(6, 1, 5, normalize=False)
+    with torch.no_grad():
+        shared.scale.copy_(torch.rand(1, 5) + 0.5)
+        shared.shift.copy_(torch.randn(1, 5))
+        full.scale.copy_(shared.scale.expand(6, 5))
+        full.shift.copy_(shared.shift.expand(6, 5))
+    f, x = torch.randn(7, 6), torch.rand(7, 1) * 2 - 1
+    assert torch.allclose(shared(f, x), full(f, x), atol=1e-6)
+    assert sum(p.numel() for p in shared.parameters()) == 10

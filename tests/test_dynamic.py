@@ -108,8 +108,9 @@ def test_time_cam_starts_as_identity_and_modulates_by_hand():
     # scale 2 at the grid cell of t = 1 (coordinate 2t - 1 = 1, the last of 5 cells): the first layer's
     # pre-activation doubles exactly there, and at t = 0.875 (halfway to the previous cell) by 1.5
     c = cam.cams[0]
+    assert c.scale.shape == (1, 5) and c.shared  # one scale per grid point for all channels (official)
     with torch.no_grad():
-        c.scale.view(16, -1)[:, -1] = 2.0
+        c.scale.view(-1)[-1] = 2.0
     from aware3d.render.encodings import nerf_encoding
 
     pre = plain.trunk[0](nerf_encoding(x, 10))
@@ -241,7 +242,7 @@ def test_hash_tnerf_takes_time_beside_the_grid_features_and_cam_starts_as_identi
     assert not torch.allclose(f.density(x, 0.1), f.density(x, 0.9))
     g = _hash_field("tnerf", cam_res=5)
     g.load_state_dict(f.state_dict(), strict=False)
-    assert g.time_cam.scale.shape == (16, 5)
+    assert g.time_cam.scale.shape == (1, 5)  # one scale per grid point, shared by the channels (official)
     t = torch.rand(32)
     s0, c0 = f(x, d, t)
     s1, c1 = g(x, d, t)

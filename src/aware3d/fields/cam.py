@@ -47,7 +47,7 @@ class CAM(nn.Module):
     """
 
     def __init__(self, channels: int, coord_dim: int, resolution: int | Sequence[int] = 4,
-                 normalize: bool = True, eps: float = 1e-5):
+                 normalize: bool = True, eps: float = 1e-5, shared: bool = False):
         super().__init__()
         if coord_dim not in (1, 2, 3):
             raise ValueError(f"coord_dim: expected 1, 2 or 3, got {coord_dim}")
@@ -57,7 +57,9 @@ class CAM(nn.Module):
         self.channels, self.coord_dim, self.resolution = int(channels), coord_dim, res
         self.normalize, self.eps = bool(normalize), float(eps)
         # grid_sample reads the last grid axis with the first coordinate: store axes reversed
-        shape = (self.channels, *reversed(res))
+        # shared: one scale and shift per grid point for all channels (CAM's dynamic-NeRF code)
+        self.shared = bool(shared)
+        shape = (1 if self.shared else self.channels, *reversed(res))
         self.scale = nn.Parameter(torch.ones(shape))
         self.shift = nn.Parameter(torch.zeros(shape))
 
@@ -69,12 +71,15 @@ class CAM(nn.Module):
         x = coords.reshape(-1, coords.shape[-1]).to(f.dtype)
         if f.dtype in (torch.float16, torch.bfloat16):
             f, x = f.float(), x.float()
-        out = cam_modulate(f, x, self.scale, self.shift, normalize=self.normalize, eps=self.eps)
+        scale, shift = self.scale, self.shift
+        if self.shared:
+            scale, shift = scale.expand(f.shape[-1], *scale.shape[1:]), shift.expand(f.shape[-1], *shift.shape[1:])
+        out = cam_modulate(f, x, scale, shift, normalize=self.normalize, eps=self.eps)
         return out.reshape(*lead, -1)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, coord_dim={self.coord_dim}, resolution={self.resolution}, "
-                f"normalize={self.normalize}")
+                f"normalize={self.normalize}" + (", shared" if self.shared else ""))
 
 
 class CAMNeRFMLP(NeRFMLP):

@@ -8,9 +8,9 @@ priority coordinate (CAM, card 9).
   its code applies it to whole batches of one time, here it holds per sample).
 - :class:`TimeNeRFMLP`: the NeRF MLP (8 x 256, skip after the 5th layer, 256-d feature + gamma(d)
   -> 128 -> RGB), optionally with gamma(t) (L = 10) appended to its input (T-NeRF), optionally with
-  a CAM per trunk layer: a per-channel scale and shift read from a 1-D grid over 2t - 1 (5 cells,
-  scale 1 / shift 0 at start), applied to the layer's pre-activation without feature
-  normalisation, as CAM's dynamic-NeRF code does.
+  a CAM per trunk layer: one scale and one shift (shared by all the layer's channels, as in CAM's
+  dynamic-NeRF code) read from a 1-D grid over 2t - 1 (5 points, scale 1 / shift 0 at start),
+  applied to the layer's pre-activation without feature normalisation, as that code does.
 - :class:`DynamicField`: ``variant="dnerf"`` (deformation + canonical NeRF) or ``"tnerf"``;
   ``field(x, d, t) -> (raw sigma, rgb)``, ``density(x, t)``.
 - :class:`DynamicHashField`: the same two variants on aware3d's hash-grid field
@@ -95,7 +95,7 @@ class TimeNeRFMLP(NeRFMLP):
             for i in range(depth):
                 fan_in = skip_in if i == 0 else width + (skip_in if (i - 1) in self.skips else 0)
                 self.trunk[i] = nn.Linear(fan_in, width)
-        self.cams = nn.ModuleList([CAM(width, 1, cam_res, normalize=False) for _ in range(depth)]) if cam_res else None
+        self.cams = nn.ModuleList([CAM(width, 1, cam_res, normalize=False, shared=True) for _ in range(depth)]) if cam_res else None
 
     def _trunk_t(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ex = nerf_encoding(x, self.pos_freqs)
@@ -174,7 +174,7 @@ class DynamicHashField(HashGridField):
             self.density_mlp[0] = nn.Linear(first.in_features + positional_encoding_dim(1, self.time_freqs, True),
                                             first.out_features)
         hidden = self.density_mlp[0].out_features
-        self.time_cam = CAM(hidden, 1, cam_res, normalize=False) if cam_res else None
+        self.time_cam = CAM(hidden, 1, cam_res, normalize=False, shared=True) if cam_res else None
 
     def warp(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Points in the space the grid sees: x + dx(x, t) (D-NeRF) or x."""
