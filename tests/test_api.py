@@ -122,8 +122,11 @@ def test_legacy_gan_run_through_the_surface(tmp_path):
     assert obj["alpha"].shape == (2, 16, 16)
     files = run.render_program("object_rotation", out=tmp_path / "rot", frames=2, samples=1)
     assert Path(files["png"]).exists() and "object-rotation" in Path(files["png"]).name
-    info = run.export_mesh(out=tmp_path / "o.ply", resolution=12, object_index=1)
-    assert Path(info["path"]).exists()
+    # the option reaches GIRAFFE's exporter; after 2 steps object 1 has no density anywhere yet, which
+    # is a clear error (an empty PLY before)
+    with pytest.raises(ValueError, match="0 everywhere in the scene box: nothing to mesh"):
+        run.export_mesh(out=tmp_path / "o.ply", resolution=12, object_index=1)
+    assert not (tmp_path / "o.ply").exists()
     with pytest.raises(ValueError, match="--object-index: does not apply to graf mesh export"):
         aware3d.load(FIXTURES / "graf", device="cpu").export_mesh(out=tmp_path / "g.ply", object_index=1)
     with pytest.raises(ValueError, match="hologan has no density to mesh"):
