@@ -324,3 +324,15 @@ def test_a_real_browser_shows_the_first_frame(name, tmp_path):
     img = np.asarray(Image.open(shot).convert("RGB")).astype(np.float64)
     assert img.std() > 10, "the screenshot is blank"
     assert frames >= 1, "the browser connected but no frame was rendered for it"
+
+
+def test_gan_images_fill_the_view_without_distortion():
+    from aware3d.viewer.app import fit_to_aspect
+
+    img = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    out = fit_to_aspect(img, 16 / 10, height=64)
+    assert out.shape == (64, 102, 3)                      # 1.6 : 1
+    assert np.array_equal(out[0:16:16, 19:35:16], img[:1, :1])  # 16x nearest, centred
+    assert np.array_equal(out[::16, 19:83:16], img) and (out[:, :19] == 235).all()
+    tall = fit_to_aspect(img, 0.5, height=64)
+    assert tall.shape == (128, 64, 3) and np.array_equal(tall[32:96:16, ::16], img)

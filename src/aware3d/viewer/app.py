@@ -43,6 +43,21 @@ def import_viser():
     return viser
 
 
+def fit_to_aspect(img: np.ndarray, aspect: float, height: int = 512) -> np.ndarray:
+    """A GAN sample for a viewport of width / height ``aspect``: enlarged by an integer factor
+    (nearest neighbour: the generator's pixels stay sharp) to about ``height`` rows, centred on a
+    grey canvas of that aspect (the page stretches the background image to the viewport)."""
+    h, w = img.shape[:2]
+    k = max(1, height // max(h, 1))
+    big = np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+    H = max(big.shape[0], int(round(big.shape[1] / max(aspect, 1e-3))))
+    W = max(big.shape[1], int(round(H * aspect)))
+    canvas = np.full((H, W, 3), 235, dtype=np.uint8)
+    y, x = (H - big.shape[0]) // 2, (W - big.shape[1]) // 2
+    canvas[y:y + big.shape[0], x:x + big.shape[1]] = big
+    return canvas
+
+
 class Viewer:
     """A running viewer of one run (a loaded run object). ``url``; :meth:`stop`. ``monitor``: a
     :class:`~aware3d.viewer.core.TrainingMonitor` when a training loop is being watched (the loop
@@ -141,8 +156,8 @@ class Viewer:
             step = max(1, max(img.shape[:2]) // 96)
             h = self.server.scene.add_camera_frustum(
                 f"/cameras/{i}", fov=float(2 * np.arctan(0.5 * ds.height / float(ds.K[i, 1, 1]))),
-                aspect=ds.width / ds.height, scale=0.08 * radius, image=img[::step, ::step], wxyz=wxyz,
-                position=pos, color=(60, 120, 220))
+                aspect=ds.width / ds.height, scale=0.05 * radius, image=img[::step, ::step], wxyz=wxyz,
+                position=pos, color=(60, 120, 220), thickness=1.5, thickness_units="screen")
 
             def jump(event, i=int(i)):
                 if event.client is not None:
@@ -153,7 +168,12 @@ class Viewer:
             self._frustums.append(h)
 
     def _field_client(self, client):
-        c2w = self.run.orbit_camera(azimuth_deg=30.0)
+        # start a little outside and above the ring of training cameras, looking at the centre,
+        # so that no training camera's frustum sits in front of the view
+        scene = self.run.scene
+        c2w = self.run.orbit_camera(azimuth_deg=30.0,
+                                    elevation_deg=min(float(scene.get("orbit_elevation_deg", 20.0)) + 15.0, 75.0),
+                                    radius=1.5 * float(scene.get("orbit_radius", 4.0)))
         wxyz, pos = c2w_to_viser(c2w)
         with client.atomic():
             client.camera.fov = self.fov_y
@@ -364,7 +384,11 @@ class Viewer:
         self._gan_dirty.set()
         if self.monitor is None:
             threading.Thread(target=self._gan_loop, name="aware3d-viewer-gan", daemon=True).start()
-        self.server.on_client_connect(lambda client: self._gan_dirty.set())
+        def connect(client):
+            # the browser reports its viewport once connected: show the sample at that aspect
+            client.camera.on_update(lambda _cam: self._gan_dirty.set())
+            self._gan_dirty.set()
+        self.server.on_client_connect(connect)
 
     def _build_objects(self):
         gui, c = self.server.gui, self.controls
@@ -465,7 +489,12 @@ class Viewer:
         t0 = time.perf_counter()
         img = self.controls.image()
         dt = time.perf_counter() - t0
-        self.server.scene.set_background_image(img, format="png")
+        clients = list(self.server.get_clients().values())
+        for client in clients:  # the sample in the middle of each browser's view, at its aspect
+            aspect = float(getattr(client.camera, "aspect", 0.0) or 16 / 10)
+            client.scene.set_background_image(fit_to_aspect(img, aspect), format="png")
+        if not clients:
+            self.server.scene.set_background_image(fit_to_aspect(img, 16 / 10), format="png")
         self._published(img, {"kind": "gan", "seconds": dt, "width": img.shape[1], "height": img.shape[0]})
         return img
 
