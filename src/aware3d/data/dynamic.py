@@ -7,7 +7,9 @@ turn and deform over time t in [0, 1], seen by one camera moving around them.
 - a blue box (half side 0.25) turning half a turn about z;
 - a green cylinder (radius 0.2) stretching from half height 0.15 to 0.45 (a deformation: its shape
   changes, not only its pose);
-- a yellow cone bobbing up and down, z = -0.1 + 0.25 sin(2 pi t).
+- a yellow cone bobbing up and down, z = -0.1 + 0.25 sin(2 pi t);
+- a small purple sphere (radius 0.12) at the origin that never moves (inside the red sphere's
+  circle, so nothing passes through it): its pixels from one pose agree at every time.
 
 :func:`synth_dynamic_scene` writes a Blender-format folder whose frames carry ``time``: training
 frames at evenly spaced times from one camera that circles the scene 1.5 times while its elevation
@@ -50,6 +52,7 @@ def dynamic_primitives(t: float) -> list[Primitive]:
         Primitive("box", (-0.55, -0.45, -0.1), (0.25, 0.25, 0.25), (0.2, 0.35, 0.85), (0, 0, 180.0 * t)),
         Primitive("cylinder", (0.55, -0.5, 0.0), (0.2, 0.2, 0.15 + 0.3 * t), (0.2, 0.7, 0.3)),
         Primitive("cone", (-0.5, 0.55, -0.1 + 0.25 * math.sin(a)), (0.25, 0.25, 0.3), (0.95, 0.8, 0.2)),
+        Primitive("sphere", (0.0, 0.0, 0.0), (0.12, 0.12, 0.12), (0.6, 0.3, 0.8)),  # static
     ]
 
 
