@@ -336,3 +336,33 @@ def test_gan_images_fill_the_view_without_distortion():
     assert np.array_equal(out[::16, 19:83:16], img) and (out[:, :19] == 235).all()
     tall = fit_to_aspect(img, 0.5, height=64)
     assert tall.shape == (128, 64, 3) and np.array_equal(tall[32:96:16, ::16], img)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_train_with_the_viewer_from_the_cli(tmp_path, capsys):
+    """`aware3d train ... --viewer` serves the page while it trains (field and GAN) and stops it
+    with the run; the run is the same kind of run folder as without the viewer."""
+    pytest.importorskip("viser", reason="the viewer needs viser (pip install \"aware3d[viewer]\")")
+    from aware3d.cli import main
+    from aware3d.data.synth import synth_objects, synth_scene
+
+    synth_scene(tmp_path / "scene", n_views=6, resolution=16, progress=False)
+    port = _free_port()
+    assert main(["train", "ngp", "--data", str(tmp_path / "scene"), "--preset", "tiny", "--max-steps", "4",
+                 "--out", str(tmp_path / "f"), "--viewer", "--port", str(port)]) == 0
+    err = capsys.readouterr().err
+    assert f"viewer: http://localhost:{port}" in err
+    assert (tmp_path / "f" / "checkpoints" / "latest").exists()
+    synth_objects(tmp_path / "objects", count=8, resolution=16, progress=False)
+    port = _free_port()
+    assert main(["train", "giraffe", "--data", str(tmp_path / "objects"), "--preset", "tiny", "--max-steps", "3",
+                 "--out", str(tmp_path / "g"), "--viewer", "--port", str(port)]) == 0
+    assert f"viewer: http://localhost:{port}" in capsys.readouterr().err
