@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-ALL = ("giraffe", "graf", "pigan", "hologan", "cips3d")
+ALL = ("giraffe", "graf", "pigan", "hologan", "cips3d", "stylenerf", "volumegan")
 
 # CPU presets (faces / synthetic objects) and what makes them render 64 x 64
 SPECS = {
@@ -50,9 +50,12 @@ SPECS = {
                                      (1200, 64, 8, 2e-4, 4e-4)), resolution=64)),
     "hologan": dict(faces="cpu", objects="cpu_objects", res64=dict(resolution=64)),
     "cips3d": dict(faces="cpu", objects="cpu_objects", res64=dict(resolution=64)),
+    "stylenerf": dict(faces="cpu64", objects="cpu64_objects", res64=dict(resolution=64)),
+    "volumegan": dict(faces="cpu", objects="cpu_objects", res64=dict(resolution=64)),
 }
 COLORS = {"giraffe": (31, 119, 180), "graf": (214, 39, 40), "pigan": (44, 160, 44),
-          "hologan": (148, 103, 189), "cips3d": (255, 127, 14)}
+          "hologan": (148, 103, 189), "cips3d": (255, 127, 14), "stylenerf": (140, 86, 75),
+          "volumegan": (227, 119, 194)}
 
 
 def load_module(name: str):
@@ -131,7 +134,7 @@ def consistency(name: str, mod, cfg, method, G, yaw_step: float) -> dict:
         x = method.sample_inputs(1, g, train=False)
         for dy in (0.0, yaw_step):
             x["c2w"] = method.camera_from_angles(torch.tensor([yaw + dy]), torch.tensor([pitch]))
-            if name == "cips3d":
+            if name in ("cips3d", "stylenerf", "volumegan"):  # depth of the NeRF features
                 d = G(x, return_aux=True)["depth"][0]
                 views.append((d, d > 0, x["c2w"][0]))
             else:
@@ -139,7 +142,8 @@ def consistency(name: str, mod, cfg, method, G, yaw_step: float) -> dict:
                 views.append((out["depth"][0] / out["opacity"][0].clamp_min(1e-6), out["opacity"][0] > 0.5,
                               x["c2w"][0]))
         res = views[0][0].shape[-1]
-        note = f"image depth {res}^2" if name != "cips3d" else f"NeRF feature depth {res}^2, 2D decoder on top"
+        note = f"image depth {res}^2" if name not in ("cips3d", "stylenerf", "volumegan") else \
+            f"NeRF feature depth {res}^2, 2D decoder on top"
     K = intrinsics_from_fov(cfg.fov, res)
     (da, ma, ca), (db, mb, cb) = views
     err = depth_reprojection_error(da, db, K, ca, cb, ma, mb)
