@@ -313,3 +313,21 @@ def test_a_static_object_looks_the_same_at_every_time():
         assert torch.equal(r["depth"][0][both], ref["depth"][0][both])
     # and the moving ones do move: some pixel's object changes between two times
     assert not torch.equal(renders[0]["index"], renders[2]["index"])
+
+
+def test_precrop_draws_the_central_crop_as_d_nerf_does():
+    from aware3d.methods.dnerf import PRESETS, resolve_config
+    from aware3d.train.recon import center_crop_indices
+
+    # D-NeRF's precrop: H // 2 - dH .. H // 2 + dH with dH = int(H // 2 * frac), the same for W
+    idx = center_crop_indices(2, width=8, height=6, frac=0.5)
+    rows, cols = (idx % 48) // 8, idx % 8
+    assert sorted(set(rows.tolist())) == [2, 3] and sorted(set(cols.tolist())) == [2, 3, 4, 5]
+    assert idx.numel() == 2 * 2 * 4 and int((idx // 48).max()) == 1
+    with pytest.raises(ValueError, match="precrop_frac"):
+        center_crop_indices(1, 8, 6, 0.0)
+    cfg = resolve_config(dict(PRESETS["cpu"]))
+    assert cfg["precrop_steps"] == 500 and cfg["precrop_frac"] == 0.5  # official precrop_iters / frac
+    assert resolve_config(dict(PRESETS["cpu"], backbone="ngp"))["precrop_steps"] == 0
+    old = {k: v for k, v in PRESETS["cpu"].items() if k != "precrop_steps"}
+    assert resolve_config(old)["precrop_steps"] == 0  # runs saved before the setting

@@ -65,6 +65,9 @@ class DNeRFConfig:
     decay_steps: int | None = None  # steps of the learning-rate decay
     chunk: int = 8192               # mlp: rays per network call when rendering
     max_steps: int | None = None    # steps when neither --max-steps nor --max-minutes is given
+    precrop_steps: int | None = None  # rays from the central crop of each image for the first N steps
+    #                                   (D-NeRF's precrop_iters: 500 on mlp, 0 on ngp; runs saved before: 0)
+    precrop_frac: float = 0.5       # side of that crop as a fraction of the image (D-NeRF's 0.5)
     cam: bool = False               # coordinate-aware modulation with time as the priority coordinate (--cam)
     cam_res: int = 5                # cells of CAM's 1-D time grid
     levels: int = 16                # ngp: hash-grid levels
@@ -90,27 +93,27 @@ class DNeRFConfig:
 BACKBONES = ("mlp", "ngp")
 # the settings that differ between the backbones, per preset (PRESETS holds None for them)
 _PER_BACKBONE = ("deform_depth", "deform_width", "pos_freqs", "time_freqs", "lr", "lr_final", "decay_steps",
-                 "max_steps")
+                 "max_steps", "precrop_steps")
 BACKBONE_PRESETS = {
     "mlp": {
         # D-NeRF's settings (configs/*.txt): 8 x 256 networks, 64 + 128 samples, 500 rays, 800k steps
         "paper": dict(deform_depth=8, deform_width=256, pos_freqs=10, time_freqs=10, lr=5e-4, lr_final=5e-5,
-                      decay_steps=500_000, max_steps=800_000),
+                      decay_steps=500_000, max_steps=800_000, precrop_steps=500),
         # the same networks and sampling (the default on a CPU: fewer steps by default)
         "cpu": dict(deform_depth=8, deform_width=256, pos_freqs=10, time_freqs=10, lr=5e-4, lr_final=5e-5,
-                    decay_steps=500_000, max_steps=50_000),
+                    decay_steps=500_000, max_steps=50_000, precrop_steps=500),
         # small networks for tests and quick looks
         "tiny": dict(deform_depth=3, deform_width=64, pos_freqs=10, time_freqs=10, lr=1e-3, lr_final=1e-4,
-                     decay_steps=5_000, max_steps=2_000),
+                     decay_steps=5_000, max_steps=2_000, precrop_steps=500),
     },
     "ngp": {
         # CAM's nerfacc warp (4 x 64, gamma L = 4 for x and t) ahead of ngp's paper settings
         "paper": dict(deform_depth=4, deform_width=64, pos_freqs=4, time_freqs=4, lr=1e-2, lr_final=1e-3,
-                      decay_steps=30_000, max_steps=30_000),
+                      decay_steps=30_000, max_steps=30_000, precrop_steps=0),
         "cpu": dict(deform_depth=4, deform_width=64, pos_freqs=4, time_freqs=4, lr=1e-2, lr_final=1e-3,
-                    decay_steps=20_000, max_steps=20_000),
+                    decay_steps=20_000, max_steps=20_000, precrop_steps=0),
         "tiny": dict(deform_depth=3, deform_width=32, pos_freqs=4, time_freqs=4, lr=1e-2, lr_final=1e-3,
-                     decay_steps=2_000, max_steps=2_000),
+                     decay_steps=2_000, max_steps=2_000, precrop_steps=0),
     },
 }
 # the hash grid, occupancy and marching settings of the ngp backbone: ngp's presets of the same name
@@ -130,7 +133,8 @@ def _preset(name: str) -> dict:
 
     cfg = dict(_MLP[name], **{k: _ngp.PRESETS[name][k] for k in _NGP_KEYS})
     cfg.update({k: None for k in _PER_BACKBONE})
-    cfg.update(backbone="mlp", cam=False, cam_res=5, variant="dnerf", zero_canonical=True, chunk=8192)
+    cfg.update(backbone="mlp", cam=False, cam_res=5, variant="dnerf", zero_canonical=True, chunk=8192,
+               precrop_frac=0.5)
     return cfg
 
 
@@ -145,6 +149,7 @@ def resolve_config(cfg: dict) -> dict:
     if backbone not in BACKBONES:
         raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
     cfg["backbone"] = backbone
+    cfg.setdefault("precrop_steps", 0)  # runs saved before the setting trained without it
     table = BACKBONE_PRESETS[backbone]
     src = table.get(cfg.get("preset") or DEFAULT_PRESET, table[DEFAULT_PRESET])
     for k, v in src.items():

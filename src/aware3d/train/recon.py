@@ -67,6 +67,64 @@ def render_image(model, K: torch.Tensor, c2w: torch.Tensor, width: int, height: 
             for k, v in outs.items()}
 
 
+@torch.no_grad()
+def field_is_dead(model, ds, dev, n_rays: int = 256) -> bool:
+    """True when a fresh field sees no density on any of ``n_rays`` training rays (from the central
+    crop of the images, where the scene is): with its density behind a ReLU, such a field gets no
+    gradient and never learns. NeRF-style MLPs start this way for some seeds (the density head's
+    output has one sign for every point once the trunk's activations have shrunk with depth)."""
+    from ..render.cameras import image_rays
+
+    g = torch.Generator().manual_seed(0)
+    crop = center_crop_indices(len(ds), ds.width, ds.height, 0.5)
+    idx = crop[torch.randint(0, crop.numel(), (n_rays,), generator=g)]
+    img, pix = idx // (ds.width * ds.height), idx % (ds.width * ds.height)
+    o, d = image_rays(ds.K[img], ds.c2w[img], ds.width, ds.height)
+    ar = torch.arange(n_rays)
+    o, d = o.reshape(n_rays, -1, 3)[ar, pix], d.reshape(n_rays, -1, 3)[ar, pix]
+    kw = {}
+    if getattr(model, "uses_times", False) and getattr(ds, "times", None) is not None:
+        kw["times"] = ds.times[img].to(dev)
+    if getattr(model, "uses_image_ids", False):
+        kw["image_ids"] = img.to(dev)
+    was = model.training
+    model.eval()
+    try:
+        out = model(o.to(dev), d.to(dev), training=False, **kw)
+    finally:
+        model.train(was)
+    return not bool((out["opacity"] > 0).any())
+
+
+def _live_model(model, method, cfg, scene, dev, ds, seed: int, progress: bool, tries: int = 8):
+    """``model``, or when it starts dead (:func:`field_is_dead`) the first of the networks drawn from
+    seeds seed + 1, seed + 2, ... that is not, saying so (deterministic for a given seed)."""
+    for k in range(1, tries + 1):
+        if not field_is_dead(model, ds, dev):
+            return model
+        if progress:
+            print(f"the field drawn from seed {seed + k - 1} sees no density on any training ray (its ReLU'd "
+                  f"density is 0 everywhere, so it would never learn): drawing it again from seed {seed + k}",
+                  file=sys.stderr, flush=True)
+        torch.manual_seed(seed + k)
+        model = method.build(cfg, scene, dev)
+    torch.manual_seed(seed)
+    return model
+
+
+def center_crop_indices(n_images: int, width: int, height: int, frac: float = 0.5) -> torch.Tensor:
+    """Flat indices (into all training rays, image after image, row-major) of the pixels in the
+    central ``frac`` x ``frac`` crop of every image: D-NeRF's (and NeRF's) ``precrop``, which keeps a
+    white-background scene from collapsing to "empty" in its first steps."""
+    if not 0 < frac <= 1:
+        raise ValueError(f"precrop_frac: expected a fraction in (0, 1], got {frac}")
+    dh, dw = int(height // 2 * frac), int(width // 2 * frac)
+    rows = torch.arange(height // 2 - dh, height // 2 + dh) if dh else torch.tensor([height // 2])
+    cols = torch.arange(width // 2 - dw, width // 2 + dw) if dw else torch.tensor([width // 2])
+    pix = (rows[:, None] * width + cols[None, :]).reshape(-1)
+    return (torch.arange(n_images)[:, None] * (width * height) + pix[None]).reshape(-1)
+
+
 def _frame_time(ds, i: int) -> float | None:
     times = getattr(ds, "times", None)
     return None if times is None else float(times[i])
@@ -137,6 +195,8 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
     with io.RunLock(run_dir):  # one trainer per run folder
         io.clean_orphan_temps(run_dir, report=progress)
         model = method.build(cfg, scene, dev)
+        if not resume:
+            model = _live_model(model, method, cfg, scene, dev, train_ds, seed, progress)
         opt = model.make_optimizer()
         step, train_seconds = 0, 0.0
         if resume:
@@ -160,6 +220,10 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
         uses_ids = getattr(model, "uses_image_ids", False)
         if uses_ids:
             ids_all = torch.arange(len(train_ds), device=dev).repeat_interleave(train_ds.width * train_ds.height)
+        precrop_steps = int(cfg.get("precrop_steps") or 0)
+        if precrop_steps > 0:
+            crop_idx = center_crop_indices(len(train_ds), train_ds.width, train_ds.height,
+                                           float(cfg.get("precrop_frac", 0.5))).to(dev)
         uses_times = getattr(model, "uses_times", False)
         if uses_times:
             if train_ds.times is None:
@@ -204,7 +268,10 @@ def train(method, data: str, out: str | None = None, preset: str | None = None,
                     model.train()
                     model.before_step(step)
                     n_rays = model.n_rays if hasattr(model, "next_batch_rays") else cfg["batch_size"]
-                    idx = torch.randint(0, n_total, (n_rays,), device=dev)
+                    if step < precrop_steps:  # the central crop of each image first (D-NeRF's precrop)
+                        idx = crop_idx[torch.randint(0, crop_idx.numel(), (n_rays,), device=dev)]
+                    else:
+                        idx = torch.randint(0, n_total, (n_rays,), device=dev)
                     for g in opt.param_groups:
                         g["lr"] = model.lr_at(step)
                     kw = {"image_ids": ids_all[idx]} if uses_ids else {}
