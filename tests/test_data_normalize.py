@@ -162,13 +162,7 @@ def test_runs_keep_the_transform_and_export_in_the_data_frame(tmp_path):
 
 
 def _ply_vertices(path):
-    from pathlib import Path
+    from test_export import _read_ply  # the PLY reader of the export tests (tests/ is on the path)
 
-    data = Path(path).read_bytes()
-    i = data.index(b"end_header\n") + len(b"end_header\n")
-    head = data[:i].decode()
-    nv = int(head.split("element vertex ")[1].split()[0])
-    colored = "property uchar red" in head
-    dt = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")] + ([("r", "u1"), ("g", "u1"), ("b", "u1")] if colored else [])
-    v = np.frombuffer(data[i:i + nv * np.dtype(dt).itemsize], dtype=dt)
+    v, _ = _read_ply(path)
     return np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float64)
