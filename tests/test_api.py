@@ -220,3 +220,13 @@ def test_a_run_of_an_unknown_method_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text('{"method": "zipnerf"}')
     with pytest.raises(ValueError, match=r"config names method 'zipnerf'; this aware3d knows nerf, ngp"):
         aware3d.load(tmp_path)
+
+
+def test_methods_listing_keeps_every_name_apart(capsys):
+    from aware3d.cli import main
+
+    assert main(["methods"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "[" in ln]
+    assert len(lines) == len(registry.METHODS)
+    for name, line in zip(registry.METHODS, lines):
+        assert line.split()[0] == name  # the longest name too is followed by a space

@@ -78,9 +78,10 @@ def cmd_doctor(args, parser) -> int:
 def cmd_methods(args, parser) -> int:
     from . import registry
 
+    width = max(len(n) for n in registry.METHODS) + 2
     for name in registry.METHODS:
         m = registry.get(name)
-        print(f"{name:<9}{m.title}  [{m.kind}]  {m.paper}")
+        print(f"{name:<{width}}{m.title}  [{m.kind}]  {m.paper}")
         if args.verbose:
             for p, desc in m.presets.items():
                 star = "*" if p == m.default_preset else " "
