@@ -73,15 +73,15 @@ def field_is_dead(model, ds, dev, n_rays: int = 256) -> bool:
     crop of the images, where the scene is): with its density behind a ReLU, such a field gets no
     gradient and never learns. NeRF-style MLPs start this way for some seeds (the density head's
     output has one sign for every point once the trunk's activations have shrunk with depth)."""
-    from ..render.cameras import image_rays
+    from ..render.cameras import rays_from_pixels
 
     g = torch.Generator().manual_seed(0)
     crop = center_crop_indices(len(ds), ds.width, ds.height, 0.5)
     idx = crop[torch.randint(0, crop.numel(), (n_rays,), generator=g)]
     img, pix = idx // (ds.width * ds.height), idx % (ds.width * ds.height)
-    o, d = image_rays(ds.K[img], ds.c2w[img], ds.width, ds.height)
-    ar = torch.arange(n_rays)
-    o, d = o.reshape(n_rays, -1, 3)[ar, pix], d.reshape(n_rays, -1, 3)[ar, pix]
+    # only the sampled pixels' rays (through their centres, as image_rays), not whole images
+    uv = torch.stack([pix % ds.width, pix // ds.width], -1).to(ds.K.dtype) + 0.5
+    o, d = rays_from_pixels(ds.K[img], ds.c2w[img], uv)
     kw = {}
     if getattr(model, "uses_times", False) and getattr(ds, "times", None) is not None:
         kw["times"] = ds.times[img].to(dev)
