@@ -235,7 +235,7 @@ class Viewer:
             save = gui.add_button("Save path")
             load = gui.add_button("Load path")
             self.g_path_info = gui.add_markdown("no keyframes")
-        self._path_splines = None
+        self._path_handles: list = []  # the keyframe frustums and spline on the page
 
         @add.on_click
         def _(event):
@@ -294,20 +294,19 @@ class Viewer:
     def _show_path(self):
         n = len(self.path.keyframes)
         self.g_path_info.content = f"{n} keyframe{'s' if n != 1 else ''}"
-        for name in [f"/path/key{i}" for i in range(200)]:
-            try:
-                self.server.scene.remove_by_name(name) if hasattr(self.server.scene, "remove_by_name") else None
-            except Exception:  # noqa: BLE001 (nothing of that name)
-                pass
+        for h in self._path_handles:  # what the last call drew (the spline too, when keyframes went)
+            h.remove()
+        self._path_handles = []
         for i, (c2w, fov) in enumerate(self.path.keyframes):
             wxyz, pos = c2w_to_viser(c2w)
-            self.server.scene.add_camera_frustum(f"/path/key{i}", fov=float(np.radians(fov)), aspect=self.aspect,
-                                                 scale=0.1 * float(self.run.scene.get("orbit_radius", 1.0)),
-                                                 wxyz=wxyz, position=pos, color=(230, 60, 60))
+            self._path_handles.append(self.server.scene.add_camera_frustum(
+                f"/path/key{i}", fov=float(np.radians(fov)), aspect=self.aspect,
+                scale=0.1 * float(self.run.scene.get("orbit_radius", 1.0)), wxyz=wxyz, position=pos,
+                color=(230, 60, 60)))
         if n >= 2:
             poses, _ = self.path.frames(max(2, 16 * n))
-            self.server.scene.add_spline_catmull_rom("/path/spline", points=poses[:, :3, 3].numpy(),
-                                                     color=(230, 60, 60), thickness=0.01)
+            self._path_handles.append(self.server.scene.add_spline_catmull_rom(
+                "/path/spline", points=poses[:, :3, 3].numpy(), color=(230, 60, 60), thickness=0.01))
 
     def path_json(self) -> dict:
         return self.path.to_json(float(self.g_seconds.value), float(self.g_fps.value), int(self.g_width.value),
