@@ -1,5 +1,6 @@
 """CAM in time on video: nerv vs nerv + CAM and ffnerv vs ffnerv + CAM at equal steps and equal
-parameters, on two short clips:
+parameters, and ffnerv with FFNeRV's flow-guided frame aggregation (``+agg``; the arms without it
+have it turned off), on two short clips:
 
 - ``synth``: 60 frames of 64x64 rendered by aware3d's ray caster (the "default_floor" scene, one
   turntable turn, :func:`aware3d.fit_video.synthetic_clip`);
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / "benchmarks" / "results" / "video"
 FOX = Path("/work/shared/data/instant_ngp/fox/images")
 VIDEOS = {"synth": None, "fox": FOX}
-ARMS = ("nerv", "nerv+cam", "ffnerv", "ffnerv+cam")
+ARMS = ("nerv", "nerv+cam", "ffnerv", "ffnerv+cam", "ffnerv+agg", "ffnerv+agg+cam")
 MOD_RES = 16
 
 
@@ -48,11 +49,11 @@ def load(video: str) -> torch.Tensor:
     return frames
 
 
-def matched_config(model: str, hw, cam: bool):
+def matched_config(model: str, hw, cam: bool, agg: bool = False):
     """(config, overrides) for an arm; the arm without CAM gets CAM's parameter count back."""
-    from aware3d.fields.nerv import CONFIGS, NeRV, config_for_frames, count_parameters
+    from aware3d.fields.nerv import CONFIGS, PAPER_AGG, NeRV, config_for_frames, count_parameters
 
-    base = CONFIGS[f"{model}-cpu"]
+    base = replace(CONFIGS[f"{model}-cpu"], agg=PAPER_AGG if agg else ())
     with_cam = count_parameters(NeRV(config_for_frames(base, *hw, mod_res=MOD_RES)))
     if cam:
         return base, with_cam
@@ -77,8 +78,8 @@ def worker(arms: list[str], steps: int, threads: int) -> None:
     for spec in arms:
         video, arm = spec.split(":")
         frames = cache.setdefault(video, load(video))
-        model, cam = arm.split("+")[0], arm.endswith("+cam")
-        cfg, target = matched_config(model, frames.shape[1:3], cam)
+        model, cam, agg = arm.split("+")[0], arm.endswith("+cam"), "+agg" in arm
+        cfg, target = matched_config(model, frames.shape[1:3], cam, agg)
         t0 = time.time()
         m = fit_video(None, model, cam, steps, frames=frames, config=cfg, mod_res=MOD_RES, threads=threads,
                       write_files=False, seed=0, device="cpu")
@@ -93,7 +94,7 @@ def worker(arms: list[str], steps: int, threads: int) -> None:
 
 def table() -> str:
     rows = ["| video | arm | parameters | bpp (fp16) | steps (epochs) | PSNR (dB) | MS-SSIM (scales) | "
-            "worst-frame PSNR | train s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "worst-frame PSNR | train s | train CPU s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for video in VIDEOS:
         for arm in ARMS:
             f = RES / f"{video}_{arm.replace('+', '_')}.json"
@@ -103,7 +104,7 @@ def table() -> str:
             rows.append(f"| {video} ({m['frames']} x {m['size'][0]}x{m['size'][1]}) | {arm} | {m['params']:,} | "
                         f"{m['bpp_fp16']:.2f} | {m['steps']} ({m['epochs']:.0f}) | {m['psnr']:.2f} | "
                         f"{m['ms_ssim']:.4f} ({m['ms_ssim_levels']}) | {min(m['psnr_per_frame']):.2f} | "
-                        f"{m['seconds']:.0f} |")
+                        f"{m['seconds']:.0f} | {m.get('cpu_seconds', float('nan')):.0f} |")
     return "\n".join(rows)
 
 
@@ -113,13 +114,15 @@ def main() -> None:
     ap.add_argument("--arms", default=None, help="comma-separated video:arm (worker mode)")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--videos", default="synth,fox")
+    ap.add_argument("--only", default=None, help="comma-separated arms (run mode; default all)")
     a = ap.parse_args()
     if a.mode == "worker":
         worker(a.arms.split(","), a.steps, threads=1)
     elif a.mode == "table":
         print(table())
     else:
-        specs = [f"{v}:{arm}" for v in a.videos.split(",") for arm in ARMS]
+        arms = a.only.split(",") if a.only else ARMS
+        specs = [f"{v}:{arm}" for v in a.videos.split(",") for arm in arms]
         # one worker per core; each worker alternates arms so both cores see the same mix
         halves = [specs[0::2], specs[1::2]]
         procs = []

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from aware3d.cli import main as cli_main
-from aware3d.fields.nerv import (CONFIGS, NeRV, NeRVBlock, NeRVConfig, TemporalCAM, config_for_frames,
-                                 count_parameters, interp_1d, nerv_positional_encoding)
+from aware3d.fields.nerv import (CONFIGS, FrameBuffer, NeRV, NeRVBlock, NeRVConfig, TemporalCAM,
+                                 aggregate_frames, config_for_frames, count_parameters, flow_warp, interp_1d,
+                                 nerv_positional_encoding)
 from aware3d.fit_video import fit_video, load_frames, lr_at, snapped_size
 from aware3d.metrics import ssim
 from aware3d.metrics.msssim import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_levels
@@ -37,9 +38,76 @@ def test_frame_size_is_feature_map_times_product_of_strides(model):
 def test_paper_parameter_counts():
     # NeRV-S: 3.2M in the NeRV paper; CAM's FFNeRV representation line without the flow heads
     assert count_parameters(NeRV(CONFIGS["nerv-s"])) == 3_201_905
-    assert count_parameters(NeRV(CONFIGS["ffnerv-rep"])) == 12_407_151
+    assert count_parameters(NeRV(replace(CONFIGS["ffnerv-rep"], agg=()))) == 12_407_151
+    # with the flow head (1x1, 96 -> 4 x 3) and the 5-channel last head: the official Generator's
+    # count (built from CAM_ffnerv/model.py with --agg-ind -2 -1 1 2)
+    assert count_parameters(NeRV(CONFIGS["ffnerv-rep"])) == 12_408_509 == 12_407_151 + 96 * 12 + 12 + 96 * 2 + 2
     # CAM at 60 points: 2 * 60 * (156 + 96 * 4) more
-    assert count_parameters(NeRV(replace(CONFIGS["ffnerv-rep"], mod_res=60))) == 12_407_151 + 120 * 540
+    assert count_parameters(NeRV(replace(CONFIGS["ffnerv-rep"], mod_res=60))) == 12_408_509 + 120 * 540
+
+
+def _agg_net(**kw):
+    c = NeRVConfig("ffnerv", 2, 3, 16, (3, 2, 2, 2), 1, 2, 8, "gelu", t_dims=(4, 8), agg=(-2, -1, 1, 2), **kw)
+    torch.manual_seed(0)
+    return NeRV(c)
+
+
+def test_flow_aggregation_heads_and_shapes():
+    net = _agg_net()
+    o = net.heads(torch.tensor([0.0, 0.5, 0.9]))
+    # frame 48 x 72; the flow head sits after the third-from-last block: (48 / 4) x (72 / 4)
+    assert o["independent"].shape == (3, 3, 48, 72) and o["blend"].shape == (3, 2, 48, 72)
+    assert o["flow"].shape == (3, 12, 12, 18)
+    assert torch.equal(net(torch.tensor([0.0, 0.5, 0.9])), o["independent"])
+    buf = FrameBuffer(5, 48, 72)
+    buf.update(torch.arange(5), torch.rand(5, 3, 48, 72))
+    nb = buf.neighbours(torch.tensor([0, 4]), (-2, -1, 1, 2))
+    assert nb.shape == (2, 4, 3, 48, 72) and nb.dtype == torch.float32 and buf.frames.dtype == torch.float16
+    assert nb[0, 0].abs().max() == 0 and nb[0, 1].abs().max() == 0  # frames -2, -1: the zero frame
+    assert torch.equal(nb[0, 2], buf.frames[1].float()) and torch.equal(nb[1, 1], buf.frames[3].float())
+    assert nb[1, 2].abs().max() == 0 and nb[1, 3].abs().max() == 0  # frames 5, 6: out of range
+    agg, final = aggregate_frames(o["independent"][:2], o["blend"][:2], o["flow"][:2], nb)
+    assert agg.shape == final.shape == (2, 3, 48, 72)
+
+
+def test_aggregation_is_the_identity_for_zero_flows_and_one_hot_weights():
+    torch.manual_seed(1)
+    B, K, H, W = 2, 4, 8, 12
+    indep, nb = torch.rand(B, 3, H, W), torch.rand(B, K, 3, H, W)
+    flow = torch.zeros(B, 3 * K, H // 4, W // 4)
+    flow[:, 2 * K + 2] = 50.0  # weight logits: neighbour 2 takes all
+    blend = torch.zeros(B, 2, H, W)
+    blend[:, 1] = 50.0  # the aggregated frame takes all
+    agg, final = aggregate_frames(indep, blend, flow, nb, align_corners=True)
+    assert torch.allclose(agg, nb[:, 2], atol=1e-6) and torch.allclose(final, nb[:, 2], atol=1e-6)
+    blend = blend.flip(1)  # the independent frame takes all
+    assert torch.allclose(aggregate_frames(indep, blend, flow, nb)[1], indep, atol=1e-6)
+    # equal weights: the mean of the (unwarped) neighbours, and of the two frames
+    agg, final = aggregate_frames(indep, torch.zeros(B, 2, H, W), torch.zeros_like(flow), nb, align_corners=True)
+    assert torch.allclose(agg, nb.mean(1), atol=1e-6) and torch.allclose(final, (indep + nb.mean(1)) / 2, atol=1e-6)
+
+
+def test_flow_warp_by_hand():
+    row = torch.tensor([0.0, 10.0, 20.0, 30.0]).view(1, 1, 1, 4).repeat(1, 1, 2, 1)
+    zero = torch.zeros(1, 2, 2, 4)
+    assert torch.allclose(flow_warp(row, zero, align_corners=True), row)
+    # the official call (grid_sample's default align_corners=False): pixel x reads x * 4 / 3 - 1/2
+    # clamped to [0, 3]: 0, 0.833, 2.167, 3
+    assert torch.allclose(flow_warp(row, zero)[0, 0, 0], torch.tensor([0.0, 25 / 3, 65 / 3, 30.0]), atol=1e-4)
+    # a flow of +1 pixel in x on a flow map of half the width: upsampled and doubled, +2 pixels
+    one = torch.zeros(1, 2, 1, 2)
+    one[:, 0] = 1.0
+    assert torch.allclose(flow_warp(row, one, align_corners=True)[0, 0, 0], torch.tensor([20.0, 30.0, 30.0, 30.0]))
+
+
+def test_configs_saved_without_agg_are_the_independent_frame_model():
+    d = CONFIGS["ffnerv-cpu"].to_dict()
+    assert d["agg"] == [-2, -1, 1, 2]
+    old = {k: v for k, v in d.items() if k not in ("agg", "agg_lw")}
+    net = NeRV(NeRVConfig(**old))
+    assert not hasattr(net, "flow_head") and net.head.out_channels == 3 and "blend" not in net.heads(torch.zeros(1))
+    with pytest.raises(ValueError, match="ffnerv"):
+        NeRVConfig("nerv", agg=(-1, 1))
 
 
 def test_config_for_frames_checks_multiples():
@@ -159,6 +227,8 @@ def test_cli_fit_video_20_steps(tmp_path, capsys):
     assert math.isfinite(m["psnr"]) and m["frames"] == 8 and m["size"] == [32, 32] and m["cam"]
     assert m["steps"] == 20 and len(m["psnr_per_frame"]) == 8
     assert m["bpp_fp16"] == pytest.approx(16 * m["params"] / (8 * 32 * 32))
+    # ffnerv aggregates by default, as the official FFNeRV code
+    assert m["aggregation"] == [-2, -1, 1, 2] and math.isfinite(m["psnr_independent"])
     for name in ("reconstruction.mp4", "comparison.mp4", "psnr_per_frame.png", "model_fp16.pt"):
         assert (out / name).stat().st_size > 0
     assert "PSNR" in r.out and "bits per pixel" in r.out
@@ -183,3 +253,19 @@ def test_unreadable_frame_is_named(tmp_path, capsys):
         load_frames(frames_dir, 32)
     rc = cli_main(["fit", "video", str(frames_dir), "--steps", "2", "--out", str(tmp_path / "o")])
     assert rc != 0 and "f001.png" in capsys.readouterr().err
+
+
+def test_fit_video_without_aggregation_and_a_training_step_reaches_the_flow_head(tmp_path):
+    frames = _img(0, n=6, h=32, w=32).float()
+    m = fit_video(None, "ffnerv", False, 3, frames=frames, aggregation=False, write_files=False, device="cpu")
+    assert m["aggregation"] == [] and m["psnr_independent"] is None
+    assert m["params"] == count_parameters(NeRV(config_for_frames(replace(CONFIGS["ffnerv-cpu"], agg=()), 32, 32)))
+    # one official training step: the loss reaches the flow head through the warp and the weights
+    net = NeRV(config_for_frames("ffnerv-cpu", 32, 32))
+    buf = FrameBuffer(6, 32, 32)
+    buf.update(torch.arange(6), frames.permute(0, 3, 1, 2))
+    sel = torch.tensor([2])
+    out = net.heads(sel / 6)
+    _, final = aggregate_frames(out["independent"], out["blend"], out["flow"], buf.neighbours(sel, (-2, -1, 1, 2)))
+    (final - frames[2].permute(2, 0, 1)).abs().mean().backward()
+    assert net.flow_head.weight.grad.abs().sum() > 0

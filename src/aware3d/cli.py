@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     fv.add_argument("--config", default=None,
                     help="named layer sizes: nerv-cpu, ffnerv-cpu (defaults), nerv-s, ffnerv-rep (the papers' 1280x720 ones)")
     fv.add_argument("--cam", action="store_true", help="CAM's temporal modulation after each block's conv")
+    fv.add_argument("--flow-aggregation", action=argparse.BooleanOptionalAction, default=None,
+                    help="ffnerv: FFNeRV's flow-guided aggregation of the neighbouring frames -2 -1 +1 +2 "
+                         "(flow and blending heads, frame buffer, warping); on by default for ffnerv, as the "
+                         "official code")
     fv.add_argument("--mod-res", type=_positive_int, default=None,
                     help="CAM grid points over time (default 16; the paper's FFNeRV setting uses 60)")
     fv.add_argument("--steps", type=_positive_int, default=1000, help="training steps (frames seen, batch 1)")

@@ -194,11 +194,14 @@ def cmd_fit(args, parser) -> int:
         m = fit_video(args.path, model=args.model, cam=args.cam, steps=args.steps, out=args.out,
                       max_side=args.resolution, config=args.config, mod_res=args.mod_res,
                       max_frames=args.max_frames, batch=args.batch, seed=args.seed, device=args.device,
-                      progress=True)
+                      progress=True, aggregation=args.flow_aggregation)
         print(f"PSNR {m['psnr']:.2f} dB, MS-SSIM {m['ms_ssim']:.4f} ({m['ms_ssim_levels']} scales) over "
               f"{m['frames']} frames of {m['size'][0]}x{m['size'][1]} after {m['steps']} steps "
               f"({m['seconds']:.1f} s); {m['params']:,} parameters, {m['bpp_fp16']:.3f} bits per pixel "
               f"at float16")
+        if m.get("aggregation"):
+            print(f"flow-guided aggregation from frames {m['aggregation']}: independent frames alone "
+                  f"{m['psnr_independent']:.2f} dB")
         for k, v in m.get("files", {}).items():
             print(f"{k}: {v}")
         return 0

@@ -12,6 +12,14 @@ frames (1 in the reference) in a shuffled epoch order; Adam (lr 5e-4, betas (0.5
 rate warmed up linearly from 0.1x over the first 20% of the steps, then cosine-decayed to 0; loss
 0.7 * L1 + 0.3 * (1 - SSIM) ("Fusion6"). ``max_seconds`` stops on training time.
 
+FFNeRV's flow-guided aggregation (``aggregation``; on for ``ffnerv`` as in the official FFNeRV
+command lines, neighbours -2, -1, +1, +2): the frame buffer is filled with every frame's independent
+output before the first step; each step writes its frames' new independent outputs into it, reads
+their neighbours, and the loss is ``0.1 * L(aggregated) + 0.1 * L(independent) + L(final)``. Frames
+for the metrics are made as the official evaluation does: the buffer refilled from the trained
+network, then every frame aggregated (:func:`aware3d.fields.nerv.render_aggregated`); the metrics
+are those of the final frames (``psnr_independent``: the independent frames' PSNR).
+
 Outputs (``out``): ``reconstruction.mp4``, ``comparison.mp4`` (target | fit), ``psnr_per_frame.png``,
 ``psnr_curve.png``, ``model_fp16.pt`` (the weights in float16) and ``metrics.json`` (PSNR and
 MS-SSIM over all frames, per-frame PSNR, parameters, bits per pixel at float16 weights =
@@ -29,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fields.nerv import CONFIGS, MODELS, NeRV, NeRVConfig, config_for_frames, count_parameters
+from .fields.nerv import (CONFIGS, MODELS, PAPER_AGG, FrameBuffer, NeRV, NeRVConfig, aggregate_frames,
+                          config_for_frames, count_parameters, render_aggregated)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_MOD_RES = 16  # CAM grid points over t for the CPU configs (the paper's FFNeRV setting uses 60)
@@ -133,11 +142,18 @@ def lr_at(step: int, total: int, lr: float, warmup: float = 0.2) -> float:
 
 
 def build_config(model: str, frames_hw: tuple[int, int], config: str | NeRVConfig | None = None,
-                 cam: bool = False, mod_res: int | None = None, **overrides) -> NeRVConfig:
+                 cam: bool = False, mod_res: int | None = None, aggregation: bool | None = None,
+                 **overrides) -> NeRVConfig:
+    """``aggregation``: None keeps the config's own (on in the ffnerv configs), False turns FFNeRV's
+    flow-guided aggregation off, True turns it on (the official neighbours if the config has none)."""
     c = config if config is not None else f"{model}-cpu"
     base = CONFIGS[c] if isinstance(c, str) else c
     if base.model != model:
         raise ValueError(f"config {c!r} is a {base.model} configuration, not {model}")
+    if aggregation and model != "ffnerv":
+        raise ValueError("--flow-aggregation is FFNeRV's: use it with --model ffnerv")
+    if aggregation is not None and "agg" not in overrides:
+        overrides["agg"] = (base.agg or PAPER_AGG) if aggregation else ()
     mr = (mod_res or DEFAULT_MOD_RES) if cam else 0
     return config_for_frames(base, *frames_hw, mod_res=mr, **overrides)
 
@@ -148,12 +164,13 @@ def fit_video(path=None, model: str = "nerv", cam: bool = False, steps: int = 10
               max_frames: int | None = None, batch: int = 1, lr: float = 5e-4,
               eval_every: int | None = None, max_seconds: float | None = None, seed: int = 0,
               device: str | None = None, progress: bool = False, threads: int | None = None,
-              write_files: bool = True) -> dict:
+              write_files: bool = True, aggregation: bool | None = None) -> dict:
     """Fit ``model`` (``"nerv"`` / ``"ffnerv"``, ``cam`` adds temporal CAM) to the video at ``path``
     (or the tensor ``frames`` (N, H, W, 3) in [0, 1]) for ``steps`` steps. ``config``: a name in
     :data:`aware3d.fields.nerv.CONFIGS` (default ``<model>-cpu``) or a :class:`NeRVConfig`; its
-    fc_h / fc_w are set from the frame size; ``overrides`` replaces other fields. Returns the
-    metrics dict (also written to ``out/metrics.json``)."""
+    fc_h / fc_w are set from the frame size; ``overrides`` replaces other fields. ``aggregation``:
+    FFNeRV's flow-guided frame aggregation (None: the config's own, on for the ffnerv configs).
+    Returns the metrics dict (also written to ``out/metrics.json``)."""
     from tqdm import tqdm
 
     from .fit import plot_curve
@@ -177,7 +194,7 @@ def fit_video(path=None, model: str = "nerv", cam: bool = False, steps: int = 10
         if max_frames:
             frames = frames[:max_frames]
     N, H, W = frames.shape[:3]
-    cfg = build_config(model, (H, W), base, cam, mod_res, **(overrides or {}))
+    cfg = build_config(model, (H, W), base, cam, mod_res, aggregation, **dict(overrides or {}))
     stem = Path(path).stem if path is not None else "clip"
     out_dir = Path(out) if out else Path(f"fit-{stem}-{model}{'-cam' if cam else ''}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -192,31 +209,47 @@ def fit_video(path=None, model: str = "nerv", cam: bool = False, steps: int = 10
     batch = max(1, min(int(batch), N))
 
     @torch.no_grad()
-    def render_all() -> torch.Tensor:
+    def render_all(independent: bool = False) -> torch.Tensor:
         net.eval()
-        pred = torch.cat([net(ts[i:i + 16]) for i in range(0, N, 16)])
+        final, indep = render_aggregated(net, ts)
         net.train()
-        return pred.float().cpu().permute(0, 2, 3, 1)  # (N, H, W, 3)
+        return (indep if independent else final).float().cpu().permute(0, 2, 3, 1)  # (N, H, W, 3)
 
-    curve, train_s, step, order, ema = [], 0.0, 0, [], None
+    buffer = None
+    if cfg.agg:  # the official code fills the frame buffer once before training
+        buffer = FrameBuffer(N, H, W, device=dev)
+        with torch.no_grad():
+            for i in range(0, N, 16):
+                buffer.update(torch.arange(i, min(i + 16, N), device=dev), net(ts[i:i + 16]))
+
+    curve, train_s, train_cpu, step, order, ema = [], 0.0, 0.0, 0, [], None
     bar = tqdm(total=steps, disable=not progress, desc=f"fit video {model}{' +cam' if cam else ''}")
     while step < steps:
         if len(order) < batch:
             order += torch.randperm(N, generator=gen).tolist()
         idx, order = order[:batch], order[batch:]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr)
         sel = torch.tensor(idx, device=dev)
-        pred = net(ts[sel])
         tgt = target[sel]
-        loss = fusion6_loss(pred, tgt)
+        if buffer is None:
+            pred = net(ts[sel])
+            loss = fusion6_loss(pred, tgt)
+        else:
+            out = net.heads(ts[sel])
+            buffer.update(sel, out["independent"])
+            agg, pred = aggregate_frames(out["independent"], out["blend"], out["flow"],
+                                         buffer.neighbours(sel, cfg.agg))
+            loss = (cfg.agg_lw * (fusion6_loss(agg, tgt) + fusion6_loss(out["independent"], tgt))
+                    + fusion6_loss(pred, tgt))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if dev.type == "cuda":
             torch.cuda.synchronize()
         train_s += time.perf_counter() - t0
+        train_cpu += time.thread_time() - c0
         step += 1
         with torch.no_grad():
             p = float(-10 * torch.log10(F.mse_loss(pred.detach(), tgt).clamp_min(1e-10)))
@@ -232,6 +265,10 @@ def fit_video(path=None, model: str = "nerv", cam: bool = False, steps: int = 10
     bar.close()
     recon = render_all()
     per_frame = psnr_fn(recon, frames)
+    psnr_indep = None
+    if cfg.agg:
+        mse_indep = float((render_all(independent=True) - frames).square().mean())
+        psnr_indep = float(-10 * math.log10(max(mse_indep, 1e-12)))
     mse_all = float((recon - frames).square().mean())
     levels = ms_ssim_levels(H, W)
     msssim = ms_ssim(recon.double(), frames.double(), levels=levels)
@@ -241,9 +278,10 @@ def fit_video(path=None, model: str = "nerv", cam: bool = False, steps: int = 10
         "psnr_mean_frame": float(per_frame.mean()),
         "ms_ssim": float(msssim.mean()), "ms_ssim_levels": levels,
         "params": params, "bpp_fp16": 16.0 * params / (N * H * W),
-        "model": model, "cam": bool(cam), "config": cfg.to_dict(),
+        "model": model, "cam": bool(cam), "aggregation": list(cfg.agg), "psnr_independent": psnr_indep,
+        "config": cfg.to_dict(),
         "frames": N, "size": [W, H], "fps": fps, "steps": step, "batch": batch,
-        "epochs": step * batch / N, "seconds": train_s, "seconds_per_step": train_s / max(step, 1),
+        "epochs": step * batch / N, "seconds": train_s, "cpu_seconds": train_cpu, "seconds_per_step": train_s / max(step, 1),
         "source": str(path) if path is not None else None, "device": str(dev),
         "psnr_per_frame": [round(float(v), 4) for v in per_frame], "curve": curve,
     }

@@ -21,9 +21,21 @@ does: per-channel instance normalisation (GroupNorm with one group per channel, 
 per-channel scale gamma(t) and shift beta(t) read by linear interpolation from a 1D grid of
 ``mod_res`` points over t in [0, 1] (point k at t = k / (mod_res - 1)), initialised to 1 and 0.
 
-Not implemented: FFNeRV's flow-guided frame aggregation (the optical-flow / blending heads, the frame
-buffer and the warping); ``"ffnerv"`` here is its grid-based independent-frame path.
-Weight quantisation (QAT) of the compression setting is not implemented either.
+FFNeRV's flow-guided frame aggregation (``agg``: the relative indices of the neighbouring frames,
+the official ``--agg-ind``; empty = off, the independent-frame path alone), as CAM's FFNeRV code does
+it: a 1x1 "flow head" after the third-from-last block gives, per neighbour k, an optical flow (2
+channels) and an aggregation weight (1 channel) at that block's resolution; the last head gives 5
+channels: the independent frame (3, through ``(tanh + 1) / 2``) and 2 blending logits. With a buffer
+of every frame's latest independent output (float16; out-of-range neighbours read an all-zero
+frame), each neighbour is warped by its flow (:func:`flow_warp`: the flow upsampled bilinearly to
+the frame and scaled by the same factor, then ``grid_sample`` with border padding, in the official
+convention), the warped neighbours are averaged with the softmax of their weights (upsampled
+nearest) into the aggregated frame, and the final frame is the softmax(blend)-weighted sum of the
+independent and the aggregated frame (:func:`aggregate_frames`). Training loss (the official one):
+``lw * L(aggregated) + lw * L(independent) + L(final)`` (``agg_lw``, official ``--lw 0.1``).
+Configs saved without the ``agg`` key are the independent-frame model of before.
+
+Weight quantisation (QAT) of the compression setting is not implemented.
 """
 from __future__ import annotations
 
@@ -59,11 +71,21 @@ class NeRVConfig:
     t_dims: Sequence[int] = (64, 128, 256, 512)
     # CAM: temporal modulation grid points (0 = off)
     mod_res: int = 0
+    # ffnerv: flow-guided aggregation from these relative frame indices (empty = off) and the loss
+    # weight of the aggregated and independent frames
+    agg: Sequence[int] = ()
+    agg_lw: float = 0.1
 
     def __post_init__(self):
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
         object.__setattr__(self, "stem_hidden", tuple(int(s) for s in self.stem_hidden))
         object.__setattr__(self, "t_dims", tuple(int(s) for s in self.t_dims))
+        object.__setattr__(self, "agg", tuple(int(s) for s in self.agg))
+        if self.agg and self.model != "ffnerv":
+            raise ValueError("agg (flow-guided frame aggregation) is FFNeRV's: model must be ffnerv")
+        if self.agg and len(self.strides) < 3:
+            raise ValueError(f"agg needs at least 3 blocks (the flow head sits after the third from last), "
+                             f"got strides {self.strides}")
         if self.model not in MODELS:
             raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {self.model!r}")
         if self.model == "ffnerv" and self.fc_dim % len(self.t_dims):
@@ -96,13 +118,16 @@ CONFIGS: dict[str, NeRVConfig] = {
     # CAM's FFNeRV "representation" line: --fc-hw-dim 9_16_156 --expansion 1 --lower-width 96
     # --strides 5 2 2 2 2 --t-dim 64 128 256 512 --mod-dim 60 (act gelu, norm none); without
     # the flow/blending heads
+    # --agg-ind -2 -1 1 2 --lw 0.1: with the flow and blending heads (FFNeRV's aggregation)
     "ffnerv-rep": NeRVConfig("ffnerv", 9, 16, 156, (5, 2, 2, 2, 2), 1, 2, 96, "gelu",
-                             t_dims=(64, 128, 256, 512)),
+                             t_dims=(64, 128, 256, 512), agg=(-2, -1, 1, 2)),
     # CPU defaults: 16x upsampling, so a 64x64 clip has a 4x4 feature map
     "nerv-cpu": NeRVConfig("nerv", 4, 4, 32, (2, 2, 2, 2), 1, 2, 32, "swish", stem_hidden=(256,)),
-    "ffnerv-cpu": NeRVConfig("ffnerv", 4, 4, 64, (2, 2, 2, 2), 1, 2, 32, "gelu", t_dims=(8, 16, 32, 64)),
+    "ffnerv-cpu": NeRVConfig("ffnerv", 4, 4, 64, (2, 2, 2, 2), 1, 2, 32, "gelu", t_dims=(8, 16, 32, 64),
+                             agg=(-2, -1, 1, 2)),
 }
 PAPER_MOD_RES = 60  # CAM's --mod-dim for the FFNeRV representation setting
+PAPER_AGG = (-2, -1, 1, 2)  # the official representation and compression lines' --agg-ind
 
 
 def default_config(model: str) -> str:
@@ -159,6 +184,62 @@ class TemporalCAM(nn.Module):
         return f"channels={self.channels}, resolution={self.resolution}, normalize={self.normalize}"
 
 
+def flow_warp(frames: torch.Tensor, flows: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+    """Warp ``frames`` (M, C, H, W) by ``flows`` (M, 2, h, w) (x, y displacements in flow-map pixels),
+    as the official FFNeRV code: the flow is upsampled bilinearly by s = W / w and multiplied by s;
+    the sampling grid is (pixel + flow) / ((W - 1) / 2, (H - 1) / 2) - 1, read by ``grid_sample``
+    (bilinear, border padding). ``align_corners=False`` is the official call (torch's default), whose
+    grid convention differs from the normalisation above: a zero flow samples pixel x at
+    x * W / (W - 1) - 1/2 (clamped), a slight zoom, not the identity; ``align_corners=True`` makes a
+    zero flow the identity."""
+    H, W = frames.shape[-2:]
+    s = float(W) / flows.shape[-1]
+    flows = F.interpolate(flows, scale_factor=s, mode="bilinear", align_corners=False) * s
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=frames.dtype, device=frames.device),
+                            torch.arange(W, dtype=frames.dtype, device=frames.device), indexing="ij")
+    base = torch.stack((xs, ys)).unsqueeze(0)
+    half = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=frames.dtype, device=frames.device).view(1, 2, 1, 1)
+    grid = ((flows + base) / half - 1).permute(0, 2, 3, 1)
+    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=align_corners)
+
+
+def aggregate_frames(independent: torch.Tensor, blend: torch.Tensor, flow_out: torch.Tensor,
+                     neighbours: torch.Tensor, align_corners: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """FFNeRV's two aggregations. ``independent`` (B, 3, H, W), ``blend`` (B, 2, H, W) logits,
+    ``flow_out`` (B, 3K, h, w) = K flows (2 channels each, neighbour-major) then K weight logits,
+    ``neighbours`` (B, K, 3, H, W). Returns (aggregated, final), each (B, 3, H, W):
+    aggregated = sum_k softmax_k(upsample_nearest(w_k)) * warp(neighbour_k, flow_k);
+    final = softmax(blend)[0] * independent + softmax(blend)[1] * aggregated."""
+    B, K = neighbours.shape[:2]
+    H, W = neighbours.shape[-2:]
+    h, w = flow_out.shape[-2:]
+    flows = flow_out[:, :2 * K].reshape(B * K, 2, h, w)
+    warped = flow_warp(neighbours.reshape(B * K, 3, H, W), flows, align_corners).reshape(B, K, 3, H, W)
+    w1 = torch.softmax(F.interpolate(flow_out[:, 2 * K:], size=(H, W), mode="nearest"), 1)
+    agg = (warped * w1.unsqueeze(2)).sum(1)
+    w2 = torch.softmax(blend, 1).unsqueeze(2)
+    final = (torch.stack([independent, agg], 1) * w2).sum(1)
+    return agg, final
+
+
+class FrameBuffer:
+    """Every frame's latest independent output (float16, as the official buffer), plus an all-zero
+    frame at index N that out-of-range neighbours read."""
+
+    def __init__(self, n_frames: int, height: int, width: int, device=None):
+        self.n = int(n_frames)
+        self.frames = torch.zeros(self.n + 1, 3, height, width, dtype=torch.float16, device=device)
+
+    def update(self, idx: torch.Tensor, frames: torch.Tensor) -> None:
+        self.frames[idx] = frames.detach().to(torch.float16)
+
+    def neighbours(self, idx: torch.Tensor, offsets) -> torch.Tensor:
+        """(B, K, 3, H, W) float32: frames idx + offsets, the zero frame where out of range."""
+        a = idx.reshape(-1, 1) + torch.tensor(list(offsets), device=idx.device, dtype=torch.long)
+        a = torch.where((a >= 0) & (a < self.n), a, torch.full_like(a, self.n))
+        return self.frames[a].float()
+
+
 class NeRVBlock(nn.Module):
     """Conv3x3(c_in -> c_out * s^2) -> PixelShuffle(s) -> [TemporalCAM] -> activation."""
 
@@ -201,7 +282,11 @@ class NeRV(nn.Module):
             blocks.append(NeRVBlock(ngf, new, s, c.act, c.mod_res))
             ngf = new
         self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(ngf, 3, 1)
+        self.agg_at = len(blocks) - 3 if c.agg else None  # the flow head's block (official: len - 3)
+        if c.agg:
+            w_flow = blocks[self.agg_at].conv.out_channels // blocks[self.agg_at].up.upscale_factor ** 2
+            self.flow_head = nn.Conv2d(w_flow, 3 * len(c.agg), 1)
+        self.head = nn.Conv2d(ngf, 5 if c.agg else 3, 1)
 
     def features(self, t: torch.Tensor) -> torch.Tensor:
         """The (B, fc_dim, fc_h, fc_w) feature map ahead of the blocks."""
@@ -210,12 +295,45 @@ class NeRV(nn.Module):
             return self.stem(nerv_positional_encoding(t, c.pe_base, c.pe_levels)).view(-1, c.fc_dim, c.fc_h, c.fc_w)
         return torch.cat([interp_1d(g, t * g.shape[0]) for g in self.grids], 1)
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
+    def heads(self, t: torch.Tensor) -> dict:
+        """{"independent": (B, 3, H, W) in [0, 1]} and, with ``agg``, "blend" (B, 2, H, W) logits and
+        "flow" (B, 3K, h, w) (K flows, then K weight logits) for :func:`aggregate_frames`."""
         t = t.reshape(-1).float()
         x = self.features(t)
-        for blk in self.blocks:
+        out = {}
+        for i, blk in enumerate(self.blocks):
             x = blk(x, t)
-        return (torch.tanh(self.head(x)) + 1) * 0.5
+            if i == self.agg_at:
+                out["flow"] = self.flow_head(x)
+        y = self.head(x)
+        out["independent"] = (torch.tanh(y[:, :3]) + 1) * 0.5
+        if self.config.agg:
+            out["blend"] = y[:, 3:5]
+        return out
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """The independent frames (B, 3, H, W) in [0, 1] (with ``agg``, before aggregation: see
+        :func:`render_aggregated` for the final frames)."""
+        return self.heads(t)["independent"]
+
+
+@torch.no_grad()
+def render_aggregated(net: NeRV, ts: torch.Tensor, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """All N frames (t = ts, frame i at ts[i]) as the official evaluation makes them: the buffer is
+    filled with every frame's independent output first, then each frame is aggregated from it.
+    Returns (final, independent), each (N, 3, H, W). Without ``agg`` both are the independent frames."""
+    N = ts.shape[0]
+    outs = [net.heads(ts[i:i + chunk]) for i in range(0, N, chunk)]
+    indep = torch.cat([o["independent"] for o in outs])
+    if not net.config.agg:
+        return indep, indep
+    buf = FrameBuffer(N, *indep.shape[-2:], device=indep.device)
+    buf.update(torch.arange(N, device=indep.device), indep)
+    finals = []
+    for k, o in enumerate(outs):
+        idx = torch.arange(k * chunk, k * chunk + o["independent"].shape[0], device=indep.device)
+        finals.append(aggregate_frames(o["independent"], o["blend"], o["flow"], buf.neighbours(idx, net.config.agg))[1])
+    return torch.cat(finals), indep
 
 
 def config_for_frames(name_or_config: str | NeRVConfig, height: int, width: int, **overrides) -> NeRVConfig:
@@ -233,5 +351,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["NeRVConfig", "CONFIGS", "MODELS", "NeRV", "NeRVBlock", "TemporalCAM", "interp_1d",
+__all__ = ["NeRVConfig", "CONFIGS", "MODELS", "NeRV", "NeRVBlock", "TemporalCAM", "interp_1d", "flow_warp",
+           "aggregate_frames", "FrameBuffer", "render_aggregated", "PAPER_AGG",
            "nerv_positional_encoding", "config_for_frames", "count_parameters", "PAPER_MOD_RES"]
