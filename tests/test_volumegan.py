@@ -12,6 +12,8 @@ from aware3d.fields.volumegan import (FeatureVolume, ModulatedConv3d, VolumeFiel
                                       to_grid_coords, volume_lookup)
 from aware3d.methods import volumegan as vm
 from aware3d.nets.stylegan2 import ModulatedConv2d
+from aware3d.train import gan
+from aware3d.train.gan import lazy_ratio
 
 
 def _nparams(m):
@@ -178,7 +180,8 @@ def test_official_layer_sizes():
     assert _nparams(vm.build(vm.make_config("celeba128")).generator) == 8_375_818
     cfg = m.cfg
     assert cfg.r1_weight == 5.0 and cfg.r1_interval == 16 and cfg.style_mixing == 0.9
-    assert cfg.lr_d == pytest.approx(0.002 * 16 / 17) and cfg.lr_g == pytest.approx(0.0016)
+    gcfg = m.gan_config()  # official d_lr 0.002 x 16/17 by the lazy correction, g_lr 0.002 x 4/5
+    assert cfg.lr_d * lazy_ratio(gcfg, "D") == pytest.approx(0.002 * 16 / 17) and cfg.lr_g == pytest.approx(0.0016)
     assert (cfg.n_samples, cfg.n_importance, cfg.fov, cfg.depth_range) == (12, 12, 12.0, (0.8, 1.2))
 
 
@@ -277,3 +280,31 @@ def test_resume_equals_uninterrupted(objects32, tmp_path):
         for k in sa[key]:
             assert torch.equal(sa[key][k], sb[key][k]), (key, k)
     assert torch.equal(sa["rng"], sb["rng"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Lazy-regulariser correction of the optimisers (engine)
+
+
+def test_lazy_correction_of_lr_and_betas():
+    # official volumegan_ffhq_config: d_mb_ratio = r1_interval / (r1_interval + 1); d_lr x ratio,
+    # d_beta_1 = 0.0 ** ratio, d_beta_2 = 0.99 ** ratio
+    m = _tiny(lazy_correction=True, r1_interval=16, lr_d=0.002)
+    e = gan.GanEngine(m, m.gan_config(device="cpu", progress=False))
+    d = e.opt_d.param_groups[0]
+    assert d["lr"] == pytest.approx(0.002 * 16 / 17, rel=1e-12)
+    assert d["betas"] == (0.0, 0.99 ** (16 / 17)) and d["betas"][1] == pytest.approx(0.99058546, abs=1e-8)
+    # saved configs without the key (and the CPU presets): no correction, the settings as given
+    m = _tiny(r1_interval=16)
+    e = gan.GanEngine(m, m.gan_config(device="cpu", progress=False))
+    for opt, lr in ((e.opt_d, m.cfg.lr_d), (e.opt_g, m.cfg.lr_g)):
+        assert opt.param_groups[0]["lr"] == lr and opt.param_groups[0]["betas"] == (0.0, 0.99)
+    assert not vm.config_from_dict({"preset": "ffhq256", "resolution": 256}).lazy_correction
+    # inline R1 (interval 1) or no R1: nothing lazy on D, no correction
+    for kw in ({"r1_interval": 1}, {"r1_weight": 0.0, "r1_interval": 16}):
+        assert lazy_ratio(gan.GanConfig(lazy_correction=True, **kw), "D") == 1.0
+    # the paper presets carry the correction
+    for preset in ("ffhq256", "celeba128", "objects128"):
+        cfg = vm.make_config(preset)
+        assert cfg.lazy_correction and cfg.lr_d == 0.002
+        assert lazy_ratio(vm.VolumeGANMethod.gan_config(type("M", (), {"cfg": cfg})()), "D") == 16 / 17

@@ -8,6 +8,8 @@ owns the rest:
 - named phases per step: ``G`` (generator step, non-saturating loss), ``D`` (discriminator step,
   with R1 folded in when ``r1_interval == 1``) and ``R1`` (lazy R1 every ``r1_interval`` steps,
   weighted by the interval as in StyleGAN2);
+- with ``lazy_correction``, StyleGAN2's correction of the learning rate and Adam betas of a network
+  whose regulariser is its own lazy phase (:func:`lazy_ratio`);
 - the generator EMA (``G_ema``), used for sample grids and evaluation;
 - one explicit ``torch.Generator`` for every random draw (latents, noise, real batches), stored in
   checkpoints with the global RNG states, so a resumed run continues exactly;
@@ -39,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["GanConfig", "GanMethod", "GanEngine", "train_gan", "generator_loss", "discriminator_loss",
-           "r1_penalty", "ema_update", "setup_distributed", "tune_cpu_allocator", "to_unit"]
+           "r1_penalty", "ema_update", "lazy_ratio", "setup_distributed", "tune_cpu_allocator", "to_unit"]
 
 
 @dataclass
@@ -69,6 +71,7 @@ class GanConfig:
     device: str = "auto"
     progress: bool = True
     collapse_steps: int = 200          # warn when generated images stay constant this long (0: off)
+    lazy_correction: bool = False      # StyleGAN2's lazy-regulariser correction (see lazy_ratio); False: none
 
 
 class CollapseWatch:
@@ -207,12 +210,34 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 # The engine
 
 
-def _make_optimizer(cfg: GanConfig, params, lr: float):
+def lazy_ratio(cfg: GanConfig, net: str) -> float:
+    """StyleGAN2's correction for a regulariser that runs as its own optimiser step every k steps
+    (k + 1 steps of that optimiser per k of the main loss): ``k / (k + 1)``, which multiplies the
+    network's learning rate and is the exponent of its Adam betas (official VolumeGAN / StyleGAN2:
+    D lr x 16/17 and betas ** (16/17) with lazy R1 every 16 steps). ``net`` is ``"D"`` (lazy R1:
+    ``r1_weight`` > 0 and ``r1_interval`` > 1) or ``"G"`` (the path-length phase, when the engine
+    has one and it is on). 1.0 without ``cfg.lazy_correction`` or without such a regulariser."""
+    if not getattr(cfg, "lazy_correction", False):
+        return 1.0
+    if net == "D":
+        k = int(cfg.r1_interval) if cfg.r1_weight > 0 and int(cfg.r1_interval) > 1 else 0
+    elif net == "G":
+        k = 0
+    else:
+        raise ValueError(f"lazy_ratio: net is 'G' or 'D', got {net!r}")
+    return k / (k + 1) if k > 0 else 1.0
+
+
+def _make_optimizer(cfg: GanConfig, params, lr: float, ratio: float = 1.0):
+    """RMSprop or Adam at ``lr`` x ``ratio`` (Adam: betas ** ``ratio``; :func:`lazy_ratio`)."""
     name = cfg.optimizer.lower()
+    if ratio != 1.0:
+        lr = lr * ratio
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), eps=1e-8)
+        betas = tuple(cfg.betas) if ratio == 1.0 else tuple(float(b) ** ratio for b in cfg.betas)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=1e-8)
     raise ValueError(f"optimizer: expected 'rmsprop' or 'adam', got {cfg.optimizer!r}")
 
 
@@ -242,8 +267,8 @@ class GanEngine:
             self._broadcast_params(self.G)
             self._broadcast_params(self.D)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt_g = _make_optimizer(cfg, self.G.parameters(), cfg.lr_g)
-        self.opt_d = _make_optimizer(cfg, self.D.parameters(), cfg.lr_d)
+        self.opt_g = _make_optimizer(cfg, self.G.parameters(), cfg.lr_g, lazy_ratio(cfg, "G"))
+        self.opt_d = _make_optimizer(cfg, self.D.parameters(), cfg.lr_d, lazy_ratio(cfg, "D"))
         self.rng = torch.Generator().manual_seed(int(cfg.seed))
         self.step = 0
         lo, hi = method.image_range
