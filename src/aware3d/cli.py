@@ -248,6 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
     fv.add_argument("--seed", type=int, default=0)
     fv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     fv.add_argument("--out", default=None, help="output folder (default ./fit-<name>-<model>[-cam])")
+    fs = fsub.add_parser("signal", help="CAM's 1D experiment: fit a 1D function with an MLP, an MLP on a "
+                                        "positional encoding, and each with CAM; MSE per arm, a plot and a JSON",
+                         description="CAM's 1D experiment (the official notebook's setting by default): full-batch "
+                                     "MSE, Adam; networks of LAYERS Linear layers of HIDDEN + a Linear head, no "
+                                     "activation (as the notebook; --act relu adds ReLU); CAM: a GRID-point "
+                                     "scale / shift grid over x after every hidden layer. Writes OUT/signal_fit.png "
+                                     "(fits and error spectra) and OUT/results.json.")
+    fs.add_argument("path", nargs="?", default=None,
+                    help="samples of a 1D function, .npy or .csv: one column (y at evenly spaced x) or two (x, y), "
+                         "x mapped to [0, 1] (default: the notebook's sum of ten sines at 5..50 cycles)")
+    fs.add_argument("--arms", default="noenc,pe,cam,cam_pe",
+                    help="comma-separated networks: noenc (MLP on x), pe (MLP on the sinusoidal encoding), cam, "
+                         "cam_pe (the same with CAM) (default all four)")
+    fs.add_argument("--steps", type=_positive_int, default=1500, help="Adam steps per network (default 1500)")
+    fs.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)")
+    fs.add_argument("--act", choices=("none", "relu"), default="none",
+                    help="hidden activation (default none, as the notebook)")
+    fs.add_argument("--hidden", type=_positive_int, default=64, help="hidden width (default 64)")
+    fs.add_argument("--layers", type=_positive_int, default=4, help="hidden Linear layers (default 4)")
+    fs.add_argument("--grid", type=_positive_int, default=64, help="CAM grid points over x (default 64)")
+    fs.add_argument("--samples", type=_positive_int, default=200,
+                    help="samples of the built-in function (default 200)")
+    fs.add_argument("--seed", type=int, default=31210, help="initialisation seed (default the notebook's 31210)")
+    fs.add_argument("--out", default=None, help="output folder (default ./fit-signal-<name>)")
 
     # demo ----------------------------------------------------------------------------------------
     dm = sub.add_parser("demo", help="the main job on built-in data: synthesise a scene, train ngp, render a turntable")

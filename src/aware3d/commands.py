@@ -205,6 +205,16 @@ def cmd_fit(args, parser) -> int:
         for k, v in m.get("files", {}).items():
             print(f"{k}: {v}")
         return 0
+    if args.fit_kind == "signal":
+        from .fit import fit_signal
+
+        r = fit_signal(args.path, args.out, arms=[a.strip() for a in args.arms.split(",") if a.strip()],
+                       steps=args.steps, lr=args.lr, act=args.act, hidden=args.hidden, layers=args.layers,
+                       grid=args.grid, samples=args.samples, seed=args.seed, progress=True)
+        print(f"{r['setting']['target']}: {r['setting']['samples']} samples, {args.steps} steps")
+        for k, v in r["files"].items():
+            print(f"{k}: {v}")
+        return 0
     if args.fit_kind != "image":
         parser.parse_args(["fit", "--help"])
         return 2

@@ -312,3 +312,257 @@ def fit_image(path, field: str = "mlp", cam: bool = False, steps: int = 1000, ou
     metrics["files"] = files
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# 1D signals: CAM's 1D experiment (`aware3d fit signal`, benchmarks/bench_cam_1d.py)
+
+SIGNAL_ARMS = ("noenc", "pe", "cam", "cam_pe")
+SIGNAL_LABELS = {"noenc": "MLP (x)", "pe": "MLP (PE)", "cam": "MLP (x) + CAM", "cam_pe": "MLP (PE) + CAM"}
+SIGNAL_SEED = 31210  # the seed of CAM's 1D notebook
+
+
+def signal_target(n: int = 200, seed: int = SIGNAL_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (n, 1), y (n, 1)) of CAM's 1D notebook: x = linspace(0, 1, n), y = sum_{k=1..10}
+    sin(2 pi (5k) x + phi_k) (pi written 3.14159 as there), phi_k ~ U(0, 2 pi) from torch's generator
+    seeded with ``seed`` (frequencies 5, 10, ..., 50 cycles over [0, 1])."""
+    torch.manual_seed(seed)
+    x = torch.linspace(0, 1, steps=n)
+    y = torch.zeros_like(x)
+    f, pi = 5, 3.14159
+    for _ in range(10):
+        phase = torch.rand(1) * 2 * pi
+        y += torch.sin(2 * pi * f * x + phase)
+        f += 5
+    return x[:, None], y[:, None]
+
+
+def load_signal(path) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Samples of a 1D function from a .npy or .csv file: one column / a 1-D array (y at evenly
+    spaced x) or two columns (x, y; a CSV may start with a header line). x is mapped to [0, 1]
+    (the networks' and CAM's domain) and the samples are sorted by x. Returns (x (n, 1), y (n, 1),
+    [x_min, x_max] of the file's x)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file (expected samples of a 1D function, .npy or .csv)")
+    if p.suffix.lower() == ".npy":
+        try:
+            a = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{p}: cannot read as a .npy array ({e})") from None
+    elif p.suffix.lower() in (".csv", ".txt"):
+        try:
+            lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+            try:
+                float(lines[0].replace(";", ",").split(",")[0])
+            except ValueError:
+                lines = lines[1:]  # a header
+            a = np.array([[float(v) for v in ln.replace(";", ",").split(",")] for ln in lines])
+        except (ValueError, IndexError) as e:
+            raise ValueError(f"{p}: cannot read as a CSV of numbers ({e})") from None
+    else:
+        raise ValueError(f"{p}: expected a .npy or .csv file of samples")
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim == 1:
+        xs, ys = np.linspace(0.0, 1.0, a.shape[0]), a
+    elif a.ndim == 2 and a.shape[1] == 2:
+        xs, ys = a[:, 0], a[:, 1]
+    else:
+        raise ValueError(f"{p}: expected one column (y) or two columns (x, y), got shape {a.shape}")
+    if xs.shape[0] < 2 or not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise ValueError(f"{p}: expected at least 2 finite samples, got {xs.shape[0]}")
+    order = np.argsort(xs, kind="stable")
+    xs, ys = xs[order], ys[order]
+    lo, hi = float(xs[0]), float(xs[-1])
+    if hi <= lo:
+        raise ValueError(f"{p}: every sample has the same x ({lo})")
+    x = torch.from_numpy((xs - lo) / (hi - lo)).float()[:, None]
+    return x, torch.from_numpy(ys).float()[:, None], [lo, hi]
+
+
+def sinusoidal_encoding_1d(x: torch.Tensor, max_deg: int = 16) -> torch.Tensor:
+    """CAM's 1D encoding: [x, sin(2^k x) for k < max_deg, sin(2^k x + pi / 2) for k < max_deg]
+    (no pi factor): 1 + 2 * max_deg numbers."""
+    xb = x * (2.0 ** torch.arange(max_deg, dtype=x.dtype, device=x.device))
+    return torch.cat([x, torch.sin(torch.cat([xb, xb + 0.5 * math.pi], -1))], -1)
+
+
+def grid_1d(grid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of ``grid`` (R, C) at x in [0, 1] (point j at x = j / (R - 1)): (N, C)."""
+    R = grid.shape[0]
+    p = x.reshape(-1).clamp(0, 1) * (R - 1)
+    i0 = p.floor().long().clamp(max=R - 2)
+    w = (p - i0.to(p.dtype))[:, None]
+    return (1 - w) * grid[i0] + w * grid[i0 + 1]
+
+
+class Net1D(nn.Module):
+    """CAM's 1D networks: ``n_hidden_layers + 1`` Linear layers of ``hidden`` then a Linear head.
+    ``kind``: ``noenc`` (x itself), ``pe`` (:func:`sinusoidal_encoding_1d`), ``cam`` / ``cam_pe``
+    (the same, and after every hidden Linear a scale / shift read from a ``grid``-point grid over x,
+    one value per point shared by the channels, initialised to 1 / 0: the notebook's (1, 2, 64, 1)
+    grids). As in the notebook the hidden layers have no activation (``act="relu"`` adds ReLU after
+    each, CAM before it) and CAM no normalisation."""
+
+    def __init__(self, kind: str, hidden: int = 64, n_hidden_layers: int = 3, grid: int = 64,
+                 act: str = "none", max_deg: int = 16):
+        super().__init__()
+        if kind not in SIGNAL_ARMS:
+            raise ValueError(f"kind: expected one of {', '.join(SIGNAL_ARMS)}, got {kind!r}")
+        if act not in ("none", "relu"):
+            raise ValueError(f"act: expected none or relu, got {act!r}")
+        self.kind, self.act, self.max_deg = kind, act, max_deg
+        d_in = 1 + 2 * max_deg if kind in ("pe", "cam_pe") else 1
+        self.net = nn.ModuleList([nn.Linear(d_in, hidden)] +
+                                 [nn.Linear(hidden, hidden) for _ in range(n_hidden_layers)])
+        self.last = nn.Linear(hidden, 1)
+        self.cam = kind.startswith("cam")
+        if self.cam:
+            self.scale = nn.ParameterList([nn.Parameter(torch.ones(grid, 1)) for _ in self.net])
+            self.shift = nn.ParameterList([nn.Parameter(torch.zeros(grid, 1)) for _ in self.net])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = sinusoidal_encoding_1d(x, self.max_deg) if self.kind in ("pe", "cam_pe") else x
+        for i, layer in enumerate(self.net):
+            h = layer(h)
+            if self.cam:
+                h = grid_1d(self.scale[i], x) * h + grid_1d(self.shift[i], x)
+            if self.act == "relu":
+                h = torch.relu(h)
+        return self.last(h)
+
+
+def train_signal(kind: str, x: torch.Tensor, y: torch.Tensor, steps: int = 1500, lr: float = 1e-3,
+                 act: str = "none", seed: int = SIGNAL_SEED, hidden: int = 64, layers: int = 4, grid: int = 64,
+                 progress: bool = False, curve_every: int | None = None):
+    """Full-batch MSE, Adam(lr), ``steps`` steps, the network initialised after ``torch.manual_seed
+    (seed)``. Returns (net, y_hat (n, 1), final MSE, curve [[step, mse], ...])."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    net = Net1D(kind, hidden=hidden, n_hidden_layers=layers - 1, grid=grid, act=act)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    every = curve_every or max(1, steps // 100)
+    curve = []
+    bar = tqdm(range(steps), disable=not progress, desc=f"fit signal {kind}", leave=False)
+    for s in bar:
+        opt.zero_grad()
+        loss = (net(x) - y).square().mean()
+        loss.backward()
+        opt.step()
+        if s % every == 0:
+            curve.append([s, loss.item()])
+            bar.set_postfix(mse=f"{curve[-1][1]:.4g}")
+    with torch.no_grad():
+        yhat = net(x)
+    mse = float((yhat - y).square().mean())
+    curve.append([steps, mse])
+    return net, yhat, mse, curve
+
+
+def error_spectrum(err: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frequencies in cycles per unit interval, |rfft| / n) of a signal sampled on [0, 1]."""
+    e = err.reshape(-1).double()
+    n = e.numel()
+    spec = torch.fft.rfft(e).abs() / n
+    freqs = torch.fft.rfftfreq(n, d=1.0 / (n - 1))
+    return freqs, spec
+
+
+def plot_signal_fits(x, y, fits: dict, info: dict, path, marks=()) -> Path:
+    """Top row: each arm's fit over the target; bottom row: the amplitude spectra of the errors
+    y_hat - y (``marks``: frequencies to draw as vertical lines). Writes a PNG; returns its path."""
+    import io as _io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .train.io import atomic_write_bytes
+
+    colours = {"noenc": "tab:gray", "pe": "tab:blue", "cam": "tab:orange", "cam_pe": "tab:red"}
+    fig = Figure(figsize=(3.5 * max(len(fits), 1), 7.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(fits), sharey="row", squeeze=False)
+    xs, ys = x.reshape(-1).numpy(), y.reshape(-1).numpy()
+    pad = 0.1 * (float(ys.max() - ys.min()) or 1.0)
+    ft, st = error_spectrum(y - y.mean())
+    fmax = float(max(marks)) * 1.4 if marks else float(ft[-1])
+    for j, (kind, yhat) in enumerate(fits.items()):
+        m = info["models"][kind]
+        ax = axes[0, j]
+        ax.plot(xs, ys, color="goldenrod", linestyle="--", linewidth=1.2, label="target")
+        ax.plot(xs, yhat.reshape(-1).numpy(), color=colours[kind], linewidth=1.5, label="fit")
+        ax.set_title(f"{SIGNAL_LABELS[kind]}\nMSE {m['mse']:.4g}, {m['params']:,} params")
+        ax.set_ylim(float(ys.min()) - pad, float(ys.max()) + pad)
+        ax.set_xlabel("x (mapped to [0, 1])")
+        ax.grid(True, alpha=0.3)
+        f, s = error_spectrum(yhat - y)
+        ax = axes[1, j]
+        ax.plot(ft.numpy(), st.numpy(), color="goldenrod", linewidth=1, alpha=0.6, label="target spectrum")
+        ax.plot(f.numpy(), s.numpy(), color=colours[kind], linewidth=1.5, label="error spectrum")
+        for fm in marks:
+            ax.axvline(fm, color="black", alpha=0.12, linewidth=0.8)
+        ax.set_xlabel("frequency (cycles over [0, 1])")
+        ax.set_xlim(0, fmax)
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("y")
+    axes[1, 0].set_ylabel("|FFT| / n")
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[1, 0].legend(loc="upper right", fontsize=8)
+    st_ = info["setting"]
+    fig.suptitle(f"CAM 1D: {st_['target']}, {st_['steps']} Adam steps, hidden activation: {st_['act']}")
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def fit_signal(path=None, out=None, *, arms=SIGNAL_ARMS, steps: int = 1500, lr: float = 1e-3,
+               act: str = "none", hidden: int = 64, layers: int = 4, grid: int = 64, samples: int = 200,
+               seed: int = SIGNAL_SEED, progress: bool = False, plot_name: str = "signal_fit.png",
+               json_name: str = "results.json") -> dict:
+    """CAM's 1D experiment: fit the notebook's sum of sines (``samples`` points; or the samples in
+    ``path``, :func:`load_signal`) with each arm of ``arms`` (``noenc``: MLP on x, ``pe``: MLP on
+    the sinusoidal encoding, ``cam`` / ``cam_pe``: each with CAM), ``layers`` Linear layers of
+    ``hidden`` + a Linear head, full-batch MSE, Adam(lr) for ``steps`` steps. Writes ``out``/
+    ``plot_name`` (fits and error spectra) and ``out``/``json_name`` (setting, per arm: final MSE,
+    parameters, seconds, MSE curve). Returns that dict with the written files."""
+    from .train.io import atomic_write_text
+
+    arms = tuple(arms)
+    bad = [a for a in arms if a not in SIGNAL_ARMS]
+    if bad or not arms:
+        raise ValueError(f"--arms: expected some of {', '.join(SIGNAL_ARMS)}, got {', '.join(bad) or 'none'}")
+    for name, v in (("steps", steps), ("hidden", hidden), ("layers", layers), ("samples", samples)):
+        if int(v) < 1:
+            raise ValueError(f"--{name}: expected >= 1, got {v}")
+    if int(grid) < 2:
+        raise ValueError(f"--grid: expected >= 2, got {grid}")
+    if path is None:
+        x, y = signal_target(samples, SIGNAL_SEED)
+        target, x_range, marks = "sum of sines at 5..50 cycles (CAM's notebook)", [0.0, 1.0], range(5, 55, 5)
+    else:
+        x, y, x_range = load_signal(path)
+        target, marks = Path(path).name, ()
+    out_dir = Path(out) if out else Path(f"fit-signal-{Path(path).stem if path else 'sines'}")
+    info = {"setting": {"target": target, "source": str(path) if path else None, "samples": int(x.shape[0]),
+                        "x_range": x_range, "steps": int(steps), "lr": lr, "act": act, "hidden": hidden,
+                        "layers": layers, "grid": grid, "seed": seed, "loss": "MSE, full batch",
+                        "optimizer": "Adam"}, "models": {}}
+    fits = {}
+    for kind in arms:
+        t0 = time.process_time()
+        net, yhat, mse, curve = train_signal(kind, x, y, int(steps), lr, act, seed, hidden, layers, grid,
+                                             progress=progress)
+        fits[kind] = yhat
+        info["models"][kind] = {"label": SIGNAL_LABELS[kind], "mse": mse, "params": count_parameters(net),
+                                "cpu_seconds": time.process_time() - t0, "curve": curve}
+        if progress:
+            print(f"{SIGNAL_LABELS[kind]:16s} MSE {mse:.6g}  ({info['models'][kind]['params']:,} parameters)",
+                  flush=True)
+    files = {"plot": str(plot_signal_fits(x, y, fits, info, out_dir / plot_name, marks)),
+             "json": str(out_dir / json_name)}
+    info["files"] = files
+    atomic_write_text(out_dir / json_name, json.dumps(info, indent=1))
+    return info
