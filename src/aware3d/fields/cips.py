@@ -8,6 +8,20 @@ features, and a deep per-pixel network of modulated fully connected layers (CIPS
     ToRGB                modulated FC to RGB without demodulation
     StyleMapping         z_app -> w (StyleGAN mapping: pixel norm, LeakyReLU MLP)
     CIPSDecoder          per pixel: blocks of two ModulatedFC, a tRGB after each block, RGB = tanh(sum)
+
+The official networks (PeterouZh/CIPS-3D ``GeneratorNerfINR``, ``arch="official"`` in
+:mod:`aware3d.methods.cips3d`; weight-transferred against the official modules, BENCHMARKS.md):
+
+    CipsMapping          z -> style: pixel norm, Linear (+ LayerNorm) + LeakyReLU 0.2 layers, the last
+                         Linear without activation (+ LayerNorm: ``norm_out``); one style for every layer
+    CipsFilmNerf         FiLM-SIREN layers whose frequencies / phases are per-layer linear maps of
+                         one shared style (15 g + 30, b), no view directions, a FiLM colour layer
+                         of half width and a linear feature head
+    style_mod_fc         y = x (W (s + 1)), columns demodulated (the official ``SinStyleMod``, no bias)
+    StyleModFC           style_mod_fc with its own style affine
+    CipsNetDecoder       per pixel: blocks of two StyleModFC + LeakyReLU 0.2 (a residual sum from
+                         block ``skip_from`` on), plain linear tRGBs summed from block ``rgb_from`` on,
+                         RGB = tanh(sum); the official builds and runs 9 blocks at every image size
 """
 from __future__ import annotations
 
@@ -20,7 +34,8 @@ import torch.nn.functional as F
 from .siren import FilmSirenField
 from ..render.encodings import film_siren, siren_init_
 
-__all__ = ["modulated_fc", "ModulatedFC", "ToRGB", "StyleMapping", "CIPSDecoder", "ShallowFeatureNerf"]
+__all__ = ["modulated_fc", "ModulatedFC", "ToRGB", "StyleMapping", "CIPSDecoder", "ShallowFeatureNerf",
+           "CipsMapping", "CipsFilmNerf", "style_mod_fc", "StyleModFC", "CipsNetDecoder"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,3 +152,193 @@ class ShallowFeatureNerf(FilmSirenField):
         c = film_siren(torch.cat([dirs, h], -1), self.color_film.weight, self.color_film.bias,
                        freqs[:, -1], phases[:, -1])
         return sigma, self.color_out(c)
+
+
+# --------------------------------------------------------------------------------------------------
+# The official networks (arch="official")
+
+
+@torch.no_grad()
+def _frequency_init_(linear: nn.Linear, freq: float) -> nn.Linear:
+    """W ~ U(-sqrt(6/n)/freq, sqrt(6/n)/freq), n = fan-in (the official ``frequency_init``)."""
+    n = linear.weight.shape[-1]
+    linear.weight.uniform_(-math.sqrt(6 / n) / freq, math.sqrt(6 / n) / freq)
+    return linear
+
+
+@torch.no_grad()
+def _kaiming_leaky_(weight: torch.Tensor) -> torch.Tensor:
+    return nn.init.kaiming_normal_(weight, a=0.2, mode="fan_in", nonlinearity="leaky_relu")
+
+
+class CipsMapping(nn.Module):
+    """z (B, Z) -> style (B, hidden): pixel norm of z, then ``n_layers`` Linear layers, each but the
+    last followed by (LayerNorm with ``layer_norm``) and LeakyReLU 0.2; LayerNorm after the last
+    with ``norm_out`` (the official ``MultiHeadMappingNetwork`` with ``head_layers`` 0: every head
+    reads the same style). Kaiming-normal weights for LeakyReLU 0.2."""
+
+    def __init__(self, z_dim: int, hidden: int, n_layers: int, layer_norm: bool = False, norm_out: bool = False):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers: expected >= 1, got {n_layers}")
+        layers, d = [], z_dim
+        for i in range(n_layers):
+            lin = nn.Linear(d, hidden)
+            _kaiming_leaky_(lin.weight)
+            layers.append(lin)
+            if i != n_layers - 1:
+                if layer_norm:
+                    layers.append(nn.LayerNorm(hidden))
+                layers.append(nn.LeakyReLU(0.2))
+            d = hidden
+        if norm_out:
+            layers.append(nn.LayerNorm(hidden))
+        self.net = nn.Sequential(*layers)
+        self.z_dim, self.out_dim = z_dim, hidden
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-8))
+
+
+class CipsFilmNerf(nn.Module):
+    """The official shallow NeRF (``NeRFNetwork`` of ``GeneratorNerfINR``).
+
+    s = CipsMapping(z) (``map_layers`` x ``map_hidden``); for each FiLM layer i (``n_layers`` of width
+    ``hidden`` on the points, then the colour layer of width hidden / 2 on h_L):
+    freq_i = 15 G_i s + 30, phase_i = P_i s (G_i, P_i linear), h_i = sin(freq_i (W_i h + b_i) + phase_i);
+    sigma = w_s . h_L + b_s (raw), features = W_f h_c + b_f (``feat_dim``). Points are scaled by
+    ``box_scale`` first (the official ``UniformBoxWarp(0.24)``); view directions are not used.
+
+    ``forward(points, dirs, z | freqs, phases)`` -> ``(sigma (B, P), features (B, P, F))``; ``freqs`` and
+    ``phases`` are tuples with one (B, width_i) tensor per FiLM layer (colour last), from
+    :meth:`modulation`."""
+
+    def __init__(self, feat_dim: int = 32, z_dim: int = 256, hidden: int = 128, n_layers: int = 2,
+                 map_hidden: int = 128, map_layers: int = 4, box_scale: float = 2 / 0.24, in_dim: int = 3,
+                 init_w0: float = 25.0):
+        super().__init__()
+        self.feat_dim, self.z_dim, self.hidden, self.n_layers = feat_dim, z_dim, hidden, n_layers
+        self.box_scale = float(box_scale)
+        self.mapping = CipsMapping(z_dim, map_hidden, map_layers)
+        widths = [hidden] * n_layers + [hidden // 2]
+        self.layers = nn.ModuleList([nn.Linear(in_dim, hidden)] + [nn.Linear(hidden, hidden) for _ in range(n_layers - 1)])
+        self.color_film = nn.Linear(hidden, hidden // 2)
+        self.gain = nn.ModuleList(nn.Linear(map_hidden, w) for w in widths)
+        self.shift = nn.ModuleList(nn.Linear(map_hidden, w) for w in widths)
+        self.sigma_out = nn.Linear(hidden, 1)
+        self.color_out = nn.Linear(hidden // 2, feat_dim)
+        with torch.no_grad():  # the official initialisation
+            for lin in list(self.layers) + [self.color_film]:
+                _frequency_init_(lin, init_w0)
+            for lin in list(self.gain) + list(self.shift):
+                lin.weight.mul_(0.25)
+            _kaiming_leaky_(self.color_out.weight)
+
+    def modulation(self, z: torch.Tensor):
+        """(freqs, phases): tuples of (B, width_i), one per FiLM layer (colour last)."""
+        s = self.mapping(z)
+        return tuple(g(s) * 15.0 + 30.0 for g in self.gain), tuple(p(s) for p in self.shift)
+
+    def _mod(self, z, freqs, phases):
+        if freqs is None or phases is None:
+            if z is None:
+                raise ValueError("CipsFilmNerf: pass z or both freqs and phases")
+            return self.modulation(z)
+        return freqs, phases
+
+    def trunk(self, points: torch.Tensor, freqs, phases) -> torch.Tensor:
+        h = points * self.box_scale
+        for i, layer in enumerate(self.layers):
+            h = film_siren(h, layer.weight, layer.bias, freqs[i], phases[i])
+        return h
+
+    def forward(self, points, dirs=None, z=None, *, freqs=None, phases=None):
+        freqs, phases = self._mod(z, freqs, phases)
+        h = self.trunk(points, freqs, phases)
+        sigma = self.sigma_out(h).squeeze(-1)
+        c = film_siren(h, self.color_film.weight, self.color_film.bias, freqs[-1], phases[-1])
+        return sigma, self.color_out(c)
+
+    def density(self, points: torch.Tensor, z: torch.Tensor | None = None, *, freqs=None, phases=None) -> torch.Tensor:
+        """Raw density (B, P) only (mesh extraction)."""
+        freqs, phases = self._mod(z, freqs, phases)
+        return self.sigma_out(self.trunk(points, freqs, phases)).squeeze(-1)
+
+
+def style_mod_fc(x: torch.Tensor, weight: torch.Tensor, style: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The official ``SinStyleMod`` (bmm form): W'_{b,i,o} = W_{i,o} (s_{b,i} + 1), each output column
+    divided by sqrt(sum_i W'^2_{b,i,o} + eps); y = x W'. x (B, N, in), weight (in, out), style
+    (B, in) -> (B, N, out). No bias."""
+    w = weight.unsqueeze(0) * (style.unsqueeze(-1) + 1.0)                  # (B, in, out)
+    w = w * torch.rsqrt(w.pow(2).sum(1, keepdim=True) + eps)
+    return torch.bmm(x, w)
+
+
+def style_mod_fc_shared(x: torch.Tensor, weight: torch.Tensor, style: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`style_mod_fc` with the modulation moved onto the activations: y = ((x (s + 1)) W) d with
+    d_{b,o} = 1 / sqrt(sum_i W_{i,o}^2 (s_{b,i} + 1)^2 + eps), so that the whole batch goes through one
+    matrix product with the shared W (equal up to float round-off; the fast path)."""
+    m = style + 1.0                                                         # (B, in)
+    d = torch.rsqrt(m.pow(2) @ weight.pow(2) + eps)                         # (B, out)
+    B, N, _ = x.shape
+    y = (x * m.unsqueeze(1)).reshape(B * N, -1) @ weight
+    return y.reshape(B, N, -1) * d.unsqueeze(1)
+
+
+class StyleModFC(nn.Module):
+    """s = A w (a linear map of the style), y = :func:`style_mod_fc` (x, W, s). W (in, out) and A are
+    Kaiming-normal for LeakyReLU 0.2 as in the official code. ``shared`` picks the one-product
+    form :func:`style_mod_fc_shared` or the official bmm form (default)."""
+
+    def __init__(self, in_dim: int, out_dim: int, w_dim: int, shared: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
+        _kaiming_leaky_(self.weight)
+        self.affine = nn.Linear(w_dim, in_dim)
+        _kaiming_leaky_(self.affine.weight)
+        self.shared = shared
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        fn = style_mod_fc_shared if self.shared else style_mod_fc
+        return fn(x, self.weight, self.affine(w))
+
+
+class CipsNetDecoder(nn.Module):
+    """The official per-pixel network (``CIPSNet``): features (B, N, F) and style w (B, W) -> RGB
+    (B, N, 3) in [-1, 1].
+
+    ``n_blocks`` blocks, each h <- lrelu(StyleModFC(lrelu(StyleModFC(h)))) (slope 0.2, no gain), plus
+    the block's input from block ``skip_from`` on (same width); from block ``rgb_from`` on a linear
+    tRGB of h is added to the RGB sum; RGB = tanh(sum). The official builds 9 blocks (one per
+    octave 4..1024) and runs all of them at every image size, tRGBs from block 3 and residual sums
+    from block 4 (its unused tRGBs of blocks 0-2 are not built here)."""
+
+    def __init__(self, in_dim: int, hidden: int = 512, n_blocks: int = 9, w_dim: int = 512,
+                 rgb_from: int = 3, skip_from: int = 4, shared: bool = False):
+        super().__init__()
+        if not 0 <= rgb_from < n_blocks:
+            raise ValueError(f"rgb_from: expected in [0, {n_blocks}), got {rgb_from}")
+        self.rgb_from, self.skip_from = rgb_from, skip_from
+        self.blocks = nn.ModuleList()
+        d = in_dim
+        for _ in range(n_blocks):
+            self.blocks.append(nn.ModuleList([StyleModFC(d, hidden, w_dim, shared), StyleModFC(hidden, hidden, w_dim, shared)]))
+            d = hidden
+        self.to_rgb = nn.ModuleList(nn.Linear(hidden, 3) for _ in range(n_blocks - rgb_from))
+        for lin in self.to_rgb:
+            _frequency_init_(lin, 100.0)
+
+    def set_shared(self, shared: bool) -> None:
+        """Pick the one-product form (True) or the official bmm form (False) in every layer."""
+        for m in self.modules():
+            if isinstance(m, StyleModFC):
+                m.shared = shared
+
+    def forward(self, features: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        h, rgb = features, 0.0
+        for i, (fc1, fc2) in enumerate(self.blocks):
+            out = F.leaky_relu(fc2(F.leaky_relu(fc1(h, w), 0.2), w), 0.2)
+            h = out + h if i >= self.skip_from and out.shape[-1] == h.shape[-1] else out
+            if i >= self.rgb_from:
+                rgb = rgb + self.to_rgb[i - self.rgb_from](h)
+        return torch.tanh(rgb)

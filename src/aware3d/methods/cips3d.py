@@ -17,9 +17,22 @@ the official losses are means over the main and auxiliary batches together (``au
 of main + aux); D steps before G (``d_first``); gradient norms clipped at 10 (``grad_clip``);
 density noise 1 -> 0 over 5000 steps (``density_noise``); Adam betas (0, 0.999), lr G 2e-4 / D 2e-3.
 Runs saved before these keys existed keep their old behaviour (no averaging, G before D, no
-clipping, no noise). Not matched: the official critics are StyleGAN2-style multi-scale
-discriminators (``Discriminator_MultiScale_Aux``) faded in with alpha over 10k steps; aware3d's are
-DCGAN-style (:class:`Cips3DDiscriminator`). Partial gradient backpropagation: per image only ``grad_rays``
+clipping, no noise).
+
+Networks (``arch``): ``"official"`` (the paper presets) are the official ``GeneratorNerfINR``
+modules, weight-transferred against them (BENCHMARKS.md): the NeRF's FiLM frequencies and phases
+are per-layer linear maps of one style from a 4 x 128 mapping, no view directions, a half-width FiLM
+colour layer (:class:`aware3d.fields.cips.CipsFilmNerf`); the per-pixel network has 9 blocks of
+two style-modulated FC layers (no bias), residual sums from block 4, plain linear tRGBs from block 3
+(:class:`aware3d.fields.cips.CipsNetDecoder`), its style from an 8 x 512 mapping with LayerNorm.
+``"v1"`` (the default: runs saved before the key) are aware3d's earlier networks (pi-GAN's
+mapping and colour layer, 5 StyleGAN2 ModFC blocks with a modulated tRGB after each).
+Critics (``d_arch``): ``"msd"`` (the paper presets) are the official StyleGAN2-style multi-scale
+residual critics (``Discriminator_MultiScale_Aux``: channel multiplier 2, the auxiliary one
+downsampling in the first conv of each block, no minibatch std; fade-in ``alpha`` = step /
+``d_fade_steps``, 0: alpha 1 throughout, as the official ``train_ffhq`` whose ``warmup_D`` is
+off) in :mod:`aware3d.nets.stylegan2_msd`; ``"dcgan"`` (the default) is :class:`Cips3DDiscriminator`.
+Partial gradient backpropagation: per image only ``grad_rays``
 randomly chosen NeRF rays are rendered with autograd, the others under ``no_grad`` (so the memory
 and time of the NeRF's backward scale with ``grad_rays``); the 2D decoder sees every pixel.
 
@@ -39,12 +52,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fields.cips import CIPSDecoder, ShallowFeatureNerf, StyleMapping
+from ..fields.cips import (CIPSDecoder, CipsFilmNerf, CipsMapping, CipsNetDecoder, ShallowFeatureNerf,
+                           StyleMapping, _frequency_init_)
 from ..render.cameras import image_rays, intrinsics_from_fov
 from ..train.gan import discriminator_loss, generator_loss, r1_penalty
 from ..programs import Program
 from ..programs.gan import programs_for
 from ..nets.discriminators import DCDiscriminator
+from ..nets.stylegan2_msd import MultiScaleDiscriminator, msd_channels
 from . import gan_common as gc
 from .base import GenerativeMethod
 
@@ -106,6 +121,14 @@ class Cips3DConfig(gc.RunSettings):
     grad_clip: float = 0.0              # clip the gradient norm of G and of D (official 10); 0: off
     density_noise: float = 0.0          # N(0, s^2) on the NeRF's raw densities in training, s decays
     noise_anneal_steps: int = 5000      # ... linearly to 0 over these steps (official nerf_noise 1 -> 0)
+    arch: str = "v1"                    # networks: "official" (GeneratorNerfINR) | "v1" (aware3d's earlier ones)
+    inr_rgb_from: int = 3               # official arch: tRGBs from this block on (official 3)
+    inr_skip_from: int = 4              # official arch: residual sums from this block on (official 4)
+    d_arch: str = "dcgan"               # critics: "msd" (official multi-scale StyleGAN2-style) | "dcgan"
+    d_channel_multiplier: int = 2       # msd: the main critic's channel multiplier (official 2)
+    d_mbstd_group: int = 0              # msd: minibatch-std group size, 0: none (official stddev_group 0)
+    d_fade_steps: int = 0               # msd: alpha = min(1, step / d_fade_steps); 0: alpha 1 (official
+    #                                     train_ffhq: warmup_D off; train_ffhq_high: 10000)
     preset: str = "cpu"
     # render-time only
     mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
@@ -147,6 +170,8 @@ for _name, _p in PRESETS.items():
         _p.update(_OFFICIAL)
 for _name in ("ffhq64", "ffhq128", "objects64"):
     PRESETS[_name]["grad_rays"] = 256 * 256
+    # the official networks and critics; the official INR runs its 9 blocks at every image size
+    PRESETS[_name].update(arch="official", inr_blocks=9, d_arch="msd", d_fade_steps=0)
 DEFAULT_PRESET = "cpu"
 
 
@@ -220,12 +245,24 @@ class Cips3DGenerator(nn.Module):
     def __init__(self, cfg: Cips3DConfig):
         super().__init__()
         self.cfg = cfg
-        self.nerf = ShallowFeatureNerf(feat_dim=cfg.feat_dim, z_dim=cfg.z_shape_dim, hidden=cfg.nerf_hidden,
-                                       n_layers=cfg.nerf_layers, map_hidden=cfg.nerf_map_hidden,
-                                       map_layers=cfg.nerf_map_layers, box_scale=cfg.box_scale)
-        self.mapping = StyleMapping(cfg.z_app_dim, cfg.w_dim, cfg.inr_map_layers)
-        self.decoder = CIPSDecoder(cfg.feat_dim, cfg.inr_hidden, cfg.inr_blocks, cfg.w_dim)
-        self.aux_to_rgb = nn.Linear(cfg.feat_dim, 3)
+        if cfg.arch == "official":
+            self.nerf = CipsFilmNerf(feat_dim=cfg.feat_dim, z_dim=cfg.z_shape_dim, hidden=cfg.nerf_hidden,
+                                     n_layers=cfg.nerf_layers, map_hidden=cfg.nerf_map_hidden,
+                                     map_layers=cfg.nerf_map_layers, box_scale=cfg.box_scale)
+            self.mapping = CipsMapping(cfg.z_app_dim, cfg.w_dim, cfg.inr_map_layers, layer_norm=True, norm_out=True)
+            self.decoder = CipsNetDecoder(cfg.feat_dim, cfg.inr_hidden, cfg.inr_blocks, cfg.w_dim,
+                                          rgb_from=min(cfg.inr_rgb_from, cfg.inr_blocks - 1),
+                                          skip_from=cfg.inr_skip_from)
+            self.aux_to_rgb = _frequency_init_(nn.Linear(cfg.feat_dim, 3), 25.0)
+        elif cfg.arch == "v1":
+            self.nerf = ShallowFeatureNerf(feat_dim=cfg.feat_dim, z_dim=cfg.z_shape_dim, hidden=cfg.nerf_hidden,
+                                           n_layers=cfg.nerf_layers, map_hidden=cfg.nerf_map_hidden,
+                                           map_layers=cfg.nerf_map_layers, box_scale=cfg.box_scale)
+            self.mapping = StyleMapping(cfg.z_app_dim, cfg.w_dim, cfg.inr_map_layers)
+            self.decoder = CIPSDecoder(cfg.feat_dim, cfg.inr_hidden, cfg.inr_blocks, cfg.w_dim)
+            self.aux_to_rgb = nn.Linear(cfg.feat_dim, 3)
+        else:
+            raise ValueError(f"arch: expected official or v1, got {cfg.arch!r}")
         self.density_noise = 0.0        # training regulariser, set per step by Cips3DMethod.set_step
 
     def camera_rays(self, c2w: torch.Tensor):
@@ -311,6 +348,35 @@ class Cips3DDiscriminator(nn.Module):
         return self.main(x)
 
 
+class Cips3DMSDiscriminator(nn.Module):
+    """The official critics (``Discriminator_MultiScale_Aux``): the main one on S x S images
+    (channel table ``main`` x ``d_channel_multiplier``), the auxiliary one on the NeRF's r x r RGB
+    (table ``aux``, downsampling in the first conv of each block). Both fade with ``alpha`` (set per
+    step by :meth:`Cips3DMethod.set_step`). ``forward`` is the main one."""
+
+    def __init__(self, cfg: Cips3DConfig):
+        super().__init__()
+        self.main = MultiScaleDiscriminator(cfg.resolution, msd_channels("main", cfg.d_channel_multiplier),
+                                            first_downsample=False, mbstd_group=cfg.d_mbstd_group)
+        self.aux = MultiScaleDiscriminator(cfg.nerf_res, msd_channels("aux"), first_downsample=True,
+                                           mbstd_group=cfg.d_mbstd_group)
+        self.set_alpha(1.0)
+
+    def set_alpha(self, alpha: float) -> None:
+        self.alpha = self.main.alpha = self.aux.alpha = float(alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+def make_discriminator(cfg: Cips3DConfig) -> nn.Module:
+    if cfg.d_arch == "msd":
+        return Cips3DMSDiscriminator(cfg)
+    if cfg.d_arch == "dcgan":
+        return Cips3DDiscriminator(cfg)
+    raise ValueError(f"d_arch: expected msd or dcgan, got {cfg.d_arch!r}")
+
+
 # --------------------------------------------------------------------------------------------------
 # The method as the GAN engine sees it
 
@@ -327,7 +393,7 @@ class Cips3DMethod:
     def __init__(self, cfg: Cips3DConfig):
         self.cfg = cfg
         self.generator = Cips3DGenerator(cfg)
-        self.discriminator = Cips3DDiscriminator(cfg)
+        self.discriminator = make_discriminator(cfg)
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
         return sample_inputs(self.cfg, n, generator, train)
@@ -384,9 +450,17 @@ class Cips3DMethod:
         return gc.gan_config_from(self.cfg, **kw)
 
     def set_step(self, step: int, engine=None) -> None:
-        """The density noise of ``step``: density_noise * max(0, 1 - step / noise_anneal_steps)."""
+        """The density noise of ``step``: density_noise * max(0, 1 - step / noise_anneal_steps); the
+        critics' fade-in alpha: min(1, step / d_fade_steps) (1 with d_fade_steps 0)."""
         c = self.cfg
         self.generator.density_noise = c.density_noise * max(0.0, 1.0 - step / max(c.noise_anneal_steps, 1))
+        if hasattr(self.discriminator, "set_alpha"):
+            self.discriminator.set_alpha(fade_alpha(step, c.d_fade_steps))
+
+
+def fade_alpha(step: int, fade_steps: int) -> float:
+    """The official fade-in: min(1, step / fade_steps); 1 when fade_steps is 0 (no fade-in)."""
+    return 1.0 if fade_steps <= 0 else min(1.0, step / fade_steps)
 
 
 def build(cfg: Cips3DConfig, seed: int | None = None) -> Cips3DMethod:
