@@ -181,7 +181,9 @@ def test_official_layer_sizes():
     cfg = m.cfg
     assert cfg.r1_weight == 5.0 and cfg.r1_interval == 16 and cfg.style_mixing == 0.9
     gcfg = m.gan_config()  # official d_lr 0.002 x 16/17 by the lazy correction, g_lr 0.002 x 4/5
-    assert cfg.lr_d * lazy_ratio(gcfg, "D") == pytest.approx(0.002 * 16 / 17) and cfg.lr_g == pytest.approx(0.0016)
+    assert cfg.lr_d * lazy_ratio(gcfg, "D") == pytest.approx(0.002 * 16 / 17)
+    assert cfg.lr_g * lazy_ratio(gcfg, "G") == pytest.approx(0.0016)
+    assert (gcfg.pl_weight, gcfg.pl_interval, gcfg.pl_decay, gcfg.pl_batch_shrink) == (2.0, 4, 0.01, 2)
     assert (cfg.n_samples, cfg.n_importance, cfg.fov, cfg.depth_range) == (12, 12, 12.0, (0.8, 1.2))
 
 
@@ -303,8 +305,180 @@ def test_lazy_correction_of_lr_and_betas():
     # inline R1 (interval 1) or no R1: nothing lazy on D, no correction
     for kw in ({"r1_interval": 1}, {"r1_weight": 0.0, "r1_interval": 16}):
         assert lazy_ratio(gan.GanConfig(lazy_correction=True, **kw), "D") == 1.0
-    # the paper presets carry the correction
+    # the paper presets carry the correction (and the path-length penalty it corrects G for)
     for preset in ("ffhq256", "celeba128", "objects128"):
         cfg = vm.make_config(preset)
-        assert cfg.lazy_correction and cfg.lr_d == 0.002
-        assert lazy_ratio(vm.VolumeGANMethod.gan_config(type("M", (), {"cfg": cfg})()), "D") == 16 / 17
+        assert cfg.lazy_correction and cfg.lr_d == cfg.lr_g == 0.002 and cfg.pl_weight == 2.0
+        gcfg = vm.VolumeGANMethod.gan_config(type("M", (), {"cfg": cfg})())
+        assert lazy_ratio(gcfg, "D") == 16 / 17 and lazy_ratio(gcfg, "G") == 4 / 5
+    # saved configs without the keys: no path-length penalty
+    assert vm.config_from_dict({"preset": "ffhq256"}).pl_weight == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Path-length penalty (engine PL phase)
+
+
+def test_path_length_penalty_hand_values():
+    from aware3d.nets.path_length import path_length_penalty, path_lengths
+
+    # image (B, 1, 1, 2) = ws (B, 1, 2) @ A: J^T y = A y, y = noise / sqrt(H W) = noise / sqrt(2)
+    A = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    ws = torch.randn(2, 1, 2, requires_grad=True)
+    img = (ws @ A.T).reshape(2, 1, 1, 2)                       # img_j = sum_k A[j, k] ws_k
+    noise = torch.tensor([[1.0, 1.0], [1.0, -1.0]]).reshape(2, 1, 1, 2)
+    # sample 0: A^T y = (1 + 3, 2 + 4) / sqrt 2 -> |.|^2 = (16 + 36) / 2 = 26; sample 1: (-2, -2) / sqrt 2 -> 4
+    lengths = path_lengths(img, ws, noise)
+    assert torch.allclose(lengths, torch.tensor([26.0 ** 0.5, 2.0]), atol=1e-6)
+    pen, lengths, mean = path_length_penalty(img, ws, torch.tensor(0.5), 0.1, noise)
+    m = 0.5 + 0.1 * ((26 ** 0.5 + 2) / 2 - 0.5)               # running mean: lerp(mean, batch mean, decay)
+    assert mean.item() == pytest.approx(m, rel=1e-6) and not mean.requires_grad
+    assert torch.allclose(pen, (torch.tensor([26 ** 0.5, 2.0]) - m) ** 2, atol=1e-5)
+    # style slots: the mean over slots of the squared norms (a slot the image ignores counts as 0)
+    ws2 = torch.randn(2, 2, 2, requires_grad=True)
+    img2 = (ws2[:, :1] @ A.T).reshape(2, 1, 1, 2)
+    assert torch.allclose(path_lengths(img2, ws2, noise), torch.tensor([13.0 ** 0.5, 2.0 ** 0.5]), atol=1e-6)
+    # the gradient w.r.t. the generator (double backward) with the official non-detached mean:
+    # img = c ws, one slot of 4 = 2 x 2 pixels, noise 1: length = c |(1,1,1,1)| / 2 = c; mean' = d c
+    # (from 0), penalty (c (1 - d))^2, d/dc = 2 c (1 - d)^2 (a detached mean would give 2 (c - d c))
+    c = torch.tensor(3.0, requires_grad=True)
+    w4 = torch.randn(3, 1, 4, requires_grad=True)
+    pen, lengths, mean = path_length_penalty((c * w4).reshape(3, 1, 2, 2), w4, torch.tensor(0.0), 0.01,
+                                             torch.ones(3, 1, 2, 2))
+    assert torch.allclose(lengths, torch.full((3,), 3.0)) and mean.item() == pytest.approx(0.03)
+    assert pen.mean().item() == pytest.approx(2.97 ** 2, rel=1e-6)
+    (gc_,) = torch.autograd.grad(pen.mean(), c)
+    assert gc_.item() == pytest.approx(2 * 3.0 * 0.99 ** 2, rel=1e-6)
+
+
+class _LinearMethod:
+    """A toy GAN for the engine: image (B, 3, 4, 4) = A ws (ws = z (B, 2, 3)), linear critic."""
+
+    name = "linear"
+    image_range = (-1.0, 1.0)
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.generator = _LinearG()
+        self.discriminator = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 1))
+
+    def sample_inputs(self, n, generator=None, train=True):
+        return {"z": torch.randn(n, 2, 3, generator=generator)}
+
+    @staticmethod
+    def path_length_forward(G, inputs):
+        ws = inputs["z"].clone().requires_grad_(True)
+        return G.image(ws), ws
+
+
+class _LinearG(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.A = torch.nn.Parameter(torch.randn(48, 6) * 0.3)
+
+    def image(self, ws):
+        return (ws.reshape(ws.shape[0], 6) @ self.A.T).reshape(-1, 3, 4, 4)
+
+    def forward(self, inputs):
+        return self.image(inputs["z"])
+
+
+class _Images:
+    def __init__(self, res, n=16):
+        self.images = torch.rand(n, 3, res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def sample(self, n, generator=None):
+        return self.images[torch.randint(0, len(self.images), (n,), generator=generator)]
+
+
+def test_engine_path_length_phase_schedule_running_mean_ema_and_resume():
+    import copy
+
+    cfg = gan.GanConfig(batch_size=4, optimizer="adam", lr_g=0.01, lr_d=0.01, ema_beta=0.0, r1_weight=0.0,
+                        pl_weight=2.0, pl_interval=2, pl_decay=0.1, pl_batch_shrink=2, lazy_correction=True,
+                        device="cpu", progress=False)
+    method = _LinearMethod()
+    e = gan.GanEngine(method, cfg)
+    rec = {}
+
+    def recording(G, inputs):  # the G and generator state the PL phase sees
+        rec["A"], rec["rng"], rec["n"] = G.A.detach().clone(), e.rng.get_state(), inputs["z"].shape[0]
+        return _LinearMethod.path_length_forward(G, inputs)
+
+    method.path_length_forward = recording
+    assert [e.phases(s) for s in range(3)] == [["G", "PL", "D"], ["G", "D"], ["G", "PL", "D"]]
+    g = e.opt_g.param_groups[0]  # lazy correction of G for PL every 2 steps: lr x 2/3, betas ** (2/3)
+    assert g["lr"] == pytest.approx(0.01 * 2 / 3) and g["betas"] == (0.0, 0.99 ** (2 / 3))
+    data = _Images(4)
+    out0 = e.train_step(data)
+    # the lengths of the linear G by hand: J^T y = A^T y per sample (6 = 2 slots x 3), y = noise / 4
+    # (4 x 4 pixels), the noise replayed from the run's generator; half the batch (2 of 4)
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().set_state(rec["rng"]))
+    jty = (noise.reshape(2, 48) / 4.0) @ rec["A"]
+    lengths = jty.reshape(2, 2, 3).square().sum(2).mean(1).sqrt()
+    assert rec["n"] == 2 and out0["pl_length"] == pytest.approx(lengths.mean().item(), rel=1e-5)
+    m0 = 0.1 * lengths.mean().item()                                   # the running mean from 0
+    assert e.pl_mean.item() == pytest.approx(m0, rel=1e-5)
+    assert out0["PL"] == pytest.approx(((lengths - m0) ** 2).mean().item(), rel=1e-4)
+    # the EMA (beta 0: a copy) follows the PL step, as the official runner's order G, PL, D, R1, EMA
+    assert torch.equal(e.G_ema.A, e.G.A)
+    out1 = e.train_step(data)
+    assert "PL" not in out1 and e.pl_mean.item() == pytest.approx(m0, rel=1e-5)
+    out2 = e.train_step(data)
+    assert e.pl_mean.item() == pytest.approx(m0 + 0.1 * (out2["pl_length"] - m0), rel=1e-5)
+    # resume: the running mean travels in the checkpoint; the continued runs agree
+    sd = copy.deepcopy(e.state_dict())
+    e2 = gan.GanEngine(_LinearMethod(), cfg)
+    e2.load_state_dict(sd)
+    assert e2.pl_mean.item() == e.pl_mean.item()
+    for _ in range(2):
+        assert e.train_step(data) == e2.train_step(data)
+    assert torch.equal(e.G.A, e2.G.A) and e.pl_mean.item() == e2.pl_mean.item()
+    # a method without path_length_forward cannot turn it on
+    m = _LinearMethod()
+    m.path_length_forward = None
+    with pytest.raises(ValueError, match="path_length_forward"):
+        gan.GanEngine(m, cfg)
+
+
+def test_engine_defaults_train_another_method_as_before():
+    # GIRAFFE tiny, 3 engine steps with the engine defaults (no lazy correction, no PL): the losses and
+    # how far the weights moved equal those recorded with the engine before these settings existed
+    # (commit 5faeda8, the same numbers to the last digit there)
+    from aware3d.methods import giraffe as gm
+
+    m = gm.build(gm.make_config("tiny", seed=1))
+    init = {k: {n: p.detach().clone() for n, p in getattr(m, k).named_parameters()} for k in ("generator", "discriminator")}
+    e = gan.GanEngine(m, m.gan_config(device="cpu", progress=False))
+    real = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    class Data:
+        def sample(self, n, generator=None):
+            return real[torch.randint(0, 32, (n,), generator=generator)]
+
+    sc = [e.train_step(Data()) for _ in range(3)]
+    assert [s["loss_G"] for s in sc] == pytest.approx([0.6917588114738464, 0.6908755302429199, 0.6897093057632446], rel=1e-6)
+    assert [s["loss_D"] for s in sc] == pytest.approx([1.3772449493408203, 1.382575511932373, 1.3801796436309814], rel=1e-6)
+    assert [s["R1"] for s in sc] == pytest.approx([0.004055608529597521, 0.004267616663128138, 0.004109760746359825], rel=1e-5)
+    moved = {k: sum(float((p.detach().double() - init[k][n].double()).abs().sum()) for n, p in getattr(m, k).named_parameters())
+             for k in init}
+    assert moved["generator"] == pytest.approx(19.271494771099242, rel=1e-5)
+    assert moved["discriminator"] == pytest.approx(3.948444745174129, rel=1e-5)
+
+
+def test_volumegan_path_length_reaches_every_used_style_and_trains():
+    m = _tiny(n_importance=2)
+    G = m.generator.train()
+    x = m.sample_inputs(2, torch.Generator().manual_seed(0))
+    img, ws = m.path_length_forward(G, x)
+    (g,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), ws)
+    per_slot = g.abs().sum((0, 2))
+    # every slot but the 2D renderer's first (the feature image needs no style: official layer 0)
+    unused = m.cfg.mlp_layers
+    assert per_slot[unused] == 0 and bool((torch.cat([per_slot[:unused], per_slot[unused + 1:]]) > 0).all())
+    # two engine steps with the penalty every step: PL phase, finite, the running mean moves
+    m = _tiny(pl_weight=2.0, pl_interval=1, lazy_correction=True, r1_interval=16)
+    e = gan.GanEngine(m, m.gan_config(device="cpu", progress=False))
+    data = _Images(32, n=8)
+    outs = [e.train_step(data) for _ in range(2)]
+    assert all(math.isfinite(o["PL"]) and o["pl_length"] > 0 for o in outs) and e.pl_mean.item() > 0

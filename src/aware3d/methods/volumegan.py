@@ -20,10 +20,11 @@ Training (official ``volumegan_ffhq256.sh`` in the paper presets): non-saturatin
 the reals every 16 steps (official r1_gamma 10, loss += 0.5 gamma ||grad||^2 x 16: ``r1_weight`` 5,
 ``r1_interval`` 16); StyleGAN2 resnet discriminator with minibatch std (group 4); Adam lr 0.002,
 betas (0, 0.99), both corrected for the lazy regularisers as the official config does
-(``lazy_correction``: D lr x 16/17 and betas ** (16/17) for R1 every 16 steps; G lr x 4/5 by hand
-so far); style mixing 0.9; G EMA over 20k images. Not matched: the path-length penalty (pl_weight 2
-every 4 steps) and the progressive growing of the 2D renderer and critic (use_pg) are not
-implemented; G's betas are not corrected (official 0.99 ** (4/5)).
+(``lazy_correction``: D lr x 16/17 and betas ** (16/17) for R1 every 16 steps, G lr x 4/5 and betas
+** (4/5) for the path-length penalty every 4 steps); the path-length penalty (``pl_weight`` 2,
+``pl_interval`` 4, ``pl_decay`` 0.01, half batches; the engine's PL phase with respect to ws);
+style mixing 0.9; G EMA over 20k images. Not matched: the progressive growing of the 2D renderer
+and critic (use_pg) is not implemented.
 
 Controls: one latent z (interpolate-latent), camera yaw / pitch; truncation ``truncation_psi``.
 ``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`).
@@ -99,14 +100,18 @@ class VolumeGANConfig(gc.RunSettings):
     # training (engine settings; see aware3d.train.gan.GanConfig)
     batch_size: int = 64                # global batch (official 8 GPUs x 8)
     optimizer: str = "adam"             # adam | rmsprop (official: Adam)
-    lr_g: float = 0.002 * 4 / 5         # official g_lr 0.002 x pl_interval / (pl_interval + 1)
-    lr_d: float = 0.002 * 16 / 17       # official d_lr 0.002 x r1_interval / (r1_interval + 1)
+    lr_g: float = 0.002 * 4 / 5         # official g_lr 0.002 x 4/5 (configs saved before lazy_correction;
+    lr_d: float = 0.002 * 16 / 17       # official d_lr 0.002 x 16/17   the paper presets: 0.002 and the correction)
     betas: tuple = (0.0, 0.99)          # Adam (beta1, beta2)
     r1_weight: float = 5.0              # 0.5 x the official r1_gamma 10 (D loss += 0.5 gamma ||grad||^2)
     r1_interval: int = 16               # lazy R1 (official r1_interval 16; weight x 16)
     ema_beta: float = 0.5 ** (64 / 20000)  # official g_ema_img 20k images at batch 64
     lazy_correction: bool = False       # engine: lr x k/(k+1), Adam betas ** (k/(k+1)) for a network with a
     #                                     lazy regulariser every k steps (official; paper presets); False: none
+    pl_weight: float = 0.0              # path-length penalty (official pl_weight 2 in the paper presets; 0: off)
+    pl_interval: int = 4                # its own G step every 4 steps, weight x 4 (official pl_interval)
+    pl_decay: float = 0.01              # running mean decay of the path lengths (official pl_decay)
+    pl_batch_shrink: int = 2            # its batch: batch_size // 2 (official pl_batch_shrink)
     preset: str = "cpu"
     # render-time only
     truncation_psi: float = 1.0         # w = w_avg + psi (w - w_avg) outside training
@@ -126,9 +131,10 @@ _CPU = dict(resolution=64, nerf_res=16, n_samples=12, n_importance=0, z_dim=128,
             batch_size=16, lr_g=0.002, lr_d=0.002, r1_weight=5.0, r1_interval=4, ema_beta=0.995,
             sample_every=200, checkpoint_every=500)
 
-# the official training settings (volumegan_ffhq256.sh, volumegan_ffhq_config): D lr 0.002 x 16/17 and
-# betas (0, 0.99 ** (16/17)) by the engine's lazy correction for R1 every 16 steps
-_PAPER = {"lr_d": 0.002, "lazy_correction": True}
+# the official training settings (volumegan_ffhq256.sh, volumegan_ffhq_config): the path-length
+# penalty (weight 2 every 4 steps on half batches, decay 0.01); lr 0.002 x 16/17 (D) and x 4/5 (G),
+# betas (0, 0.99 ** (16/17)) and (0, 0.99 ** (4/5)) by the engine's lazy correction
+_PAPER = {"lr_d": 0.002, "lr_g": 0.002, "lazy_correction": True, "pl_weight": 2.0}
 
 PRESETS: dict[str, dict] = {
     "ffhq256": dict(_PAPER, resolution=256, nerf_res=32),        # official volumegan_ffhq256.sh
@@ -365,6 +371,13 @@ class VolumeGANMethod:
     def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
         return sample_inputs(self.cfg, n, generator, train)
 
+    @staticmethod
+    def path_length_forward(G: VolumeGANGenerator, inputs: dict):
+        """The engine's path-length phase: (images, ws) with ws (B, L, w_dim) the styles every
+        layer read (after style mixing), in the graph (official: the gradient w.r.t. ``wp``)."""
+        out = G(inputs, return_aux=True)
+        return out["image"], out["ws"]
+
     def camera_from_angles(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
         return camera_from_angles(self.cfg, yaw_deg, pitch_deg)
 
@@ -372,8 +385,11 @@ class VolumeGANMethod:
         return gc.sphere_angle_ranges(self.cfg)
 
     def gan_config(self, **kw):
-        """The engine settings, with the engine keys VolumeGAN adds (lazy correction)."""
-        extra = {"lazy_correction": bool(self.cfg.lazy_correction)}
+        """The engine settings, with the engine keys VolumeGAN adds (lazy correction, path length)."""
+        c = self.cfg
+        extra = {"lazy_correction": bool(c.lazy_correction), "pl_weight": float(c.pl_weight),
+                 "pl_interval": int(c.pl_interval), "pl_decay": float(c.pl_decay),
+                 "pl_batch_shrink": int(c.pl_batch_shrink)}
         return gc.gan_config_from(self.cfg, **{**extra, **kw})
 
 

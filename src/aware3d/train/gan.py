@@ -8,6 +8,14 @@ owns the rest:
 - named phases per step: ``G`` (generator step, non-saturating loss), ``D`` (discriminator step,
   with R1 folded in when ``r1_interval == 1``) and ``R1`` (lazy R1 every ``r1_interval`` steps,
   weighted by the interval as in StyleGAN2);
+- ``PL`` (path-length penalty, StyleGAN2 / official VolumeGAN, off unless ``pl_weight`` > 0): its
+  own G step every ``pl_interval`` steps, after the G phase, on ``batch_size // pl_batch_shrink``
+  fresh inputs; loss = ``pl_weight x pl_interval x`` E_i (length_i - running mean)^2
+  (:mod:`aware3d.nets.path_length`: noise / sqrt(H W), lengths from d image / d ws, running mean
+  with ``pl_decay``, kept in checkpoints). A method opts in by providing
+  ``path_length_forward(G, inputs) -> (images, ws)``: G's training-mode images of ``inputs`` and the
+  style tensor ws (B, L, w_dim) or (B, w_dim) they were computed from, in the autograd graph (the
+  penalty differentiates the images with respect to ws). The G EMA follows the PL step;
 - with ``lazy_correction``, StyleGAN2's correction of the learning rate and Adam betas of a network
   whose regulariser is its own lazy phase (:func:`lazy_ratio`);
 - the generator EMA (``G_ema``), used for sample grids and evaluation;
@@ -72,6 +80,10 @@ class GanConfig:
     progress: bool = True
     collapse_steps: int = 200          # warn when generated images stay constant this long (0: off)
     lazy_correction: bool = False      # StyleGAN2's lazy-regulariser correction (see lazy_ratio); False: none
+    pl_weight: float = 0.0             # path-length penalty weight (0: off; the method needs path_length_forward)
+    pl_interval: int = 4               # PL phase every pl_interval steps, weighted by the interval
+    pl_decay: float = 0.01             # decay of the running mean of the path lengths
+    pl_batch_shrink: int = 2           # the PL phase's global batch: batch_size // pl_batch_shrink
 
 
 class CollapseWatch:
@@ -215,14 +227,14 @@ def lazy_ratio(cfg: GanConfig, net: str) -> float:
     (k + 1 steps of that optimiser per k of the main loss): ``k / (k + 1)``, which multiplies the
     network's learning rate and is the exponent of its Adam betas (official VolumeGAN / StyleGAN2:
     D lr x 16/17 and betas ** (16/17) with lazy R1 every 16 steps). ``net`` is ``"D"`` (lazy R1:
-    ``r1_weight`` > 0 and ``r1_interval`` > 1) or ``"G"`` (the path-length phase, when the engine
-    has one and it is on). 1.0 without ``cfg.lazy_correction`` or without such a regulariser."""
+    ``r1_weight`` > 0 and ``r1_interval`` > 1) or ``"G"`` (the path-length phase: ``pl_weight`` >
+    0, k = ``pl_interval``). 1.0 without ``cfg.lazy_correction`` or without such a regulariser."""
     if not getattr(cfg, "lazy_correction", False):
         return 1.0
     if net == "D":
         k = int(cfg.r1_interval) if cfg.r1_weight > 0 and int(cfg.r1_interval) > 1 else 0
     elif net == "G":
-        k = 0
+        k = max(int(cfg.pl_interval), 1) if getattr(cfg, "pl_weight", 0.0) > 0 else 0
     else:
         raise ValueError(f"lazy_ratio: net is 'G' or 'D', got {net!r}")
     return k / (k + 1) if k > 0 else 1.0
@@ -271,12 +283,26 @@ class GanEngine:
         self.opt_d = _make_optimizer(cfg, self.D.parameters(), cfg.lr_d, lazy_ratio(cfg, "D"))
         self.rng = torch.Generator().manual_seed(int(cfg.seed))
         self.step = 0
+        self.pl_on = getattr(cfg, "pl_weight", 0.0) > 0
+        if self.pl_on:
+            if getattr(method, "path_length_forward", None) is None:
+                raise ValueError(f"pl_weight: {method.name} has no path_length_forward(G, inputs) -> (images, ws)")
+            self.pl_batch = max(cfg.batch_size // max(int(cfg.pl_batch_shrink), 1), 1)
+            if self.pl_batch % self.world:
+                raise ValueError(f"pl_batch_shrink: the path-length batch {self.pl_batch} must divide over "
+                                 f"{self.world} processes")
+            self.pl_mean = torch.zeros((), device=self.device)
         lo, hi = method.image_range
         self._real_scale, self._real_shift = (hi - lo) / 2.0, (hi + lo) / 2.0
 
     # -- random draws: one global draw, each rank keeps its slice ----------------------------------
     def _slice(self, x: torch.Tensor) -> torch.Tensor:
         return x[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
+
+    def _slice_n(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """This rank's part of a global batch of ``n``."""
+        k = n // self.world
+        return x[self.rank * k:(self.rank + 1) * k]
 
     def draw_inputs(self, train: bool = True) -> dict:
         inputs = self.method.sample_inputs(self.cfg.batch_size, self.rng, train)
@@ -312,10 +338,10 @@ class GanEngine:
             torch.nn.utils.clip_grad_norm_(module.parameters(), float(self.cfg.grad_clip))
 
     # -- phases ------------------------------------------------------------------------------------
-    def phase_generator(self) -> dict:
+    def phase_generator(self, ema: bool = True) -> dict:
         """G: minimise the non-saturating loss of D on fresh fakes (or the method's
         ``generator_objective(G, D, inputs) -> (loss, scalars)`` where it has one); then the EMA
-        update."""
+        update (unless ``ema`` is False: a PL phase follows and updates it)."""
         self.G.train().requires_grad_(True)
         self.D.train().requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
@@ -330,8 +356,41 @@ class GanEngine:
         self._average_grads(self.G)
         self._clip(self.G)
         self.opt_g.step()
-        ema_update(self.G_ema, self.G, self.cfg.ema_beta)
+        if ema:
+            ema_update(self.G_ema, self.G, self.cfg.ema_beta)
         return out
+
+    def phase_path_length(self) -> dict:
+        """PL: the path-length penalty's own G step (:mod:`aware3d.nets.path_length`) on
+        ``pl_batch`` fresh inputs and noise (drawn globally from the run's generator, each rank
+        keeping its slice; the running mean uses the global batch mean), weighted by ``pl_weight x
+        pl_interval``; then the EMA update."""
+        from ..nets.path_length import path_length_penalty
+
+        cfg, n = self.cfg, self.pl_batch
+        self.G.train().requires_grad_(True)
+        self.D.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        inputs = self.method.sample_inputs(n, self.rng, True)
+        inputs = _to({k: self._slice_n(v, n) if torch.is_tensor(v) else v for k, v in inputs.items()}, self.device)
+        images, ws = self.method.path_length_forward(self.G, inputs)
+        noise = self._slice_n(torch.randn((n, *images.shape[1:]), generator=self.rng), n).to(images.device)
+
+        def batch_mean(lengths):
+            m = lengths.mean()
+            if self.world > 1:  # the global mean's value; its gradient through the local lengths
+                g = m.detach().clone()
+                dist.all_reduce(g)
+                m = m + (g / self.world - m.detach())
+            return m
+
+        pen, lengths, mean = path_length_penalty(images, ws, self.pl_mean, cfg.pl_decay, noise, batch_mean)
+        self.pl_mean.copy_(mean)
+        (pen.mean() * (cfg.pl_weight * max(int(cfg.pl_interval), 1))).backward()
+        self._average_grads(self.G)
+        self.opt_g.step()
+        ema_update(self.G_ema, self.G, cfg.ema_beta)
+        return {"PL": pen.detach().mean(), "pl_length": lengths.detach().mean()}
 
     def phase_discriminator(self, real: torch.Tensor, with_r1: bool) -> dict:
         """D: real vs fresh fakes (generated without gradient), + R1 on the reals if ``with_r1``
@@ -384,6 +443,8 @@ class GanEngine:
         """Names of the phases run at (0-based) ``step``."""
         k = max(int(self.cfg.r1_interval), 1)
         gs = ["G"] * max(int(getattr(self.cfg, "g_steps", 1)), 1)
+        if getattr(self, "pl_on", False) and step % max(int(self.cfg.pl_interval), 1) == 0:
+            gs = [*gs, "PL"]
         names = ["D", *gs] if self.cfg.d_first else [*gs, "D"]
         if k > 1 and self.cfg.r1_weight > 0 and step % k == 0:
             names.append("R1")
@@ -395,14 +456,20 @@ class GanEngine:
         inline_r1 = self.cfg.r1_weight > 0 and max(int(self.cfg.r1_interval), 1) == 1
         out = {}
         g_steps = max(int(getattr(self.cfg, "g_steps", 1)), 1)
+        pl_now = "PL" in names
+
+        def generator_phases():
+            for i in range(g_steps):
+                out.update(self.phase_generator(ema=not (pl_now and i == g_steps - 1)))
+            if pl_now:  # official VolumeGAN / StyleGAN2 order: G, PL, D, R1
+                out.update(self.phase_path_length())
+
         if self.cfg.d_first:  # the real batch is drawn first, then D's fakes, then G's inputs
             real = self.draw_real(dataset)
             out.update(self.phase_discriminator(real, with_r1=inline_r1))
-            for _ in range(g_steps):
-                out.update(self.phase_generator())
+            generator_phases()
         else:
-            for _ in range(g_steps):
-                out.update(self.phase_generator())
+            generator_phases()
             real = self.draw_real(dataset)
             out.update(self.phase_discriminator(real, with_r1=inline_r1))
         if "R1" in names:
@@ -445,7 +512,7 @@ class GanEngine:
                 "G_ema": self.G_ema.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "rng": self.rng.get_state(),
                 "global_rng": get_rng_state(), "method": self.method.name,
-                "world_size": self.world}
+                "world_size": self.world, **({"pl_mean": self.pl_mean.detach().cpu()} if self.pl_on else {})}
 
     def load_state_dict(self, state: dict) -> None:
         from .io import set_rng_state
@@ -458,6 +525,8 @@ class GanEngine:
         self.rng.set_state(state["rng"])
         if "global_rng" in state:
             set_rng_state(state["global_rng"])
+        if self.pl_on and "pl_mean" in state:
+            self.pl_mean.copy_(state["pl_mean"])
         self.step = int(state["step"])
 
 
