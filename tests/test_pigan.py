@@ -106,9 +106,10 @@ def test_pose_prior_and_ray_range():
     eye = x["c2w"][:, :3, 3]
     assert torch.allclose(eye.norm(dim=-1), torch.ones(4), atol=1e-6)            # distance 1
     assert torch.allclose(-x["c2w"][:, :3, 2], -eye, atol=1e-6)                   # looks at the origin
-    # the expected depth of a ray (normalised by its opacity) lies in [0.88, 1.12]
+    # the expected depth of a ray (normalised by its opacity) lies in [0.88, 1.12] with stratified
+    # bins (the official placement reaches half a spacing beyond: tests/test_pigan_official.py)
     small = pigan.make_config("celeba64", z_dim=8, hidden=16, n_layers=2, map_hidden=16, stages=((0, 8, 4, 1e-4, 1e-4),),
-                              resolution=8)
+                              resolution=8, sampling="bins", eval_jitter=False, eval_last_back=False)
     m = pigan.build(small)
     with torch.no_grad():
         out = m.generator.eval()(pigan.sample_inputs(small, 2, g), return_dict=True)
