@@ -266,15 +266,17 @@ def test_hologan_paper_presets_follow_the_official_config():
     for name in ("celeba64", "celeba128", "objects64"):
         c = hm.make_config(name)
         # style_disc "false", lambda_latent 0.0; Adam 1e-4 / 1e-4, beta1 0.5, beta2 0.999; batch 32; z 128
-        assert c.style_weight == 0.0 and c.identity_weight == 0.0, name
+        # (celeba128's discriminator_IN_style_res128 runs only with style_disc true: DStyle_lambda 1)
+        assert c.style_weight == (1.0 if name == "celeba128" else 0.0) and c.identity_weight == 0.0, name
         assert (c.lr_g, c.lr_d, tuple(c.betas), c.batch_size, c.z_dim, c.r1_weight) == \
             (1e-4, 1e-4, (0.5, 0.999), 32, 128, 0.0), name
         assert hm.build(c).gan_config().d_first, name  # D optimiser step, then G
     c = hm.make_config("celeba64")
     # azimuth 220..320 and elevation 70..110 degrees = 270 +- 50, 90 +- 20
     assert tuple(c.yaw_range) == (-50.0, 50.0) and tuple(c.pitch_range) == (-20.0, 20.0)
-    # generator_AdaIN: 4^3 x 512 constant -> 8^3 x 256 -> 16^3 x 128, projection gf_dim * 16 = 1024
-    assert tuple(c.ch3d) == (512, 256, 128) and c.proj_ch == 1024
+    # generator_AdaIN: 4^3 x 512 constant -> 8^3 x 128 -> 16^3 x 64, projection gf_dim * 16 = 1024
+    # (per-layer counts against the official graph: tests/test_fidelity_hologan.py)
+    assert tuple(c.ch3d) == (512, 128, 64) and c.proj_ch == 1024
     for name in hm.PRESETS:
         assert hm.make_config(name).d_first, name
     old = gc.config_from_dict(hm.HoloGANConfig, {"preset": "celeba64"})

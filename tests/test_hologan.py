@@ -128,9 +128,9 @@ def test_pose_round_trips_through_c2w():
 
 
 def test_presets_build_and_paper_sizes():
-    # paper 64^2: 4^3 x 512 constant -> 16^3 x 128 volume; Adam lr 1e-4, beta1 0.5
+    # paper 64^2 (official generator_AdaIN): 4^3 x 512 constant -> 16^3 x 64 volume; Adam lr 1e-4, beta1 0.5
     cfg = hm.make_config("celeba64")
-    assert cfg.ch3d == (512, 256, 128) and cfg.lr_g == cfg.lr_d == 1e-4 and cfg.betas[0] == 0.5
+    assert cfg.ch3d == (512, 128, 64) and cfg.lr_g == cfg.lr_d == 1e-4 and cfg.betas[0] == 0.5
     G = hm.build_generator(cfg)
     assert G.vol_res == 16 and G.const.shape == (1, 512, 4, 4, 4)
     with pytest.raises(ValueError, match="unknown"):

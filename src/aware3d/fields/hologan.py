@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["adain", "AdaIN", "StyleMLP", "rotation_matrix", "angles_from_c2w", "rotate_volume", "project_volume",
+           "official_rotation_matrix", "rotate_volume_official", "SameConvTranspose2d", "SameConvTranspose3d",
            "HoloGenerator", "HoloDiscriminator"]
 
 
@@ -52,18 +53,62 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
 class AdaIN(nn.Module):
     """AdaIN whose (gamma, beta) come from the style vector w by an affine head.
 
-    gamma = 1 + A w, beta = B w (heads start at zero: the layer starts as plain instance norm;
-    the official code uses relu(linear(z)), which starts at gamma ~ 0)."""
+    ``head="offset"``: gamma = 1 + A w, beta = B w (the layer starts as plain instance norm; runs
+    saved before the key). ``head="relu"``: (gamma, beta) = relu(A w + b) split in halves (official
+    ``z_mapping_function``: one linear layer of z per AdaIN layer, ReLU, weights N(0, 0.02), bias 0;
+    it starts at gamma ~ 0)."""
 
-    def __init__(self, channels: int, w_dim: int):
+    def __init__(self, channels: int, w_dim: int, head: str = "offset"):
         super().__init__()
+        if head not in ("offset", "relu"):
+            raise ValueError(f"adain_head: expected 'offset' or 'relu', got {head!r}")
+        self.head = head
         self.affine = nn.Linear(w_dim, 2 * channels)
         nn.init.normal_(self.affine.weight, std=0.02)
         nn.init.zeros_(self.affine.bias)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        g, b = self.affine(w).chunk(2, dim=-1)
+        s = self.affine(w)
+        if self.head == "relu":
+            g, b = F.relu(s).chunk(2, dim=-1)
+            return adain(x, g, b)
+        g, b = s.chunk(2, dim=-1)
         return adain(x, 1.0 + g, b)
+
+
+def _same_crop(k: int, s: int) -> int:
+    """Leading crop of an unpadded transposed conv that gives TensorFlow's 'SAME' output (s * n):
+    the forward conv pads k - s in all, (k - s) // 2 before."""
+    return max(k - s, 0) // 2
+
+
+class SameConvTranspose3d(nn.ConvTranspose3d):
+    """TensorFlow's ``conv3d_transpose(..., padding='SAME')`` with output size stride * input
+    (official ``deconv3d``): an unpadded transposed conv cropped to stride * n per axis. For kernel
+    3, stride 2 it keeps voxels 0 .. 2n - 1 of 2n + 1 (PyTorch's padding=1, output_padding=1 would
+    keep 1 .. 2n, one voxel shifted)."""
+
+    def __init__(self, cin: int, cout: int, k: int, s: int):
+        super().__init__(cin, cout, k, s, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        s, a = self.stride[0], _same_crop(self.kernel_size[0], self.stride[0])
+        n = [s * d for d in x.shape[2:]]
+        return y[:, :, a:a + n[0], a:a + n[1], a:a + n[2]]
+
+
+class SameConvTranspose2d(nn.ConvTranspose2d):
+    """TensorFlow's ``conv2d_transpose(..., padding='SAME')`` (official ``deconv2d``), as
+    :class:`SameConvTranspose3d` in 2D (kernel 4, stride 1: crop 1 .. n of n + 3)."""
+
+    def __init__(self, cin: int, cout: int, k: int, s: int):
+        super().__init__(cin, cout, k, s, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        a, s = _same_crop(self.kernel_size[0], self.stride[0]), self.stride[0]
+        return y[:, :, a:a + s * x.shape[2], a:a + s * x.shape[3]]
 
 
 class StyleMLP(nn.Module):
@@ -126,6 +171,47 @@ def rotate_volume(volume: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def official_rotation_matrix(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) rotation of the official ``tf_rotation_around_grid_centroid`` in its voxel (x, y, z)
+    coordinates: Rot_Z(elevation) @ Rot_Y(azimuth - pi / 2), with azimuth = 270 + yaw and
+    elevation = pitch (degrees; the official CelebA prior, azimuth 220 .. 320, elevation
+    -20 .. 20, is yaw, pitch = +-50, +-20)."""
+    az = torch.deg2rad(torch.as_tensor(yaw_deg, dtype=torch.float32) + 270.0) - 0.5 * math.pi
+    el = torch.deg2rad(torch.as_tensor(pitch_deg, dtype=torch.float32))
+    az, el = torch.broadcast_tensors(az, el)
+    ca, sa, ce, se = torch.cos(az), torch.sin(az), torch.cos(el), torch.sin(el)
+    o, z = torch.ones_like(az), torch.zeros_like(az)
+    r_y = torch.stack([ca, z, -sa, z, o, z, sa, z, ca], -1).reshape(*az.shape, 3, 3)
+    r_z = torch.stack([ce, se, z, -se, ce, z, z, z, o], -1).reshape(*az.shape, 3, 3)
+    return r_z @ r_y
+
+
+def rotate_volume_official(volume: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """The official ``tf_3D_transform`` + ``transform_voxel_to_match_image`` on a cube
+    (B, C, N, N, N) whose axes (2, 3, 4) are the official voxel axes (1, 2, 3), i.e. its (z, y, x).
+
+    Output voxel p samples the input at R^-1 (p - N / 2) + N / 2 (voxel index units; the official
+    centre is N / 2, half a voxel off the cube's centre), trilinearly, and is 0 where any coordinate
+    is outside [0, N - 1) (``tf_interpolate`` clamps both corner indices there and their weights
+    cancel). The result is in image layout (B, C, depth, rows, cols) = (x, reversed y, z), ready for
+    :func:`project_volume`."""
+    if volume.dim() != 5 or len(set(volume.shape[2:])) != 1:
+        raise ValueError(f"volume: expected a cube (B, C, N, N, N), got shape {tuple(volume.shape)}")
+    B, n = volume.shape[0], volume.shape[2]
+    R = rotation.to(volume).expand(B, 3, 3)
+    r = torch.arange(n, dtype=volume.dtype, device=volume.device)
+    zz, yy, xx = torch.meshgrid(r, r, r, indexing="ij")
+    p = torch.stack([xx, yy, zz], -1).reshape(-1, 3) - 0.5 * n              # (N^3, 3) (x, y, z)
+    src = torch.linalg.inv(R).unsqueeze(1) @ p.unsqueeze(-1)                # (B, N^3, 3, 1)
+    src = src.squeeze(-1) + 0.5 * n
+    inside = ((src >= 0) & (src < n - 1)).all(-1)                           # (B, N^3)
+    grid = (2.0 * src / (n - 1) - 1.0).reshape(B, n, n, n, 3)
+    out = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    out = out * inside.reshape(B, 1, n, n, n).to(out.dtype)
+    # official transpose [0, 2, 1, 3, 4] then [:, ::-1]: rows = reversed y, cols = z, depth = x
+    return out.permute(0, 1, 4, 3, 2).flip(3)
+
+
 def project_volume(volume: torch.Tensor) -> torch.Tensor:
     """Fold depth into channels: (B, C, D, H, W) -> (B, C * D, H, W) (the projection unit's
     reshape; the 1x1 conv after it then decides per pixel which depths are visible)."""
@@ -148,35 +234,54 @@ class HoloGenerator(nn.Module):
 
     def __init__(self, z_dim: int = 128, w_dim: int = 256, mlp_layers: int = 2,
                  ch3d: tuple = (512, 256, 128), ch3d_post: tuple = (64, 64), proj_ch: int = 512,
-                 ch2d: tuple = (256, 64), resolution: int = 64):
+                 ch2d: tuple = (256, 64), resolution: int = 64, adain_head: str = "offset",
+                 act: str = "lrelu", up3d_kernel: int = 4, rgb_layer: str = "conv3",
+                 rotation: str = "centred"):
         super().__init__()
         self.z_dim, self.resolution = z_dim, resolution
         self.vol_res = 4 * 2 ** (len(ch3d) - 1)
         if self.vol_res * 2 ** len(ch2d) != resolution:
             raise ValueError(f"resolution: 4 * 2^{len(ch3d) - 1} * 2^{len(ch2d)} = "
                              f"{self.vol_res * 2 ** len(ch2d)} (from ch3d, ch2d), got {resolution}")
+        if act not in ("lrelu", "relu"):
+            raise ValueError(f"g_act: expected 'lrelu' or 'relu', got {act!r}")
+        if up3d_kernel not in (3, 4):
+            raise ValueError(f"up3d_kernel: expected 3 (official) or 4, got {up3d_kernel}")
+        if rgb_layer not in ("conv3", "deconv4"):
+            raise ValueError(f"rgb_layer: expected 'conv3' or 'deconv4', got {rgb_layer!r}")
+        if rotation not in ("centred", "official"):
+            raise ValueError(f"rotation: expected 'centred' or 'official', got {rotation!r}")
+        self.act, self.rotation = act, rotation
         self.mlp = StyleMLP(z_dim, w_dim, mlp_layers)
         wd = self.mlp.out_dim
         self.const = nn.Parameter(torch.randn(1, ch3d[0], 4, 4, 4) * 0.02)
-        self.adain3d = nn.ModuleList([AdaIN(ch3d[0], wd)])
+        self.adain3d = nn.ModuleList([AdaIN(ch3d[0], wd, adain_head)])
         self.up3d = nn.ModuleList()
         for a, b in zip(ch3d[:-1], ch3d[1:]):
-            self.up3d.append(nn.ConvTranspose3d(a, b, 4, 2, 1))
-            self.adain3d.append(AdaIN(b, wd))
+            self.up3d.append(nn.ConvTranspose3d(a, b, 4, 2, 1) if up3d_kernel == 4
+                             else SameConvTranspose3d(a, b, 3, 2))
+            self.adain3d.append(AdaIN(b, wd, adain_head))
         post, c = [], ch3d[-1]
         for b in ch3d_post:
-            post += [nn.Conv3d(c, b, 3, 1, 1), nn.LeakyReLU(0.2)]
+            post += [nn.Conv3d(c, b, 3, 1, 1), self._act_module()]
             c = b
         self.post3d = nn.Sequential(*post)
-        self.projection = nn.Sequential(nn.Conv2d(c * self.vol_res, proj_ch, 1), nn.LeakyReLU(0.2))
+        self.projection = nn.Sequential(nn.Conv2d(c * self.vol_res, proj_ch, 1), self._act_module())
         self.up2d = nn.ModuleList()
         self.adain2d = nn.ModuleList()
         c = proj_ch
         for b in ch2d:
             self.up2d.append(nn.ConvTranspose2d(c, b, 4, 2, 1))
-            self.adain2d.append(AdaIN(b, wd))
+            self.adain2d.append(AdaIN(b, wd, adain_head))
             c = b
-        self.to_rgb = nn.Conv2d(c, 3, 3, 1, 1)
+        # official g_h6: a 4x4 stride-1 transposed conv with TF 'SAME' padding
+        self.to_rgb = nn.Conv2d(c, 3, 3, 1, 1) if rgb_layer == "conv3" else SameConvTranspose2d(c, 3, 4, 1)
+
+    def _act_module(self) -> nn.Module:
+        return nn.LeakyReLU(0.2) if self.act == "lrelu" else nn.ReLU()
+
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, 0.2) if self.act == "lrelu" else F.relu(x)
 
     def styles(self, z_shape: torch.Tensor, z_app: torch.Tensor | None = None):
         """(w_3d, w_2d): the style vectors of the 3D and the 2D AdaIN layers."""
@@ -187,17 +292,21 @@ class HoloGenerator(nn.Module):
     def volume(self, w3: torch.Tensor) -> torch.Tensor:
         """Canonical (unrotated) 3D features (B, C, V, V, V) from the 3D style w3 (B, W)."""
         h = self.const.expand(w3.shape[0], -1, -1, -1, -1)
-        h = F.leaky_relu(self.adain3d[0](h, w3), 0.2)
+        h = self._act(self.adain3d[0](h, w3))
         for up, ada in zip(self.up3d, self.adain3d[1:]):
-            h = F.leaky_relu(ada(up(h), w3), 0.2)
+            h = self._act(ada(up(h), w3))
         return h
 
     def render(self, volume: torch.Tensor, rotation: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-        """Rotate, 3D convs, project, 2D convs with AdaIN -> image (B, 3, S, S) in [-1, 1]."""
-        h = self.post3d(rotate_volume(volume, rotation))
+        """Rotate, 3D convs, project, 2D convs with AdaIN -> image (B, 3, S, S) in [-1, 1].
+
+        ``rotation`` (B, 3, 3): :func:`rotation_matrix` for ``rotation="centred"``,
+        :func:`official_rotation_matrix` for ``"official"`` (see :meth:`rotation_for`)."""
+        rot = rotate_volume if self.rotation == "centred" else rotate_volume_official
+        h = self.post3d(rot(volume, rotation))
         h = self.projection(project_volume(h))
         for up, ada in zip(self.up2d, self.adain2d):
-            h = F.leaky_relu(ada(up(h), w2), 0.2)
+            h = self._act(ada(up(h), w2))
         return torch.tanh(self.to_rgb(h))
 
     def forward(self, inputs: dict) -> torch.Tensor:
@@ -212,8 +321,13 @@ class HoloGenerator(nn.Module):
             yaw, pitch = angles_from_c2w(inputs["c2w"].float())
         else:
             yaw, pitch = inputs["yaw"], inputs["pitch"]
-        R = rotation_matrix(yaw, pitch).to(w3)
-        return self.render(self.volume(w3), R, w2)
+        return self.render(self.volume(w3), self.rotation_for(yaw, pitch).to(w3), w2)
+
+    def rotation_for(self, yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
+        """The rotation :meth:`render` takes for a pose (degrees)."""
+        if self.rotation == "official":
+            return official_rotation_matrix(yaw_deg, pitch_deg)
+        return rotation_matrix(yaw_deg, pitch_deg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,37 +335,59 @@ class HoloGenerator(nn.Module):
 
 
 class HoloDiscriminator(nn.Module):
-    """Official ``discriminator_IN_style``: conv(3 -> ch) + LeakyReLU, then stride-2 4x4 convs
-    (spectral norm) with instance norm (affine) and LeakyReLU down to 4x4; a linear logit; a latent
-    head (linear 128, LeakyReLU, linear z_dim, tanh: z is drawn in [-1, 1]); per normalised layer a
-    linear style classifier on concat(mean, variance) of its pre-normalisation feature maps.
+    """Official ``discriminator_IN`` / ``discriminator_IN_style_res128``: conv(3 -> ch) + LeakyReLU,
+    then stride-2 convs (spectral norm) with instance norm (affine) and LeakyReLU down to 4x4; a
+    linear logit; a latent head (linear 128, LeakyReLU, linear z_dim, tanh: z is drawn in [-1, 1]);
+    per normalised layer a linear style classifier on the (mean, variance) of its
+    pre-normalisation feature maps.
+
+    ``kernel``: 4 (padding 1; runs saved before the key) or 5 (official ``conv2d`` k_h = k_w = 5
+    with TF 'SAME' padding: 1 before, 2 after). ``style``: ``"concat"`` one Linear(2C, 1) on
+    concat(mean, var) (runs saved before the key); ``"rows"`` one Linear(C, 1) scoring the mean and
+    the variance as separate rows, (2B, 1) logits (official ``discriminator_IN_style_res128``,
+    ``tf.concat([mean, var], 0)``); ``"none"`` no style classifiers (official ``discriminator_IN``,
+    the released CelebA config).
 
     ``forward(x)`` is the plain GAN logit (B, 1) (what the engine's R1 phase needs);
-    ``forward_all(x)`` returns ``{"logit", "style_logits": [(B, 1)] * L, "z_pred": (B, Z)}``."""
+    ``forward_all(x)`` returns ``{"logit", "style_logits": [(B or 2B, 1)] * L, "z_pred": (B, Z)}``."""
 
-    def __init__(self, resolution: int = 64, ch: int = 64, max_ch: int = 512, z_dim: int = 128):
+    def __init__(self, resolution: int = 64, ch: int = 64, max_ch: int = 512, z_dim: int = 128,
+                 kernel: int = 4, style: str = "concat"):
         super().__init__()
         n = int(round(math.log2(resolution))) - 2
         if 2 ** (n + 2) != resolution or n < 2:
             raise ValueError(f"resolution: expected a power of 2 >= 16, got {resolution}")
+        if kernel not in (4, 5):
+            raise ValueError(f"d_kernel: expected 4 or 5 (official), got {kernel}")
+        if style not in ("concat", "rows", "none"):
+            raise ValueError(f"d_style: expected 'concat', 'rows' or 'none', got {style!r}")
+        self.style = style
+        pad = 1 if kernel == 4 else 0
+        self.pad = None if kernel == 4 else (1, 2, 1, 2)   # TF 'SAME', stride 2, kernel 5
         chans = [min(ch * 2 ** i, max_ch) for i in range(n)]
-        self.conv0 = nn.Conv2d(3, chans[0], 4, 2, 1)
-        self.convs = nn.ModuleList(nn.utils.spectral_norm(nn.Conv2d(a, b, 4, 2, 1))
+        self.conv0 = nn.Conv2d(3, chans[0], kernel, 2, pad)
+        self.convs = nn.ModuleList(nn.utils.spectral_norm(nn.Conv2d(a, b, kernel, 2, pad))
                                    for a, b in zip(chans[:-1], chans[1:]))
         self.norms = nn.ModuleList(nn.InstanceNorm2d(b, affine=True) for b in chans[1:])
-        self.style_heads = nn.ModuleList(nn.Linear(2 * b, 1) for b in chans[1:])
+        if style != "none":
+            self.style_heads = nn.ModuleList(nn.Linear(2 * b if style == "concat" else b, 1) for b in chans[1:])
         feat = chans[-1] * 16
         self.logit = nn.Linear(feat, 1)
         self.latent = nn.Sequential(nn.Linear(feat, 128), nn.LeakyReLU(0.2), nn.Linear(128, z_dim), nn.Tanh())
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.pad is None else F.pad(x, self.pad)
+
     def forward_all(self, x: torch.Tensor) -> dict:
-        h = F.leaky_relu(self.conv0(x), 0.2)
+        h = F.leaky_relu(self.conv0(self._pad(x)), 0.2)
         styles = []
-        for conv, norm, head in zip(self.convs, self.norms, self.style_heads):
-            h = conv(h)
-            mean = h.mean((2, 3))
-            var = h.var((2, 3), unbiased=False)
-            styles.append(head(torch.cat([mean, var], 1)))
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = conv(self._pad(h))
+            if self.style != "none":
+                mean = h.mean((2, 3))
+                var = h.var((2, 3), unbiased=False)
+                stat = torch.cat([mean, var], 1 if self.style == "concat" else 0)
+                styles.append(self.style_heads[i](stat))
             h = F.leaky_relu(norm(h), 0.2)
         flat = h.flatten(1)
         return {"logit": self.logit(flat), "style_logits": styles, "z_pred": self.latent(flat)}

@@ -10,10 +10,17 @@ Pieces (networks in :mod:`aware3d.fields.hologan`):
     losses              GAN (non-saturating) + multi-scale style losses + identity ||z^ - z||^2
 
 Training: Adam (lr 1e-4, beta1 0.5, beta2 0.999) for both networks, no R1 (the official code uses
-spectral + instance norm instead). The style losses enter both D's and G's objective (paper eq. 4:
-each style classifier is a discriminator); the identity term is minimised by both networks
-(official ``q_loss``). The paper presets follow the official released config, which turns both off
-(``style_disc`` false, ``lambda_latent`` 0); the CPU presets keep them. D steps before G
+spectral + instance norm instead). The style losses enter D's objective, and G's where
+``style_loss_g`` (paper eq. 4; the official code has them in D's loss only: the paper presets set
+it False); the identity term is minimised by both networks (official ``q_loss``). The 64^2 paper
+presets follow the official released config, which turns both off (``style_disc`` false,
+``lambda_latent`` 0); the CPU presets keep them.
+
+The paper presets are the official networks layer for layer (``generator_AdaIN`` /
+``discriminator_IN`` at 64^2, the ``_res128`` pair at 128^2; keys ``adain_head``, ``g_act``,
+``up3d_kernel``, ``rgb_layer``, ``rotation``, ``d_kernel``, ``d_style``, ``pose_prior``; their
+defaults are the networks of runs saved before them). A weight transfer from the official
+TensorFlow graph gives the same images to 5e-7 (BENCHMARKS.md). D steps before G
 (``d_first``), and G takes two steps per D step (``g_steps`` 2: the official code runs its G optimiser
 twice "to make sure that d_loss does not go to zero").
 
@@ -77,6 +84,23 @@ class HoloGANConfig(gc.RunSettings):
     d_first: bool = False                 # each step trains D, then G (official; every preset); False:
     #                                       G, then D (runs saved before this key)
     g_steps: int = 1                      # G steps per D step (official 2; every preset); 1: runs saved before this key
+    # network conventions of the official code (paper presets; the defaults are runs saved before them)
+    adain_head: str = "offset"            # offset: gamma = 1 + A w, beta = B w; relu: (gamma, beta) = relu(A w + b)
+    #                                       (official z_mapping_function; with mlp_layers 0, one linear of z per layer)
+    g_act: str = "lrelu"                  # generator activations: lrelu (0.2) | relu (official 64^2 generator_AdaIN)
+    up3d_kernel: int = 4                  # 3D up-convs: 4 (padding 1) | 3 (official deconv3d k 3, TF 'SAME')
+    rgb_layer: str = "conv3"              # last layer: conv3 (3x3 conv) | deconv4 (official g_h6: 4x4 stride-1
+    #                                       transposed conv, TF 'SAME')
+    rotation: str = "centred"             # centred: about the cube's centre, grid_sample, zeros ramp outside |
+    #                                       official: tf_3D_transform (centre N/2, 0 outside [0, N-1)),
+    #                                       azimuth 270 + yaw, elevation pitch, image layout of transform_voxel_to_match_image
+    d_kernel: int = 4                     # discriminator convs: 4 (padding 1) | 5 (official conv2d k 5, TF 'SAME')
+    d_style: str = "concat"               # style classifiers: concat Linear(2C, 1) | rows Linear(C, 1) on mean and
+    #                                       var as rows (official _style_res128) | none (official discriminator_IN)
+    style_loss_g: bool = True             # G's loss has the style terms (paper eq. 4); official: False (only D's has)
+    pose_prior: str = "uniform"           # uniform: continuous yaw / pitch; integer: whole degrees as the official
+    #                                       generate_random_rotation_translation (np.random.randint(low, high):
+    #                                       azimuth 220..319 = yaw -50..49, elevation 90 - (70..109) = pitch -19..20)
     preset: str = "cpu"
 
 
@@ -89,11 +113,26 @@ _CPU = dict(z_dim=64, w_dim=128, ch3d=(64, 32, 16), ch3d_post=(16, 16), proj_ch=
 # 32^2: an 8^3 volume (one 3D up-block fewer)
 _CPU32 = dict(_CPU, resolution=32, ch3d=(64, 32), ch3d_post=(16,), ch2d=(64, 32))
 
+# The official networks (thunguyenphuoc/HoloGAN model_HoloGAN.py; the released config names
+# generator_AdaIN8, which does not exist: generator_AdaIN is its 64^2 generator, HoloGAN issue #11):
+# generator_AdaIN: 4^3 x 512 -> 8^3 x 128 -> 16^3 x 64 (3D deconvs k 3), rotation, no 3D convs after
+# it, projection 1024 -> 1024, 2D 256 -> 64, ReLU; one relu(linear(z)) per AdaIN layer;
+# discriminator_IN: 5x5 convs 64 -> 512, no style classifiers. 7,797,251 / 5,381,761 parameters
+# (counted from the official TF graph; tests/test_fidelity_hologan.py pins them per layer).
+_OFFICIAL = dict(mlp_layers=0, adain_head="relu", up3d_kernel=3, rgb_layer="deconv4", rotation="official",
+                 d_kernel=5, style_loss_g=False, pose_prior="integer")
+_OFFICIAL64 = dict(_OFFICIAL, resolution=64, ch3d=(512, 128, 64), ch3d_post=(), proj_ch=1024, ch2d=(256, 64),
+                   g_act="relu", d_style="none")
+
 PRESETS: dict[str, dict] = {
-    "celeba64": dict(resolution=64),                       # the paper's CelebA setting
-    "objects64": dict(_OBJECTS, resolution=64),
-    # 128^2 (official generator_AdaIN_res128): one more 2D block, projection 512
-    "celeba128": dict(resolution=128, proj_ch=512, ch2d=(256, 64, 32)),
+    "celeba64": dict(_OFFICIAL64),                          # the paper's CelebA setting
+    "objects64": dict(_OBJECTS, **_OFFICIAL64),
+    # 128^2, official generator_AdaIN_res128 (8^3 x 256 -> 16^3 x 128, two 3D convs after the
+    # rotation, projection 512, one more 2D block, LeakyReLU) and discriminator_IN_style_res128
+    # (up to 1024 channels; its style classifiers are required: the official code unpacks 7
+    # outputs only with style_disc true)
+    "celeba128": dict(_OFFICIAL, resolution=128, ch3d=(512, 256, 128), ch3d_post=(64, 64), proj_ch=512,
+                      ch2d=(256, 64, 32), g_act="lrelu", d_max_ch=1024, d_style="rows"),
     "cpu": dict(_CPU, resolution=64),
     "cpu_objects": dict(_CPU, **_OBJECTS),
     "cpu32": dict(_CPU32),
@@ -111,6 +150,7 @@ for _name, _p in PRESETS.items():
     _p.setdefault("g_steps", 2)
 for _name in ("celeba64", "objects64", "celeba128"):
     PRESETS[_name].update(style_weight=0.0, identity_weight=0.0)
+PRESETS["celeba128"].update(style_weight=1.0)   # DStyle_lambda 1 with discriminator_IN_style_res128
 DEFAULT_PRESET = "cpu"
 
 
@@ -135,7 +175,15 @@ def config_from_dict(d: dict) -> HoloGANConfig:
 
 
 def sample_pose(cfg: HoloGANConfig, n: int, generator: torch.Generator | None = None):
-    """(yaw, pitch) (n,) degrees, uniform in the configured ranges."""
+    """(yaw, pitch) (n,) degrees, uniform in the configured ranges (``pose_prior="integer"``: whole
+    degrees, yaw in [lo, hi) and pitch in (lo, hi], as the official randint draws)."""
+    if cfg.pose_prior == "integer":
+        (y0, y1), (p0, p1) = cfg.yaw_range, cfg.pitch_range
+        yaw = torch.randint(int(y0), int(y1), (n,), generator=generator).float()
+        pitch = -torch.randint(int(-p1), int(-p0), (n,), generator=generator).float()
+        return yaw, pitch
+    if cfg.pose_prior != "uniform":
+        raise ValueError(f"pose_prior: expected 'uniform' or 'integer', got {cfg.pose_prior!r}")
     u = torch.rand(2, n, generator=generator)
     yaw = cfg.yaw_range[0] + (cfg.yaw_range[1] - cfg.yaw_range[0]) * u[0]
     pitch = cfg.pitch_range[0] + (cfg.pitch_range[1] - cfg.pitch_range[0]) * u[1]
@@ -163,9 +211,12 @@ def sample_inputs(cfg: HoloGANConfig, n: int, generator: torch.Generator | None 
 # The method as the GAN engine sees it
 
 
-def style_losses(style_logits, real: bool) -> torch.Tensor:
-    """Sum over layers of the non-saturating loss of each style classifier (label ``real``)."""
+def style_losses(style_logits, real: bool, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over layers of the non-saturating loss of each style classifier (label ``real``); 0 (a
+    tensor like ``like``) for a discriminator without style classifiers."""
     sign = -1.0 if real else 1.0
+    if not style_logits:
+        return like.new_zeros(()) if like is not None else torch.zeros(())
     return sum(F.softplus(sign * s).mean() for s in style_logits)
 
 
@@ -183,10 +234,14 @@ class HoloGANMethod:
     latent_groups = {"shape": ["z_shape"], "appearance": ["z_app"], "latent": ["z_shape", "z_app"]}
 
     def __init__(self, cfg: HoloGANConfig):
+        if cfg.d_style == "none" and cfg.style_weight != 0:
+            raise ValueError(f"style_weight {cfg.style_weight}: d_style 'none' has no style classifiers "
+                             "(set style_weight 0 or d_style 'rows' / 'concat')")
         self.cfg = cfg
         self.generator = build_generator(cfg)
         self.discriminator = HoloDiscriminator(resolution=cfg.resolution, ch=cfg.d_ch,
-                                               max_ch=cfg.d_max_ch, z_dim=cfg.z_dim)
+                                               max_ch=cfg.d_max_ch, z_dim=cfg.z_dim,
+                                               kernel=cfg.d_kernel, style=cfg.d_style)
 
     def sample_inputs(self, n: int, generator: torch.Generator | None = None, train: bool = True) -> dict:
         return sample_inputs(self.cfg, n, generator, train)
@@ -201,9 +256,11 @@ class HoloGANMethod:
     def generator_objective(self, G, D, inputs: dict):
         d = D.forward_all(G(inputs))
         l_gan = generator_loss(d["logit"])
-        l_style = style_losses(d["style_logits"], real=True)
+        l_style = style_losses(d["style_logits"], real=True, like=d["logit"])
         l_id = identity_loss(d["z_pred"], inputs["z_shape"])
-        loss = l_gan + self.cfg.style_weight * l_style + self.cfg.identity_weight * l_id
+        loss = l_gan + self.cfg.identity_weight * l_id
+        if self.cfg.style_loss_g:     # the official G loss has no style term (style_loss_g False)
+            loss = loss + self.cfg.style_weight * l_style
         return loss, {"loss_G": l_gan.detach(), "loss_G_style": l_style.detach(),
                       "loss_identity_G": l_id.detach()}
 
@@ -214,7 +271,8 @@ class HoloGANMethod:
             fake = G(inputs)
         df = D.forward_all(fake)
         l_real, l_fake = discriminator_loss(dr["logit"], df["logit"])
-        l_style = style_losses(dr["style_logits"], real=True) + style_losses(df["style_logits"], real=False)
+        l_style = (style_losses(dr["style_logits"], real=True, like=dr["logit"])
+                   + style_losses(df["style_logits"], real=False, like=df["logit"]))
         l_id = identity_loss(df["z_pred"], inputs["z_shape"])
         loss = l_real + l_fake + self.cfg.style_weight * l_style + self.cfg.identity_weight * l_id
         out = {"loss_D": (l_real + l_fake).detach(), "loss_D_real": l_real.detach(),
@@ -237,7 +295,9 @@ gan_config_from = gc.gan_config_from  # kept under its former name here
 def build_generator(cfg: HoloGANConfig) -> HoloGenerator:
     return HoloGenerator(z_dim=cfg.z_dim, w_dim=cfg.w_dim, mlp_layers=cfg.mlp_layers,
                          ch3d=tuple(cfg.ch3d), ch3d_post=tuple(cfg.ch3d_post), proj_ch=cfg.proj_ch,
-                         ch2d=tuple(cfg.ch2d), resolution=cfg.resolution)
+                         ch2d=tuple(cfg.ch2d), resolution=cfg.resolution, adain_head=cfg.adain_head,
+                         act=cfg.g_act, up3d_kernel=cfg.up3d_kernel, rgb_layer=cfg.rgb_layer,
+                         rotation=cfg.rotation)
 
 
 def build(cfg: HoloGANConfig, seed: int | None = None) -> HoloGANMethod:
@@ -252,7 +312,7 @@ def build(cfg: HoloGANConfig, seed: int | None = None) -> HoloGANMethod:
 PRESET_DESCRIPTIONS = {
     "celeba64": "the paper's CelebA setting at 64x64",
     "objects64": "the paper's networks on `aware3d data synth objects` (full yaw turn, pitch +-20)",
-    "celeba128": "the official 128x128 generator (one more 2D block, projection 512)",
+    "celeba128": "the official 128x128 networks (generator_AdaIN_res128, discriminator_IN_style_res128)",
     "cpu": "about 1/8 of the channels for a CPU, faces' pose prior at 64x64 (the default)",
     "cpu_objects": "the CPU networks on synth objects at 64x64",
     "cpu32": "the CPU networks at 32x32 (an 8^3 volume)",
