@@ -375,3 +375,142 @@ def test_train_with_the_viewer_from_the_cli(tmp_path, capsys):
     assert main(["train", "giraffe", "--data", str(tmp_path / "objects"), "--preset", "tiny", "--max-steps", "3",
                  "--out", str(tmp_path / "g"), "--viewer", "--port", str(port)]) == 0
     assert f"viewer: http://localhost:{port}" in capsys.readouterr().err
+
+
+# -- dynamic scenes: the time slider --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dyn_run(tmp_path_factory):
+    """A tiny trained T-NeRF run (hash-grid backbone, 6 steps) of the built-in dynamic scene."""
+    from aware3d.data.dynamic import synth_dynamic_scene
+
+    root = tmp_path_factory.mktemp("dynview")
+    synth_dynamic_scene(root / "scene", n_train=6, n_val=1, n_test=1, resolution=16, progress=False)
+    over = [("backbone", "ngp"), ("log2_table", 12), ("max_res", 64), ("samples_per_batch", 4096), ("init_rays", 256)]
+    return aware3d.method("tnerf").train(str(root / "scene"), out=str(root / "run"), preset="tiny", max_steps=6,
+                                         progress=False, val_every=0, overrides=over)
+
+
+def test_time_slider_renders_the_moment_as_render_time_does(dyn_run, tmp_path):
+    from PIL import Image
+
+    from aware3d.cli import main
+    from aware3d.programs.dynamic import _circle
+
+    run = aware3d.load(dyn_run, device="cpu")
+    v = _start(run, tmp_path)
+    try:
+        assert v.view.has_time and v.view.time == 0.0 and v.g_time.value == 0.0
+        W, H = int(run.scene["width"]), int(run.scene["height"])
+        c2w = _circle(run, 1)[0]  # the camera of `render --program time-orbit --frames 1`
+        view = View(c2w.float(), 2 * math.atan(0.5 * H / float(run.intrinsics(W)[1, 1])), W / H)
+        a = v.view.render(view, W)
+        v.set_time(0.8)  # through the page's own slider
+        assert v.view.time == 0.8
+        b = v.view.render(view, W)
+        assert not np.array_equal(a, b)
+        v.add_keyframe(c2w, 40.0)  # the keyframe records the moment shown
+        assert v.path.times == [0.8]
+        v.g_play_seconds.value = 1.0
+        v.g_play.value = True  # the play toggle moves the slider (and the moment rendered)
+        time.sleep(0.5)
+        v.g_play.value = False
+        assert v.view.time != 0.8 and v.view.time == v.g_time.value
+    finally:
+        v.stop()
+    out = tmp_path / "r"
+    assert main(["render", str(dyn_run), "--program", "time-orbit", "--time", "0.8", "--frames", "1",
+                 "--resolution", str(W), "--out", str(out)]) == 0
+    ref = np.asarray(Image.open(out / "frame_000.png").convert("RGB")).astype(int)
+    assert ref.shape == b.shape and np.abs(ref - b.astype(int)).max() <= 1
+    assert np.abs(ref - a.astype(int)).max() > 1
+
+
+def test_static_runs_have_no_time_slider(tmp_path):
+    run = aware3d.load(_copy_run("ngp", tmp_path), device="cpu")
+    v = _start(run, tmp_path)
+    try:
+        assert not v.view.has_time and not hasattr(v, "g_time")
+        with pytest.raises(ValueError, match="no time"):
+            v.set_time(0.5)
+        v.add_keyframe(run.orbit_camera(0.0), 40.0)
+        assert v.path.times == [None] and "time" not in v.path_json()["camera_path"][0]
+    finally:
+        v.stop()
+
+
+def test_camera_path_times_are_interpolated_saved_loaded_and_played(dyn_run, tmp_path):
+    from PIL import Image
+
+    from aware3d.cli import main
+
+    path = CameraPath()
+    ks = [look_at(torch.tensor([4.0 * math.cos(a), 4.0 * math.sin(a), 1.0])) for a in (0.0, 1.0, 2.0)]
+    for k, t in zip(ks, (0.2, 0.6, 1.0)):
+        path.add(k, 40.0, time=t)
+    doc = path.to_json(seconds=1.0, fps=9, width=16, height=16)
+    times = [c["time"] for c in doc["camera_path"]]
+    assert times[0] == pytest.approx(0.2) and times[-1] == pytest.approx(1.0) and times == sorted(times)
+    assert [k["time"] for k in doc["keyframes"]] == [0.2, 0.6, 1.0]
+    with pytest.raises(ValueError, match="time"):
+        path.add(ks[0], 40.0, time=1.5)
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(doc))
+    again = CameraPath()
+    again.load(f)
+    assert again.times == [0.2, 0.6, 1.0]
+    # `render --program path` plays each frame at its moment: one camera, times 0 and 1
+    run = aware3d.load(dyn_run, device="cpu")
+    c2w = run.orbit_camera(30.0)
+    two = CameraPath()
+    two.add(c2w, 40.0, time=0.0)
+    two.add(c2w, 40.0, time=1.0)
+    g = tmp_path / "two.json"
+    g.write_text(json.dumps(two.to_json(seconds=2.0, fps=1, width=16, height=16)))
+    assert main(["render", str(dyn_run), "--program", "path", str(g), "--out", str(tmp_path / "o")]) == 0
+    frames = [np.asarray(Image.open(tmp_path / "o" / "frames" / f"{i:05d}.png").convert("RGB")).astype(int)
+              for i in (0, 1)]
+    from aware3d.viewer.core import camera_K, to_uint8
+
+    for img, t in zip(frames, (0.0, 1.0)):
+        ref = to_uint8(run.render(c2w, K=camera_K(math.radians(40.0), 16, 16), width=16, height=16, time=t)["color"])
+        assert np.abs(img - ref.astype(int)).max() <= 1
+    assert np.abs(frames[0] - frames[1]).max() > 1
+
+
+# -- training plot --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ngp", "giraffe"])
+def test_training_plot_grows_with_the_steps(name, tmp_path):
+    pytest.importorskip("viser", reason="the viewer needs viser (pip install \"aware3d[viewer]\")")
+    from aware3d.viewer.app import Viewer
+
+    run = aware3d.load(_copy_run(name, tmp_path), device="cpu")
+    m = TrainingMonitor()
+    v = Viewer(run, port=0, monitor=m, out_dir=tmp_path / "viewer")
+    try:
+        v.plot_every = 0.0  # refresh at every step (default: once a second)
+        assert all(len(a) == 0 for a in v.g_plot.data)
+        for step in range(1, 6):
+            scal = {"loss": 1.0 / step, "psnr": 10.0 + step} if name == "ngp" else {"loss_G": 2.0 + step,
+                                                                                    "loss_D": 1.0 / step}
+            if name == "ngp":
+                m.after_step(step, scal)
+            else:
+                m.gan_hook()(type("E", (), {"step": step})(), scal)
+            steps = v.g_plot.data[0]
+            assert list(steps) == list(range(1, step + 1))
+        _, loss, third = v.g_plot.data
+        if name == "ngp":
+            assert np.allclose(loss, [1.0 / s for s in range(1, 6)]) and np.allclose(third, [11, 12, 13, 14, 15])
+        else:
+            assert np.allclose(loss, [3, 4, 5, 6, 7]) and np.allclose(third, [1.0 / s for s in range(1, 6)])
+    finally:
+        v.stop()
+
+
+def test_plot_series_thins_long_runs_but_keeps_the_whole_run():
+    m = TrainingMonitor()
+    for s in range(1, 10_001):
+        m.after_step(s, {"loss": 1.0, "psnr": 2.0})
+    assert len(m.history) <= 4000
+    p = m.plot_series(max_points=400)
+    assert len(p["step"]) <= 401 and p["step"][0] == 1 and p["step"][-1] == 10_000 and "psnr" in p

@@ -100,8 +100,10 @@ def read_camera_path(path) -> dict:
       rendered frame, with ``render_width``, ``render_height``, ``fps`` and ``seconds``.
       The matrices are OpenGL camera-to-world (nerfstudio's convention, the same as aware3d's)
       and are used as they are, in the run's world frame. ``camera_type`` must be perspective
-      (or absent); ``keyframes``, ``smoothness_value``, ``is_cycle``, ``crop`` and times are not
-      used. Without ``fps``, fps is frames / ``seconds``.
+      (or absent); ``keyframes``, ``smoothness_value``, ``is_cycle`` and ``crop`` are not used.
+      Without ``fps``, fps is frames / ``seconds``. Where every camera has a ``time`` in [0, 1]
+      (the viewer's paths of dynamic scenes), ``"times"`` (N,) holds them (runs of dynamic scenes
+      render each frame at its moment).
     """
     p, doc = _read_json(path)
     if isinstance(doc, dict) and "camera_path" in doc:
@@ -135,10 +137,17 @@ def read_camera_path(path) -> dict:
             fps = len(cams) / _positive_float(p, "", "seconds", doc["seconds"])
         elif fps is not None:
             fps = _positive_float(p, "", "fps", fps)
-        return {"format": "nerfstudio", "c2w": torch.stack(mats),
-                "width": _positive_int(p, doc, "render_width"),
-                "height": _positive_int(p, doc, "render_height"), "aspect": aspect, "fps": fps,
-                "fov_y_deg": torch.tensor(fovs)}
+        out = {"format": "nerfstudio", "c2w": torch.stack(mats),
+               "width": _positive_int(p, doc, "render_width"),
+               "height": _positive_int(p, doc, "render_height"), "aspect": aspect, "fps": fps,
+               "fov_y_deg": torch.tensor(fovs)}
+        times = [c.get("time") for c in cams]
+        if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times):
+            bad = [i for i, t in enumerate(times) if not 0.0 <= float(t) <= 1.0]
+            if bad:
+                raise ValueError(f"{p}: camera_path[{bad[0]}]: time must be a number in [0, 1], got {times[bad[0]]!r}")
+            out["times"] = torch.tensor([float(t) for t in times])
+        return out
     c2w = _aware3d_frames(p, doc)
     out = {"format": "aware3d", "c2w": c2w, "width": _positive_int(p, doc, "w"),
            "height": _positive_int(p, doc, "h"), "aspect": None,
@@ -384,11 +393,13 @@ def camera_path(run, out_dir, path=None, frames: int | None = None, resolution: 
     poses = info["c2w"]
     W, H = _path_size(run, info, resolution)
     K = _path_intrinsics(run, info, W, H)
+    times = info.get("times") if getattr(run.model, "uses_times", False) else None
     if frames:
         poses = poses[:frames]
         K = K[:frames] if K.dim() == 3 else K
+        times = times[:frames] if times is not None else None
     return render_cameras(run, poses, out_dir, K=K, width=W, height=H, fps=info["fps"] or fps,
-                          progress=progress, desc="render path")
+                          progress=progress, desc="render path", times=times)
 
 
 PROGRAMS = (

@@ -5,8 +5,10 @@
   frustums showing their images, the scene box, an output switch (RGB / depth / opacity; NeRF-W:
   static / transient / uncertainty and the appearance of any training image), a camera-path editor
   (keyframes from the current view, preview, duration / fps / size, save a camera_path.json that
-  ``aware3d render RUN --path FILE`` plays) and, while training, the live step, loss and PSNR with
-  pause / resume and "save checkpoint now".
+  ``aware3d render RUN --path FILE`` plays) and, while training, the live step, loss and PSNR (text
+  and a plot of both over the steps) with pause / resume and "save checkpoint now". Runs of dynamic
+  scenes (dnerf / tnerf) get a time slider in [0, 1] and a play toggle; camera-path keyframes then
+  record the moment too.
 - GANs: seed, truncation psi, the camera's yaw / pitch, interpolation of each latent group towards
   a second seed; GIRAFFE adds each object's translation, rotation and scale, adding / removing
   objects and the background; buttons save the image (PNG) and export the sample's mesh.
@@ -118,6 +120,22 @@ class Viewer:
                     v = int(self.g_app.value)
                     self.view.appearance = None if v < 0 else v
                     self._invalidate()
+            if self.view.has_time:
+                self.g_time = gui.add_slider("Time", 0.0, 1.0, 0.01, self.view.time,
+                                             hint="the moment rendered (the scene's time in [0, 1])")
+                self.g_play = gui.add_checkbox("Play time", False, hint="time runs from 0 to 1, again and again")
+                self.g_play_seconds = gui.add_number("Seconds per loop", 4.0, min=0.5, step=0.5)
+
+                @self.g_time.on_update
+                def _(_):
+                    self.view.set_time(float(self.g_time.value))
+                    for r in list(self._renderers.values()):
+                        if self.g_play.value:
+                            r.motion()  # coarse frames while time plays, refined when it stops
+                        else:
+                            r.invalidate()
+
+                threading.Thread(target=self._play_loop, name="aware3d-viewer-time", daemon=True).start()
             self.g_stats = gui.add_markdown("waiting for a browser")
 
         @self.g_output.on_update
@@ -139,6 +157,27 @@ class Viewer:
         self._build_path_editor()
         self.server.on_client_connect(self._field_client)
         self.server.on_client_disconnect(self._client_gone)
+
+    def set_time(self, t: float) -> None:
+        """Move the time slider (dynamic scenes), as a user would."""
+        if not self.view.has_time:
+            raise ValueError(f"{self.run.method.name} runs have no time to set")
+        self.g_time.value = float(t)
+
+    def _play_loop(self, tick: float = 0.1):
+        last = time.monotonic()
+        while not self._stopped:
+            time.sleep(tick)
+            now = time.monotonic()
+            if self.g_play.value:
+                period = max(float(self.g_play_seconds.value or 4.0), 0.1)
+                self.g_time.value = round((float(self.g_time.value) + (now - last) / period) % 1.0, 4)
+            elif self._was_playing:
+                self._invalidate()  # stopped: the refined frame of the moment reached
+            self._was_playing = bool(self.g_play.value)
+            last = now
+
+    _was_playing = False
 
     def _add_training_cameras(self, max_cameras: int = 100):
         self._frustums = []
@@ -286,14 +325,18 @@ class Viewer:
         self._show_path()
         return p
 
-    def add_keyframe(self, c2w, fov_deg: float) -> int:
-        k = self.path.add(c2w, fov_deg)
+    def add_keyframe(self, c2w, fov_deg: float, time: float | None = None) -> int:
+        """Add a keyframe; runs of dynamic scenes record the moment shown (or ``time``)."""
+        if time is None and self.view.has_time:
+            time = self.view.time
+        k = self.path.add(c2w, fov_deg, time if self.view.has_time else None)
         self._show_path()
         return k
 
     def _show_path(self):
         n = len(self.path.keyframes)
-        self.g_path_info.content = f"{n} keyframe{'s' if n != 1 else ''}"
+        self.g_path_info.content = f"{n} keyframe{'s' if n != 1 else ''}" + (
+            " at times " + ", ".join(f"{t:.2f}" for t in self.path.times) if n and self.path.has_times() else "")
         for h in self._path_handles:  # what the last call drew (the spline too, when keyframes went)
             h.remove()
         self._path_handles = []
@@ -331,6 +374,8 @@ class Viewer:
         for cam in doc["camera_path"]:
             c2w = torch.tensor(cam["camera_to_world"], dtype=torch.float32).reshape(4, 4)
             wxyz, pos = c2w_to_viser(c2w)
+            if "time" in cam and self.view.has_time:
+                self.g_time.value = float(cam["time"])
             with client.atomic():
                 client.camera.fov = float(np.radians(cam["fov"]))
                 client.camera.wxyz, client.camera.position = wxyz, pos
@@ -520,6 +565,7 @@ class Viewer:
         gui, m = self.server.gui, self.monitor
         with gui.add_folder("Training"):
             self.g_train = gui.add_markdown("starting")
+            self.g_plot = self._add_plot(gui)
             pause = gui.add_button("Pause")
             save = gui.add_button("Save checkpoint now")
 
@@ -541,6 +587,9 @@ class Viewer:
 
         def update():
             now = time.monotonic()
+            if now - self._plotted_at >= self.plot_every:
+                self._plotted_at = now
+                self.update_plot()
             if now - last[0] < 0.5:
                 return
             last[0] = now
@@ -556,6 +605,40 @@ class Viewer:
             m.serve = self.serve_pending
         else:
             m.serve = lambda: self.render_gan() if self._gan_dirty.is_set() else None
+
+    plot_every = 1.0  # seconds between updates of the training plot
+    _plotted_at = 0.0
+
+    def _add_plot(self, gui):
+        """The training plot: loss (left axis, log scale) and PSNR (right axis; GANs: the
+        discriminator's loss) over the steps, a uPlot chart that the loop's hook refreshes."""
+        from viser import uplot
+
+        third = "loss_D" if self.kind == "gan" else "psnr"
+        self._plot_keys = ("step", "loss", third)
+        labels = {"loss": "loss" if self.kind == "field" else "loss G", "psnr": "PSNR (dB)", "loss_D": "loss D"}
+        empty = tuple(np.zeros(0) for _ in self._plot_keys)
+        right = "psnr" if third == "psnr" else "loss"
+        return gui.add_uplot(
+            empty,
+            (uplot.Series(label="step"),
+             uplot.Series(label=labels["loss"], stroke="#d62728", width=1.5, scale="loss"),
+             uplot.Series(label=labels[third], stroke="#1f77b4", width=1.5, scale=right)),
+            scales={"x": uplot.Scale(time=False, auto=True),
+                    "loss": uplot.Scale(auto=True, distr=3 if self.kind == "field" else 1),
+                    **({"psnr": uplot.Scale(auto=True)} if right == "psnr" else {})},
+            axes=(uplot.Axis(label="step"), uplot.Axis(scale="loss", label=labels["loss"]),
+                  *((uplot.Axis(scale="psnr", side=1, label="PSNR (dB)", grid={"show": False}),)
+                    if right == "psnr" else ())),
+            aspect=1.6)
+
+    def update_plot(self) -> tuple:
+        """Send the monitor's curves (at most 400 points each) to the page's plot; returns them."""
+        series = self.monitor.plot_series()
+        data = tuple(np.asarray(series.get(k, np.full(len(series["step"]), np.nan)), dtype=np.float64)
+                     for k in self._plot_keys)
+        self.g_plot.data = data
+        return data
 
     def invalidate(self):
         """The model changed (a training step): render the current views again."""

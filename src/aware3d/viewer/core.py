@@ -83,8 +83,9 @@ class FieldView:
 
     ``outputs``: what can be shown (``rgb``, ``depth``, ``opacity``; NeRF-W runs add ``static``,
     ``transient`` and ``uncertainty``). ``appearance``: NeRF-W's appearance embedding (a training
-    image's index, or None for the mean). ``lock``: held while the model renders (a training
-    loop holds it while it steps)."""
+    image's index, or None for the mean). ``has_time``: the run is of a dynamic scene (dnerf /
+    tnerf: its model takes each ray's time); ``time`` in [0, 1] is the moment rendered (default
+    the run's). ``lock``: held while the model renders (a training loop holds it while it steps)."""
 
     def __init__(self, run, lock: threading.Lock | None = None):
         self.run = run
@@ -96,6 +97,14 @@ class FieldView:
         self.appearance: int | None = None
         self.n_appearance = int(model.appearance_codes.num_embeddings) if (
             self.is_nerfw and getattr(model, "appearance_codes", None) is not None) else 0
+        self.has_time = bool(getattr(model, "uses_times", False))
+        self.time = float(getattr(run, "time", 0.0) or 0.0)
+
+    def set_time(self, t: float) -> None:
+        t = float(t)
+        if not (self.has_time and 0.0 <= t <= 1.0):
+            raise ValueError(f"time: {'expected a number in [0, 1], got ' + str(t) if self.has_time else 'the run is of a static scene'}")
+        self.time = t
 
     @torch.no_grad()
     def render(self, view: View, max_side: int) -> np.ndarray:
@@ -127,7 +136,8 @@ class FieldView:
 
     def _render(self, K, c2w, W, H) -> dict:
         if not self.is_nerfw:
-            return self.run.render(c2w, K=K, width=W, height=H)
+            kw = {"time": self.time} if self.has_time else {}
+            return self.run.render(c2w, K=K, width=W, height=H, **kw)
         # NeRF-W: the mean appearance, or one training image's embeddings (appearance and
         # transient: the transient / uncertainty outputs need an image)
         from ..render.cameras import image_rays
@@ -184,6 +194,14 @@ class ProgressiveRenderer:
         with self._cv:
             self._view, self._moved_at, self._done = view, time.monotonic(), ""
             self._cv.notify_all()
+
+    def motion(self) -> None:
+        """The current view changes without the camera moving (time plays): coarse frames while
+        it goes on, the refined one once it stops, as for a moving camera."""
+        with self._cv:
+            if self._view is not None:
+                self._moved_at, self._done = time.monotonic(), ""
+                self._cv.notify_all()
 
     def invalidate(self) -> None:
         """Render the current view again (the field or the output changed)."""
@@ -379,17 +397,28 @@ class GanControls:
 class CameraPath:
     """Keyframes (OpenGL c2w, vertical fov in degrees) and the camera_path.json they give: the
     path passes through every keyframe in order (spline positions, slerp rotations, fov linear),
-    ``seconds * fps`` frames, in nerfstudio's format (``aware3d render RUN --path FILE`` plays it)."""
+    ``seconds * fps`` frames, in nerfstudio's format (``aware3d render RUN --path FILE`` plays it).
+    Runs of dynamic scenes: each keyframe also records a ``time`` in [0, 1] (``times``, None where
+    a keyframe has none); the path interpolates it linearly like the fov and writes each frame's
+    ``time``."""
 
     def __init__(self):
         self.keyframes: list[tuple[torch.Tensor, float]] = []
+        self.times: list[float | None] = []
 
-    def add(self, c2w, fov_deg: float) -> int:
+    def add(self, c2w, fov_deg: float, time: float | None = None) -> int:
+        if time is not None and not 0.0 <= float(time) <= 1.0:
+            raise ValueError(f"keyframe time: expected a number in [0, 1], got {time}")
         self.keyframes.append((torch.as_tensor(c2w, dtype=torch.float32).reshape(4, 4).clone(), float(fov_deg)))
+        self.times.append(None if time is None else float(time))
         return len(self.keyframes) - 1
 
     def clear(self) -> None:
         self.keyframes.clear()
+        self.times.clear()
+
+    def has_times(self) -> bool:
+        return bool(self.times) and all(t is not None for t in self.times)
 
     def load(self, path, max_keyframes: int = 12) -> dict:
         """Replace the keyframes with those of a camera path file: a path this editor saved keeps
@@ -404,17 +433,21 @@ class CameraPath:
         info = read_camera_path(path)  # validates the file, naming what is wrong
         doc = _json.loads(_Path(path).read_text())
         keys: list[tuple[torch.Tensor, float]] = []
+        times: list[float | None] = []
         if isinstance(doc, dict) and doc.get("generator") == "aware3d viewer" and doc.get("keyframes"):
             for k in doc["keyframes"]:
                 keys.append((torch.tensor(k["matrix"], dtype=torch.float32).reshape(4, 4), float(k["fov"])))
+                times.append(float(k["time"]) if k.get("time") is not None else None)
         else:
             c2w = info["c2w"]
             idx = np.unique(np.linspace(0, len(c2w) - 1, min(len(c2w), max_keyframes)).round().astype(int))
             fov = info.get("fov_y_deg")
+            ft = info.get("times")
             for i in idx:
                 f = float(fov[i]) if fov is not None else float(info.get("fov_x_deg") or 50.0)
                 keys.append((c2w[i].float(), f))
-        self.keyframes = keys
+                times.append(float(ft[i]) if ft is not None else None)
+        self.keyframes, self.times = keys, times
         n = len(info["c2w"])
         seconds = doc.get("seconds") if isinstance(doc, dict) else None
         return {"width": info.get("width"), "height": info.get("height"), "fps": info.get("fps"),
@@ -422,28 +455,41 @@ class CameraPath:
 
     def frames(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(c2w (n, 4, 4), fov_deg (n,)) along the path."""
+        poses, fovs, _ = self.frames_and_times(n)
+        return poses, fovs
+
+    def frames_and_times(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(c2w (n, 4, 4), fov_deg (n,), time (n,) or None when some keyframe has no time)."""
         if not self.keyframes:
             raise ValueError("the camera path has no keyframes: add at least one")
         c2w = torch.stack([k for k, _ in self.keyframes])
         fov = torch.tensor([f for _, f in self.keyframes], dtype=torch.float64)
+        tk = torch.tensor(self.times, dtype=torch.float64) if self.has_times() else None
         poses, key = smooth_path(c2w, int(n), order="dataset")
-        if len(self.keyframes) == 1 or (key < 0).any():
-            fovs = torch.full((int(n),), float(fov.mean()))
-        else:
-            fovs = torch.from_numpy(np.interp(np.arange(int(n)), key.numpy(), fov.numpy())).float()
-        return poses, fovs
+
+        def along(v: torch.Tensor) -> torch.Tensor:
+            if len(self.keyframes) == 1 or (key < 0).any():
+                return torch.full((int(n),), float(v.mean()))
+            return torch.from_numpy(np.interp(np.arange(int(n)), key.numpy(), v.numpy())).float()
+        return poses, along(fov), (along(tk) if tk is not None else None)
 
     def to_json(self, seconds: float = 4.0, fps: float = 24.0, width: int = 640, height: int = 480) -> dict:
         for name, v in (("seconds", seconds), ("fps", fps), ("width", width), ("height", height)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"camera path {name}: expected a positive number, got {v!r}")
         n = max(1, int(round(seconds * fps)))
-        poses, fovs = self.frames(n)
+        poses, fovs, times = self.frames_and_times(n)
+        keys = [{"matrix": k.flatten().tolist(), "fov": f} for k, f in self.keyframes]
+        cams = [{"camera_to_world": p.flatten().tolist(), "fov": float(f), "aspect": width / height}
+                for p, f in zip(poses, fovs)]
+        if times is not None:  # a dynamic scene's path: the moment of each keyframe and frame
+            for k, t in zip(keys, self.times):
+                k["time"] = t
+            for c, t in zip(cams, times):
+                c["time"] = min(max(float(t), 0.0), 1.0)
         return {"camera_type": "perspective", "render_width": int(width), "render_height": int(height),
                 "fps": float(fps), "seconds": float(seconds), "generator": "aware3d viewer",
-                "keyframes": [{"matrix": k.flatten().tolist(), "fov": f} for k, f in self.keyframes],
-                "camera_path": [{"camera_to_world": p.flatten().tolist(), "fov": float(f),
-                                 "aspect": width / height} for p, f in zip(poses, fovs)]}
+                "keyframes": keys, "camera_path": cams}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -461,7 +507,7 @@ class TrainingMonitor:
         self.paused = threading.Event()
         self.step = 0
         self.scalars: dict = {}
-        self.history: list[tuple[int, float, float]] = []  # (step, loss, psnr)
+        self.history: list[tuple[int, float, float, float]] = []  # (step, loss, psnr, loss_D)
         self._save = threading.Event()
         self.saved_steps: list[int] = []
         self.serve: Callable[[], Any] | None = None   # renders one pending frame (the viewer sets it)
@@ -471,14 +517,29 @@ class TrainingMonitor:
     def request_checkpoint(self) -> None:
         self._save.set()
 
+    def plot_series(self, max_points: int = 400) -> dict[str, np.ndarray]:
+        """The curves of the training plot: ``step`` and ``loss``, then ``psnr`` (radiance fields) or
+        ``loss_D`` (GANs: ``loss`` is the generator's), at most ``max_points`` points (every k-th
+        step, the latest always in)."""
+        h = self.history
+        if not h:
+            return {"step": np.zeros(0), "loss": np.zeros(0), "psnr": np.zeros(0)}
+        k = max(1, math.ceil(len(h) / max_points))
+        rows = h[::k]
+        if rows[-1] is not h[-1]:
+            rows = rows + [h[-1]]
+        a = np.asarray(rows, dtype=np.float64)
+        third = "loss_D" if np.isfinite(a[:, 3]).any() else "psnr"
+        return {"step": a[:, 0], "loss": a[:, 1], third: a[:, 3] if third == "loss_D" else a[:, 2]}
+
     def after_step(self, step: int, scalars: dict) -> str | None:
         self.step = int(step)
         self.scalars = dict(scalars)
         loss = float(scalars.get("loss", float("nan")))
         psnr = float(scalars.get("psnr", float("nan")))
-        self.history.append((self.step, loss, psnr))
-        if len(self.history) > 4000:
-            del self.history[: len(self.history) - 2000]
+        self.history.append((self.step, loss, psnr, float(scalars.get("loss_D", float("nan")))))
+        if len(self.history) > 4000:  # thin the older half: the plot keeps the whole run
+            self.history[:-1000] = self.history[:-1000][::2]
         if self.on_update is not None:
             self.on_update()
         if self.serve is not None:
