@@ -78,10 +78,10 @@ def test_paper_preset_layer_widths(paper):
 def test_presets_select_the_official_networks_and_saved_runs_keep_the_old():
     for name in ("ffhq64", "celeba64", "ffhq128", "objects64"):
         c = cm.make_config(name)
-        assert (c.arch, c.d_arch, c.inr_blocks, c.d_fade_steps) == ("official", "msd", 9, 0)
+        assert (c.arch, c.d_arch, c.inr_blocks, c.d_fade_steps, c.sampling) == ("official", "msd", 9, 0, "official")
     assert (cm.make_config("cpu").arch, cm.make_config("cpu").d_arch) == ("v1", "dcgan")
     old = cm.config_from_dict({"preset": "ffhq64", "resolution": 64, "nerf_res": 64})   # a config saved before
-    assert (old.arch, old.d_arch) == ("v1", "dcgan")
+    assert (old.arch, old.d_arch, old.sampling) == ("v1", "dcgan", "v1")
     m = cm.build(old)
     assert type(m.discriminator).__name__ == "Cips3DDiscriminator" and type(m.generator.decoder).__name__ == "CIPSDecoder"
 
@@ -228,3 +228,30 @@ def test_official_arch_trains_shapes_and_gradients():
     loss.backward()
     assert torch.isfinite(loss) and "R1_aux" in scal
     assert all(p.grad is not None for p in D.parameters())
+
+
+def test_official_sampling_rays_and_depths_by_hand(monkeypatch):
+    # official get_initial_rays_trig: x, y on linspace(-1, 1, r) (x right, y up from the top row),
+    # z = -1 / tan(fov / 2), normalised: the corner pixels' rays lie on the fov's edges
+    cfg = cm.make_config("tiny", sampling="official", nerf_res=4, fov=12.0, n_samples=6, depth_range=(0.88, 1.12))
+    G = cm.Cips3DGenerator(cfg)
+    _, d = G.camera_rays(torch.eye(4)[None])
+    t = math.tan(math.radians(6.0))
+    for (row, col), (x, y) in {(0, 0): (-1, 1), (0, 3): (1, 1), (3, 0): (-1, -1), (1, 2): (1 / 3, 1 / 3)}.items():
+        ref = torch.tensor([x * t, y * t, -1.0])
+        assert torch.allclose(d[0, row * 4 + col], ref / ref.norm(), atol=1e-6)
+    old = cm.Cips3DGenerator(cm.make_config("tiny", nerf_res=4, fov=12.0)).camera_rays(torch.eye(4)[None])[1]
+    ref = torch.tensor([-0.75 * t, 0.75 * t, -1.0])                    # v1: pixel centres
+    assert torch.allclose(old[0, 0], ref / ref.norm(), atol=1e-6)
+    # depths: linspace(0.88, 1.12, 6) + U(-d/2, d/2) = 6 equal bins of [0.88 - d/2, 1.12 + d/2]
+    seen = {}
+
+    def fake(field_fn, o, dd, near, far, *a, **k):
+        seen["bounds"] = (near, far)
+        return {"color": o.new_zeros(*o.shape[:2], cfg.feat_dim), "depth": o.new_zeros(o.shape[:2])}
+    monkeypatch.setattr(cm.gc, "render_radiance", fake)
+    G.render_rays(*G.camera_rays(torch.eye(4)[None]), None, None)
+    h = 0.5 * 0.24 / 5
+    assert seen["bounds"] == pytest.approx((0.88 - h, 1.12 + h))
+    mids = (0.88 - h) + (torch.arange(6) + 0.5) * (0.24 + 2 * h) / 6
+    assert torch.allclose(mids, torch.linspace(0.88, 1.12, 6), atol=1e-6)

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from ..fields.cips import (CIPSDecoder, CipsFilmNerf, CipsMapping, CipsNetDecoder, ShallowFeatureNerf,
                            StyleMapping, _frequency_init_)
-from ..render.cameras import image_rays, intrinsics_from_fov
+from ..render.cameras import image_rays, intrinsics, intrinsics_from_fov
 from ..train.gan import discriminator_loss, generator_loss, r1_penalty
 from ..programs import Program
 from ..programs.gan import programs_for
@@ -129,6 +129,10 @@ class Cips3DConfig(gc.RunSettings):
     d_mbstd_group: int = 0              # msd: minibatch-std group size, 0: none (official stddev_group 0)
     d_fade_steps: int = 0               # msd: alpha = min(1, step / d_fade_steps); 0: alpha 1 (official
     #                                     train_ffhq: warmup_D off; train_ffhq_high: 10000)
+    sampling: str = "v1"                # "official": pixel rays on linspace(-1, 1, r) x tan(fov / 2) (the outer
+    #                                     pixels' rays on the fov's edges) and depths linspace(near, far, n)
+    #                                     + U(-d/2, d/2) (d their spacing); "v1": rays through pixel centres
+    #                                     of the fov, depths jittered in n equal bins of [near, far]
     preset: str = "cpu"
     # render-time only
     mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
@@ -171,7 +175,7 @@ for _name, _p in PRESETS.items():
 for _name in ("ffhq64", "ffhq128", "objects64"):
     PRESETS[_name]["grad_rays"] = 256 * 256
     # the official networks and critics; the official INR runs its 9 blocks at every image size
-    PRESETS[_name].update(arch="official", inr_blocks=9, d_arch="msd", d_fade_steps=0)
+    PRESETS[_name].update(arch="official", inr_blocks=9, d_arch="msd", d_fade_steps=0, sampling="official")
 DEFAULT_PRESET = "cpu"
 
 
@@ -269,7 +273,11 @@ class Cips3DGenerator(nn.Module):
         """(rays_o, rays_d) (B, r^2, 3) of the NeRF pixels."""
         r = self.cfg.nerf_res
         c2w = c2w.to(self.aux_to_rgb.weight)
-        K = intrinsics_from_fov(self.cfg.fov, r, r).to(c2w)
+        if self.cfg.sampling == "official":  # NDC linspace(-1, 1, r): focal (r - 1) / 2 / tan(fov / 2)
+            f = 0.5 * (r - 1) / math.tan(0.5 * math.radians(self.cfg.fov))
+            K = intrinsics(f, f, r / 2.0, r / 2.0).to(c2w)
+        else:
+            K = intrinsics_from_fov(self.cfg.fov, r, r).to(c2w)
         o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, r, r)
         return o.reshape(c2w.shape[0], r * r, 3), d.reshape(c2w.shape[0], r * r, 3)
 
@@ -277,8 +285,13 @@ class Cips3DGenerator(nn.Module):
         """Volume-rendered features (B, K, F) and depth (B, K) of rays o, d (B, K, 3): stratified
         samples (jittered in training) + ``n_importance`` hierarchical ones (pi-GAN's scheme)."""
         c = self.cfg
+        near, far = c.depth_range
+        if c.sampling == "official" and c.n_samples > 1:
+            # linspace(near, far, n) + U(-d/2, d/2) = n equal bins of [near - d/2, far + d/2]
+            half = 0.5 * (far - near) / (c.n_samples - 1)
+            near, far = near - half, far + half
         out = gc.render_radiance(lambda p, dirs: self.nerf(p, dirs, freqs=freqs, phases=phases), o, d,
-                                 c.depth_range[0], c.depth_range[1], c.n_samples, c.n_importance,
+                                 near, far, c.n_samples, c.n_importance,
                                  perturb=self.training, noise_std=self.density_noise if self.training else 0.0,
                                  chunk=None if torch.is_grad_enabled() else c.chunk)
         return out["color"], out["depth"]
