@@ -627,10 +627,11 @@ class Viewer:
             scales={"x": uplot.Scale(time=False, auto=True),
                     "loss": uplot.Scale(auto=True, distr=3 if self.kind == "field" else 1),
                     **({"psnr": uplot.Scale(auto=True)} if right == "psnr" else {})},
-            axes=(uplot.Axis(label="step"), uplot.Axis(scale="loss", label=labels["loss"]),
-                  *((uplot.Axis(scale="psnr", side=1, label="PSNR (dB)", grid={"show": False}),)
-                    if right == "psnr" else ())),
-            aspect=1.6)
+            axes=(uplot.Axis(size=28, ticks={"show": False}),
+                  uplot.Axis(scale="loss", label=labels["loss"], size=40, labelSize=16, ticks={"show": False}),
+                  *((uplot.Axis(scale="psnr", side=1, label="PSNR (dB)", size=32, labelSize=16,
+                                grid={"show": False}, ticks={"show": False}),) if right == "psnr" else ())),
+            aspect=1.25, padding=(12, 8, 0, 0))
 
     def update_plot(self) -> tuple:
         """Send the monitor's curves (at most 400 points each) to the page's plot; returns them."""
