@@ -393,7 +393,7 @@ def camera_path(run, out_dir, path=None, frames: int | None = None, resolution: 
     poses = info["c2w"]
     W, H = _path_size(run, info, resolution)
     K = _path_intrinsics(run, info, W, H)
-    times = info.get("times") if getattr(run.model, "uses_times", False) else None
+    times = info.get("times") if getattr(getattr(run, "model", None), "uses_times", False) else None
     if frames:
         poses = poses[:frames]
         K = K[:frames] if K.dim() == 3 else K
