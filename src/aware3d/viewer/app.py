@@ -612,7 +612,7 @@ class Viewer:
     def _add_plot(self, gui):
         """The training plot: loss (left axis, log scale) and PSNR (right axis; GANs: the
         discriminator's loss) over the steps, a uPlot chart that the loop's hook refreshes."""
-        from viser import uplot
+        uplot = import_viser().uplot
 
         third = "loss_D" if self.kind == "gan" else "psnr"
         self._plot_keys = ("step", "loss", third)
