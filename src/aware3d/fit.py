@@ -447,14 +447,20 @@ def train_signal(kind: str, x: torch.Tensor, y: torch.Tensor, steps: int = 1500,
     every = curve_every or max(1, steps // 100)
     curve = []
     bar = tqdm(range(steps), disable=not progress, desc=f"fit signal {kind}", leave=False)
-    for s in bar:
-        opt.zero_grad()
-        loss = (net(x) - y).square().mean()
-        loss.backward()
-        opt.step()
-        if s % every == 0:
-            curve.append([s, loss.item()])
-            bar.set_postfix(mse=f"{curve[-1][1]:.4g}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # networks this small only lose time to a thread pool
+    try:
+        for s in bar:
+            opt.zero_grad()
+            loss = (net(x) - y).square().mean()
+            loss.backward()
+            opt.step()
+            if s % every == 0:
+                curve.append([s, loss.item()])
+                if s % (5 * every) == 0:
+                    bar.set_postfix(mse=f"{curve[-1][1]:.4g}", refresh=False)
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         yhat = net(x)
     mse = float((yhat - y).square().mean())
