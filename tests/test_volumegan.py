@@ -175,8 +175,10 @@ def test_official_layer_sizes():
     assert _nparams(G) == 8_688_271                          # official VolumeGANGenerator at 256
     assert _nparams(G.renderer) == 2_350_479
     assert vm.n_styles(m.cfg) == 12
-    # official VolumeGANDiscriminator 28,875,393 has 11,264 more: fromRGB at 128 ... 4 (progressive only)
-    assert _nparams(m.discriminator) == 28_875_393 - 11_264
+    # official VolumeGANDiscriminator 28,875,393 (its fromRGB at 256 ... 4 for the progressive fade-in);
+    # without use_pg (saved configs without the key) 11,264 fewer: fromRGB at 256 only
+    assert _nparams(m.discriminator) == 28_875_393
+    assert _nparams(vm.build_discriminator(vm.make_config("ffhq256", use_pg=False))) == 28_875_393 - 11_264
     assert _nparams(vm.build(vm.make_config("celeba128")).generator) == 8_375_818
     cfg = m.cfg
     assert cfg.r1_weight == 5.0 and cfg.r1_interval == 16 and cfg.style_mixing == 0.9
@@ -482,3 +484,118 @@ def test_volumegan_path_length_reaches_every_used_style_and_trains():
     data = _Images(32, n=8)
     outs = [e.train_step(data) for _ in range(2)]
     assert all(math.isfinite(o["PL"]) and o["pl_length"] > 0 for o in outs) and e.pl_mean.item() > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Progressive growing (official use_pg)
+
+
+def test_progressive_schedule_at_image_counts():
+    cfg = vm.make_config("ffhq256", batch_size=64)
+    assert cfg.use_pg and (cfg.pg_training_img, cfg.pg_transition_img, cfg.pg_repeats) == (750_000, 750_000, 4)
+    # log2(256 / 32) = 3 levels: 750k images at each, then 750k of fade-in to the next
+    for seen, lod in ((0, 3.0), (749_999, 3.0), (750_000, 3.0), (1_125_000, 2.5), (1_500_000, 2.0),
+                      (2_250_000, 2.0), (2_437_500, 1.75), (3_000_000, 1.0), (4_125_000, 0.5),
+                      (4_500_000, 0.0), (25_000_000, 0.0)):
+        assert vm.pg_lod(cfg, seen) == pytest.approx(lod), seen
+    # updated every 4 steps from the images seen before the updating step (official minibatch_repeats)
+    s = 1_125_000 // 64 // 4 * 4                                   # 17576: the last update at or before 1.125M
+    assert vm.pg_lod_at_step(cfg, s) == vm.pg_lod_at_step(cfg, s + 3) == pytest.approx(3 - (s * 64 - 750_000) / 750_000)
+    assert vm.pg_lod_at_step(cfg, s + 4) < vm.pg_lod_at_step(cfg, s + 3)
+    assert vm.pg_lod(vm.make_config("celeba128"), 0) == 2.0      # 128 / 32
+    # without use_pg (CPU presets, saved configs without the key): full resolution
+    assert vm.pg_lod(vm.make_config("cpu"), 0) == 0.0 and not vm.config_from_dict({"preset": "ffhq256"}).use_pg
+
+
+def test_progressive_renderer_fade_by_hand():
+    torch.manual_seed(0)
+    R = vm.VolumeGANRenderer(8, nerf_res=8, resolution=32, w_dim=6, fmaps_base=128, fmaps_max=16,
+                             progressive=True).eval()
+    x, ws = torch.randn(2, 8, 8, 8), torch.randn(2, 6, 6)
+    up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+    with torch.no_grad():
+        full = R(x, ws)                                            # lod 0: the whole renderer
+        plain = vm.VolumeGANRenderer(8, nerf_res=8, resolution=32, w_dim=6, fmaps_base=128, fmaps_max=16).eval()
+        plain.load_state_dict({k: v for k, v in R.state_dict().items() if k != "lod"})
+        assert torch.equal(full, plain(x, ws))
+        # the 16^2 image by hand: the feature image's RGB upsampled (FIR) + the first octave's ToRGB
+        h = R.up[0](x, ws[:, 1], noise=R.noise_const1)
+        h = R.conv[0](h, ws[:, 2], noise=R.noise_const2)
+        img16 = upsample2d_fir(x[:, :3], R) + R.to_rgb[0](h, ws[:, 3])
+        expect = {2.0: up(up(x[:, :3])), 1.5: up(0.5 * img16 + 0.5 * up(x[:, :3])), 1.0: up(img16),
+                  0.5: 0.5 * full + 0.5 * up(img16), 0.25: 0.75 * full + 0.25 * up(img16)}
+        for lod, want in expect.items():                          # fade-in alpha = ceil(lod) - lod
+            R.lod.fill_(lod)
+            assert torch.allclose(R(x, ws), want, atol=1e-6), lod
+
+
+def upsample2d_fir(img, R):
+    from aware3d.nets.stylegan2 import upsample2d
+
+    return upsample2d(img, R.resample_filter, 2)
+
+
+def test_progressive_critic_fade_by_hand():
+    torch.manual_seed(0)
+    D = vm.ProgressiveDiscriminator(16, channel_base=64, channel_max=8, architecture="resnet",
+                                    mbstd_group_size=2).eval()
+    plain = vm.StyleGAN2Discriminator(16, channel_base=64, channel_max=8, architecture="resnet", mbstd_group_size=2)
+    # the fromRGB of every resolution: 16 (as the plain critic), 8 and the unused 4 (3 x 8 + 8 each)
+    assert _nparams(D) - _nparams(plain) == 2 * (3 * 8 + 8)
+    img = torch.randn(4, 3, 16, 16)
+    pool = F.avg_pool2d(img, 2)
+    body = vm.ProgressiveDiscriminator._body
+    with torch.no_grad():
+        plain.load_state_dict({k: v for k, v in D.state_dict().items() if k in plain.state_dict()})
+        assert torch.equal(D(img), plain(img))                     # lod 0
+        hi = body(D.b16, D.b16.fromrgb(img))                      # the 16^2 block's output (8^2)
+        lo = D.b8.fromrgb(pool)                                   # the 8^2 block entered directly
+        for lod, a in ((1.0, 1.0), (0.5, 0.5), (0.25, 0.25)):     # alpha = lod - floor(lod); 1 at lod 1
+            D.lod.fill_(lod)
+            want = D.b4(body(D.b8, a * lo + (1 - a) * hi), None)
+            assert torch.allclose(D(img), want, atol=1e-6), lod
+        D.lod.fill_(1.0)                                          # level 1 sees only the 2x pooled image
+        assert torch.allclose(D(img), D(F.interpolate(pool, scale_factor=2, mode="nearest")), atol=1e-6)
+
+
+def test_progressive_optimiser_reset_where_a_fade_starts_or_ends():
+    from types import SimpleNamespace
+
+    m = _tiny(use_pg=True, pg_training_img=16, pg_transition_img=32, batch_size=4)
+    # tiny: 32 / 8 -> 2 levels; every 4 steps: seen 0, 16 -> 2; 32 -> 1.5; 48, 64 -> 1; 80 -> 0.5
+    assert [vm.pg_lod_at_step(m.cfg, s) for s in range(0, 28, 4)] == [2.0, 2.0, 1.5, 1.0, 1.0, 0.5, 0.0]
+    p = torch.nn.Parameter(torch.ones(1))
+    eng = SimpleNamespace(opt_g=torch.optim.Adam([p]), opt_d=torch.optim.Adam([p]), G_ema=None)
+    cleared = []
+    for step in range(1, 28):
+        for opt in (eng.opt_g, eng.opt_d):
+            opt.state[p] = {"step": torch.tensor(1.0)}
+        m.set_step(step, eng)
+        if not eng.opt_g.state and not eng.opt_d.state:
+            cleared.append(step)
+        assert float(m.generator.renderer.lod) == float(m.discriminator.lod) == vm.pg_lod_at_step(m.cfg, step)
+    assert cleared == [8, 12, 20, 24]  # 2 -> 1.5 (int), 1.5 -> 1 (ceil), 1 -> 0.5 (int), 0.5 -> 0 (int, ceil)
+
+
+def test_progressive_resume_mid_transition_equals_uninterrupted(objects32, tmp_path):
+    # 14 steps straight == 10 steps (in the fade 2 -> 1, lod 1.5) + resume for 4 (over the level change
+    # at step 12 and its optimiser reset): every tensor of the final checkpoints is identical
+    from aware3d.train.io import load_checkpoint
+
+    kw = dict(preset="tiny", sample_every=0, checkpoint_every=0, progress=False, use_pg=True,
+              pg_training_img=16, pg_transition_img=32)
+    a = vm.METHOD.train(objects32, tmp_path / "a", max_steps=14, **kw)
+    vm.METHOD.train(objects32, tmp_path / "b", max_steps=10, **kw)
+    sb10 = load_checkpoint(tmp_path / "b")
+    assert float(sb10["D"]["lod"]) == float(sb10["G"]["renderer.lod"]) == 1.5
+    b = vm.METHOD.train(objects32, tmp_path / "b", max_steps=14, resume=True, progress=False)
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["step"] == sb["step"] == 14 and float(sa["G_ema"]["renderer.lod"]) == 1.0
+    for key in ("G", "G_ema", "D"):
+        for k in sa[key]:
+            assert torch.equal(sa[key][k], sb[key][k]), (key, k)
+    for key in ("opt_g", "opt_d"):
+        for i, st in sa[key]["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, sb[key]["state"][i][k]), (key, i, k)
+    assert torch.equal(sa["rng"], sb["rng"])

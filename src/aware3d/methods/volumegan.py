@@ -23,8 +23,14 @@ betas (0, 0.99), both corrected for the lazy regularisers as the official config
 (``lazy_correction``: D lr x 16/17 and betas ** (16/17) for R1 every 16 steps, G lr x 4/5 and betas
 ** (4/5) for the path-length penalty every 4 steps); the path-length penalty (``pl_weight`` 2,
 ``pl_interval`` 4, ``pl_decay`` 0.01, half batches; the engine's PL phase with respect to ws);
-style mixing 0.9; G EMA over 20k images. Not matched: the progressive growing of the 2D renderer
-and critic (use_pg) is not implemented.
+style mixing 0.9; G EMA over 20k images; progressive growing (``use_pg``, official ProgressScheduler:
+the level of detail lod goes from log2(S / r) to 0, 750k images per level, then 750k of linear
+fade-in, updated every 4 steps, both Adam states cleared where a fade starts or ends): the renderer
+runs the octaves up to the level and nearest-upsamples its image to S (blending two levels during a
+fade), the critic (:class:`ProgressiveDiscriminator`, the official fromRGB at every resolution)
+enters at the level's block through the average-pooled image. Real images are fed at S as in the
+official loss. Configs saved without these keys train and render as before (no lazy correction, no
+path-length penalty, no progressive growing).
 
 Controls: one latent z (interpolate-latent), camera yaw / pitch; truncation ``truncation_psi``.
 ``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`).
@@ -37,10 +43,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..fields.volumegan import VolumeField
-from ..nets.stylegan2 import (MappingNetwork, ModulatedConv2d, StyleGAN2Discriminator, ToRGB, bias_act,
-                              channels_for, modulated_conv2d, setup_filter, upsample2d)
+from ..nets.stylegan2 import (Conv2dLayer, MappingNetwork, ModulatedConv2d, StyleGAN2Discriminator, ToRGB,
+                              bias_act, channels_for, modulated_conv2d, setup_filter, upsample2d)
 from ..programs.gan import programs_for
 from ..render.cameras import image_rays, intrinsics_from_fov
 from . import gan_common as gc
@@ -112,6 +119,12 @@ class VolumeGANConfig(gc.RunSettings):
     pl_interval: int = 4                # its own G step every 4 steps, weight x 4 (official pl_interval)
     pl_decay: float = 0.01              # running mean decay of the path lengths (official pl_decay)
     pl_batch_shrink: int = 2            # its batch: batch_size // 2 (official pl_batch_shrink)
+    # progressive growing of the 2D renderer and the critic (official use_pg, ProgressScheduler)
+    use_pg: bool = False                # paper presets True; False: full resolution from the start
+    pg_training_img: int = 750_000      # images per level before its fade-out (official lod_training_img)
+    pg_transition_img: int = 750_000    # images of each fade-in (official lod_transition_img)
+    pg_repeats: int = 4                 # the level is updated every 4 steps (official minibatch_repeats)
+    pg_reset_optimizer: bool = True     # clear both Adam states where a fade starts / ends (official)
     preset: str = "cpu"
     # render-time only
     truncation_psi: float = 1.0         # w = w_avg + psi (w - w_avg) outside training
@@ -134,7 +147,7 @@ _CPU = dict(resolution=64, nerf_res=16, n_samples=12, n_importance=0, z_dim=128,
 # the official training settings (volumegan_ffhq256.sh, volumegan_ffhq_config): the path-length
 # penalty (weight 2 every 4 steps on half batches, decay 0.01); lr 0.002 x 16/17 (D) and x 4/5 (G),
 # betas (0, 0.99 ** (16/17)) and (0, 0.99 ** (4/5)) by the engine's lazy correction
-_PAPER = {"lr_d": 0.002, "lr_g": 0.002, "lazy_correction": True, "pl_weight": 2.0}
+_PAPER = {"lr_d": 0.002, "lr_g": 0.002, "lazy_correction": True, "pl_weight": 2.0, "use_pg": True}
 
 PRESETS: dict[str, dict] = {
     "ffhq256": dict(_PAPER, resolution=256, nerf_res=32),        # official volumegan_ffhq256.sh
@@ -182,6 +195,30 @@ def n_render_layers(cfg: VolumeGANConfig) -> int:
 def n_styles(cfg: VolumeGANConfig) -> int:
     """ws per image: the MLP's layers, then the 2D renderer's slots."""
     return cfg.mlp_layers + n_render_layers(cfg)
+
+
+def pg_lod(cfg: VolumeGANConfig, seen_img: int) -> float:
+    """Level of detail after ``seen_img`` training images (official ProgressScheduler): from
+    log2(resolution / nerf_res) (the feature image's first 3 channels, nearest-upsampled) down to
+    0 (full resolution); each level is trained for ``pg_training_img`` images, then the next is
+    faded in linearly over ``pg_transition_img``. 0 without ``use_pg``."""
+    if not cfg.use_pg:
+        return 0.0
+    init_lod = math.log2(cfg.resolution // cfg.nerf_res)
+    duration = cfg.pg_training_img + cfg.pg_transition_img
+    phase, sub = divmod(int(seen_img), duration)
+    lod = init_lod - phase
+    if cfg.pg_transition_img:
+        lod -= max(sub - cfg.pg_training_img, 0) / cfg.pg_transition_img
+    return max(float(lod), 0.0)
+
+
+def pg_lod_at_step(cfg: VolumeGANConfig, step: int) -> float:
+    """The level of 0-based training ``step``: updated every ``pg_repeats`` steps from the images
+    seen before the step that updates it (official: at iterations 1, 5, 9, ... of ``minibatch_repeats``
+    4)."""
+    k = max(int(cfg.pg_repeats), 1)
+    return pg_lod(cfg, (int(step) // k) * k * cfg.batch_size)
 
 
 def sample_inputs(cfg: VolumeGANConfig, n: int, generator: torch.Generator | None = None,
@@ -237,9 +274,11 @@ class VolumeGANRenderer(nn.Module):
     layer (official ``noise_mode='const'``)."""
 
     def __init__(self, in_channels: int, nerf_res: int, resolution: int, w_dim: int, fmaps_base: int = 32768,
-                 fmaps_max: int = 512, use_noise: bool = True):
+                 fmaps_max: int = 512, use_noise: bool = True, progressive: bool = False):
         super().__init__()
-        self.nerf_res, self.resolution = nerf_res, resolution
+        self.nerf_res, self.resolution, self.progressive = nerf_res, resolution, progressive
+        if progressive:  # level of detail (official synthesis.lod): 0 full resolution, n_octaves the feature image
+            self.register_buffer("lod", torch.zeros(()))
         self.n_octaves = int(round(math.log2(resolution // nerf_res)))
         if nerf_res * 2 ** self.n_octaves != resolution:
             raise ValueError(f"resolution {resolution} must be nerf_res {nerf_res} times a power of two")
@@ -264,12 +303,38 @@ class VolumeGANRenderer(nn.Module):
         return getattr(self, f"noise_const{i}") if self.use_noise and not self.training else None
 
     def forward(self, x: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+        lod = float(self.lod) if self.progressive else 0.0
+        if lod > 0:
+            return self._forward_lod(x, ws, lod)
         img = x[:, :3]
         for k in range(1, self.n_octaves + 1):
             x = self.up[k - 1](x, ws[:, 2 * k - 1], noise=self._noise(2 * k - 1))
             x = self.conv[k - 1](x, ws[:, 2 * k], noise=self._noise(2 * k))
             img = upsample2d(img, self.resample_filter, 2) + self.to_rgb[k - 1](x, ws[:, 2 * k + 1])
         return img
+
+    def _forward_lod(self, x: torch.Tensor, ws: torch.Tensor, lod: float) -> torch.Tensor:
+        """The official progressive synthesis: octave k (level n - k) runs while lod < n - k + 1;
+        the output is the image of the level ceil(lod), nearest-upsampled to the full size, and
+        during a fade (lod between levels) alpha = ceil(lod) - lod of the finer level's image plus
+        1 - alpha of the coarser one's, nearest-upsampled."""
+        n = self.n_octaves
+        cur = x[:, :3]
+        image = cur if n - 1 < lod <= n else None
+        for k in range(1, n + 1):
+            level = n - k
+            if lod < level + 1:
+                x = self.up[k - 1](x, ws[:, 2 * k - 1], noise=self._noise(2 * k - 1))
+                x = self.conv[k - 1](x, ws[:, 2 * k], noise=self._noise(2 * k))
+                cur = upsample2d(cur, self.resample_filter, 2) + self.to_rgb[k - 1](x, ws[:, 2 * k + 1])
+            if level - 1 < lod <= level:
+                image = cur
+            elif level < lod < level + 1:
+                alpha = math.ceil(lod) - lod
+                image = cur * alpha + F.interpolate(image, scale_factor=2, mode="nearest") * (1 - alpha)
+            elif lod >= level + 1:
+                image = F.interpolate(image, scale_factor=2, mode="nearest")
+        return image
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,7 +354,7 @@ class VolumeGANGenerator(nn.Module):
                                  n_freqs=cfg.n_freqs, hidden=cfg.mlp_hidden, n_layers=cfg.mlp_layers,
                                  feat_dim=cfg.feat_dim, bounds=cfg.volume_bounds, volume_layer=cfg.volume_layer)
         self.renderer = VolumeGANRenderer(cfg.feat_dim, cfg.nerf_res, cfg.resolution, cfg.w_dim,
-                                          cfg.fmaps_base, cfg.fmaps_max, cfg.use_noise)
+                                          cfg.fmaps_base, cfg.fmaps_max, cfg.use_noise, progressive=cfg.use_pg)
         self.n_styles = n_styles(cfg)
 
     def styles(self, inputs: dict) -> torch.Tensor:
@@ -345,11 +410,55 @@ class VolumeGANGenerator(nn.Module):
         return self.field.density(points, ws)
 
 
+class ProgressiveDiscriminator(StyleGAN2Discriminator):
+    """The official VolumeGANDiscriminator with progressive growing: StyleGAN2's resnet critic plus a
+    fromRGB at every resolution (down to 4x4, as the official layers ``input{i}``) and the buffer
+    ``lod``. Block i (resolution / 2^i) is entered through its fromRGB of the image average-pooled
+    i times when i <= lod < i + 1; during a fade (i - 1 < lod < i) its fromRGB output is blended
+    into the finer block's output with alpha = lod - floor(lod); blocks with i >= lod + 1 are
+    skipped. At lod 0 it is the plain critic."""
+
+    def __init__(self, resolution: int, **kw):
+        super().__init__(resolution, **kw)
+        if self.architecture != "resnet" and self.architecture != "orig":
+            raise ValueError("ProgressiveDiscriminator: architecture 'resnet' or 'orig'")
+        for r in self.block_resolutions[1:]:
+            getattr(self, f"b{r}").fromrgb = Conv2dLayer(3, self.channels[r], 1, activation="lrelu")
+        self.b4.fromrgb = Conv2dLayer(3, self.channels[4], 1, activation="lrelu")  # unused, as the official
+        self.register_buffer("lod", torch.zeros(()))
+
+    @staticmethod
+    def _body(block, x: torch.Tensor) -> torch.Tensor:
+        if block.architecture == "resnet":
+            y = block.skip(x, gain=math.sqrt(0.5))
+            return y + block.conv1(block.conv0(x), gain=math.sqrt(0.5))
+        return block.conv1(block.conv0(x))
+
+    def forward(self, img: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        lod = float(self.lod)
+        if lod <= 0:
+            return super().forward(img, alpha)
+        x = None
+        for i, r in enumerate(self.block_resolutions):
+            block = getattr(self, f"b{r}")
+            if i <= lod < i + 1:
+                x = block.fromrgb(img)
+            elif i - 1 < lod < i:
+                a = lod - math.floor(lod)
+                x = block.fromrgb(img) * a + x * (1 - a)
+            if lod < i + 1:
+                x = self._body(block, x)
+            if lod > i:
+                img = F.avg_pool2d(img, 2)
+        return self.b4(x, None)
+
+
 def build_discriminator(cfg: VolumeGANConfig) -> StyleGAN2Discriminator:
-    """StyleGAN2 resnet critic with minibatch std (official VolumeGANDiscriminator at full
-    resolution; its extra fromRGB layers serve only the progressive fade-in)."""
-    return StyleGAN2Discriminator(cfg.resolution, channel_base=cfg.d_channel_base, channel_max=cfg.d_channel_max,
-                                  architecture="resnet", mbstd_group_size=cfg.mbstd_group)
+    """StyleGAN2 resnet critic with minibatch std (official VolumeGANDiscriminator); with
+    ``use_pg`` the :class:`ProgressiveDiscriminator` (the official fromRGB at every resolution)."""
+    cls = ProgressiveDiscriminator if cfg.use_pg else StyleGAN2Discriminator
+    return cls(cfg.resolution, channel_base=cfg.d_channel_base, channel_max=cfg.d_channel_max,
+               architecture="resnet", mbstd_group_size=cfg.mbstd_group)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -383,6 +492,24 @@ class VolumeGANMethod:
 
     def angle_ranges(self) -> dict:
         return gc.sphere_angle_ranges(self.cfg)
+
+    def set_step(self, step: int, engine=None) -> None:
+        """Progressive growing (``use_pg``): the level of ``step`` (:func:`pg_lod_at_step`) into G,
+        the engine's EMA G and D; with an engine and ``pg_reset_optimizer``, both optimiser states
+        are cleared where the integer part or the ceiling of the level changes (a fade starts or
+        ends), as the official scheduler. Called before the first step and after every step."""
+        if not self.cfg.use_pg:
+            return
+        lod = pg_lod_at_step(self.cfg, step)
+        for G in (self.generator, getattr(engine, "G_ema", None)):
+            if G is not None:
+                G.renderer.lod.fill_(lod)
+        self.discriminator.lod.fill_(lod)
+        if engine is not None and self.cfg.pg_reset_optimizer and step > 0:
+            prev = pg_lod_at_step(self.cfg, step - 1)
+            if int(lod) != int(prev) or math.ceil(lod) != math.ceil(prev):
+                engine.opt_g.state.clear()
+                engine.opt_d.state.clear()
 
     def gan_config(self, **kw):
         """The engine settings, with the engine keys VolumeGAN adds (lazy correction, path length)."""
