@@ -32,6 +32,11 @@ residual critics (``Discriminator_MultiScale_Aux``: channel multiplier 2, the au
 downsampling in the first conv of each block, no minibatch std; fade-in ``alpha`` = step /
 ``d_fade_steps``, 0: alpha 1 throughout, as the official ``train_ffhq`` whose ``warmup_D`` is
 off) in :mod:`aware3d.nets.stylegan2_msd`; ``"dcgan"`` (the default) is :class:`Cips3DDiscriminator`.
+Sampling (``sampling``): ``"official"`` (the paper presets) casts the pixel rays as the official
+``get_initial_rays_trig`` (linspace(-1, 1, r) x tan(fov / 2): the outer pixels' rays on the fov's
+edges) and draws depths linspace(near, far, n) + U(-d/2, d/2) in training (the official also jitters
+at inference; aware3d renders the unjittered linspace there); ``"v1"``: pixel centres and n equal
+bins of [near, far]. The hierarchical samples are aware3d's (:func:`gan_common.render_radiance`).
 Partial gradient backpropagation: per image only ``grad_rays``
 randomly chosen NeRF rays are rendered with autograd, the others under ``no_grad`` (so the memory
 and time of the NeRF's backward scale with ``grad_rays``); the 2D decoder sees every pixel.
@@ -98,7 +103,7 @@ class Cips3DConfig(gc.RunSettings):
     nerf_map_layers: int = 4            # NeRF mapping network hidden layers
     feat_dim: int = 32                  # channels of the NeRF's feature map (input of the INR decoder)
     inr_hidden: int = 512               # width of the INR decoder's modulated FC layers
-    inr_blocks: int = 5                 # official: one block per octave 4..64 at 64^2
+    inr_blocks: int = 5                 # blocks of the INR (official arch: 9, one per octave 4..1024, at every size)
     w_dim: int = 512                    # style w size (modulates the INR decoder)
     inr_map_layers: int = 8             # linear + LeakyReLU layers of the z_a -> w mapping
     d_feat: int = 512                   # channels at 4x4 of both discriminators (main and auxiliary)
@@ -152,7 +157,7 @@ _CPU = dict(resolution=64, nerf_res=32, n_samples=12, n_importance=0, z_shape_di
 
 PRESETS: dict[str, dict] = {
     "ffhq64": dict(resolution=64, nerf_res=64),            # official train_ffhq_r64 (FFHQ / CelebA faces)
-    "ffhq128": dict(resolution=128, nerf_res=128, inr_blocks=6),
+    "ffhq128": dict(resolution=128, nerf_res=128),
     "objects64": dict(_OBJECTS, resolution=64, nerf_res=64),
     "cpu": dict(_CPU),
     "cpu_objects": dict(_CPU, **_OBJECTS),
