@@ -269,3 +269,16 @@ def test_fit_video_without_aggregation_and_a_training_step_reaches_the_flow_head
     _, final = aggregate_frames(out["independent"], out["blend"], out["flow"], buf.neighbours(sel, (-2, -1, 1, 2)))
     (final - frames[2].permute(2, 0, 1)).abs().mean().backward()
     assert net.flow_head.weight.grad.abs().sum() > 0
+
+
+def test_flow_aggregation_flag(tmp_path, capsys):
+    from aware3d.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["fit", "video", "v.mp4"]).flow_aggregation is None  # the model's default
+    assert p.parse_args(["fit", "video", "v.mp4", "--no-flow-aggregation"]).flow_aggregation is False
+    frames_dir = tmp_path / "frames"
+    _write_frames(frames_dir, n=3)
+    assert cli_main(["fit", "video", str(frames_dir), "--model", "nerv", "--flow-aggregation", "--steps", "1",
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "ffnerv" in capsys.readouterr().err
