@@ -245,3 +245,22 @@ def test_locked_view_direction_and_official_pixel_grid():
         corner = dirs[0, 0] / -dirs[0, 0, 2]
         tan = math.tan(math.radians(12) / 2)
         assert torch.allclose(corner, torch.tensor([-tan * scale, tan * scale, -1.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("lock", [False, True])
+def test_fast_field_blocks_without_gradients_match_the_reference(lock):
+    torch.manual_seed(0)
+    cfg = _tiny(hidden=16, n_layers=3, lock_view_dependence=lock)
+    f = pigan.build(cfg).generator.field.double()
+    z = torch.randn(3, cfg.z_dim, dtype=torch.float64)
+    freqs, phases = f.modulation(z)
+    o = torch.randn(3, 7, 3, dtype=torch.float64) * 0.1
+    d = F.normalize(torch.randn(3, 7, 3, dtype=torch.float64), dim=-1)
+    t = torch.rand(3, 7, 5, dtype=torch.float64) + 0.5
+    ld = pigan.lock_direction(cfg).double() if lock else None
+    want = pigan.reference_field(f, freqs, phases, ld)(o, d, t)
+    with torch.no_grad():
+        for block in (5, 11, 1024):  # one ray, two rays (7 = 2 + 2 + 2 + 1), all rays per block
+            got = pigan.fast_field(f, freqs, phases, ld, block_points=block)(o, d, t)
+            for u, v in zip(got, want):
+                torch.testing.assert_close(u, v.detach(), atol=1e-12, rtol=0)

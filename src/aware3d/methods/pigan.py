@@ -418,13 +418,15 @@ class _SirenTrunk(torch.autograd.Function):
         return (None, *grads)
 
 
-def fast_field(field: FilmSirenField, freqs: torch.Tensor, phases: torch.Tensor, lock_dir=None):
+def fast_field(field: FilmSirenField, freqs: torch.Tensor, phases: torch.Tensor, lock_dir=None,
+               block_points: int = 1024):
     """The evaluator of :func:`render_rays` for ``field`` with modulation (B, L + 1, hidden): the
     same function as :meth:`FilmSirenField.forward` on the points o + t d (directions d, or
     ``lock_dir`` (3,) for every ray), computed with each layer's frequencies folded into its
     weights, sin(f (W x + b) + p) = sin(x (f W)^T + (f b + p)): one batched matmul and one sine per
     layer, the box scale folded into the first layer, the directions' part of the colour layer
-    computed once per ray; with gradients the trunk keeps one tensor per layer (:class:`_SirenTrunk`)."""
+    computed once per ray; with gradients the trunk keeps one tensor per layer (:class:`_SirenTrunk`),
+    without them each image goes through in blocks of about ``block_points`` points."""
     L = field.n_layers
     A, C = [], []
     for i, layer in enumerate(field.layers):
@@ -446,14 +448,23 @@ def fast_field(field: FilmSirenField, freqs: torch.Tensor, phases: torch.Tensor,
             h = _SirenTrunk.apply(x0, *[v for pair in zip(A, C) for v in pair])
             pre = torch.baddbmm(c_col.unsqueeze(1), h, A_col.transpose(1, 2)).view(B, R, N, -1)
             c = torch.sin(pre + dir_term.unsqueeze(2))
-        else:
-            h = x0
-            for a, b in zip(A, C):
-                h = torch.baddbmm(b.unsqueeze(1), h, a.transpose(1, 2)).sin_()
-            c = torch.baddbmm(c_col.unsqueeze(1), h, A_col.transpose(1, 2)).view(B, R, N, -1)
-            c = c.add_(dir_term.unsqueeze(2)).sin_()
-        sigma = F.linear(h, field.sigma_out.weight, field.sigma_out.bias).view(B, R, N)
-        rgb = torch.sigmoid(F.linear(c, field.color_out.weight, field.color_out.bias))
+            sigma = F.linear(h, field.sigma_out.weight, field.sigma_out.bias).view(B, R, N)
+            return sigma, torch.sigmoid(F.linear(c, field.color_out.weight, field.color_out.bias))
+        # without gradients: one image and a block of rays at a time through every layer, in place,
+        # so that the activations stay in the cache between the matmul and the sine
+        sigma, rgb = x0.new_empty(B, R, N), x0.new_empty(B, R, N, 3)
+        rb = max(1, block_points // N)
+        for i in range(B):
+            for r0 in range(0, R, rb):
+                h = x0[i:i + 1, r0 * N:(r0 + rb) * N]
+                for a, b in zip(A, C):
+                    h = torch.baddbmm(b[i:i + 1].unsqueeze(1), h, a[i:i + 1].transpose(1, 2)).sin_()
+                n = h.shape[1] // N
+                c = torch.baddbmm(c_col[i:i + 1].unsqueeze(1), h, A_col[i:i + 1].transpose(1, 2)).view(1, n, N, -1)
+                dt = dir_term[i:i + 1, r0:r0 + n] if dir_term.shape[1] > 1 else dir_term[i:i + 1]
+                c = c.add_(dt.unsqueeze(2)).sin_()
+                sigma[i:i + 1, r0:r0 + n] = F.linear(h, field.sigma_out.weight, field.sigma_out.bias).view(1, n, N)
+                rgb[i:i + 1, r0:r0 + n] = torch.sigmoid(F.linear(c, field.color_out.weight, field.color_out.bias))
         return sigma, rgb
 
     return evaluate
