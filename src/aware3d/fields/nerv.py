@@ -116,8 +116,7 @@ CONFIGS: dict[str, NeRVConfig] = {
     # --act swish --norm none --single_res
     "nerv-s": NeRVConfig("nerv", 9, 16, 26, (5, 2, 2, 2, 2), 1, 2, 96, "swish"),
     # CAM's FFNeRV "representation" line: --fc-hw-dim 9_16_156 --expansion 1 --lower-width 96
-    # --strides 5 2 2 2 2 --t-dim 64 128 256 512 --mod-dim 60 (act gelu, norm none); without
-    # the flow/blending heads
+    # --strides 5 2 2 2 2 --t-dim 64 128 256 512 --mod-dim 60 (act gelu, norm none)
     # --agg-ind -2 -1 1 2 --lw 0.1: with the flow and blending heads (FFNeRV's aggregation)
     "ffnerv-rep": NeRVConfig("ffnerv", 9, 16, 156, (5, 2, 2, 2, 2), 1, 2, 96, "gelu",
                              t_dims=(64, 128, 256, 512), agg=(-2, -1, 1, 2)),
