@@ -10,6 +10,14 @@ calls after one warm-up, at the preset's resolution. ``--official DIR`` (a check
 code outside this repository, with einops and easydict importable from ``--official-deps``) also
 times the official VolumeGANGenerator built with the paper preset's settings (impl='ref', const
 noise, 12 + 12 samples) at the paper presets' resolutions, in the same process.
+
+    .venv/bin/python benchmarks/bench_volumegan.py --train-cycles 3 [--train-preset cpu] [--threads 1]
+
+times training instead: engines for the preset as it is, with the path-length penalty (pl_weight 2
+every 4 steps, half batches, lazy correction) and with progressive growing held at each level of
+detail (lod 0 is the preset itself), on random images; one cycle = 4 consecutive training steps
+(one R1 and one PL phase each), the variants alternating cycle by cycle; prints the median CPU
+(process time) and wall seconds per step of each.
 """
 from __future__ import annotations
 
@@ -51,6 +59,49 @@ def _official(path: str, deps: str | None, cfg):
                               vr_cfg=dict(clamp_mode="relu")).eval().requires_grad_(False)
 
 
+class _RandomImages:
+    def __init__(self, res: int, n: int = 64):
+        self.images = torch.rand(n, 3, res, res, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def sample(self, n, generator=None):
+        return self.images[torch.randint(0, len(self.images), (n,), generator=generator)]
+
+
+def train_cycles(preset: str, cycles: int) -> None:
+    from aware3d.train.gan import GanEngine
+
+    base = vm.make_config(preset)
+    init_lod = int(math.log2(base.resolution // base.nerf_res))
+    variants = {"preset": {}, "+ path length": {"pl_weight": 2.0, "lazy_correction": True}}
+    for lod in range(init_lod, 0, -1):  # progressive growing held at a level (no fade)
+        variants[f"+ pg lod {lod}"] = {"use_pg": True, "pg_training_img": 10 ** 12, "_lod": lod}
+    engines = {}
+    for name, kw in variants.items():
+        lod = kw.pop("_lod", None)
+        m = vm.build(vm.make_config(preset, **kw))
+        e = GanEngine(m, m.gan_config(device="cpu", progress=False))
+        if lod is not None:
+            for mod in (e.G.renderer, e.G_ema.renderer, e.D):
+                mod.lod.fill_(float(lod))
+        engines[name] = e
+    data = _RandomImages(base.resolution)
+    for e in engines.values():  # warm-up cycle
+        for _ in range(4):
+            e.train_step(data)
+    times = {n: [] for n in engines}
+    for _ in range(cycles):
+        for name, e in engines.items():
+            t, c = time.perf_counter(), time.process_time()
+            for _ in range(4):
+                e.train_step(data)
+            times[name].append(((time.process_time() - c) / 4, (time.perf_counter() - t) / 4))
+    for name, ts in times.items():
+        cpu = sorted(c for c, _ in ts)[len(ts) // 2]
+        wall = sorted(w for _, w in ts)[len(ts) // 2]
+        print(f"train {preset:8s} {name:16s} batch {base.batch_size}: {cpu:7.3f} s/step CPU  {wall:7.3f} s/step wall "
+              f"(median of {len(ts)} cycles of 4 steps)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", nargs="+", default=["cpu", "ffhq256"])
@@ -59,10 +110,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--official", default=None, help="official genforce/volumegan checkout (outside the repo)")
     ap.add_argument("--official-deps", default=None, help="a folder with einops and easydict")
+    ap.add_argument("--train-cycles", type=int, default=0, help="time training steps instead (see above)")
+    ap.add_argument("--train-preset", default="cpu")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if a.train_cycles:
+        train_cycles(a.train_preset, a.train_cycles)
+        return
     for preset in a.presets:
         m = vm.build(vm.make_config(preset))
         G = m.generator.eval().requires_grad_(False)
