@@ -30,6 +30,30 @@ from ..render import giraffe_encoding
 from ..render._checks import ShapeError, check_tensor
 
 
+def encoding_blocks(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
+    """GIRAFFE's encoding of x (..., D) in the block layout (sin block, cos block): (..., 2 L D)
+    = [sin(2^k pi x) for k, then cos(2^k pi x) for k], k = 0..L-1 (each D wide). The values of
+    :func:`aware3d.render.giraffe_encoding` (same float32 operations: the angles 2^k pi x_d come
+    from one matmul in which each output has a single non-zero product, rounded once as the
+    broadcast multiply), in the order :func:`encoding_block_order` gives; two contiguous halves
+    instead of the reference's interleaved (k, sin / cos, d) layout, whose strided stack costs as
+    much as the sines on a CPU."""
+    D = x.shape[-1]
+    freqs = (2.0 ** torch.arange(n_freqs, dtype=x.dtype, device=x.device)) * math.pi   # as the reference
+    sel = torch.zeros(D, n_freqs, D, dtype=x.dtype, device=x.device)
+    idx = torch.arange(D, device=x.device)
+    sel[idx, :, idx] = freqs
+    with torch.autocast(x.device.type, enabled=False):   # the angles in x's precision
+        ang = x.reshape(-1, D) @ sel.reshape(D, n_freqs * D)                          # (P, L D)
+    return torch.cat([torch.sin(ang), torch.cos(ang)], -1).reshape(*x.shape[:-1], 2 * n_freqs * D)
+
+
+def encoding_block_order(dim: int, n_freqs: int) -> torch.Tensor:
+    """Indices of :func:`encoding_blocks`' columns in the reference layout: reference[..., order]
+    = blocks (so a layer's weight W of the reference acts on the blocks as W[:, order])."""
+    return torch.arange(2 * n_freqs * dim).reshape(n_freqs, 2, dim).permute(1, 0, 2).reshape(-1)
+
+
 class FeatureField(nn.Module):
     """h(gamma(x), gamma(d), z_s, z_a) -> (sigma, feature).
 
@@ -63,10 +87,31 @@ class FeatureField(nn.Module):
         self.fc_z_view = nn.Linear(z_app_dim, hidden)
         self.fc_view = nn.Linear(pe_dir_dim, hidden)
         self.feat_out = nn.Linear(hidden, feature_dim)
+        # fast path (default): encodings in the block layout (encoding_blocks) and the layers that
+        # read them with their weight columns in that order; False: the reference layout
+        self.fast_encoding = True
+        self.register_buffer("_order_pos", encoding_block_order(3, n_freq_pos), persistent=False)
+        self.register_buffer("_order_dir", encoding_block_order(3, n_freq_dir), persistent=False)
 
     def encode(self, x: torch.Tensor, n_freqs: int) -> torch.Tensor:
-        """gamma(x / downscale), GIRAFFE's pi-scaled form (no raw input)."""
+        """gamma(x / downscale), GIRAFFE's pi-scaled form (no raw input), in the reference layout."""
         return giraffe_encoding(x / self.downscale, n_freqs)
+
+    def _encode_for(self, x: torch.Tensor, n_freqs: int):
+        """(encoding, column order or None) for the layers that read it: the block layout on the
+        fast path (points that need no gradient), else the reference."""
+        if self.fast_encoding and not x.requires_grad and x.dim() >= 1:
+            order = self._order_pos if n_freqs == self.n_freq_pos else self._order_dir
+            if order.numel() == 2 * n_freqs * x.shape[-1]:
+                return encoding_blocks(x / self.downscale, n_freqs), order
+        return self.encode(x, n_freqs), None
+
+    @staticmethod
+    def _linear_on(layer: nn.Linear, enc: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+        """layer(reference encoding), given the encoding in the layout ``order`` names."""
+        if order is None:
+            return layer(enc)
+        return F.linear(enc, layer.weight.index_select(1, order), layer.bias)
 
     def forward(self, points: torch.Tensor, dirs: torch.Tensor | None, z_shape: torch.Tensor,
                 z_app: torch.Tensor, index: torch.Tensor | None = None,
@@ -125,7 +170,7 @@ class FeatureField(nn.Module):
         net = self.feat_view(net).add_(per_point(self.fc_z_view(z_app)))
         if self.use_viewdirs and dirs is not None:
             d = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            v = self.fc_view(self.encode(d, self.n_freq_dir))
+            v = self._linear_on(self.fc_view, *self._encode_for(d, self.n_freq_dir))
             if dir_index is not None:
                 v = v.index_select(0, dir_index)
             net = net.add_(v).relu_()
@@ -142,14 +187,15 @@ class FeatureField(nn.Module):
 
     def _trunk(self, points, z_shape, per_point):
         """Density trunk: z_s enters the first layer and again with gamma(x) at each skip."""
-        p = self.encode(points, self.n_freq_pos)
-        net = self.fc_in(p).add_(per_point(self.fc_z(z_shape))).relu_()
+        p, order = self._encode_for(points, self.n_freq_pos)
+        net = self._linear_on(self.fc_in, p, order).add_(per_point(self.fc_z(z_shape))).relu_()
         skip = 0
         for k, layer in enumerate(self.blocks, start=1):
             net = layer(net).relu_()
             if k in self.skips:
                 # not in place: ReLU's backward needs its output unchanged
-                net = (self.fc_p_skips[skip](p) + per_point(self.fc_z_skips[skip](z_shape))).add_(net)
+                net = (self._linear_on(self.fc_p_skips[skip], p, order)
+                       + per_point(self.fc_z_skips[skip](z_shape))).add_(net)
                 skip += 1
         return net
 
