@@ -2,6 +2,19 @@
 matmul peaks measured in the same run.
 
     python benchmarks/bench_giraffe.py [--threads N] [--repeats 3] [--clock wall|cpu] [--quick]
+    python benchmarks/bench_giraffe.py --official CHECKOUT [--official-deps DIR] --threads 1 [--pairs 5]
+        [--reference] [--cases NAME]
+
+``--official CHECKOUT`` (a checkout of autonomousvision/giraffe outside this repository; with
+``--official-deps`` a folder put on the path first, e.g. stand-ins for kornia and torchvision.utils
+where those are not installed) times the official generator and trainer against aware3d's in pairs:
+each round runs the official case, then aware3d's, on the CPU-time clock (``time.process_time``),
+with the official ``configs/64res/celeba_64.yaml`` (over ``configs/default.yaml``) and aware3d's
+``celeba64`` preset (same parameter counts, checked). Cases: generation with the EMA generator
+(``mode='val'``, no grad) at batch 1 and 16, and one training step at batch 32 (the official
+``Trainer.train_step``: G step with EMA, then D step with R1 10 and RMSprop, against aware3d's engine
+step, with its discriminator in fp32 and in bf16). ``--reference`` adds aware3d's reference
+encoding path (``FeatureField.fast_encoding`` off) to each round, as a before / after column.
 
 Rows: generation (EMA generator, no grad) at 64x64 (``celeba64`` preset) with batch 1 and 16 and
 at 256x256 (``celebahq256``) with batch 1 and 4; one training step (generator phase, discriminator
@@ -18,7 +31,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
+import sys
 import time
+import types
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -26,7 +42,6 @@ from torch.utils.flop_counter import flop_registry
 
 from aware3d.methods import giraffe as gm
 from aware3d.train.gan import GanEngine, tune_cpu_allocator
-
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this process)
 
@@ -78,6 +93,123 @@ class RandomReal:
         return torch.rand(n, 3, self.res, self.res, generator=generator) * 2 - 1
 
 
+def _update_recursive(a: dict, b: dict) -> None:
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            _update_recursive(a[k], v)
+        else:
+            a[k] = v
+
+
+def official_model(checkout: str, deps: str | None = None, config: str = "configs/64res/celeba_64.yaml"):
+    """The official GIRAFFE model and trainer class built from its own config files (outside this
+    repository). Its evaluation module (FID through torchvision's Inception) is not needed to time
+    a step and is replaced by an empty module."""
+    import yaml
+
+    sys.path[:0] = [checkout] + ([deps] if deps else [])
+    stub = types.ModuleType("im2scene.eval")
+    stub.calculate_activation_statistics = stub.calculate_frechet_distance = None
+    sys.modules.setdefault("im2scene.eval", stub)
+    from im2scene.giraffe import (
+        config as official_config,  # the official code, outside the repo
+    )
+    from im2scene.giraffe.training import Trainer
+
+    with open(os.path.join(checkout, "configs", "default.yaml")) as f:
+        cfg = yaml.load(f, Loader=yaml.Loader)
+    with open(os.path.join(checkout, config)) as f:
+        _update_recursive(cfg, yaml.load(f, Loader=yaml.Loader))
+    model = official_config.get_model(cfg, device="cpu")
+    return cfg, model, Trainer
+
+
+def _set_fast_encoding(generator, flag: bool) -> None:
+    for f in (generator.object_field, generator.background_field):
+        f.fast_encoding = flag
+
+
+def run_pairs(args) -> None:
+    """Official vs aware3d, alternating in each round, CPU time of this process. With
+    ``--reference`` aware3d also runs with its reference encoding path (``fast_encoding`` off: the
+    code before the block-layout encoding) in each round, as a third column."""
+    clock = time.process_time
+    ocfg, omodel, Trainer = official_model(args.official, args.official_deps)
+    cfg = gm.make_config("celeba64", bf16=not args.fp32)
+    method = gm.build(cfg)
+    n_off = (sum(p.numel() for p in omodel.generator.parameters()),
+             sum(p.numel() for p in omodel.discriminator.parameters()))
+    n_a3d = (sum(p.numel() for p in method.generator.parameters()),
+             sum(p.numel() for p in method.discriminator.parameters()))
+    if n_off != n_a3d:
+        raise SystemExit(f"parameter counts differ: official G / D {n_off}, aware3d {n_a3d}")
+    cases = []
+    og = omodel.generator_test.eval()
+    ag = method.generator.eval().requires_grad_(False)
+    for B in (1, 16):
+        def off(B=B):
+            with torch.no_grad():
+                og(batch_size=B, mode="val")
+
+        def a3d(B=B):
+            x = gm.sample_inputs(cfg, B, train=False)
+            with torch.no_grad():
+                ag(x)
+        cases.append((f"generate 64x64 batch {B}", B, off, a3d, ag))
+
+    bs = int(ocfg["training"]["batch_size"])
+    op = torch.optim.RMSprop if ocfg["training"]["optimizer"] == "RMSprop" else torch.optim.Adam
+    opt_g = op(omodel.generator.parameters(), lr=ocfg["training"]["learning_rate"],
+               **ocfg["training"]["optimizer_kwargs"])
+    opt_d = op(omodel.discriminator.parameters(), lr=ocfg["training"]["learning_rate_d"])
+    trainer = Trainer(omodel, opt_g, opt_d, device="cpu")
+    res = int(ocfg["data"]["img_size"])
+
+    def off_step():
+        trainer.train_step({"image": torch.rand(bs, 3, res, res)})
+    data = RandomReal(cfg.resolution)
+    for bf16_d in (False, True):
+        if bf16_d and args.fp32:
+            continue
+        c = gm.make_config("celeba64", bf16=not args.fp32, bf16_d=bf16_d, batch_size=bs)
+        m = gm.build(c)
+        eng = GanEngine(m, m.gan_config(), device="cpu")
+        cases.append((f"train step 64x64 batch {bs}" + (", aware3d bf16 D" if bf16_d else ""), bs, off_step,
+                      lambda eng=eng: eng.train_step(data), m.generator))
+
+    ref = "aware3d reference encoding ms/image (best / median) | " if args.reference else ""
+    print(f"# GIRAFFE official vs aware3d, pairs on the CPU-time clock, {torch.get_num_threads()} thread(s), "
+          f"torch {torch.__version__}, aware3d bf16 autocast {'off' if args.fp32 else 'on'} (official: fp32); "
+          f"G / D parameters {n_a3d[0]:,} / {n_a3d[1]:,} both; load average {os.getloadavg()[0]:.1f}")
+    print(f"| case | official ms/image (best / median) | {ref}aware3d ms/image (best / median) | "
+          "speed-up (best / median) |")
+    print("|---|---|---|" + ("---|" if args.reference else "") + "---|")
+    for name, B, off, a3d, gen in cases:
+        if args.cases and args.cases not in name:
+            continue
+
+        def a3d_ref(a3d=a3d, gen=gen):
+            _set_fast_encoding(gen, False)
+            try:
+                a3d()
+            finally:
+                _set_fast_encoding(gen, True)
+        runs = [off, a3d_ref, a3d] if args.reference else [off, a3d]
+        for fn in runs:
+            fn()  # warm-up (allocations, oneDNN kernels)
+        times = [[] for _ in runs]
+        for _ in range(args.pairs):
+            for fn, acc in zip(runs, times):
+                t = clock()
+                fn()
+                acc.append(clock() - t)
+        best = [min(t) for t in times]
+        med = [statistics.median(t) for t in times]
+        cols = " | ".join(f"{1e3 * b / B:.1f} / {1e3 * m / B:.1f}" for b, m in zip(best, med))
+        print(f"| {name} | {cols} | {best[0] / best[-1]:.2f}x / {med[0] / med[-1]:.2f}x |", flush=True)
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -87,6 +219,13 @@ def main(argv=None):
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: CPU seconds of this process (with --threads 1, robust to other "
                          "processes sharing the cores; peaks are measured the same way)")
+    ap.add_argument("--official", default=None, help="official autonomousvision/giraffe checkout (outside the repo): "
+                    "time it against aware3d in pairs")
+    ap.add_argument("--official-deps", default=None, help="a folder put on the path before the official code")
+    ap.add_argument("--pairs", type=int, default=5, help="rounds of (official, aware3d) per case with --official")
+    ap.add_argument("--cases", default=None, help="with --official: only the cases whose name contains this")
+    ap.add_argument("--reference", action="store_true", help="with --official: also aware3d's reference "
+                    "encoding path (fast_encoding off) in each round")
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -94,6 +233,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     tune_cpu_allocator()
     torch.manual_seed(0)
+    if args.official:
+        run_pairs(args)
+        return
     load0 = os.getloadavg()
     peak32 = matmul_peak(torch.float32)
     peak16 = matmul_peak(torch.bfloat16)

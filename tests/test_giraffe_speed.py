@@ -19,6 +19,8 @@ def test_block_encoding_is_the_reference_reordered_bit_for_bit(dim, n_freqs):
     order = encoding_block_order(dim, n_freqs)
     assert blocks.shape == ref.shape == (257, 5, 2 * n_freqs * dim)
     assert torch.equal(ref[..., order], blocks)
+    # written in bfloat16: the same rounding as casting the float32 encoding
+    assert torch.equal(encoding_blocks(x, n_freqs, torch.bfloat16), ref[..., order].to(torch.bfloat16))
     # hand case: x = 0.25, one frequency pair (k = 0, 1): sin(pi / 4), sin(pi / 2), cos(pi / 4), cos(pi / 2)
     b = encoding_blocks(torch.tensor([[0.25]]), 2)[0]
     torch.testing.assert_close(b, torch.tensor([0.70710678, 1.0, 0.70710678, 0.0]), atol=1e-6, rtol=0)
