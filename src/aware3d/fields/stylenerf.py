@@ -9,6 +9,9 @@
     render_scene         foreground samples in [near, far] (stratified + hierarchical), background
                          samples beyond ``far`` uniform in inverse depth, composited:
                          C = C_fg + (1 - opacity_fg) C_bg
+    render_scene_official  the official renderer (z-depth samples including near and far,
+                         hierarchical samples from the inner weights, NeRF++ inverse-sphere
+                         background from radius 1 / bg_start outwards, training density noise)
     learned_upsample     the paper's upsampler: nearest(x) + pixel_shuffle(1x1 convs(x)), then a
                          [1, 3, 3, 1] blur ("pixelshuffle"); "nn_cat" is the official release's
                          variant (neighbour averages concatenated, 1x1 convs, blur)
@@ -30,8 +33,8 @@ from ..render.encodings import positional_encoding
 from ..render.samplers import points_along_rays, sample_pdf, stratified_samples
 from ..render.volume import render_weights, volume_render
 
-__all__ = ["ForegroundField", "BackgroundField", "render_scene", "learned_upsample", "StyleLayer2D",
-           "SynthesisBlock", "Upsampler", "points_conv"]
+__all__ = ["BackgroundField", "ForegroundField", "StyleLayer2D", "SynthesisBlock", "Upsampler", "learned_upsample",
+           "points_conv", "render_scene", "render_scene_official", "sphere_outside_points"]
 
 
 def points_conv(layer: nn.Module, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,14 +45,16 @@ def points_conv(layer: nn.Module, x: torch.Tensor, w: torch.Tensor | None = None
 
 
 class ForegroundField(nn.Module):
-    """The foreground radiance field: PE(x) (L = ``n_freq``, no raw input) -> modulated 1x1 layers
-    (leaky ReLU) -> sigma (modulated, no demodulation) and features (F), RGB = 1x1 conv of the
-    features. ``forward(points (B, P, 3), ws (B, num_ws, w_dim))`` -> (sigma (B, P), values
-    (B, P, 3 + F)): RGB first."""
+    """The foreground radiance field: PE(x) (L = ``n_freq``, no raw input; sin / cos(2^k ``pe_scale``
+    x), the official encoding has pe_scale pi) -> modulated 1x1 layers (leaky ReLU) -> sigma
+    (modulated, no demodulation) and features (F), RGB = 1x1 conv of the features.
+    ``forward(points (B, P, 3), ws (B, num_ws, w_dim))`` -> (sigma (B, P), values (B, P, 3 + F)):
+    RGB first."""
 
-    def __init__(self, w_dim: int, hidden: int = 128, n_blocks: int = 8, feat_dim: int = 256, n_freq: int = 10):
+    def __init__(self, w_dim: int, hidden: int = 128, n_blocks: int = 8, feat_dim: int = 256, n_freq: int = 10,
+                 pe_scale: float = 1.0):
         super().__init__()
-        self.n_freq = n_freq
+        self.n_freq, self.pe_scale = n_freq, float(pe_scale)
         d_in = 3 * 2 * n_freq
         self.fc_in = sg.ModulatedConv2d(d_in, hidden, 1, w_dim)
         self.blocks = nn.ModuleList(sg.ModulatedConv2d(hidden, hidden, 1, w_dim) for _ in range(n_blocks - 1))
@@ -59,7 +64,7 @@ class ForegroundField(nn.Module):
         self.num_ws = n_blocks + 2
 
     def forward(self, p: torch.Tensor, ws: torch.Tensor):
-        h = positional_encoding(p, self.n_freq)
+        h = positional_encoding(p, self.n_freq, scale=self.pe_scale)
         h = points_conv(self.fc_in, h, ws[:, 0])
         for i, layer in enumerate(self.blocks):
             h = points_conv(layer, h, ws[:, i + 1])
@@ -72,11 +77,12 @@ class ForegroundField(nn.Module):
 class BackgroundField(nn.Module):
     """NeRF++ background: x outside the sphere -> (x / |x|, 1 / |x|), PE (L = ``n_freq``) with the
     code z_bg concatenated, ReLU MLP (``n_blocks`` layers of ``hidden``), linear sigma and feature
-    heads, RGB = 1x1 conv of the features. Output as :class:`ForegroundField`."""
+    heads, RGB = 1x1 conv of the features. Output as :class:`ForegroundField` (``pe_scale`` too)."""
 
-    def __init__(self, z_dim: int = 32, hidden: int = 64, n_blocks: int = 4, feat_dim: int = 256, n_freq: int = 10):
+    def __init__(self, z_dim: int = 32, hidden: int = 64, n_blocks: int = 4, feat_dim: int = 256, n_freq: int = 10,
+                 pe_scale: float = 1.0):
         super().__init__()
-        self.n_freq = n_freq
+        self.n_freq, self.pe_scale = n_freq, float(pe_scale)
         d_in = 4 * 2 * n_freq + z_dim
         self.fc_in = nn.Linear(d_in, hidden)
         self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(n_blocks - 1))
@@ -85,9 +91,13 @@ class BackgroundField(nn.Module):
         self.to_rgb = sg.Conv2dLayer(feat_dim, 3, 1)
 
     def forward(self, p: torch.Tensor, z_bg: torch.Tensor):
-        r = p.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        q = torch.cat([p / r, 1.0 / r], -1)
-        h = torch.cat([positional_encoding(q, self.n_freq), z_bg[:, None].expand(-1, p.shape[1], -1)], -1)
+        """p (B, P, 3) world points, or (B, P, 4) already (unit direction, inverse radius)."""
+        if p.shape[-1] == 4:
+            q = p
+        else:
+            r = p.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            q = torch.cat([p / r, 1.0 / r], -1)
+        h = torch.cat([positional_encoding(q, self.n_freq, scale=self.pe_scale), z_bg[:, None].expand(-1, p.shape[1], -1)], -1)
         h = F.relu(self.fc_in(h))
         for layer in self.blocks:
             h = F.relu(layer(h))
@@ -139,6 +149,119 @@ def render_scene(fg_fn, bg_fn, rays_o: torch.Tensor, rays_d: torch.Tensor, near:
     return {"values": out["color"], "depth": out["depth"], "opacity": out["opacity"]}
 
 
+def _interval_jitter(s: torch.Tensor) -> torch.Tensor:
+    """One uniform draw per sample between the midpoints to its neighbours (the first from s_0, the
+    last up to s_N-1), as the official ``add_noise_to_interval``."""
+    mid = 0.5 * (s[..., 1:] + s[..., :-1])
+    hi, lo = torch.cat([mid, s[..., -1:]], -1), torch.cat([s[..., :1], mid], -1)
+    return lo + (hi - lo) * torch.rand_like(lo)
+
+
+def _pdf_samples(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool, eps: float = 1e-5) -> torch.Tensor:
+    """Inverse-CDF samples as the official ``sample_pdf``: weights + eps, left searchsorted, bins
+    whose CDF step is below eps count as width 1. bins (..., M + 1), weights (..., M)."""
+    w = weights + eps
+    cdf = torch.cumsum(w / w.sum(-1, keepdim=True), -1)
+    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)
+    shape = (*cdf.shape[:-1], n)
+    u = torch.linspace(0, 1, n, dtype=bins.dtype, device=bins.device).expand(shape) if det else \
+        torch.rand(shape, dtype=bins.dtype, device=bins.device)
+    idx = torch.searchsorted(cdf.contiguous(), u.contiguous())
+    below, above = (idx - 1).clamp_min(0), idx.clamp_max(weights.shape[-1])
+    c0, c1 = cdf.gather(-1, below), cdf.gather(-1, above)
+    b0, b1 = bins.gather(-1, below), bins.gather(-1, above)
+    denom = torch.where(c1 - c0 < eps, torch.ones_like(c0), c1 - c0)
+    return b0 + (u - c0) / denom * (b1 - b0)
+
+
+def _weights_official(sigma: torch.Tensor, dists: torch.Tensor, last_opaque: bool):
+    """alpha = 1 - exp(-relu(sigma) dist) (the last sample fully opaque with ``last_opaque``),
+    T_i = prod_{j<i} (1 - alpha_j + 1e-10); returns (weights, T after the last sample but one x
+    (1 - alpha_last): the transmittance left for the background)."""
+    alpha = 1.0 - torch.exp(-F.relu(sigma) * dists)
+    if last_opaque:
+        alpha = torch.cat([alpha[..., :-1], torch.ones_like(alpha[..., -1:])], -1)
+    T = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], -1), -1)[..., :-1]
+    return alpha * T, T[..., -1]
+
+
+def sphere_outside_points(rays_o: torch.Tensor, rays_d: torch.Tensor, inv_r: torch.Tensor) -> torch.Tensor:
+    """NeRF++'s inverse-sphere points: for rays starting inside the unit sphere (unit ``rays_d``
+    (..., 3)) the point where the ray meets the sphere of radius 1 / ``inv_r`` (..., N), as (unit
+    direction of the point, inv_r) (..., N, 4); inv_r = 0 is the ray's direction at infinity."""
+    o, d = rays_o.unsqueeze(-2).expand(*inv_r.shape, 3), rays_d.unsqueeze(-2).expand(*inv_r.shape, 3)
+    d1 = -(d * o).sum(-1) / (d * d).sum(-1)
+    p_mid = o + d1.unsqueeze(-1) * d
+    m = p_mid.norm(dim=-1)
+    d2 = torch.sqrt(1.0 - m * m) / d.norm(dim=-1)
+    p_sphere = o + (d1 + d2).unsqueeze(-1) * d
+    axis = F.normalize(torch.cross(o, p_sphere, dim=-1), dim=-1)
+    angle = (torch.asin(m) - torch.asin(m * inv_r)).unsqueeze(-1)
+    p = p_sphere * torch.cos(angle) + torch.cross(axis, p_sphere, dim=-1) * torch.sin(angle) + \
+        axis * (axis * p_sphere).sum(-1, keepdim=True) * (1.0 - torch.cos(angle))
+    return torch.cat([F.normalize(p, dim=-1), inv_r.unsqueeze(-1)], -1)
+
+
+def render_scene_official(fg_fn, bg_fn, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float,
+                          n_samples: int, hierarchical: bool, n_bg: int, bg_start: float = 0.5,
+                          perturb: bool = False, sigma_noise: bool = False) -> dict:
+    """StyleNeRF's official volume renderer (``renderer: official``).
+
+    ``rays_d`` (B, R, 3) at camera depth 1 (the camera-frame direction (x, y, -1)): samples are
+    z-depths. Foreground: ``n_samples`` depths evenly spaced on [near, far] including both ends
+    (``perturb``: jittered between midpoints), with ``hierarchical`` as many again drawn from the
+    weights of the inner samples over the coarse midpoints (evenly spaced CDF levels unless
+    ``perturb``), merged and sorted; intervals z-depth steps x |rays_d|, the last 0 (with a
+    background; without one the last sample is opaque). Background (``bg_fn`` of (direction,
+    inverse radius) (B, M, 4)): ``n_bg`` inverse radii from ``bg_start`` down to 0 (jittered with
+    ``perturb``), intervals in inverse radius, the last opaque, added x the foreground's remaining
+    transmittance. ``sigma_noise``: N(0, 1) added to the raw densities (the official training).
+    Returns ``{"values", "depth" (distance along the unit ray), "opacity"}``."""
+    B, R = rays_o.shape[:2]
+    kw = {"dtype": rays_o.dtype, "device": rays_o.device}
+    norm = rays_d.norm(dim=-1, keepdim=True)
+
+    def evaluate(fn, pts):
+        N = pts.shape[-2]
+        sg_, v = fn(pts.reshape(B, R * N, pts.shape[-1]))
+        sg_ = sg_.float().reshape(B, R, N)
+        return (sg_ + torch.randn_like(sg_) if sigma_noise else sg_), v.float().reshape(B, R, N, -1)
+
+    def z_of(s):
+        return near * (1 - s) + far * s
+
+    s = torch.linspace(0.0, 1.0, n_samples, **kw).expand(B, R, n_samples)
+    if perturb:
+        s = _interval_jitter(s)
+    sigma, values = evaluate(fg_fn, points_along_rays(rays_o, rays_d, z_of(s)))
+    last_opaque = bg_fn is None or n_bg <= 0
+    z = z_of(s)
+    dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], 1e10 if last_opaque else 0.0)], -1)
+    w, T_bg = _weights_official(sigma, dists * norm, last_opaque)
+    if hierarchical:
+        with torch.no_grad():
+            s_f = _pdf_samples(0.5 * (s[..., 1:] + s[..., :-1]), w[..., 1:-1], n_samples, det=not perturb)
+        s_f = s_f.detach()
+        sf, vf = evaluate(fg_fn, points_along_rays(rays_o, rays_d, z_of(s_f)))
+        s, order = torch.sort(torch.cat([s_f, s], -1), -1)
+        sigma = torch.gather(torch.cat([sf, sigma], -1), -1, order)
+        v = torch.cat([vf, values], -2)
+        values = torch.gather(v, -2, order.unsqueeze(-1).expand(*order.shape, v.shape[-1]))
+        z = z_of(s)
+        dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], 1e10 if last_opaque else 0.0)], -1)
+        w, T_bg = _weights_official(sigma, dists * norm, last_opaque)
+    color = (w.unsqueeze(-1) * values).sum(-2)
+    if not last_opaque:
+        u = torch.linspace(-1.0, 0.0, n_bg, **kw).expand(B, R, n_bg) * bg_start
+        if perturb:
+            u = _interval_jitter(u)
+        sb, vb = evaluate(bg_fn, sphere_outside_points(rays_o, rays_d / norm, -u))
+        db = torch.cat([u[..., 1:] - u[..., :-1], torch.full_like(u[..., :1], 1e10)], -1)
+        wb = _weights_official(sb, db, True)[0]
+        color = color + T_bg.unsqueeze(-1) * (wb.unsqueeze(-1) * vb).sum(-2)
+    return {"values": color, "depth": (w * z).sum(-1) * norm[..., 0], "opacity": w.sum(-1)}
+
+
 # --------------------------------------------------------------------------------------------------
 # The 2D upsampler
 
@@ -169,12 +292,14 @@ def learned_upsample(x: torch.Tensor, adapter: nn.Module, f: torch.Tensor, mode:
 class StyleLayer2D(nn.Module):
     """StyleGAN2 synthesis layer as StyleNeRF's upsampler uses it: (input x rsqrt(EMA of its mean
     square), decay ``magnitude_ema_beta``; off when <= 0), modulated k x k conv at the input size,
-    with ``up`` = 2 the learned upsampling (:func:`learned_upsample`), bias, leaky ReLU x sqrt 2."""
+    with ``up`` = 2 the learned upsampling (:func:`learned_upsample`), bias, leaky ReLU x sqrt 2,
+    clamped to +-``conv_clamp`` (None: no clamp; the official 256)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1, up: int = 1,
-                 upsample_mode: str = "pixelshuffle", magnitude_ema_beta: float = 0.999):
+                 upsample_mode: str = "pixelshuffle", magnitude_ema_beta: float = 0.999,
+                 conv_clamp: float | None = None):
         super().__init__()
-        self.up, self.mode, self.padding = up, upsample_mode, kernel_size // 2
+        self.up, self.mode, self.padding, self.conv_clamp = up, upsample_mode, kernel_size // 2, conv_clamp
         self.affine = sg.FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -199,20 +324,23 @@ class StyleLayer2D(nn.Module):
         x = sg.modulated_conv2d(x, self.weight, self.affine(w), padding=self.padding)
         if self.up == 2 and not skip_up:
             x = learned_upsample(x, self.adapter, self.resample_filter, self.mode)
-        return sg.bias_act(x, self.bias, "lrelu")
+        return sg.bias_act(x, self.bias, "lrelu", clamp=self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
     """conv0 (2x learned upsampling), conv1, tRGB (skip architecture: the running image is
-    FIR-upsampled and the block's RGB added). Uses ``num_conv + 1`` consecutive w's."""
+    FIR-upsampled and the block's RGB added). Uses ``num_conv + 1`` consecutive w's. ``conv_clamp``
+    bounds the layers' and the tRGB's outputs (None: unbounded)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
-                 upsample_mode: str = "pixelshuffle", magnitude_ema_beta: float = 0.999):
+                 upsample_mode: str = "pixelshuffle", magnitude_ema_beta: float = 0.999,
+                 conv_clamp: float | None = None):
         super().__init__()
-        kw = dict(kernel_size=kernel_size, upsample_mode=upsample_mode, magnitude_ema_beta=magnitude_ema_beta)
+        kw = dict(kernel_size=kernel_size, upsample_mode=upsample_mode, magnitude_ema_beta=magnitude_ema_beta,
+                  conv_clamp=conv_clamp)
         self.conv0 = StyleLayer2D(in_channels, out_channels, w_dim, up=2, **kw)
         self.conv1 = StyleLayer2D(out_channels, out_channels, w_dim, **kw)
-        self.torgb = sg.ToRGB(out_channels, 3, w_dim)
+        self.torgb = sg.ToRGB(out_channels, 3, w_dim, conv_clamp=conv_clamp)
         self.register_buffer("resample_filter", sg.setup_filter(), persistent=False)
         self.num_conv = 2
 
@@ -233,14 +361,15 @@ class Upsampler(nn.Module):
 
     def __init__(self, in_channels: int, w_dim: int, in_res: int, out_res: int, channel_base: int = 32768,
                  channel_max: int = 1024, kernel_size: int = 1, upsample_mode: str = "pixelshuffle",
-                 magnitude_ema_beta: float = 0.999):
+                 magnitude_ema_beta: float = 0.999, conv_clamp: float | None = None):
         super().__init__()
         self.resolutions = [2 ** i for i in range(int(math.log2(in_res)) + 1, int(math.log2(out_res)) + 1)]
         ch = {r: min(int(channel_base) // r, channel_max) for r in self.resolutions}
         c_in = in_channels
         self.blocks = nn.ModuleList()
         for r in self.resolutions:
-            self.blocks.append(SynthesisBlock(c_in, ch[r], w_dim, kernel_size, upsample_mode, magnitude_ema_beta))
+            self.blocks.append(SynthesisBlock(c_in, ch[r], w_dim, kernel_size, upsample_mode, magnitude_ema_beta,
+                                              conv_clamp))
             c_in = ch[r]
         self.num_ws = 2 * len(self.blocks) + (1 if self.blocks else 0)
 

@@ -9,7 +9,12 @@ and :mod:`aware3d.nets.stylegan2`.
     NeRF              ForegroundField (modulated 1x1 layers, one w each) inside [near, far],
                       BackgroundField (inverse sphere, z_bg) beyond; rendered at ``nerf_res`` with
                       ``n_samples`` + ``n_importance`` foreground and ``n_bg`` background samples:
-                      features (F) and RGB (3)
+                      features (F) and RGB (3). ``renderer`` official (the paper presets): the
+                      official sampling and compositing (:func:`render_scene_official`: z-depth
+                      samples with both ends, background from radius 1 / ``bg_start`` outwards,
+                      N(0, 1) density noise in training); v1 (runs saved before): aware3d's first
+                      renderer (bin-centre samples, distances along unit rays, background beyond
+                      ``far``). The fields' encoding sin / cos(2^k ``pe_scale`` x) (official pi)
     Upsampler         StyleGAN2 skip blocks (1x1 modulated convs as the official config, learned
                       upsampling: 1x1 convs + pixel shuffle + blur) from nerf_res to ``resolution``
     progressive       alpha = clamp((kimg - c0) / (c1 - c0), 0, 1) over ``curriculum`` (c0, c1)
@@ -25,9 +30,16 @@ and :mod:`aware3d.nets.stylegan2`.
 
 Training: non-saturating loss, lazy R1 (official paper256 spec: gamma 0.5, loss gamma / 2
 ||grad||^2 every 16 D steps: ``r1_weight`` 0.25, ``r1_interval`` 16), Adam lr 0.0025 betas (0, 0.99)
-(the official lazy-regularisation correction: D lr x 16/17, betas ^ 16/17; G, whose path-length
-regulariser is not implemented here, keeps lr and betas), EMA 20 kimg (0.5 ^ (64 / 20000) at batch 64).
-Not implemented: path-length regularisation (pl_weight 2), mixed precision.
+(the official lazy-regularisation correction: D lr x 16/17, betas ^ 16/17), EMA 20 kimg
+(0.5 ^ (64 / 20000) at batch 64). The paper presets add the official path-length penalty (the GAN
+engine's PL phase: ``pl_weight`` 2 every ``pl_interval`` 4 steps on half batches, gradient w.r.t.
+the ws after style mixing) with G's correction (lr x 4/5, betas ^ 4/5) through ``lazy_correction``;
+runs saved before keep D's correction in ``lr_d`` / ``betas`` (shared by G) and no penalty.
+Not implemented: mixed precision (the official upsampler
+runs its blocks from twice the first block's resolution on in fp16), the official NeRF-path
+regulariser's own form (a 16 x 16 grid of full-resolution pixels, the upsampler's layers on every
+sample's features before compositing). Weight transfer against the official modules (stylenerf_ffhq +
+paper256, CPU float32): BENCHMARKS.md "StyleNeRF (issue 28): parameters and inference time".
 """
 from __future__ import annotations
 
@@ -39,7 +51,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fields.stylenerf import BackgroundField, ForegroundField, Upsampler, render_scene
+from ..fields.stylenerf import (
+    BackgroundField,
+    ForegroundField,
+    Upsampler,
+    render_scene,
+    render_scene_official,
+)
 from ..nets.stylegan2 import MappingNetwork, StyleGAN2Discriminator
 from ..programs.gan import programs_for
 from ..render.cameras import image_rays, intrinsics_from_fov
@@ -74,6 +92,10 @@ class StyleNeRFConfig(gc.RunSettings):
     n_importance: int = 14              # hierarchical samples (official hierarchical: True)
     n_bg: int = 4                       # background samples (official n_bg_samples 4)
     background: bool = True             # the NeRF++ background field
+    renderer: str = "v1"                # v1 (aware3d's first) | official (z-depth samples with both ends,
+    #                                     hierarchical from the inner weights, inverse-sphere background
+    #                                     from radius 1 / bg_start, N(0, 1) density noise in training)
+    bg_start: float = 0.5               # official renderer: the background's first inverse radius
     # networks (official stylenerf_ffhq)
     z_dim: int = 512                    # code of the mapping network
     w_dim: int = 512                    # style size
@@ -82,6 +104,7 @@ class StyleNeRFConfig(gc.RunSettings):
     nerf_blocks: int = 8                # foreground modulated layers (fc_in + 7)
     feat_dim: int = 256                 # rendered feature channels (official rgb_out_dim 256)
     n_freq: int = 10                    # positional encoding frequencies of the fields
+    pe_scale: float = 1.0               # fields' encoding sin / cos(2^k pe_scale x) (official pi)
     z_bg_dim: int = 32                  # background code (official z_dim_bg 32)
     bg_hidden: int = 64                 # background MLP width
     bg_blocks: int = 4                  # background MLP layers
@@ -90,6 +113,7 @@ class StyleNeRFConfig(gc.RunSettings):
     kernel_size: int = 1                # upsampler conv kernel (official 1: per-pixel, 3D-consistent)
     upsample_mode: str = "pixelshuffle"  # pixelshuffle (the paper) | nn_cat (the official release)
     magnitude_ema_beta: float = 0.999   # upsampler input magnitude normalisation (official 0.999)
+    conv_clamp: float = 0.0             # upsampler layers / tRGBs and critic convs clamp to +-this (0: off; official 256)
     d_channel_base: int = 16384         # critic channels min(base / res, d_channel_max) (fmaps 0.5)
     d_channel_max: int = 512            # most critic channels per layer
     mbstd_group: int = 8                # minibatch-std group (spec mbstd 8)
@@ -107,12 +131,23 @@ class StyleNeRFConfig(gc.RunSettings):
     ema_beta: float = 0.5 ** (64 / 20000)   # official ema 20 kimg at batch 64
     r1_weight: float = 0.25             # official gamma / 2 with gamma 0.5 (paper256)
     r1_interval: int = 16               # official D_reg_interval
+    lazy_correction: bool = False       # engine: lr x k/(k+1), Adam betas ** (k/(k+1)) per network with a lazy
+    #                                     regulariser (official: D k 16 for R1, G k 4 for the path length)
+    pl_weight: float = 0.0              # path-length penalty (official pl_weight 2 in the paper presets; 0: off)
+    pl_interval: int = 4                # its own G step every 4 steps, weight x 4 (official G_reg_interval)
+    pl_decay: float = 0.01              # running mean decay of the path lengths (official pl_decay)
+    pl_batch_shrink: int = 2            # its batch: batch_size // 2 (official pl_batch_shrink)
     preset: str = "ffhq256"
     # render-time only
     mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
     chunk: int = 4096                   # NeRF rays per field call at inference, over the whole batch
 
 
+# official settings a run saved before their config keys keeps at the old values (dataclass defaults)
+_OFFICIAL = {"pe_scale": math.pi, "conv_clamp": 256.0, "renderer": "official",
+             # official optimisers: lr 0.0025, betas (0, 0.99), corrected by the engine for lazy R1 (D) and
+             # the path-length penalty (G: lr x 4/5, betas ** (4/5))
+             "lr_g": 0.0025, "lr_d": 0.0025, "betas": (0.0, 0.99), "lazy_correction": True, "pl_weight": 2.0}
 _OBJECTS = dict(camera_dist="uniform", yaw_range=(-180.0, 180.0), pitch_range=(20.0, 60.0), radius=6.0,
                 fov=40.0, depth_range=(3.5, 8.5), mesh_extent=2.5)
 _CPU = dict(resolution=64, nerf_res=32, n_samples=10, n_importance=0, n_bg=2, z_dim=64, w_dim=64, map_layers=4,
@@ -121,8 +156,8 @@ _CPU = dict(resolution=64, nerf_res=32, n_samples=10, n_importance=0, n_bg=2, z_
             curriculum=(2.0, 20.0), batch_size=16, lr_g=0.002, lr_d=0.002 * 16 / 17, ema_beta=0.995,
             sample_every=200, checkpoint_every=500)
 PRESETS: dict[str, dict] = {
-    "ffhq256": dict(resolution=256, nerf_res=32),          # official stylenerf_ffhq + spec paper256
-    "ffhq256_release": dict(resolution=256, nerf_res=32, upsample_mode="nn_cat"),
+    "ffhq256": dict(resolution=256, nerf_res=32, **_OFFICIAL),   # official stylenerf_ffhq + spec paper256
+    "ffhq256_release": dict(resolution=256, nerf_res=32, upsample_mode="nn_cat", **_OFFICIAL),
     "cpu64": dict(_CPU),
     "cpu64_objects": dict(_CPU, **_OBJECTS),
     "cpu32": dict(_CPU, resolution=32, nerf_res=16, curriculum=(1.0, 10.0)),
@@ -207,11 +242,12 @@ class StyleNeRFGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.map_layers, lr_mul=0.01)
-        self.fg = ForegroundField(cfg.w_dim, cfg.nerf_hidden, cfg.nerf_blocks, cfg.feat_dim, cfg.n_freq)
-        self.bg = BackgroundField(cfg.z_bg_dim, cfg.bg_hidden, cfg.bg_blocks, cfg.feat_dim, cfg.n_freq) \
-            if cfg.background else None
+        self.fg = ForegroundField(cfg.w_dim, cfg.nerf_hidden, cfg.nerf_blocks, cfg.feat_dim, cfg.n_freq, cfg.pe_scale)
+        self.bg = BackgroundField(cfg.z_bg_dim, cfg.bg_hidden, cfg.bg_blocks, cfg.feat_dim, cfg.n_freq,
+                                  cfg.pe_scale) if cfg.background else None
         self.upsampler = Upsampler(cfg.feat_dim, cfg.w_dim, cfg.nerf_res, cfg.resolution, cfg.channel_base,
-                                   cfg.channel_max, cfg.kernel_size, cfg.upsample_mode, cfg.magnitude_ema_beta)
+                                   cfg.channel_max, cfg.kernel_size, cfg.upsample_mode, cfg.magnitude_ema_beta,
+                                   cfg.conv_clamp if cfg.conv_clamp > 0 else None)
         self.num_ws = self.fg.num_ws + self.upsampler.num_ws
         self.register_buffer("alpha", torch.tensor(-1.0))   # progressive state (-1: fully grown)
 
@@ -232,8 +268,9 @@ class StyleNeRFGenerator(nn.Module):
         o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, r, r)
         return o.reshape(c2w.shape[0], r * r, 3), d.reshape(c2w.shape[0], r * r, 3)
 
-    def render_nerf(self, ws: torch.Tensor, inputs: dict):
-        """Features (B, F, r, r), RGB (B, 3, r, r), depth (B, r, r) of the NeRF."""
+    def render_nerf(self, ws: torch.Tensor, inputs: dict, return_opacity: bool = False):
+        """Features (B, F, r, r), RGB (B, 3, r, r), depth (B, r, r: expected distance along the ray)
+        of the NeRF (and its foreground opacity (B, r, r) with ``return_opacity``)."""
         c, r = self.cfg, self.cfg.nerf_res
         ws_fg = ws[:, :self.fg.num_ws]
         o, d = self.camera_rays(inputs["c2w"], r)
@@ -244,19 +281,37 @@ class StyleNeRFGenerator(nn.Module):
             bg_fn = (lambda p: self.bg(p, z_bg.to(p)))
         fg_fn = (lambda p: self.fg(p, ws_fg))
         step = o.shape[1] if torch.is_grad_enabled() else max(1, c.chunk // B)
-        parts = [render_scene(fg_fn, bg_fn, o[:, a:a + step], d[:, a:a + step], c.depth_range[0], c.depth_range[1],
-                              c.n_samples, c.n_importance, c.n_bg, perturb=self.training)
-                 for a in range(0, o.shape[1], step)]
+        if c.renderer == "official":     # directions at camera depth 1: samples are z-depths
+            if bg_fn is not None and c.radius > 1.0 + 1e-6:
+                raise ValueError(f"renderer official: its inverse-sphere background needs the cameras inside the "
+                                 f"unit sphere (radius <= 1, official 1), got radius {c.radius}")
+            fwd = -inputs["c2w"].to(d)[:, :3, 2]
+            d = d / (d * fwd[:, None]).sum(-1, keepdim=True)
+
+            def render(oo, dd):
+                return render_scene_official(fg_fn, bg_fn, oo, dd, c.depth_range[0], c.depth_range[1], c.n_samples,
+                                             c.n_importance > 0, c.n_bg, c.bg_start, perturb=self.training,
+                                             sigma_noise=self.training)
+        elif c.renderer == "v1":
+            def render(oo, dd):
+                return render_scene(fg_fn, bg_fn, oo, dd, c.depth_range[0], c.depth_range[1], c.n_samples,
+                                    c.n_importance, c.n_bg, perturb=self.training)
+        else:
+            raise ValueError(f"renderer: expected v1 or official, got {c.renderer!r}")
+        parts = [render(o[:, a:a + step], d[:, a:a + step]) for a in range(0, o.shape[1], step)]
         vals = torch.cat([p["values"] for p in parts], 1).reshape(B, r, r, -1).permute(0, 3, 1, 2)
         depth = torch.cat([p["depth"] for p in parts], 1).reshape(B, r, r)
+        if return_opacity:
+            return vals[:, 3:], vals[:, :3], depth, torch.cat([p["opacity"] for p in parts], 1).reshape(B, r, r)
         return vals[:, 3:], vals[:, :3], depth
 
-    def forward(self, inputs: dict, return_aux: bool = False, truncation_psi: float = 1.0):
+    def forward(self, inputs: dict, return_aux: bool = False, truncation_psi: float = 1.0,
+                with_nerf_path: bool = True):
         """Image; with ``return_aux`` a dict: ``image``, ``nerf`` (the NeRF's RGB), ``nerf_path``
-        (the upsampler's layers without upsampling on the NeRF, None before the upsampler is on),
-        ``depth``, ``ws``."""
+        (the upsampler's layers without upsampling on the NeRF, None before the upsampler is on or
+        without ``with_nerf_path``), ``depth``, ``opacity`` (the foreground's), ``ws``."""
         ws = self.styles(inputs, truncation_psi)
-        x, img_nerf, depth = self.render_nerf(ws, inputs)
+        x, img_nerf, depth, opacity = self.render_nerf(ws, inputs, return_opacity=True)
         ws_up = ws[:, self.fg.num_ws:]
         n_levels = len(self.upsampler.blocks)
         end_l, frac = level_state(float(self.alpha), n_levels)
@@ -266,14 +321,14 @@ class StyleNeRFGenerator(nn.Module):
             img = imgs[-1]
             if frac < 1:
                 img = F.interpolate(imgs[-2], scale_factor=2, mode="bilinear", align_corners=False) * (1 - frac) + img * frac
-            if return_aux:
+            if return_aux and with_nerf_path:
                 paths = [img_nerf] + self.upsampler(x, img_nerf, ws_up, end_l, skip_up=True)
                 nerf_path = paths[-1] if frac >= 1 else paths[-2] * (1 - frac) + paths[-1] * frac
         if not self.training and img.shape[-1] != self.cfg.resolution:
             img = F.interpolate(img, size=(self.cfg.resolution,) * 2, mode="bilinear", align_corners=False)
         if not return_aux:
             return img
-        return {"image": img, "nerf": img_nerf, "nerf_path": nerf_path, "depth": depth, "ws": ws}
+        return {"image": img, "nerf": img_nerf, "nerf_path": nerf_path, "depth": depth, "opacity": opacity, "ws": ws}
 
     def density(self, points: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Raw foreground density at world points (B, P, 3) for codes z (B, z_dim)."""
@@ -295,7 +350,8 @@ class StyleNeRFDiscriminator(nn.Module):
     def __init__(self, cfg: StyleNeRFConfig):
         super().__init__()
         self.net = StyleGAN2Discriminator(cfg.resolution, cfg.d_channel_base, cfg.d_channel_max,
-                                          architecture="skip", mbstd_group_size=cfg.mbstd_group)
+                                          architecture="skip", mbstd_group_size=cfg.mbstd_group,
+                                          conv_clamp=cfg.conv_clamp if cfg.conv_clamp > 0 else None)
         self.register_buffer("fade", torch.tensor(-1.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -378,8 +434,20 @@ class StyleNeRFMethod:
             out["R1"] = pen.detach()
         return loss, out
 
+    @staticmethod
+    def path_length_forward(G: StyleNeRFGenerator, inputs: dict):
+        """The engine's path-length phase: (images at the current training size, ws (B, num_ws,
+        w_dim) after style mixing, in the graph; official: the gradient w.r.t. the mapping's ws)."""
+        out = G(inputs, return_aux=True, with_nerf_path=False)
+        return out["image"], out["ws"]
+
     def gan_config(self, **kw):
-        return gc.gan_config_from(self.cfg, **kw)
+        """The engine settings, with the keys StyleNeRF adds (lazy correction, path length)."""
+        c = self.cfg
+        extra = {"lazy_correction": bool(c.lazy_correction), "pl_weight": float(c.pl_weight),
+                 "pl_interval": int(c.pl_interval), "pl_decay": float(c.pl_decay),
+                 "pl_batch_shrink": int(c.pl_batch_shrink)}
+        return gc.gan_config_from(self.cfg, **{**extra, **kw})
 
 
 def build(cfg: StyleNeRFConfig, seed: int | None = None) -> StyleNeRFMethod:
