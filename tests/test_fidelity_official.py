@@ -76,7 +76,7 @@ def test_graf_official_rays_at_pixel_index_coordinates():
     j = torch.arange(8.0)
     hand = torch.stack(torch.broadcast_tensors((j[None, :] - 4) / f, -(j[:, None] - 4) / f,
                                                -torch.ones(8, 8)), -1)
-    assert torch.allclose(d[0], torch.nn.functional.normalize(hand, dim=-1), atol=1e-6)
+    assert torch.allclose(d[0], hand, atol=1e-6)  # not normalised either (planar_depth, as get_rays)
     # the patch at scale 1, centre 0, K = W casts exactly these rays
     o2, d2 = G.camera_rays({"c2w": c2w, "patch_center": torch.zeros(1, 2), "patch_scale": torch.ones(1)})
     assert torch.allclose(d2, d, atol=1e-6)

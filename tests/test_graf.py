@@ -34,8 +34,9 @@ def test_field_shapes_gradients_and_code_roles():
 def test_patch_rays_equal_full_frame_rays_at_sampled_pixels():
     # 32^2 image, K = 16, scale 0.5: the patch points are pixel centres 8..23 (K / W = s); a centre
     # of (2 * 4 / 32, -2 * 2 / 32) shifts them by 4 px right and 2 px up -> columns 12..27, rows 6..21
-    # (the pixel-centre grid of runs saved before the official grid: centre_patch_grid=True)
-    cfg = graf.make_config("tiny16", resolution=32, patch=16, fov=40.0, centre_patch_grid=True)
+    # (the pixel-centre grid and unit rays of runs saved before the official ones: centre_patch_grid=True,
+    # planar_depth=False)
+    cfg = graf.make_config("tiny16", resolution=32, patch=16, fov=40.0, centre_patch_grid=True, planar_depth=False)
     G = graf.GrafGenerator(cfg)
     c2w = look_at(spherical_to_cartesian(6.0, torch.tensor([30.0, 50.0]), torch.tensor([10.0, 200.0])))
     x = {"c2w": c2w, "patch_center": torch.tensor([[8 / 32, -4 / 32]] * 2),

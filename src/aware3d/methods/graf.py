@@ -12,13 +12,21 @@ each step trains D, then G.
 
 Every preset follows the official code (autonomousvision/graf): the skip input enters the sixth
 trunk layer, patch points lie on ``linspace(-1, 1, K) * s + u`` with rays at pixel index
-coordinates and real patches sampled with ``align_corners=True``, D steps before G. The behaviour
-of aware3d before it matched the official code stays as options, off in every preset and on for
-runs saved without these keys: ``early_skip`` (the input one layer early), ``centre_patch_grid``
-(pixel-centre patch grid, ``align_corners=False``), ``d_first=False`` (G, then D).
+coordinates and real patches sampled with ``align_corners=True``, D steps before G, rays at camera
+depth 1 with near / far and the samples as depths along the optical axis (``planar_depth``), samples
+at ``linspace(near, far, N)`` jittered between midpoints (``endpoint_samples``). The behaviour of
+aware3d before it matched the official code stays as options, off in every preset and on for runs
+saved without these keys: ``early_skip`` (the input one layer early), ``centre_patch_grid``
+(pixel-centre patch grid, ``align_corners=False``), ``d_first=False`` (G, then D),
+``planar_depth=False`` (unit rays, distances), ``endpoint_samples=False`` (N equal bins).
+
+Rendering has a fast path (:func:`render_rays`, the default: latent and view-direction terms once
+per image / ray, the feature layer fused into the colour layer, optional activation checkpointing
+``grad_chunk`` and bfloat16 ``autocast_bf16``) and its reference (:func:`render_rays_reference`
+through :meth:`GrafField.forward`, ``GrafGenerator.reference = True``); they agree to float rounding.
 
 Pieces: :func:`sample_inputs` (latents, camera, patch), :class:`GrafGenerator` (rays ->
-:func:`aware3d.methods.gan_common.render_radiance`, stratified + optional hierarchical samples),
+:func:`render_rays`, stratified + optional hierarchical samples),
 :class:`PatchDiscriminator`, :class:`GrafMethod` (what the GAN engine needs).
 
 ``METHOD`` is its surface (:class:`aware3d.methods.base.GenerativeMethod`: train, load, render,
@@ -36,9 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..fields.graf import GrafField
-from ..render.cameras import (image_rays, intrinsics_from_fov, look_at, patch_rays, patch_uv,
-                              pixel_grid, rays_from_pixels, sample_poses_sphere,
-                              spherical_to_cartesian)
+from ..render.cameras import (intrinsics_from_fov, look_at, patch_uv, pixel_grid, rays_from_pixels,
+                              sample_poses_sphere, spherical_to_cartesian)
 from ..programs.gan import programs_for
 from ..nets.discriminators import PatchDiscriminator
 from . import gan_common as gc
@@ -68,6 +75,10 @@ class Config(gc.RunSettings):
     far: float = 12.5                   # far ray bound (world units) for the largest camera radius
     white_background: bool = False      # composite rays onto white (Carla) instead of black
     chunk: int = 2048                   # rays per field call at inference, over the whole batch
+    endpoint_samples: bool = False      # official: samples at linspace(near, far, N) (ends included), jittered between midpoints (False: N equal bins, midpoints / one uniform draw each; runs saved before the fix)
+    planar_depth: bool = False          # official: rays at camera depth 1, near/far and samples are depths along the optical axis (False: unit rays, distances; runs saved before the fix)
+    grad_chunk: int = 0                 # training: rays per recomputed chunk (activation checkpointing: one chunk's activations alive, one more forward); 0: all at once
+    autocast_bf16: bool = False         # the field's matrix products in bfloat16 (CPU autocast; an approximation, BENCHMARKS.md)
     # camera (degrees; elevation above the xy-plane, azimuth from +x towards +y)
     fov: float = 10.0                   # field of view of the square image (degrees)
     radius: tuple = (9.5, 10.5)         # camera distance from the origin (world units): (min, max), uniform
@@ -108,7 +119,8 @@ def _elevation_from_v(v: float) -> float:
 # Every preset follows the official code. The dataclass defaults of these fields are the behaviour of
 # aware3d before it matched the official code, which is what a saved config without them means (runs
 # saved before the fix load and train as they did); see the options' comments.
-_OFFICIAL = dict(early_skip=False, centre_patch_grid=False, d_first=True)
+_OFFICIAL = dict(early_skip=False, centre_patch_grid=False, d_first=True, planar_depth=True,
+                 endpoint_samples=True)
 
 # Faces (celebA, cats): fov 10, radius 10 (+-0.5), rays in [7.5, 12.5], polar angle 70-85 deg.
 _FACES = dict(fov=10.0, radius=(9.5, 10.5), near=7.5, far=12.5,
@@ -234,12 +246,187 @@ def sample_inputs(cfg: Config, n: int, generator: torch.Generator | None = None,
 
 
 # --------------------------------------------------------------------------------------------------
+# Rendering: the reference and the fast path
+
+
+def render_rays_reference(field_fn, rays_o: torch.Tensor, rays_d: torch.Tensor, near, far, n_samples: int,
+                          n_importance: int = 0, *, perturb: bool = False, noise_std: float = 0.0,
+                          background=None, chunk: int | None = None, planar: bool = False,
+                          endpoints: bool = False) -> dict:
+    """GRAF's volume rendering, written plainly: :func:`aware3d.methods.gan_common.render_radiance`
+    (same samples, random draws and outputs; it is that function with ``planar=False`` and
+    ``endpoints=False``) with the official code's rays and samples as options.
+
+    ``planar=True``: ``rays_d`` (B, R, 3) are not unit (camera depth 1, :func:`rays_from_pixels` with
+    ``normalize=False``); ``near``/``far`` and the samples t are depths along the optical axis,
+    points are o + t d, the field sees unit directions, spacings are (t_{i+1} - t_i) ||d|| (the
+    official ``raw2outputs``) and ``depth`` is returned as a distance along the ray (sum w_i t_i ||d||).
+    ``endpoints=True``: the official samples (:func:`aware3d.render.samplers.stratified_samples`
+    with ``endpoints``: ``linspace(near, far, N)``, jittered between midpoints).
+    """
+    from ..render.samplers import points_along_rays, sample_pdf, stratified_samples
+    from ..render.volume import deltas_from_t, render_weights, volume_render
+
+    if not planar and not endpoints:
+        return gc.render_radiance(field_fn, rays_o, rays_d, near, far, n_samples, n_importance, perturb=perturb,
+                                  noise_std=noise_std, background=background, chunk=chunk)
+    B, R = rays_o.shape[:2]
+    if chunk is not None and B * R > chunk and R > 1:
+        step = max(1, int(chunk) // B)
+        parts = []
+        for a in range(0, R, step):
+            nf = [v[:, a:a + step] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
+            parts.append(render_rays_reference(field_fn, rays_o[:, a:a + step], rays_d[:, a:a + step], nf[0],
+                                               nf[1], n_samples, n_importance, perturb=perturb,
+                                               noise_std=noise_std, background=background, planar=planar,
+                                               endpoints=endpoints))
+        return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
+    norm = rays_d.norm(dim=-1) if planar else torch.ones(rays_d.shape[:-1], dtype=rays_d.dtype,
+                                                        device=rays_d.device)
+    unit = rays_d / norm.unsqueeze(-1)
+
+    def evaluate(t):
+        N = t.shape[-1]
+        pts = points_along_rays(rays_o, rays_d, t).reshape(B, R * N, 3)
+        dirs = unit.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
+        s, c = field_fn(pts, dirs)
+        s = s.float().reshape(B, R, N)
+        if noise_std > 0:
+            s = s + noise_std * torch.randn_like(s)
+        return s, c.float().reshape(B, R, N, -1)
+
+    t, bins = stratified_samples(near, far, n_samples, batch_shape=(B, R), perturb=perturb,
+                                 dtype=rays_o.dtype, device=rays_o.device, endpoints=endpoints)
+    sigma, values = evaluate(t)
+    if n_importance > 0:
+        with torch.no_grad():
+            w = render_weights(sigma, deltas=deltas_from_t(t) * norm.unsqueeze(-1))[0]
+        t_fine = sample_pdf(bins, w, n_importance, deterministic=not perturb)
+        s_f, v_f = evaluate(t_fine)
+        t, order = torch.sort(torch.cat([t, t_fine], -1), -1)
+        sigma = torch.gather(torch.cat([sigma, s_f], -1), -1, order)
+        values = torch.cat([values, v_f], -2)
+        values = torch.gather(values, -2, order.unsqueeze(-1).expand(*order.shape, values.shape[-1]))
+    out = volume_render(sigma, values, t, deltas=deltas_from_t(t) * norm.unsqueeze(-1), background=background)
+    return {"color": out["color"], "depth": out["depth"] * norm, "opacity": out["opacity"]}
+
+
+def _draw_randoms(B: int, R: int, n_samples: int, n_importance: int, perturb: bool, noise_std: float,
+                  dtype, device) -> dict:
+    """The random draws of one unchunked :func:`render_rays_reference` call, in its order (global RNG):
+    the strata jitter, the coarse density noise, the inverse-CDF levels, the fine density noise."""
+    r = {}
+    if perturb:
+        r["u_t"] = torch.rand((B, R, n_samples), dtype=dtype, device=device)
+    if noise_std > 0:
+        r["noise"] = noise_std * torch.randn((B, R, n_samples), device=device)
+    if n_importance > 0:
+        if perturb:
+            r["u_f"] = torch.rand((B, R, n_importance), dtype=dtype, device=device)
+        if noise_std > 0:
+            r["noise_f"] = noise_std * torch.randn((B, R, n_importance), device=device)
+    return r
+
+
+def _render_part(field: GrafField, rays_o, rays_d, near, far, z_shape, z_app, draws: dict, n_samples: int,
+                 n_importance: int, perturb: bool, background, planar: bool, endpoints: bool, bf16: bool):
+    from ..render.samplers import sample_pdf, stratified_samples
+    from ..render.volume import deltas_from_t, render_weights, volume_render
+
+    B, R = rays_o.shape[:2]
+    if planar:
+        norm = rays_d.norm(dim=-1)
+        unit = rays_d / norm.unsqueeze(-1)
+    else:
+        norm, unit = None, rays_d
+    with torch.autocast(rays_o.device.type, dtype=torch.bfloat16, enabled=bf16):
+        terms = field.ray_terms(unit, z_app)
+        head = field.head_weight()
+
+    def evaluate(t, noise):
+        pts = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)
+        with torch.autocast(rays_o.device.type, dtype=torch.bfloat16, enabled=bf16):
+            s, c = field.forward_rays(pts, terms, z_shape, head)
+        s = s.float()
+        return (s if noise is None else s + noise), c.float()
+
+    def deltas(t):
+        d = deltas_from_t(t)
+        return d if norm is None else d * norm.unsqueeze(-1)
+
+    t, bins = stratified_samples(near, far, n_samples, batch_shape=(B, R), perturb=perturb,
+                                 dtype=rays_o.dtype, device=rays_o.device, u=draws.get("u_t"), endpoints=endpoints)
+    sigma, values = evaluate(t, draws.get("noise"))
+    if n_importance > 0:
+        with torch.no_grad():
+            w = render_weights(sigma, deltas=deltas(t))[0]
+        t_fine = sample_pdf(bins, w, n_importance, deterministic=not perturb, u=draws.get("u_f"))
+        s_f, v_f = evaluate(t_fine, draws.get("noise_f"))
+        t, order = torch.sort(torch.cat([t, t_fine], -1), -1)
+        sigma = torch.gather(torch.cat([sigma, s_f], -1), -1, order)
+        values = torch.cat([values, v_f], -2)
+        values = torch.gather(values, -2, order.unsqueeze(-1).expand(*order.shape, values.shape[-1]))
+    out = volume_render(sigma, values, t, deltas=deltas(t), background=background)
+    depth = out["depth"] if norm is None else out["depth"] * norm
+    return out["color"], depth, out["opacity"]
+
+
+def render_rays(field: GrafField, rays_o: torch.Tensor, rays_d: torch.Tensor, near, far, z_shape: torch.Tensor,
+                z_app: torch.Tensor, n_samples: int, n_importance: int = 0, *, perturb: bool = False,
+                noise_std: float = 0.0, background=None, chunk: int | None = None, planar: bool = False,
+                endpoints: bool = False, grad_chunk: int = 0, bf16: bool = False) -> dict:
+    """The fast path of :func:`render_rays_reference` with ``field_fn = field(p, d, z_shape, z_app)``:
+    the same samples, random draws (global RNG, in the reference's order) and outputs up to float
+    rounding, through :meth:`GrafField.forward_rays` (latent and view-direction terms once per image /
+    ray, the feature layer fused into the colour layer).
+
+    ``chunk`` (inference): rays per field call over the whole batch, as the reference. ``grad_chunk``
+    (with gradients): rays per image per recomputed piece (activation checkpointing: the forward keeps
+    no activations, the backward recomputes one piece at a time; the draws are made for all rays first,
+    so the result equals the unchunked one). ``bf16``: the field's matrix products under bfloat16
+    autocast (encodings, compositing and the outputs stay float32)."""
+    B, R = rays_o.shape[:2]
+    kw = {"n_samples": n_samples, "n_importance": n_importance, "perturb": perturb, "background": background,
+          "planar": planar, "endpoints": endpoints, "bf16": bf16}
+    if chunk is not None and B * R > chunk and R > 1:
+        step = max(1, int(chunk) // B)
+        parts = []
+        for a in range(0, R, step):
+            nf = [v[:, a:a + step] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
+            parts.append(render_rays(field, rays_o[:, a:a + step], rays_d[:, a:a + step], nf[0], nf[1],
+                                     z_shape, z_app, n_samples, n_importance, perturb=perturb,
+                                     noise_std=noise_std, background=background, planar=planar,
+                                     endpoints=endpoints, bf16=bf16))
+        return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
+    draws = _draw_randoms(B, R, n_samples, n_importance, perturb, noise_std, rays_o.dtype, rays_o.device)
+    near = torch.as_tensor(near, dtype=rays_o.dtype, device=rays_o.device).expand(B, R)
+    far = torch.as_tensor(far, dtype=rays_o.dtype, device=rays_o.device).expand(B, R)
+    if grad_chunk and grad_chunk < R and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        parts = []
+        for a in range(0, R, int(grad_chunk)):
+            sl = slice(a, a + int(grad_chunk))
+            dr = {k: v[:, sl] for k, v in draws.items()}
+            parts.append(checkpoint(_render_part, field, rays_o[:, sl], rays_d[:, sl], near[:, sl], far[:, sl],
+                                    z_shape, z_app, dr, use_reentrant=False, **kw))
+        color, depth, acc = (torch.cat(p, 1) for p in zip(*parts))
+    else:
+        color, depth, acc = _render_part(field, rays_o, rays_d, near, far, z_shape, z_app, draws, **kw)
+    return {"color": color, "depth": depth, "opacity": acc}
+
+
+# --------------------------------------------------------------------------------------------------
 # Networks
 
 
 class GrafGenerator(nn.Module):
     """G(inputs) = volume rendering of the conditional radiance field along the camera's rays:
     K x K patch rays when ``inputs`` has ``patch_center``/``patch_scale``, else every pixel."""
+
+    #: render through :func:`render_rays_reference` and :meth:`GrafField.forward` instead of the
+    #: fast path :func:`render_rays` (tests and benchmarks compare the two)
+    reference = False
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -254,23 +441,24 @@ class GrafGenerator(nn.Module):
         return intrinsics_from_fov(self.cfg.fov, self.cfg.resolution, dtype=dtype, device=device)
 
     def camera_rays(self, inputs: dict):
-        """``(rays_o, rays_d)`` each (B, h, w, 3): the patch's K x K rays or the full image's."""
+        """``(rays_o, rays_d)`` each (B, h, w, 3): the patch's K x K rays or the full image's; unit
+        directions, or with ``planar_depth`` directions at camera depth 1 (official)."""
         c2w = inputs["c2w"]
         res = self.cfg.resolution
         K = self.intrinsics(c2w.dtype, c2w.device).expand(c2w.shape[0], 3, 3)
+        planar = bool(self.cfg.planar_depth)
         if self.cfg.centre_patch_grid:  # pixel centres (runs saved before the fix)
             if "patch_center" in inputs:
-                o, d, _ = patch_rays(K, c2w, res, res, self.cfg.patch, inputs["patch_center"],
-                                     inputs["patch_scale"])
-                return o, d
-            return image_rays(K, c2w, res, res)
+                uv = patch_uv(res, res, self.cfg.patch, inputs["patch_center"], inputs["patch_scale"])
+            else:
+                uv = pixel_grid(res, res, dtype=c2w.dtype, device=c2w.device).expand(c2w.shape[0], res, res, 2)
         # official: rays at pixel index coordinates (u = j), patches on the official grid
-        if "patch_center" in inputs:
+        elif "patch_center" in inputs:
             uv = official_patch_uv(res, res, self.cfg.patch, inputs["patch_center"].to(c2w),
                                    inputs["patch_scale"].to(c2w))
         else:
             uv = pixel_grid(res, res, dtype=c2w.dtype, device=c2w.device).expand(c2w.shape[0], res, res, 2) - 0.5
-        return rays_from_pixels(K, c2w, uv)
+        return rays_from_pixels(K, c2w, uv, normalize=not planar)
 
     def near_far(self, c2w: torch.Tensor):
         """Per-camera ray bounds (B, 1): the configured bounds hold for the largest radius; closer
@@ -282,21 +470,26 @@ class GrafGenerator(nn.Module):
 
     def forward(self, inputs: dict, return_dict: bool = False):
         """Images (B, 3, h, w) in [-1, 1]; with ``return_dict`` also ``depth`` (B, h, w: expected
-        distance along the ray, sum w_i t_i) and ``opacity``."""
+        distance along the ray, sum w_i t_i, times ||d|| with ``planar_depth``) and ``opacity``."""
         o, d = self.camera_rays(inputs)
         B, h, w, _ = o.shape
         o, d = o.reshape(B, h * w, 3), d.reshape(B, h * w, 3)
         near, far = self.near_far(inputs["c2w"])
         zs, za = inputs["z_shape"], inputs["z_app"]
+        c = self.cfg
+        bg = (1.0, 1.0, 1.0) if c.white_background else None
+        kw = {"perturb": self.training, "noise_std": self.density_noise if self.training else 0.0,
+              "background": bg, "chunk": None if torch.is_grad_enabled() else c.chunk,
+              "planar": bool(c.planar_depth), "endpoints": bool(c.endpoint_samples)}
+        near, far = near.expand(B, h * w), far.expand(B, h * w)
+        if self.reference:
+            def field(p, dirs):
+                return self.field(p, dirs, zs, za)
 
-        def field(p, dirs):
-            return self.field(p, dirs, zs, za)
-
-        bg = (1.0, 1.0, 1.0) if self.cfg.white_background else None
-        out = gc.render_radiance(field, o, d, near.expand(B, h * w), far.expand(B, h * w),
-                                 self.cfg.n_samples, self.cfg.n_importance, perturb=self.training,
-                                 noise_std=self.density_noise if self.training else 0.0, background=bg,
-                                 chunk=None if torch.is_grad_enabled() else self.cfg.chunk)
+            out = render_rays_reference(field, o, d, near, far, c.n_samples, c.n_importance, **kw)
+        else:
+            out = render_rays(self.field, o, d, near, far, zs, za, c.n_samples, c.n_importance,
+                              grad_chunk=int(c.grad_chunk), bf16=bool(c.autocast_bf16), **kw)
         img = out["color"].reshape(B, h, w, 3).permute(0, 3, 1, 2) * 2 - 1
         if not return_dict:
             return img

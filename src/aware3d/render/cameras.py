@@ -81,12 +81,14 @@ def _broadcast_cameras(K: torch.Tensor, c2w: torch.Tensor):
     return K.expand(*batch, 3, 3), c2w.expand(*batch, *c2w.shape[-2:])
 
 
-def rays_from_pixels(K: torch.Tensor, c2w: torch.Tensor, uv: torch.Tensor):
+def rays_from_pixels(K: torch.Tensor, c2w: torch.Tensor, uv: torch.Tensor, *, normalize: bool = True):
     """World rays through image points.
 
     K: (..., 3, 3); c2w: (..., 3|4, 4); uv: (..., *S, 2) image coordinates in pixels, where the
     leading ``...`` of ``uv`` equal the broadcast batch dims of K and c2w and ``*S`` is any extra sample shape.
-    Returns ``(rays_o, rays_d)``, each (..., *S, 3), with unit directions.
+    Returns ``(rays_o, rays_d)``, each (..., *S, 3), with unit directions; ``normalize=False``
+    keeps the directions at camera depth 1 (the camera-frame direction ``(x, y, -1)``, as the NeRF
+    code's ``get_rays``), so a distance t along them is the point's depth along the optical axis.
     """
     check_tensor("K", K, (3, 3), floating=True)
     c2w = _as_3x4("c2w", c2w)
@@ -107,7 +109,8 @@ def rays_from_pixels(K: torch.Tensor, c2w: torch.Tensor, uv: torch.Tensor):
     d_cam = torch.stack([x, y, -torch.ones_like(x)], -1)
     R = c2w[..., :3, :3].reshape(*K.shape[:-2], *([1] * extra), 3, 3)
     d = (R @ d_cam.unsqueeze(-1)).squeeze(-1)
-    d = d / d.norm(dim=-1, keepdim=True)
+    if normalize:
+        d = d / d.norm(dim=-1, keepdim=True)
     o = c2w[..., :3, 3].reshape(*K.shape[:-2], *([1] * extra), 3).expand_as(d)
     return o, d
 

@@ -50,12 +50,19 @@ def near_far_sphere(rays_o: torch.Tensor, rays_d: torch.Tensor, radius: float, c
 
 def stratified_samples(near, far, n_samples: int, *, batch_shape=None, perturb: bool = True,
                        lindisp: bool = False, generator: torch.Generator | None = None,
-                       dtype=torch.float32, device=None):
+                       dtype=torch.float32, device=None, u: torch.Tensor | None = None,
+                       endpoints: bool = False):
     """``n_samples`` stratified positions per ray in [near, far] (NeRF eq. 2).
 
     ``near``/``far``: tensors (...,) or numbers (then give ``batch_shape``). The interval is cut into
     ``n_samples`` equal bins (equal in disparity with ``lindisp``); with ``perturb`` one uniform
     sample per bin (jitter), otherwise bin midpoints. Returns ``(t (..., N), bins (..., N + 1))``.
+    ``u`` (..., N): the jitter's uniform draws, given instead of drawn here (with ``perturb``).
+
+    ``endpoints=True`` is the NeRF code's ``render_rays``: N points ``linspace(near, far, N)`` (ends
+    included), used as they are without ``perturb``; with it, each is redrawn uniformly between the
+    midpoints to its neighbours (the first and last intervals end at near and far). ``bins`` are then
+    those intervals' edges (near, the midpoints, far).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples: expected >= 1, got {n_samples}")
@@ -65,6 +72,20 @@ def stratified_samples(near, far, n_samples: int, *, batch_shape=None, perturb: 
     far = torch.as_tensor(far, dtype=dtype, device=device)
     shape = torch.broadcast_shapes(near.shape, far.shape, tuple(batch_shape or ()))
     near, far = near.expand(shape), far.expand(shape)
+    if endpoints:
+        s = torch.linspace(0, 1, n_samples, dtype=dtype, device=device)
+        if lindisp:
+            z = 1.0 / (1.0 / near.unsqueeze(-1) * (1 - s) + 1.0 / far.unsqueeze(-1) * s)
+        else:
+            z = near.unsqueeze(-1) * (1 - s) + far.unsqueeze(-1) * s
+        mids = 0.5 * (z[..., 1:] + z[..., :-1])
+        bins = torch.cat([z[..., :1], mids, z[..., -1:]], -1)
+        if not perturb:
+            return z, bins
+        lo, hi = bins[..., :-1], bins[..., 1:]
+        if u is None:
+            u = torch.rand(lo.shape, dtype=dtype, device=device, generator=generator)
+        return lo + (hi - lo) * u, bins
     s = torch.linspace(0, 1, n_samples + 1, dtype=dtype, device=device)
     if lindisp:
         bins = 1.0 / (1.0 / near.unsqueeze(-1) * (1 - s) + 1.0 / far.unsqueeze(-1) * s)
@@ -72,7 +93,8 @@ def stratified_samples(near, far, n_samples: int, *, batch_shape=None, perturb: 
         bins = near.unsqueeze(-1) + (far - near).unsqueeze(-1) * s
     lo, hi = bins[..., :-1], bins[..., 1:]
     if perturb:
-        u = torch.rand(lo.shape, dtype=dtype, device=device, generator=generator)
+        if u is None:
+            u = torch.rand(lo.shape, dtype=dtype, device=device, generator=generator)
     else:
         u = torch.full_like(lo, 0.5)
     return lo + (hi - lo) * u, bins
@@ -80,12 +102,13 @@ def stratified_samples(near, far, n_samples: int, *, batch_shape=None, perturb: 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int, *,
                deterministic: bool = False, generator: torch.Generator | None = None,
-               eps: float = 1e-5) -> torch.Tensor:
+               eps: float = 1e-5, u: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse-CDF sampling of a piecewise-constant PDF (NeRF eq. 5, hierarchical sampling).
 
     bins (..., M + 1) edges, weights (..., M) non-negative (not necessarily normalised).
     Returns ``n_samples`` sorted positions (..., n_samples), detached (the NeRF code stops the
-    gradient through the proposal). ``deterministic`` uses evenly spaced CDF levels.
+    gradient through the proposal). ``deterministic`` uses evenly spaced CDF levels; ``u``
+    (..., n_samples) gives the random CDF levels instead of drawing them here.
     """
     check_tensor("bins", bins, (None,), floating=True)
     check_tensor("weights", weights, (bins.shape[-1] - 1,), floating=True)
@@ -98,7 +121,9 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int, *,
     cdf = torch.cumsum(pdf, -1)
     cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)  # (..., M + 1)
     shape = (*cdf.shape[:-1], n_samples)
-    if deterministic:
+    if u is not None and not deterministic:
+        u = u.to(bins.dtype)
+    elif deterministic:
         u = torch.linspace(0, 1, n_samples, dtype=bins.dtype, device=bins.device).expand(shape)
     else:
         u = torch.rand(shape, dtype=bins.dtype, device=bins.device, generator=generator)
