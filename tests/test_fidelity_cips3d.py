@@ -15,7 +15,6 @@ from aware3d.fields.cips import (
     CipsNetDecoder,
     StyleModFC,
     style_mod_fc,
-    style_mod_fc_shared,
 )
 from aware3d.methods import cips3d as cm
 from aware3d.nets.stylegan2_msd import MultiScaleDiscriminator, ResBlock, msd_channels
@@ -93,27 +92,6 @@ def test_style_mod_fc_hand_values():
     x = torch.ones(1, 1, 2)
     assert torch.allclose(style_mod_fc(x, W, torch.zeros(1, 2)), torch.tensor([[[1.4]]]), atol=1e-6)
     assert torch.allclose(style_mod_fc(x, W, torch.tensor([[1.0, -1.0]])), torch.tensor([[[1.0]]]), atol=1e-6)
-    for s in (torch.zeros(1, 2), torch.tensor([[1.0, -1.0]])):
-        assert torch.allclose(style_mod_fc_shared(x, W, s), style_mod_fc(x, W, s), atol=1e-6)
-
-
-def test_one_product_path_equals_the_official_bmm_path():
-    torch.manual_seed(0)
-    dec = CipsNetDecoder(in_dim=8, hidden=32, n_blocks=5, w_dim=16, rgb_from=2, skip_from=3)
-    f, w = torch.randn(3, 70, 8), torch.randn(3, 16)
-    dec.set_shared(False)
-    ref = dec(f, w)
-    dec.set_shared(True)
-    fast = dec(f, w)
-    assert torch.allclose(fast, ref, atol=1e-5) and (ref - fast).abs().max() < 1e-5
-    # gradients agree too
-    g = []
-    for shared in (False, True):
-        dec.set_shared(shared)
-        dec.zero_grad()
-        dec(f, w).square().sum().backward()
-        g.append(dec.blocks[1][0].weight.grad.clone())
-    assert torch.allclose(g[0], g[1], rtol=1e-4, atol=1e-6)
 
 
 def test_decoder_residuals_and_trgbs_by_hand():

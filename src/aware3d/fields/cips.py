@@ -274,33 +274,19 @@ def style_mod_fc(x: torch.Tensor, weight: torch.Tensor, style: torch.Tensor, eps
     return torch.bmm(x, w)
 
 
-def style_mod_fc_shared(x: torch.Tensor, weight: torch.Tensor, style: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """:func:`style_mod_fc` with the modulation moved onto the activations: y = ((x (s + 1)) W) d with
-    d_{b,o} = 1 / sqrt(sum_i W_{i,o}^2 (s_{b,i} + 1)^2 + eps), so that the whole batch goes through one
-    matrix product with the shared W (equal up to float round-off; the fast path)."""
-    m = style + 1.0                                                         # (B, in)
-    d = torch.rsqrt(m.pow(2) @ weight.pow(2) + eps)                         # (B, out)
-    B, N, _ = x.shape
-    y = (x * m.unsqueeze(1)).reshape(B * N, -1) @ weight
-    return y.reshape(B, N, -1) * d.unsqueeze(1)
-
-
 class StyleModFC(nn.Module):
     """s = A w (a linear map of the style), y = :func:`style_mod_fc` (x, W, s). W (in, out) and A are
-    Kaiming-normal for LeakyReLU 0.2 as in the official code. ``shared`` picks the one-product
-    form :func:`style_mod_fc_shared` or the official bmm form (default)."""
+    Kaiming-normal for LeakyReLU 0.2 as in the official code."""
 
-    def __init__(self, in_dim: int, out_dim: int, w_dim: int, shared: bool = False):
+    def __init__(self, in_dim: int, out_dim: int, w_dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
         _kaiming_leaky_(self.weight)
         self.affine = nn.Linear(w_dim, in_dim)
         _kaiming_leaky_(self.affine.weight)
-        self.shared = shared
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        fn = style_mod_fc_shared if self.shared else style_mod_fc
-        return fn(x, self.weight, self.affine(w))
+        return style_mod_fc(x, self.weight, self.affine(w))
 
 
 class CipsNetDecoder(nn.Module):
@@ -314,7 +300,7 @@ class CipsNetDecoder(nn.Module):
     from block 4 (its unused tRGBs of blocks 0-2 are not built here)."""
 
     def __init__(self, in_dim: int, hidden: int = 512, n_blocks: int = 9, w_dim: int = 512,
-                 rgb_from: int = 3, skip_from: int = 4, shared: bool = False):
+                 rgb_from: int = 3, skip_from: int = 4):
         super().__init__()
         if not 0 <= rgb_from < n_blocks:
             raise ValueError(f"rgb_from: expected in [0, {n_blocks}), got {rgb_from}")
@@ -322,17 +308,11 @@ class CipsNetDecoder(nn.Module):
         self.blocks = nn.ModuleList()
         d = in_dim
         for _ in range(n_blocks):
-            self.blocks.append(nn.ModuleList([StyleModFC(d, hidden, w_dim, shared), StyleModFC(hidden, hidden, w_dim, shared)]))
+            self.blocks.append(nn.ModuleList([StyleModFC(d, hidden, w_dim), StyleModFC(hidden, hidden, w_dim)]))
             d = hidden
         self.to_rgb = nn.ModuleList(nn.Linear(hidden, 3) for _ in range(n_blocks - rgb_from))
         for lin in self.to_rgb:
             _frequency_init_(lin, 100.0)
-
-    def set_shared(self, shared: bool) -> None:
-        """Pick the one-product form (True) or the official bmm form (False) in every layer."""
-        for m in self.modules():
-            if isinstance(m, StyleModFC):
-                m.shared = shared
 
     def forward(self, features: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         h, rgb = features, 0.0
