@@ -260,3 +260,58 @@ def test_official_renderer_refuses_cameras_outside_the_unit_sphere():
     m = sn.build(sn.make_config("tiny", renderer="official"))      # objects: cameras at radius 6
     with pytest.raises(ValueError, match="unit sphere"):
         m.generator(m.sample_inputs(1, torch.Generator().manual_seed(0)))
+
+
+def _official_tiny(**kw):
+    return sn.make_config("tiny", renderer="official", nerf_path_mode="official", pe_scale=math.pi, radius=1.0,
+                          depth_range=(0.88, 1.12), **kw)
+
+
+def test_official_nerf_path_regulariser_by_hand():
+    torch.manual_seed(0)
+    cfg = _official_tiny(progressive=False, nerf_path_samples=4)
+    G = sn.build(cfg).generator.eval()
+    x = sn.sample_inputs(cfg, 2, torch.Generator().manual_seed(0), train=False)
+    offsets = torch.tensor([[1, 2], [7, 0]])                        # (x, y) per sample
+    with torch.no_grad():
+        img = G(x)
+        ws = G.styles(x)
+        path, target = G.official_nerf_path(ws, x, img, len(G.upsampler.blocks), 1.0, offsets=offsets)
+        ws_up = ws[:, G.fg.num_ws:]
+        for b in range(2):
+            xb = {k: v[b:b + 1] for k, v in x.items()}
+            o, d = G.camera_rays(xb["c2w"], 32)
+            for i in range(4):
+                for j in range(4):
+                    yy, xx = 8 * i + int(offsets[b, 1]), 8 * j + int(offsets[b, 0])   # stride 32 / 4
+                    assert torch.equal(target[b, :, i, j], img[b, :, yy, xx])
+                    k = yy * 32 + xx
+                    out = G._render_official(*G._fields(ws[b:b + 1], xb), xb["c2w"], o[:, k:k + 1], d[:, k:k + 1],
+                                             return_samples=True)
+                    sv, sw = out["sample_values"][0, 0], out["sample_weights"][0, 0]
+                    assert torch.allclose((sw[:, None] * sv).sum(0), out["values"][0, 0], atol=1e-5)
+                    # every sample on its own through the upsampler's layers without upsampling
+                    ref = sum(sw[s] * G.upsampler(sv[s, 3:].reshape(1, -1, 1, 1), sv[s, :3].reshape(1, 3, 1, 1),
+                                                  ws_up[b:b + 1], skip_up=True)[-1][0, :, 0, 0]
+                              for s in range(sv.shape[0]))
+                    assert torch.allclose(path[b, :, i, j], ref, atol=1e-5)
+
+
+def test_official_nerf_path_in_training():
+    torch.manual_seed(0)
+    m = sn.build(_official_tiny())
+    m.set_step(5)                                   # growing: 16^2 of 32^2, a fade in progress
+    G = m.generator.train()
+    x = m.sample_inputs(2, torch.Generator().manual_seed(0))
+    out = G(x, return_aux=True)
+    assert out["image"].shape[-1] == 16 and out["nerf_path"].shape == (2, 3, 16, 16)
+    assert out["nerf_path_target"].shape == (2, 3, 16, 16)
+    loss, sc = m.generator_objective(G, m.discriminator, x)
+    G.zero_grad()
+    loss.backward()
+    assert "nerf_path" in sc and float(sc["nerf_path"]) > 0
+    assert all(p.grad is not None for p in G.upsampler.blocks[0].parameters())
+    with pytest.raises(ValueError, match="renderer official"):
+        sn.build(sn.make_config("tiny", nerf_path_mode="official"))
+    assert sn.make_config("ffhq256").nerf_path_mode == "official"
+    assert sn.config_from_dict({"preset": "ffhq256"}).nerf_path_mode == "downsampled"

@@ -204,7 +204,7 @@ def sphere_outside_points(rays_o: torch.Tensor, rays_d: torch.Tensor, inv_r: tor
 
 def render_scene_official(fg_fn, bg_fn, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float,
                           n_samples: int, hierarchical: bool, n_bg: int, bg_start: float = 0.5,
-                          perturb: bool = False, sigma_noise: bool = False) -> dict:
+                          perturb: bool = False, sigma_noise: bool = False, return_samples: bool = False) -> dict:
     """StyleNeRF's official volume renderer (``renderer: official``).
 
     ``rays_d`` (B, R, 3) at camera depth 1 (the camera-frame direction (x, y, -1)): samples are
@@ -216,7 +216,10 @@ def render_scene_official(fg_fn, bg_fn, rays_o: torch.Tensor, rays_d: torch.Tens
     inverse radius) (B, M, 4)): ``n_bg`` inverse radii from ``bg_start`` down to 0 (jittered with
     ``perturb``), intervals in inverse radius, the last opaque, added x the foreground's remaining
     transmittance. ``sigma_noise``: N(0, 1) added to the raw densities (the official training).
-    Returns ``{"values", "depth" (distance along the unit ray), "opacity"}``."""
+    Returns ``{"values", "depth" (distance along the unit ray), "opacity"}``; with ``return_samples``
+    also every sample's values (B, R, S, C) and compositing weight (B, R, S) (foreground samples in
+    depth order, then the background's with the foreground's remaining transmittance folded in):
+    ``"sample_values"``, ``"sample_weights"`` (values = sum of weights x sample values)."""
     B, R = rays_o.shape[:2]
     kw = {"dtype": rays_o.dtype, "device": rays_o.device}
     norm = rays_d.norm(dim=-1, keepdim=True)
@@ -251,6 +254,7 @@ def render_scene_official(fg_fn, bg_fn, rays_o: torch.Tensor, rays_d: torch.Tens
         dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], 1e10 if last_opaque else 0.0)], -1)
         w, T_bg = _weights_official(sigma, dists * norm, last_opaque)
     color = (w.unsqueeze(-1) * values).sum(-2)
+    s_vals, s_w = [values], [w]
     if not last_opaque:
         u = torch.linspace(-1.0, 0.0, n_bg, **kw).expand(B, R, n_bg) * bg_start
         if perturb:
@@ -259,7 +263,12 @@ def render_scene_official(fg_fn, bg_fn, rays_o: torch.Tensor, rays_d: torch.Tens
         db = torch.cat([u[..., 1:] - u[..., :-1], torch.full_like(u[..., :1], 1e10)], -1)
         wb = _weights_official(sb, db, True)[0]
         color = color + T_bg.unsqueeze(-1) * (wb.unsqueeze(-1) * vb).sum(-2)
-    return {"values": color, "depth": (w * z).sum(-1) * norm[..., 0], "opacity": w.sum(-1)}
+        s_vals.append(vb)
+        s_w.append(T_bg.unsqueeze(-1) * wb)
+    out = {"values": color, "depth": (w * z).sum(-1) * norm[..., 0], "opacity": w.sum(-1)}
+    if return_samples:
+        out["sample_values"], out["sample_weights"] = torch.cat(s_vals, -2), torch.cat(s_w, -1)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,8 +25,12 @@ and :mod:`aware3d.nets.stylegan2`.
     NeRF-path reg.    the same upsampler layers run on the NeRF features without upsampling (the
                       "NeRF path", nerf_res^2) must match the final image area-downsampled to
                       nerf_res: 2 x mean_b sum_c mean_pixels (diff^2) x ``nerf_path_weight`` (the
-                      official factor 2; the paper's downsampled form of the official random-pixel
-                      version)
+                      official factor 2; ``nerf_path_mode`` downsampled, runs saved before). The
+                      paper presets use the official form (``nerf_path_mode`` official): a 16 x 16
+                      grid of the current image's pixels (stride T / 16, a random offset per sample)
+                      rendered by the NeRF keeping every sample, the upsampler's layers without
+                      upsampling on each sample's features, composited with the samples' weights,
+                      against the image's pixels there (computed in every training forward)
 
 Training: non-saturating loss, lazy R1 (official paper256 spec: gamma 0.5, loss gamma / 2
 ||grad||^2 every 16 D steps: ``r1_weight`` 0.25, ``r1_interval`` 16), Adam lr 0.0025 betas (0, 0.99)
@@ -36,9 +40,7 @@ engine's PL phase: ``pl_weight`` 2 every ``pl_interval`` 4 steps on half batches
 the ws after style mixing) with G's correction (lr x 4/5, betas ^ 4/5) through ``lazy_correction``;
 runs saved before keep D's correction in ``lr_d`` / ``betas`` (shared by G) and no penalty.
 Not implemented: mixed precision (the official upsampler
-runs its blocks from twice the first block's resolution on in fp16), the official NeRF-path
-regulariser's own form (a 16 x 16 grid of full-resolution pixels, the upsampler's layers on every
-sample's features before compositing). Weight transfer against the official modules (stylenerf_ffhq +
+runs its blocks from twice the first block's resolution on in fp16). Weight transfer against the official modules (stylenerf_ffhq +
 paper256, CPU float32): BENCHMARKS.md "StyleNeRF (issue 28): parameters and inference time".
 """
 from __future__ import annotations
@@ -120,6 +122,10 @@ class StyleNeRFConfig(gc.RunSettings):
     # losses and schedule
     style_mixing_prob: float = 0.9      # official 0.9
     nerf_path_weight: float = 1.0       # x the official 2 x L2 of the NeRF path regulariser
+    nerf_path_mode: str = "downsampled"  # downsampled (the final image area-downsampled vs the NeRF path at
+    #                                      nerf_res) | official (a grid of image pixels vs their per-sample
+    #                                      NeRF path composited; needs renderer official, kernel_size 1)
+    nerf_path_samples: int = 16         # official n_reg_samples: the grid is n x n pixels
     progressive: bool = True            # official progressive: True
     curriculum: tuple = (500.0, 5000.0)  # kimg: alpha 0 -> 1 (official [500, 5000])
     # training (engine settings; see aware3d.train.gan.GanConfig)
@@ -144,7 +150,7 @@ class StyleNeRFConfig(gc.RunSettings):
 
 
 # official settings a run saved before their config keys keeps at the old values (dataclass defaults)
-_OFFICIAL = {"pe_scale": math.pi, "conv_clamp": 256.0, "renderer": "official",
+_OFFICIAL = {"pe_scale": math.pi, "conv_clamp": 256.0, "renderer": "official", "nerf_path_mode": "official",
              # official optimisers: lr 0.0025, betas (0, 0.99), corrected by the engine for lazy R1 (D) and
              # the path-length penalty (G: lr x 4/5, betas ** (4/5))
              "lr_g": 0.0025, "lr_d": 0.0025, "betas": (0.0, 0.99), "lazy_correction": True, "pl_weight": 2.0}
@@ -249,6 +255,10 @@ class StyleNeRFGenerator(nn.Module):
                                    cfg.channel_max, cfg.kernel_size, cfg.upsample_mode, cfg.magnitude_ema_beta,
                                    cfg.conv_clamp if cfg.conv_clamp > 0 else None)
         self.num_ws = self.fg.num_ws + self.upsampler.num_ws
+        if cfg.nerf_path_mode not in ("downsampled", "official"):
+            raise ValueError(f"nerf_path_mode: expected downsampled or official, got {cfg.nerf_path_mode!r}")
+        if cfg.nerf_path_mode == "official" and (cfg.renderer != "official" or cfg.kernel_size != 1):
+            raise ValueError("nerf_path_mode official needs renderer official and kernel_size 1 (per-sample layers)")
         self.register_buffer("alpha", torch.tensor(-1.0))   # progressive state (-1: fully grown)
 
     def styles(self, inputs: dict, truncation_psi: float = 1.0) -> torch.Tensor:
@@ -268,30 +278,36 @@ class StyleNeRFGenerator(nn.Module):
         o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, r, r)
         return o.reshape(c2w.shape[0], r * r, 3), d.reshape(c2w.shape[0], r * r, 3)
 
+    def _fields(self, ws: torch.Tensor, inputs: dict):
+        ws_fg = ws[:, :self.fg.num_ws]
+        z_bg = inputs.get("z_bg")
+        bg_fn = (lambda p: self.bg(p, z_bg.to(p))) if self.bg is not None else None
+        return (lambda p: self.fg(p, ws_fg)), bg_fn
+
+    def _render_official(self, fg_fn, bg_fn, c2w: torch.Tensor, o: torch.Tensor, d: torch.Tensor,
+                         return_samples: bool = False) -> dict:
+        """:func:`render_scene_official` of rays o, d (B, R, 3) (unit d; rescaled to camera depth 1)."""
+        c = self.cfg
+        if bg_fn is not None and c.radius > 1.0 + 1e-6:
+            raise ValueError(f"renderer official: its inverse-sphere background needs the cameras inside the "
+                             f"unit sphere (radius <= 1, official 1), got radius {c.radius}")
+        fwd = -c2w.to(d)[:, :3, 2]
+        d = d / (d * fwd[:, None]).sum(-1, keepdim=True)
+        return render_scene_official(fg_fn, bg_fn, o, d, c.depth_range[0], c.depth_range[1], c.n_samples,
+                                     c.n_importance > 0, c.n_bg, c.bg_start, perturb=self.training,
+                                     sigma_noise=self.training, return_samples=return_samples)
+
     def render_nerf(self, ws: torch.Tensor, inputs: dict, return_opacity: bool = False):
         """Features (B, F, r, r), RGB (B, 3, r, r), depth (B, r, r: expected distance along the ray)
         of the NeRF (and its foreground opacity (B, r, r) with ``return_opacity``)."""
         c, r = self.cfg, self.cfg.nerf_res
-        ws_fg = ws[:, :self.fg.num_ws]
         o, d = self.camera_rays(inputs["c2w"], r)
         B = o.shape[0]
-        z_bg = inputs.get("z_bg")
-        bg_fn = None
-        if self.bg is not None:
-            bg_fn = (lambda p: self.bg(p, z_bg.to(p)))
-        fg_fn = (lambda p: self.fg(p, ws_fg))
+        fg_fn, bg_fn = self._fields(ws, inputs)
         step = o.shape[1] if torch.is_grad_enabled() else max(1, c.chunk // B)
         if c.renderer == "official":     # directions at camera depth 1: samples are z-depths
-            if bg_fn is not None and c.radius > 1.0 + 1e-6:
-                raise ValueError(f"renderer official: its inverse-sphere background needs the cameras inside the "
-                                 f"unit sphere (radius <= 1, official 1), got radius {c.radius}")
-            fwd = -inputs["c2w"].to(d)[:, :3, 2]
-            d = d / (d * fwd[:, None]).sum(-1, keepdim=True)
-
             def render(oo, dd):
-                return render_scene_official(fg_fn, bg_fn, oo, dd, c.depth_range[0], c.depth_range[1], c.n_samples,
-                                             c.n_importance > 0, c.n_bg, c.bg_start, perturb=self.training,
-                                             sigma_noise=self.training)
+                return self._render_official(fg_fn, bg_fn, inputs["c2w"], oo, dd)
         elif c.renderer == "v1":
             def render(oo, dd):
                 return render_scene(fg_fn, bg_fn, oo, dd, c.depth_range[0], c.depth_range[1], c.n_samples,
@@ -305,30 +321,67 @@ class StyleNeRFGenerator(nn.Module):
             return vals[:, 3:], vals[:, :3], depth, torch.cat([p["opacity"] for p in parts], 1).reshape(B, r, r)
         return vals[:, 3:], vals[:, :3], depth
 
+    def official_nerf_path(self, ws: torch.Tensor, inputs: dict, img: torch.Tensor, end_l: int, frac: float,
+                           offsets: torch.Tensor | None = None):
+        """Both sides of the official NeRF-path regulariser (``nerf_path_mode`` official): a
+        ``nerf_path_samples``^2 grid of pixels of the current image ``img`` (B, 3, T, T) (stride
+        T // n, one offset per sample drawn in [0, stride)^2 unless ``offsets`` (B, 2) (x, y)), their
+        rays rendered by the NeRF keeping every sample; the upsampler's first ``end_l`` blocks
+        without upsampling on each sample's features and RGB (faded by ``frac`` as the image), then
+        composited with the samples' weights. Returns (path, the image's pixels there), each
+        (B, 3, n, n)."""
+        c = self.cfg
+        B, T = img.shape[0], img.shape[-1]
+        pace = max(T // c.nerf_path_samples, 1)
+        idx = torch.arange(0, T, pace, device=img.device)
+        if offsets is None:
+            offsets = (torch.rand(B, 2, device=img.device) * pace).floor().long()
+        offsets = offsets.to(img.device).long()
+        ix, iy = idx[None] + offsets[:, :1], idx[None] + offsets[:, 1:]
+        flat = (ix[:, None, :] + iy[:, :, None] * T).reshape(B, -1)              # row-major (y, x)
+        o, d = self.camera_rays(inputs["c2w"], T)
+        o, d = (t.gather(1, flat[..., None].expand(-1, -1, 3)) for t in (o, d))
+        out = self._render_official(*self._fields(ws, inputs), inputs["c2w"], o, d, return_samples=True)
+        sv, sw = out["sample_values"].permute(0, 3, 1, 2), out["sample_weights"]   # (B, C, R, S), (B, R, S)
+        rgb = sv[:, :3]
+        paths = [rgb] + self.upsampler(sv[:, 3:], rgb, ws[:, self.fg.num_ws:], end_l, skip_up=True)
+        path = paths[-1] if frac >= 1 else paths[-2] * (1 - frac) + paths[-1] * frac
+        m = idx.numel()
+        path = (path * sw[:, None]).sum(-1).reshape(B, 3, m, m)
+        target = img.flatten(2).gather(2, flat[:, None].expand(-1, img.shape[1], -1)).reshape(B, -1, m, m)
+        return path, target
+
     def forward(self, inputs: dict, return_aux: bool = False, truncation_psi: float = 1.0,
                 with_nerf_path: bool = True):
         """Image; with ``return_aux`` a dict: ``image``, ``nerf`` (the NeRF's RGB), ``nerf_path``
         (the upsampler's layers without upsampling on the NeRF, None before the upsampler is on or
-        without ``with_nerf_path``), ``depth``, ``opacity`` (the foreground's), ``ws``."""
+        without ``with_nerf_path``; ``nerf_path_mode`` official: the composited per-sample path at the
+        regulariser's pixels, in training only, and ``nerf_path_target`` the image there), ``depth``,
+        ``opacity`` (the foreground's), ``ws``."""
         ws = self.styles(inputs, truncation_psi)
         x, img_nerf, depth, opacity = self.render_nerf(ws, inputs, return_opacity=True)
         ws_up = ws[:, self.fg.num_ws:]
         n_levels = len(self.upsampler.blocks)
         end_l, frac = level_state(float(self.alpha), n_levels)
-        img, nerf_path = img_nerf, None
+        img, nerf_path, target = img_nerf, None, None
         if end_l > 0:
             imgs = [img_nerf] + self.upsampler(x, img_nerf, ws_up, end_l)
             img = imgs[-1]
             if frac < 1:
                 img = F.interpolate(imgs[-2], scale_factor=2, mode="bilinear", align_corners=False) * (1 - frac) + img * frac
-            if return_aux and with_nerf_path:
+            if self.cfg.nerf_path_mode == "official":
+                # in every training forward, as the official generator (its layers' magnitude EMAs see it too)
+                if self.training:
+                    nerf_path, target = self.official_nerf_path(ws, inputs, img, end_l, frac)
+            elif return_aux and with_nerf_path:
                 paths = [img_nerf] + self.upsampler(x, img_nerf, ws_up, end_l, skip_up=True)
                 nerf_path = paths[-1] if frac >= 1 else paths[-2] * (1 - frac) + paths[-1] * frac
         if not self.training and img.shape[-1] != self.cfg.resolution:
             img = F.interpolate(img, size=(self.cfg.resolution,) * 2, mode="bilinear", align_corners=False)
         if not return_aux:
             return img
-        return {"image": img, "nerf": img_nerf, "nerf_path": nerf_path, "depth": depth, "opacity": opacity, "ws": ws}
+        return {"image": img, "nerf": img_nerf, "nerf_path": nerf_path, "nerf_path_target": target, "depth": depth,
+                "opacity": opacity, "ws": ws}
 
     def density(self, points: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Raw foreground density at world points (B, P, 3) for codes z (B, z_dim)."""
@@ -413,7 +466,8 @@ class StyleNeRFMethod:
         loss = l_gan = generator_loss(D(out["image"]))
         scalars = {"loss_G": l_gan.detach()}
         if self.cfg.nerf_path_weight > 0 and out["nerf_path"] is not None:
-            reg = nerf_path_loss(out["image"], out["nerf_path"])
+            target = out["nerf_path_target"] if out.get("nerf_path_target") is not None else out["image"]
+            reg = nerf_path_loss(target, out["nerf_path"])
             loss = loss + self.cfg.nerf_path_weight * reg
             scalars["nerf_path"] = reg.detach()
         return loss, scalars
