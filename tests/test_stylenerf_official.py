@@ -315,3 +315,28 @@ def test_official_nerf_path_in_training():
         sn.build(sn.make_config("tiny", nerf_path_mode="official"))
     assert sn.make_config("ffhq256").nerf_path_mode == "official"
     assert sn.config_from_dict({"preset": "ffhq256"}).nerf_path_mode == "downsampled"
+
+
+def test_real_images_lanczos_resize():
+    import cv2
+    import numpy as np
+
+    u8 = torch.randint(0, 256, (2, 3, 64, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    x = u8.float() / 127.5 - 1
+    ref = np.stack([cv2.resize(im, (16, 16), interpolation=cv2.INTER_LANCZOS4) for im in u8.permute(0, 2, 3, 1).numpy()])
+    ref = torch.from_numpy(ref).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert torch.equal(sn.lanczos_resize(x, 16), ref) and torch.equal(sn.lanczos_resize(x, 64), x)
+    assert not torch.allclose(ref, F.avg_pool2d(x, 4), atol=1e-2)
+
+    class Data:
+        def sample(self, n, generator=None):
+            return x[:n]
+
+    m = sn.build(sn.make_config("tiny", real_resize="lanczos"))
+    m.set_step(0)                                   # NeRF only: 8^2
+    assert torch.equal(m.wrap_dataset(Data()).sample(2), sn.lanczos_resize(x, 8))
+    assert sn.make_config("ffhq256").real_resize == "lanczos"
+    assert sn.config_from_dict({"preset": "ffhq256"}).real_resize == "area"
+    m = sn.build(sn.make_config("tiny"))
+    m.set_step(0)
+    assert torch.equal(m.wrap_dataset(Data()).sample(2), F.avg_pool2d(x, 8))

@@ -126,6 +126,7 @@ class StyleNeRFConfig(gc.RunSettings):
     #                                      nerf_res) | official (a grid of image pixels vs their per-sample
     #                                      NeRF path composited; needs renderer official, kernel_size 1)
     nerf_path_samples: int = 16         # official n_reg_samples: the grid is n x n pixels
+    real_resize: str = "area"           # real images to the training size: area | lanczos (official, 8-bit cv2)
     progressive: bool = True            # official progressive: True
     curriculum: tuple = (500.0, 5000.0)  # kimg: alpha 0 -> 1 (official [500, 5000])
     # training (engine settings; see aware3d.train.gan.GanConfig)
@@ -151,6 +152,7 @@ class StyleNeRFConfig(gc.RunSettings):
 
 # official settings a run saved before their config keys keeps at the old values (dataclass defaults)
 _OFFICIAL = {"pe_scale": math.pi, "conv_clamp": 256.0, "renderer": "official", "nerf_path_mode": "official",
+             "real_resize": "lanczos",
              # official optimisers: lr 0.0025, betas (0, 0.99), corrected by the engine for lazy R1 (D) and
              # the path-length penalty (G: lr x 4/5, betas ** (4/5))
              "lr_g": 0.0025, "lr_d": 0.0025, "betas": (0.0, 0.99), "lazy_correction": True, "pl_weight": 2.0}
@@ -389,6 +391,21 @@ class StyleNeRFGenerator(nn.Module):
         return self.fg(points, w.unsqueeze(1).expand(-1, self.fg.num_ws, -1))[0]
 
 
+def lanczos_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (B, C, H, W) in [-1, 1] that came from 8-bit data -> (B, C, size, size): back to 8 bits,
+    OpenCV's Lanczos (INTER_LANCZOS4, 8-bit result) per image, as the official training loop resizes
+    real images to the current size (``resize_real_early``); unchanged at the same size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    import cv2
+    import numpy as np
+
+    u8 = ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack([cv2.resize(np.ascontiguousarray(im), (size, size), interpolation=cv2.INTER_LANCZOS4)
+                    .reshape(size, size, -1) for im in u8])
+    return (torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(x.device, x.dtype)
+
+
 def nerf_path_loss(final: torch.Tensor, nerf_path: torch.Tensor) -> torch.Tensor:
     """2 x mean_b sum_c mean_pixels (down(final) - nerf_path)^2, the final image area-downsampled to
     the NeRF path's size (the official L2 with its factor 2)."""
@@ -458,6 +475,12 @@ class StyleNeRFMethod:
         self.discriminator.fade.fill_(frac if end_l > 0 and frac < 1 else -1.0)
 
     def wrap_dataset(self, dataset):
+        """Real images resized to the current training size: area averaging (``real_resize`` area) or
+        the official Lanczos resize of the 8-bit images (``real_resize`` lanczos)."""
+        if self.cfg.real_resize == "lanczos":
+            return gc.MappedImages(dataset, lambda x, g: lanczos_resize(x, self.train_res))
+        if self.cfg.real_resize != "area":
+            raise ValueError(f"real_resize: expected area or lanczos, got {self.cfg.real_resize!r}")
         return gc.MappedImages(dataset, lambda x, g: gc.resize_images(x, self.train_res))
 
     # -- objectives ----------------------------------------------------------------------------
