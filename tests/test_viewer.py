@@ -514,3 +514,25 @@ def test_plot_series_thins_long_runs_but_keeps_the_whole_run():
     assert len(m.history) <= 4000
     p = m.plot_series(max_points=400)
     assert len(p["step"]) <= 401 and p["step"][0] == 1 and p["step"][-1] == 10_000 and "psnr" in p
+
+
+def test_training_text_and_plot_catch_up_when_forced(tmp_path):
+    # the hook refreshes the text at most twice a second and the plot once a second; pausing forces
+    # both (before, the page kept the numbers of the last refresh and did not say "paused")
+    pytest.importorskip("viser", reason="the viewer needs viser (pip install \"aware3d[viewer]\")")
+    from aware3d.viewer.app import Viewer
+
+    run = aware3d.load(_copy_run("ngp", tmp_path), device="cpu")
+    m = TrainingMonitor()
+    v = Viewer(run, port=0, monitor=m, out_dir=tmp_path / "viewer")
+    try:
+        for step in range(1, 4):
+            m.after_step(step, {"loss": 0.5, "psnr": 20.0, "max_steps": 10})
+        assert "step **1**" in v.g_train.content and len(v.g_plot.data[0]) == 1  # throttled
+        m.paused.set()
+        v.update_training(force=True)
+        assert "step **3** / 10" in v.g_train.content and "**paused**" in v.g_train.content
+        assert list(v.g_plot.data[0]) == [1, 2, 3]
+    finally:
+        m.paused.clear()
+        v.stop()

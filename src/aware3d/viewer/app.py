@@ -577,6 +577,7 @@ class Viewer:
             else:
                 m.paused.set()
                 pause.label = "Resume"
+            update(force=True)  # the loop waits without steps: say so now, with the latest numbers
         self.g_pause = pause
 
         @save.on_click
@@ -585,12 +586,12 @@ class Viewer:
 
         last = [0.0]
 
-        def update():
+        def update(force: bool = False):
             now = time.monotonic()
-            if now - self._plotted_at >= self.plot_every:
+            if force or now - self._plotted_at >= self.plot_every:
                 self._plotted_at = now
                 self.update_plot()
-            if now - last[0] < 0.5:
+            if not force and now - last[0] < 0.5:
                 return
             last[0] = now
             s = m.scalars
@@ -601,6 +602,7 @@ class Viewer:
                                     + (" · **paused**" if m.paused.is_set() else "")
                                     + (f" · saved at {m.saved_steps[-1]}" if m.saved_steps else ""))
         m.on_update = update
+        self.update_training = update  # (force=True): the text and the plot now, unthrottled
         if self.kind == "field":
             m.serve = self.serve_pending
         else:
