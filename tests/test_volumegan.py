@@ -512,7 +512,7 @@ def test_progressive_renderer_fade_by_hand():
     R = vm.VolumeGANRenderer(8, nerf_res=8, resolution=32, w_dim=6, fmaps_base=128, fmaps_max=16,
                              progressive=True).eval()
     x, ws = torch.randn(2, 8, 8, 8), torch.randn(2, 6, 6)
-    up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+    up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")
     with torch.no_grad():
         full = R(x, ws)                                            # lod 0: the whole renderer
         plain = vm.VolumeGANRenderer(8, nerf_res=8, resolution=32, w_dim=6, fmaps_base=128, fmaps_max=16).eval()
@@ -582,8 +582,8 @@ def test_progressive_resume_mid_transition_equals_uninterrupted(objects32, tmp_p
     # at step 12 and its optimiser reset): every tensor of the final checkpoints is identical
     from aware3d.train.io import load_checkpoint
 
-    kw = dict(preset="tiny", sample_every=0, checkpoint_every=0, progress=False, use_pg=True,
-              pg_training_img=16, pg_transition_img=32)
+    kw = {"preset": "tiny", "sample_every": 0, "checkpoint_every": 0, "progress": False, "use_pg": True,
+          "pg_training_img": 16, "pg_transition_img": 32}
     a = vm.METHOD.train(objects32, tmp_path / "a", max_steps=14, **kw)
     vm.METHOD.train(objects32, tmp_path / "b", max_steps=10, **kw)
     sb10 = load_checkpoint(tmp_path / "b")
@@ -599,3 +599,47 @@ def test_progressive_resume_mid_transition_equals_uninterrupted(objects32, tmp_p
             for k, v in st.items():
                 assert torch.equal(v, sb[key]["state"][i][k]), (key, i, k)
     assert torch.equal(sa["rng"], sb["rng"])
+
+
+def _pl_engine():
+    cfg = gan.GanConfig(batch_size=8, optimizer="adam", lr_g=0.01, lr_d=0.01, r1_weight=0.0, pl_weight=2.0,
+                        pl_interval=1, pl_decay=1.0, pl_batch_shrink=1, device="cpu", progress=False)
+    return gan.GanEngine(_LinearMethod(), cfg)
+
+
+def _pl_worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        e = _pl_engine()
+        grads = []
+        for _ in range(2):
+            e.phase_path_length()
+            grads.append(e.G.A.grad.clone())  # the all-reduced (averaged) gradient the step used
+        if rank == 0:
+            torch.save({"grads": grads, "pl_mean": e.pl_mean.clone(), "A": e.G.A.detach().clone()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_path_length_two_processes_equal_one_process(tmp_path):
+    # 2 gloo processes with 4 of the 8 samples each vs one process with 8: the same gradient of the
+    # penalty (decay 1: the running mean is the batch mean, whose gradient couples all samples; a
+    # per-process mean would give another gradient), running mean and weights
+    import socket
+
+    import torch.multiprocessing as mp
+
+    e = _pl_engine()  # first (its imports are then inherited by the forked workers)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_pl_worker, args=(2, port, str(tmp_path / "two.pt")), nprocs=2, join=True, start_method="fork")
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    for g2 in two["grads"]:
+        e.phase_path_length()
+        assert torch.allclose(e.G.A.grad, g2, atol=1e-6, rtol=1e-5)
+    assert e.pl_mean.item() == pytest.approx(two["pl_mean"].item(), rel=1e-6)
+    assert torch.allclose(e.G.A, two["A"], atol=1e-6)

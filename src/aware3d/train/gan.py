@@ -253,6 +253,23 @@ def _make_optimizer(cfg: GanConfig, params, lr: float, ratio: float = 1.0):
     raise ValueError(f"optimizer: expected 'rmsprop' or 'adam', got {cfg.optimizer!r}")
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce (sum) with its gradient: the backward sums the ranks' gradients (a quantity of the
+    global batch, e.g. the path lengths' mean, feeds every rank's loss)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def _to(inputs: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
@@ -363,8 +380,9 @@ class GanEngine:
     def phase_path_length(self) -> dict:
         """PL: the path-length penalty's own G step (:mod:`aware3d.nets.path_length`) on
         ``pl_batch`` fresh inputs and noise (drawn globally from the run's generator, each rank
-        keeping its slice; the running mean uses the global batch mean), weighted by ``pl_weight x
-        pl_interval``; then the EMA update."""
+        keeping its slice; the running mean uses the global batch mean, all-reduced with its
+        gradient, so N processes compute the gradient of one with the global batch), weighted by
+        ``pl_weight x pl_interval``; then the EMA update."""
         from ..nets.path_length import path_length_penalty
 
         cfg, n = self.cfg, self.pl_batch
@@ -376,13 +394,10 @@ class GanEngine:
         images, ws = self.method.path_length_forward(self.G, inputs)
         noise = self._slice_n(torch.randn((n, *images.shape[1:]), generator=self.rng), n).to(images.device)
 
-        def batch_mean(lengths):
-            m = lengths.mean()
-            if self.world > 1:  # the global mean's value; its gradient through the local lengths
-                g = m.detach().clone()
-                dist.all_reduce(g)
-                m = m + (g / self.world - m.detach())
-            return m
+        def batch_mean(lengths):  # over the global batch, differentiable: its gradient reaches every rank
+            if self.world == 1:
+                return lengths.mean()
+            return _SumOverRanks.apply(lengths.sum()) / (lengths.shape[0] * self.world)
 
         pen, lengths, mean = path_length_penalty(images, ws, self.pl_mean, cfg.pl_decay, noise, batch_mean)
         self.pl_mean.copy_(mean)
