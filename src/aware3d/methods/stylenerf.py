@@ -94,9 +94,7 @@ class StyleNeRFConfig(gc.RunSettings):
     n_importance: int = 14              # hierarchical samples (official hierarchical: True)
     n_bg: int = 4                       # background samples (official n_bg_samples 4)
     background: bool = True             # the NeRF++ background field
-    renderer: str = "v1"                # v1 (aware3d's first) | official (z-depth samples with both ends,
-    #                                     hierarchical from the inner weights, inverse-sphere background
-    #                                     from radius 1 / bg_start, N(0, 1) density noise in training)
+    renderer: str = "v1"                # v1 (runs saved before) | official (the official sampling and compositing)
     bg_start: float = 0.5               # official renderer: the background's first inverse radius
     # networks (official stylenerf_ffhq)
     z_dim: int = 512                    # code of the mapping network
@@ -122,9 +120,7 @@ class StyleNeRFConfig(gc.RunSettings):
     # losses and schedule
     style_mixing_prob: float = 0.9      # official 0.9
     nerf_path_weight: float = 1.0       # x the official 2 x L2 of the NeRF path regulariser
-    nerf_path_mode: str = "downsampled"  # downsampled (the final image area-downsampled vs the NeRF path at
-    #                                      nerf_res) | official (a grid of image pixels vs their per-sample
-    #                                      NeRF path composited; needs renderer official, kernel_size 1)
+    nerf_path_mode: str = "downsampled"  # downsampled (runs saved before) | official (per-sample, pixel grid)
     nerf_path_samples: int = 16         # official n_reg_samples: the grid is n x n pixels
     real_resize: str = "area"           # real images to the training size: area | lanczos (official, 8-bit cv2)
     progressive: bool = True            # official progressive: True
@@ -138,8 +134,7 @@ class StyleNeRFConfig(gc.RunSettings):
     ema_beta: float = 0.5 ** (64 / 20000)   # official ema 20 kimg at batch 64
     r1_weight: float = 0.25             # official gamma / 2 with gamma 0.5 (paper256)
     r1_interval: int = 16               # official D_reg_interval
-    lazy_correction: bool = False       # engine: lr x k/(k+1), Adam betas ** (k/(k+1)) per network with a lazy
-    #                                     regulariser (official: D k 16 for R1, G k 4 for the path length)
+    lazy_correction: bool = False       # engine: lr x k/(k+1), betas ** (k/(k+1)) (official: D k 16 R1, G k 4 PL)
     pl_weight: float = 0.0              # path-length penalty (official pl_weight 2 in the paper presets; 0: off)
     pl_interval: int = 4                # its own G step every 4 steps, weight x 4 (official G_reg_interval)
     pl_decay: float = 0.01              # running mean decay of the path lengths (official pl_decay)
