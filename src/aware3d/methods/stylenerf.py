@@ -38,10 +38,12 @@ Training: non-saturating loss, lazy R1 (official paper256 spec: gamma 0.5, loss 
 (0.5 ^ (64 / 20000) at batch 64). The paper presets add the official path-length penalty (the GAN
 engine's PL phase: ``pl_weight`` 2 every ``pl_interval`` 4 steps on half batches, gradient w.r.t.
 the ws after style mixing) with G's correction (lr x 4/5, betas ^ 4/5) through ``lazy_correction``;
-runs saved before keep D's correction in ``lr_d`` / ``betas`` (shared by G) and no penalty.
-Not implemented: mixed precision (the official upsampler
-runs its blocks from twice the first block's resolution on in fp16). Weight transfer against the official modules (stylenerf_ffhq +
-paper256, CPU float32): BENCHMARKS.md "StyleNeRF (issue 28): parameters and inference time".
+runs saved before keep D's correction in ``lr_d`` / ``betas`` (shared by G) and no penalty. Real
+images go to the training size by OpenCV's Lanczos on 8 bits (``real_resize`` lanczos, official) or
+area averaging (runs saved before).
+Not implemented: mixed precision (the official upsampler runs its blocks from twice the first
+block's resolution on in fp16). Weight transfer against the official modules (stylenerf_ffhq +
+paper256, CPU float32): BENCHMARKS.md "StyleNeRF weight transfer against the official code".
 """
 from __future__ import annotations
 
