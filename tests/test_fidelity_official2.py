@@ -297,7 +297,7 @@ def test_hologan_takes_two_generator_steps_per_discriminator_step():
     assert engine.phases(0) == ["D", "G", "G"]
     calls = []
     g0, d0 = engine.phase_generator, engine.phase_discriminator
-    engine.phase_generator = lambda: (calls.append("G"), g0())[1]
+    engine.phase_generator = lambda **kw: (calls.append("G"), g0(**kw))[1]
     engine.phase_discriminator = lambda real, with_r1: (calls.append("D"), d0(real, with_r1))[1]
     class Reals:
         def sample(self, n, generator):
