@@ -105,7 +105,9 @@ class HoloGANConfig(gc.RunSettings):
 
 
 _OBJECTS = dict(yaw_range=(-180.0, 180.0), pitch_range=(-20.0, 20.0))
-# 2-core CPU: the same architecture, about 1/8 of the channels (learns in minutes at 64^2); EMA
+# 2-core CPU: about 1/8 of the channels (learns in minutes at 64^2), with the networks' earlier
+# conventions (the new keys' defaults: 4x4 up-convs, a z -> w MLP, LeakyReLU, centred rotation,
+# 4x4 D convs with style classifiers; the paper presets below are the official networks); EMA
 # beta 0.995 so that sample grids of runs of a few thousand steps show the trained weights
 _CPU = dict(z_dim=64, w_dim=128, ch3d=(64, 32, 16), ch3d_post=(16, 16), proj_ch=128, ch2d=(64, 32),
             d_ch=32, d_max_ch=128, batch_size=16, lr_g=2e-4, lr_d=2e-4, ema_beta=0.995, sample_every=200,
