@@ -5,6 +5,7 @@ against the official code on the CPU.
     .venv/bin/python benchmarks/bench_stylenerf.py --consistency [--presets ffhq256] [--run RUN ...] \\
         [--yaw-step 10] [--seeds 0 1 2] [--json OUT.json]
     .venv/bin/python benchmarks/bench_stylenerf.py --official CHECKOUT [--batches 1 4] [--pairs 5] --threads 1
+    .venv/bin/python benchmarks/bench_stylenerf.py --official CHECKOUT --train [--batches 2] [--pairs 3] --threads 1
 
 Timing (default): one line per (preset, batch): generator / discriminator parameters and ms per
 image (the best of ``repeats`` timed calls after one warm-up), at the preset's resolution, fully
@@ -30,7 +31,8 @@ Python dependencies, e.g. einops, importable) built from its stylenerf_ffhq + pa
 the CPU in float32 (its upsampler's fp16 blocks switched to fp32), weights copied into aware3d's
 ``ffhq256_release`` (the same networks, the official nn_cat upsampler) and both timed in
 alternating pairs on the same inputs: CPU time (``time.process_time``) per image, fully grown
-(official alpha 1: 14 + 14 foreground and 4 background samples). The first pair is a warm-up.
+(official alpha 1: 14 + 14 foreground and 4 background samples). The first pair is a warm-up. With
+``--train``: the G and D training phases instead (:func:`train_phases_vs_official`).
 """
 from __future__ import annotations
 
@@ -281,6 +283,78 @@ def speed_vs_official(a) -> None:
               f"max |image difference| {diff:.2e}")
 
 
+def train_phases_vs_official(a) -> None:
+    """CPU time of one G phase (G forward with the NeRF-path regulariser, critic, backward) and one D
+    phase (G without gradients, critic on fakes and reals, backward) per image, official loss
+    (training.loss.StyleGAN2Loss, phases Gmain / Dmain) against aware3d's objectives, the same
+    weights, fully grown, training mode, alternating pairs."""
+    torch.set_num_threads(a.threads or 1)
+    sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
+    tvu = types.ModuleType("torchvision.utils")
+    tvu.save_image = lambda *args, **kw: None                     # imported by the official loss, unused here
+    sys.modules.setdefault("torchvision.utils", tvu)
+    import yaml
+
+    og = official_generator(a.official).train().requires_grad_(True)
+    from dnnlib.util import construct_class_by_name
+    from training.loss import StyleGAN2Loss
+
+    conf = Path(a.official) / "conf"
+    mcfg = yaml.safe_load((conf / "model" / "stylenerf_ffhq.yaml").read_text())
+    spec = yaml.safe_load((conf / "spec" / "paper256.yaml").read_text())
+    D = mcfg["D_kwargs"]
+    D["epilogue_kwargs"]["mbstd_group_size"] = spec["mbstd"]
+    D.update(num_fp16_res=0, channel_base=spec["fmaps"], progressive=True, lowres_head=32)
+    od = construct_class_by_name(**D, c_dim=0, img_resolution=256, img_channels=3).train().requires_grad_(True)
+    m = sn.build(sn.make_config("ffhq256_release", mbstd_group=min(8, a.batches[0])), seed=0)
+    transfer_into(og, m.generator)
+    m.discriminator.load_state_dict({"net." + k: v for k, v in od.state_dict().items()
+                                     if "resample_filter" not in k and k != "alpha"}, strict=False)
+    G, Dm = m.generator.train(), m.discriminator.train()
+    loss = StyleGAN2Loss("cpu", og.mapping, og.synthesis, od, r1_gamma=spec["gamma"], **mcfg["loss_kwargs"])
+    og.synthesis.set_alpha(1.0)
+    od.set_alpha(1.0)
+    b = a.batches[0]
+    real = torch.rand(b, 3, 256, 256) * 2 - 1
+    c0 = torch.zeros(b, 0)
+
+    # as a training loop: only the phase's network takes gradients
+    def off_g():
+        og.requires_grad_(True), od.requires_grad_(False)
+        og.zero_grad(set_to_none=True)
+        loss.accumulate_gradients("Gmain", real, c0, torch.randn(b, 512), c0, None, sync=False, gain=1)
+
+    def off_d():
+        og.requires_grad_(False), od.requires_grad_(True)
+        od.zero_grad(set_to_none=True)
+        loss.accumulate_gradients("Dmain", {"img": real.clone()}, c0, torch.randn(b, 512), c0, None, sync=False,
+                                  gain=1)
+
+    def ours_g():
+        G.requires_grad_(True), Dm.requires_grad_(False)
+        G.zero_grad(set_to_none=True)
+        m.generator_objective(G, Dm, m.sample_inputs(b))[0].backward()
+
+    def ours_d():
+        G.requires_grad_(False), Dm.requires_grad_(True)
+        Dm.zero_grad(set_to_none=True)
+        m.discriminator_objective(G, Dm, real, m.sample_inputs(b), 0.0)[0].backward()
+
+    for phase, fo, fa in (("G phase", off_g, ours_g), ("D phase", off_d, ours_d)):
+        times = {"official": [], "aware3d": []}
+        for i in range(a.pairs + 1):
+            order = (("official", fo), ("aware3d", fa)) if i % 2 == 0 else (("aware3d", fa), ("official", fo))
+            for name, fn in order:
+                t = time.process_time()
+                fn()
+                if i:
+                    times[name].append(1000 * (time.process_time() - t) / b)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{phase}, batch {b}: official {med['official']:.0f} ms/image (min {min(times['official']):.0f}), "
+              f"aware3d {med['aware3d']:.0f} ms/image (min {min(times['aware3d']):.0f}), "
+              f"ratio {med['aware3d'] / med['official']:.3f}; {a.pairs} pairs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=None)
@@ -296,11 +370,15 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--official", default=None, help="a work tree of the official StyleNeRF code")
     ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--train", action="store_true", help="with --official: time the G and D training phases")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if a.official:
+    if a.official and a.train:
+        a.batches = a.batches or [2]
+        train_phases_vs_official(a)
+    elif a.official:
         a.batches = a.batches or [1]
         speed_vs_official(a)
     elif a.consistency:
