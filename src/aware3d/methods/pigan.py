@@ -450,10 +450,10 @@ def fast_field(field: FilmSirenField, freqs: torch.Tensor, phases: torch.Tensor,
             c = torch.sin(pre + dir_term.unsqueeze(2))
             sigma = F.linear(h, field.sigma_out.weight, field.sigma_out.bias).view(B, R, N)
             return sigma, torch.sigmoid(F.linear(c, field.color_out.weight, field.color_out.bias))
-        # without gradients: one image and a block of rays at a time through every layer, in place,
-        # so that the activations stay in the cache between the matmul and the sine
+        # without gradients: one image and (on a CPU) a block of rays at a time through every layer,
+        # in place, so that the activations stay in the cache between the matmul and the sine
         sigma, rgb = x0.new_empty(B, R, N), x0.new_empty(B, R, N, 3)
-        rb = max(1, block_points // N)
+        rb = max(1, block_points // N) if x0.device.type == "cpu" else R
         for i in range(B):
             for r0 in range(0, R, rb):
                 h = x0[i:i + 1, r0 * N:(r0 + rb) * N]
