@@ -47,10 +47,12 @@ paper256, CPU float32): BENCHMARKS.md "StyleNeRF weight transfer against the off
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -388,18 +390,60 @@ class StyleNeRFGenerator(nn.Module):
         return self.fg(points, w.unsqueeze(1).expand(-1, self.fg.num_ws, -1))[0]
 
 
+@functools.lru_cache(maxsize=32)
+def _lanczos4_taps(dst: int, src: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's INTER_LANCZOS4 taps for resizing ``src`` samples to ``dst``: source indices (dst, 8),
+    clamped at the borders (OpenCV repeats the edge pixel), and the 8-bit path's fixed-point weights
+    (float32 coefficients normalised to sum 1, then rounded to shorts at scale 2^11)."""
+    fx = (np.arange(dst) + 0.5) * (src / dst) - 0.5
+    sx = np.floor(fx).astype(np.int64)
+    fx = (fx - sx).astype(np.float32)
+    s45 = 0.70710678118654752440084436210485
+    cs = ((1, 0), (-s45, -s45), (0, 1), (s45, -s45), (-1, 0), (s45, s45), (0, -1), (-s45, s45))
+    weights = np.empty((dst, 8), np.int64)
+    for d in range(dst):
+        x = float(fx[d])
+        y0 = -(x + 3) * math.pi * 0.25
+        s0, c0 = math.sin(y0), math.cos(y0)
+        row = np.empty(8, np.float32)
+        for i in range(8):
+            t = np.float32(x + 3 - i)
+            if abs(t) >= 1e-6:
+                y = -float(t) * math.pi * 0.25
+                row[i] = (cs[i][0] * s0 + cs[i][1] * c0) / (y * y)
+            else:
+                row[i] = 1e30
+        total = np.float32(0)
+        for v in row:                               # float32 running sum, in OpenCV's order
+            total = np.float32(total + v)
+        row = row * (np.float32(1) / total)
+        weights[d] = np.rint(row * 2048)            # saturate_cast<short>: round half to even
+    index = np.clip(sx[:, None] + np.arange(-3, 5)[None], 0, src - 1)
+    return index, weights
+
+
+def lanczos4_resize_u8(image: np.ndarray, size: int) -> np.ndarray:
+    """An 8-bit image (H, W, C) -> (size, size, C), pixel for pixel what OpenCV's
+    ``cv2.resize(image, (size, size), interpolation=cv2.INTER_LANCZOS4)`` gives (its fixed-point
+    8-bit path: horizontal then vertical 8-tap passes, weights at 2^11, rounding at 2^22;
+    ``tests/test_stylenerf_official.py`` checks it against OpenCV where OpenCV is installed)."""
+    iy, wy = _lanczos4_taps(size, image.shape[0])
+    ix, wx = _lanczos4_taps(size, image.shape[1])
+    a = image.astype(np.int64)
+    rows = (a[:, ix] * wx[None, :, :, None]).sum(2)             # (H, size, C)
+    val = (rows[iy] * wy[:, :, None, None]).sum(1)              # (size, size, C)
+    return np.clip((val + (1 << 21)) >> 22, 0, 255).astype(np.uint8)
+
+
 def lanczos_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Images (B, C, H, W) in [-1, 1] that came from 8-bit data -> (B, C, size, size): back to 8 bits,
-    OpenCV's Lanczos (INTER_LANCZOS4, 8-bit result) per image, as the official training loop resizes
-    real images to the current size (``resize_real_early``); unchanged at the same size."""
+    OpenCV's Lanczos (INTER_LANCZOS4, 8-bit result; :func:`lanczos4_resize_u8`) per image, as the
+    official training loop resizes real images to the current size (``resize_real_early``);
+    unchanged at the same size."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
-    import cv2
-    import numpy as np
-
     u8 = ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = np.stack([cv2.resize(np.ascontiguousarray(im), (size, size), interpolation=cv2.INTER_LANCZOS4)
-                    .reshape(size, size, -1) for im in u8])
+    out = np.stack([lanczos4_resize_u8(im, size) for im in u8])
     return (torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(x.device, x.dtype)
 
 
