@@ -1,20 +1,24 @@
 """CIPS-3D speed and memory: aware3d's paper preset (``ffhq64``) beside the official code at the same
 settings, on the CPU.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cips3d.py [--tasks gen1 gen16 train4] [--reps 3]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cips3d.py [--tasks gen1 gen16 train2] [--reps 3]
         [--official DIR --official-deps DIR ...] [--memory] [--profile gen1]
 
 Tasks: ``gen1`` / ``gen16``: generation at 64^2 with batch 1 / 16 (eval mode, no gradients, the
 prior's cameras, 12 + 12 samples; aware3d with its inference chunks, the official in one pass
-without ``forward_points``); ``train4``: one training step at batch 4 (the official per-GPU batch):
+without ``forward_points``); ``train2`` / ``train4``: one training step at batch 2 / 4 (4: the official
+per-GPU batch):
 D on real + fake with the auxiliary critic and R1, then G, Adam, gradient clipping at 10, and an
 EMA update (aware3d: its GAN engine's ``train_step``; the official: the body of its
 ``exp/cips3d/scripts/train.py`` loop with ``train_ffhq``'s settings, whose EMA is tl2's and is
 stood in for by aware3d's ``ema_update``).
 
-Timing: one thread, both sides built in this process, calls alternating (aware3d, official,
-aware3d, ...) after one warm-up call each; CPU time (``time.process_time``) and wall time per call,
-the median of ``--reps`` per side, printed as ms per image (generation) or s per step (training).
+Timing: one thread, calls alternating (aware3d, official, aware3d, ...) after one warm-up call each;
+generation: both sides built in this process; training: one process per (side, rep), alternating
+(both sides' training state in one process ran out of memory here at batch 4), each timing its
+second step and reporting its peak resident set after the first. CPU time (``time.process_time``)
+and wall time per call, the median of ``--reps`` per side, printed as ms per image (generation) or
+s per step (training).
 
 ``--memory``: each (side, task) runs again in its own process, which prints its peak resident set
 (``resource.getrusage(...).ru_maxrss``) after building the networks and drawing the inputs, and
@@ -51,7 +55,7 @@ G_CFG = dict(z_dim=256,
              mapping_inr_cfg=dict(z_dim=512, hidden_dim=512, base_layers=8, head_layers=0, add_norm=True,
                                   norm_out=True))
 D_CFG = dict(diffaug=False, max_size=1024, channel_multiplier=2, first_downsample=False, stddev_group=0)
-TASKS = {"gen1": ("gen", 1), "gen16": ("gen", 16), "train4": ("train", 4)}
+TASKS = {"gen1": ("gen", 1), "gen16": ("gen", 16), "train2": ("train", 2), "train4": ("train", 4)}
 
 
 class _Noise:
@@ -121,8 +125,8 @@ def official_side(task: str, batch: int):
 
     D = od.Discriminator_MultiScale_Aux(**D_CFG)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.999))
     data, gen = _Noise(64), torch.Generator().manual_seed(0)
     state = {"step": 0}
     softplus = torch.nn.functional.softplus
@@ -174,11 +178,24 @@ def _maxrss_mib() -> float:
 
 
 def _child(side: str, task: str) -> None:
+    """Build, one call (its peak resident set), one more call (its CPU and wall time)."""
     kind, batch = TASKS[task]
     fn = (aware3d_side if side == "aware3d" else official_side)(kind, batch)
     base = _maxrss_mib()
     fn()
-    print(json.dumps({"side": side, "task": task, "base_mib": base, "peak_mib": _maxrss_mib()}))
+    peak = _maxrss_mib()
+    wall, cpu = _call(fn)
+    print(json.dumps({"side": side, "task": task, "base_mib": base, "peak_mib": peak, "cpu_s": cpu, "wall_s": wall}))
+
+
+def _run_child(a, side: str, task: str) -> dict:
+    cmd = [sys.executable, __file__, "--threads", str(a.threads), "--child", side, task]
+    if a.official:
+        cmd += ["--official", a.official]
+    if a.official_deps:
+        cmd += ["--official-deps", *a.official_deps]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)
 
 
 def _paths(a) -> list[str]:
@@ -216,13 +233,22 @@ def main() -> None:
     if not a.no_timing:
         for task in a.tasks:
             kind, batch = TASKS[task]
-            fns = {s: (aware3d_side if s == "aware3d" else official_side)(kind, batch) for s in sides}
-            for s in sides:
-                fns[s]()                                   # warm-up
             times = {s: [] for s in sides}
-            for _ in range(a.reps):
+            if kind == "train":  # one process per (side, rep), alternating: the two sides' training
+                for _ in range(a.reps):  # state does not fit in one process on a small machine
+                    for s in sides:
+                        r = _run_child(a, s, task)
+                        times[s].append((r["wall_s"], r["cpu_s"]))
+                        print(f"{task:7s} {s:9s} peak RSS {r['peak_mib']:8.0f} MiB (after build {r['base_mib']:.0f}, "
+                              f"task +{r['peak_mib'] - r['base_mib']:.0f}); step {r['cpu_s']:.2f} s CPU", flush=True)
+            else:
+                fns = {s: (aware3d_side if s == "aware3d" else official_side)(kind, batch) for s in sides}
                 for s in sides:
-                    times[s].append(_call(fns[s]))
+                    fns[s]()                                   # warm-up
+                for _ in range(a.reps):
+                    for s in sides:
+                        times[s].append(_call(fns[s]))
+                del fns
             for s in sides:
                 wall = statistics.median(t[0] for t in times[s])
                 cpu = statistics.median(t[1] for t in times[s])
@@ -235,17 +261,10 @@ def main() -> None:
             if len(sides) == 2:
                 ratio = statistics.median(t[1] for t in times["official"]) / statistics.median(t[1] for t in times["aware3d"])
                 print(f"{task:7s} official / aware3d CPU time: {ratio:.2f}x", flush=True)
-            del fns
     if a.memory:
         for task in a.tasks:
             for s in sides:
-                cmd = [sys.executable, __file__, "--threads", str(a.threads), "--child", s, task]
-                if a.official:
-                    cmd += ["--official", a.official]
-                if a.official_deps:
-                    cmd += ["--official-deps", *a.official_deps]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-                r = json.loads(out)
+                r = _run_child(a, s, task)
                 print(f"{task:7s} {s:9s} peak RSS {r['peak_mib']:8.0f} MiB (after build {r['base_mib']:.0f}, "
                       f"task +{r['peak_mib'] - r['base_mib']:.0f})", flush=True)
 
