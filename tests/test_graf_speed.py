@@ -170,18 +170,22 @@ def test_checkpointed_training_chunks_equal_one_piece():
         assert (res[1][1][n] - g).abs().max() / g.abs().max().clamp_min(1e-3) < 1e-5, n
 
 
-def test_chunked_inference_and_bf16_option():
+def test_chunked_inference_and_bf16_option(monkeypatch):
     m = _random_generator()
     G = m.generator.eval()
     x = m.sample_inputs(2, torch.Generator().manual_seed(4), train=False)
     with torch.no_grad():
         G.cfg.chunk = 10 ** 6
         whole = G(x)
+        monkeypatch.setattr(graf, "_BLOCK_POINTS", 150)                    # field calls of 7 rays x 2 images
+        blocks = G(x)
         G.cfg.chunk = 40                                                    # 20 rays per image per call
         parts = G(x)
+        monkeypatch.undo()
         G.cfg.autocast_bf16 = True
         low = G(x)
     torch.testing.assert_close(parts, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(blocks, whole, atol=1e-6, rtol=0)
     # bfloat16 products: an approximation (8-bit mantissa), close but not equal
     err = (low - whole).abs()
     assert 0 < err.mean() < 0.02 and err.max() < 0.3, (err.mean(), err.max())

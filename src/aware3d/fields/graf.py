@@ -112,9 +112,8 @@ class GrafField(nn.Module):
     # The same function, rearranged: (1) the latent codes' and the view direction's products are
     # computed once per image / per ray and added as biases (never per point); (2) the feature layer
     # and the colour layer's feature part have no nonlinearity between them, so they are one
-    # (hidden -> colour hidden) matrix W_c[:, :H] W_f, applied together with the density head as one
-    # matrix (1 + colour hidden rows): 2 x 256 x 256 + 256 x 128 multiply-adds per point become
-    # 256 x 129; (3) ReLUs and biases in place (no extra copies of the activations).
+    # (hidden -> colour hidden) matrix W_c[:, :H] W_f: 256 x 256 + 256 x 128 multiply-adds per point
+    # become 256 x 128; (3) ReLUs and biases in place (no extra copies of the activations).
 
     def ray_terms(self, dirs: torch.Tensor, z_app: torch.Tensor) -> torch.Tensor:
         """Per-ray part of the colour layer's pre-activation: unit view directions (B, R, 3) and
@@ -128,8 +127,8 @@ class GrafField(nn.Module):
         return F.linear(gd, W[:, H:H + pe_dir]) + per_image.unsqueeze(1)
 
     def head_weight(self) -> torch.Tensor:
-        """(1 + colour hidden, H): the density head's row over the fused feature -> colour rows."""
-        return torch.cat([self.sigma_out.weight, self.color_hidden.weight[:, :self.hidden] @ self.feature.weight], 0)
+        """(colour hidden, H): the feature layer fused into the colour layer, W_c[:, :H] W_f."""
+        return self.color_hidden.weight[:, :self.hidden] @ self.feature.weight
 
     def forward_rays(self, points: torch.Tensor, ray_terms: torch.Tensor, z_shape: torch.Tensor,
                      head_weight: torch.Tensor | None = None):
@@ -141,19 +140,22 @@ class GrafField(nn.Module):
         gx = nerf_encoding(points.reshape(B, R * N, 3) * self.pos_scale, self.n_freq_pos)
         pe = gx.shape[-1]
         w0 = self.trunk[0].weight
+        # the gamma(x) columns of the first and the skip layers in one product
+        wx = torch.cat([w0[:, :pe]] + [self.trunk[k].weight[:, :pe] for k in self.skips], 0)
+        gxw = F.linear(gx, wx).split(self.hidden, -1)
         # per image: the z_s columns of the first and the skip layers, with their biases
         zb0 = (F.linear(z_shape, w0[:, pe:], self.trunk[0].bias)).unsqueeze(1)
-        h = F.relu_(F.linear(gx, w0[:, :pe]).add_(zb0))
+        h = F.relu_(gxw[0] + zb0)
         for k, layer in enumerate(self.trunk[1:], start=1):
             if k in self.skips:
                 w = layer.weight
                 zb = F.linear(z_shape, w[:, pe:pe + self.z_shape_dim], layer.bias).unsqueeze(1)
-                y = F.linear(h, w[:, pe + self.z_shape_dim:]).add_(F.linear(gx, w[:, :pe])).add_(zb)
+                y = F.linear(h, w[:, pe + self.z_shape_dim:]).add_(gxw[1 + self.skips.index(k)]).add_(zb)
             else:
                 y = F.linear(h, layer.weight, layer.bias)
             h = F.relu_(y)
         hw = self.head_weight() if head_weight is None else head_weight
-        out = F.linear(h, hw).reshape(B, R, N, -1)
-        sigma = out[..., 0] + self.sigma_out.bias
-        c = F.relu_(out[..., 1:] + ray_terms.unsqueeze(2))
+        sigma = self.sigma_out(h).reshape(B, R, N)
+        c = F.linear(h, hw).reshape(B, R, N, -1)
+        c = F.relu_(c.add_(ray_terms.unsqueeze(2).to(c.dtype)))
         return sigma, torch.sigmoid(self.color_out(c))

@@ -328,6 +328,10 @@ def _draw_randoms(B: int, R: int, n_samples: int, n_importance: int, perturb: bo
     return r
 
 
+#: points per field call of the fast path without gradients (activations of ~16 MB per layer)
+_BLOCK_POINTS = 16384
+
+
 def _render_part(field: GrafField, rays_o, rays_d, near, far, z_shape, z_app, draws: dict, n_samples: int,
                  n_importance: int, perturb: bool, background, planar: bool, endpoints: bool, bf16: bool):
     from ..render.samplers import sample_pdf, stratified_samples
@@ -346,7 +350,13 @@ def _render_part(field: GrafField, rays_o, rays_d, near, far, z_shape, z_app, dr
     def evaluate(t, noise):
         pts = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)
         with torch.autocast(rays_o.device.type, dtype=torch.bfloat16, enabled=bf16):
-            s, c = field.forward_rays(pts, terms, z_shape, head)
+            if torch.is_grad_enabled() or B * R * t.shape[-1] <= _BLOCK_POINTS:
+                s, c = field.forward_rays(pts, terms, z_shape, head)
+            else:  # without gradients: blocks of rays whose activations stay in the cache
+                step = max(1, _BLOCK_POINTS // (B * t.shape[-1]))
+                parts = [field.forward_rays(pts[:, a:a + step], terms[:, a:a + step], z_shape, head)
+                         for a in range(0, R, step)]
+                s, c = torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
         s = s.float()
         return (s if noise is None else s + noise), c.float()
 
