@@ -241,6 +241,21 @@ def transfer_into(og, G) -> None:
         raise RuntimeError(f"weight transfer: missing {missing}, unexpected {unexpected}")
 
 
+def alternate_pairs(official, ours, pairs: int, batch: int) -> dict[str, list[float]]:
+    """CPU milliseconds per image of ``official()`` and ``ours()`` called in alternating order (the
+    first round is a warm-up and not kept), ``pairs`` rounds."""
+    times = {"official": [], "aware3d": []}
+    for i in range(pairs + 1):
+        order = (("official", official), ("aware3d", ours)) if i % 2 == 0 else \
+            (("aware3d", ours), ("official", official))
+        for name, fn in order:
+            t = time.process_time()
+            fn()
+            if i:
+                times[name].append(1000 * (time.process_time() - t) / batch)
+    return times
+
+
 def speed_vs_official(a) -> None:
     torch.set_num_threads(a.threads or 1)
     og = official_generator(a.official)
@@ -267,15 +282,7 @@ def speed_vs_official(a) -> None:
 
         with torch.no_grad():
             diff = float((run_official() - run_ours()).abs().max())
-            times = {"official": [], "aware3d": []}
-            for i in range(a.pairs + 1):
-                order = (("official", run_official), ("aware3d", run_ours)) if i % 2 == 0 else \
-                    (("aware3d", run_ours), ("official", run_official))
-                for name, fn in order:
-                    t = time.process_time()
-                    fn()
-                    if i:
-                        times[name].append(1000 * (time.process_time() - t) / b)
+            times = alternate_pairs(run_official, run_ours, a.pairs, b)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"batch {b}: official {med['official']:.0f} ms/image (min {min(times['official']):.0f}), "
               f"aware3d {med['aware3d']:.0f} ms/image (min {min(times['aware3d']):.0f}), "
@@ -341,14 +348,7 @@ def train_phases_vs_official(a) -> None:
         m.discriminator_objective(G, Dm, real, m.sample_inputs(b), 0.0)[0].backward()
 
     for phase, fo, fa in (("G phase", off_g, ours_g), ("D phase", off_d, ours_d)):
-        times = {"official": [], "aware3d": []}
-        for i in range(a.pairs + 1):
-            order = (("official", fo), ("aware3d", fa)) if i % 2 == 0 else (("aware3d", fa), ("official", fo))
-            for name, fn in order:
-                t = time.process_time()
-                fn()
-                if i:
-                    times[name].append(1000 * (time.process_time() - t) / b)
+        times = alternate_pairs(fo, fa, a.pairs, b)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"{phase}, batch {b}: official {med['official']:.0f} ms/image (min {min(times['official']):.0f}), "
               f"aware3d {med['aware3d']:.0f} ms/image (min {min(times['aware3d']):.0f}), "
