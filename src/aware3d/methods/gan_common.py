@@ -294,7 +294,8 @@ def write_eval_metrics(run_dir, metrics: dict, checkpoint=None) -> dict:
 
 def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tensor, near, far,
                     n_samples: int, n_importance: int = 0, *, perturb: bool = False,
-                    noise_std: float = 0.0, background=None, chunk: int | None = None) -> dict:
+                    noise_std: float = 0.0, background=None, chunk: int | None = None,
+                    planar: bool = False, endpoints: bool = False) -> dict:
     """Render rays (B, R, 3) through ``field_fn(points (B, M, 3), dirs (B, M, 3)) -> (sigma (B, M)
     raw, values (B, M, C))``.
 
@@ -307,10 +308,18 @@ def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tens
     (B x rays per image <= ``chunk``, at least one ray per image; inference), so that the working
     set stays the same whatever the batch size.
 
+    GRAF's official rays and samples as options: ``planar=True``: ``rays_d`` are not unit (camera
+    depth 1, :func:`aware3d.render.cameras.rays_from_pixels` with ``normalize=False``); ``near`` /
+    ``far`` and the samples t are depths along the optical axis, points are o + t d, the field sees
+    unit directions, spacings are (t_{i+1} - t_i) ||d|| (the official ``raw2outputs``) and ``depth``
+    is returned as a distance along the ray (sum w_i t_i ||d||). ``endpoints=True``: the official
+    samples (:func:`aware3d.render.samplers.stratified_samples` with ``endpoints``:
+    ``linspace(near, far, N)``, jittered between midpoints).
+
     Returns ``{"color" (B, R, C), "depth" (B, R) sum_i w_i t_i, "opacity" (B, R)}``.
     """
     from ..render.samplers import points_along_rays, sample_pdf, stratified_samples
-    from ..render.volume import render_weights, volume_render
+    from ..render.volume import deltas_from_t, render_weights, volume_render
 
     B, R = rays_o.shape[:2]
     if chunk is not None and B * R > chunk and R > 1:
@@ -320,25 +329,32 @@ def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tens
             nf = [v[:, a:a + step] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
             parts.append(render_radiance(field_fn, rays_o[:, a:a + step], rays_d[:, a:a + step],
                                          nf[0], nf[1], n_samples, n_importance, perturb=perturb,
-                                         noise_std=noise_std, background=background))
+                                         noise_std=noise_std, background=background, planar=planar,
+                                         endpoints=endpoints))
         return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
+    norm = rays_d.norm(dim=-1) if planar else None
+    dirs_unit = rays_d / norm.unsqueeze(-1) if planar else rays_d
+
+    def spacings(t):
+        return deltas_from_t(t) * norm.unsqueeze(-1) if planar else None
 
     def evaluate(t):
         N = t.shape[-1]
         pts = points_along_rays(rays_o, rays_d, t).reshape(B, R * N, 3)
-        dirs = rays_d.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
+        dirs = dirs_unit.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
         s, c = field_fn(pts, dirs)
         s = s.float().reshape(B, R, N)
         if noise_std > 0:
             s = s + noise_std * torch.randn_like(s)
         return s, c.float().reshape(B, R, N, -1)
 
+    extra = {"endpoints": True} if endpoints else {}
     t, bins = stratified_samples(near, far, n_samples, batch_shape=(B, R), perturb=perturb,
-                                 dtype=rays_o.dtype, device=rays_o.device)
+                                 dtype=rays_o.dtype, device=rays_o.device, **extra)
     sigma, values = evaluate(t)
     if n_importance > 0:
         with torch.no_grad():
-            w = render_weights(sigma, t)[0]
+            w = render_weights(sigma, t, deltas=spacings(t))[0]
         t_fine = sample_pdf(bins, w, n_importance, deterministic=not perturb)
         s_f, v_f = evaluate(t_fine)
         t_all = torch.cat([t, t_fine], -1)
@@ -346,8 +362,9 @@ def render_radiance(field_fn: Callable, rays_o: torch.Tensor, rays_d: torch.Tens
         sigma = torch.gather(torch.cat([sigma, s_f], -1), -1, order)
         values = torch.cat([values, v_f], -2)
         values = torch.gather(values, -2, order.unsqueeze(-1).expand(*order.shape, values.shape[-1]))
-    out = volume_render(sigma, values, t, background=background)
-    return {"color": out["color"], "depth": out["depth"], "opacity": out["opacity"]}
+    out = volume_render(sigma, values, t, deltas=spacings(t), background=background)
+    depth = out["depth"] * norm if planar else out["depth"]
+    return {"color": out["color"], "depth": depth, "opacity": out["opacity"]}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -254,61 +254,12 @@ def render_rays_reference(field_fn, rays_o: torch.Tensor, rays_d: torch.Tensor, 
                           background=None, chunk: int | None = None, planar: bool = False,
                           endpoints: bool = False) -> dict:
     """GRAF's volume rendering, written plainly: :func:`aware3d.methods.gan_common.render_radiance`
-    (same samples, random draws and outputs; it is that function with ``planar=False`` and
-    ``endpoints=False``) with the official code's rays and samples as options.
-
-    ``planar=True``: ``rays_d`` (B, R, 3) are not unit (camera depth 1, :func:`rays_from_pixels` with
-    ``normalize=False``); ``near``/``far`` and the samples t are depths along the optical axis,
-    points are o + t d, the field sees unit directions, spacings are (t_{i+1} - t_i) ||d|| (the
-    official ``raw2outputs``) and ``depth`` is returned as a distance along the ray (sum w_i t_i ||d||).
-    ``endpoints=True``: the official samples (:func:`aware3d.render.samplers.stratified_samples`
-    with ``endpoints``: ``linspace(near, far, N)``, jittered between midpoints).
-    """
-    from ..render.samplers import points_along_rays, sample_pdf, stratified_samples
-    from ..render.volume import deltas_from_t, render_weights, volume_render
-
-    if not planar and not endpoints:
-        return gc.render_radiance(field_fn, rays_o, rays_d, near, far, n_samples, n_importance, perturb=perturb,
-                                  noise_std=noise_std, background=background, chunk=chunk)
-    B, R = rays_o.shape[:2]
-    if chunk is not None and B * R > chunk and R > 1:
-        step = max(1, int(chunk) // B)
-        parts = []
-        for a in range(0, R, step):
-            nf = [v[:, a:a + step] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
-            parts.append(render_rays_reference(field_fn, rays_o[:, a:a + step], rays_d[:, a:a + step], nf[0],
-                                               nf[1], n_samples, n_importance, perturb=perturb,
-                                               noise_std=noise_std, background=background, planar=planar,
-                                               endpoints=endpoints))
-        return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
-    norm = rays_d.norm(dim=-1) if planar else torch.ones(rays_d.shape[:-1], dtype=rays_d.dtype,
-                                                        device=rays_d.device)
-    unit = rays_d / norm.unsqueeze(-1)
-
-    def evaluate(t):
-        N = t.shape[-1]
-        pts = points_along_rays(rays_o, rays_d, t).reshape(B, R * N, 3)
-        dirs = unit.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3)
-        s, c = field_fn(pts, dirs)
-        s = s.float().reshape(B, R, N)
-        if noise_std > 0:
-            s = s + noise_std * torch.randn_like(s)
-        return s, c.float().reshape(B, R, N, -1)
-
-    t, bins = stratified_samples(near, far, n_samples, batch_shape=(B, R), perturb=perturb,
-                                 dtype=rays_o.dtype, device=rays_o.device, endpoints=endpoints)
-    sigma, values = evaluate(t)
-    if n_importance > 0:
-        with torch.no_grad():
-            w = render_weights(sigma, deltas=deltas_from_t(t) * norm.unsqueeze(-1))[0]
-        t_fine = sample_pdf(bins, w, n_importance, deterministic=not perturb)
-        s_f, v_f = evaluate(t_fine)
-        t, order = torch.sort(torch.cat([t, t_fine], -1), -1)
-        sigma = torch.gather(torch.cat([sigma, s_f], -1), -1, order)
-        values = torch.cat([values, v_f], -2)
-        values = torch.gather(values, -2, order.unsqueeze(-1).expand(*order.shape, values.shape[-1]))
-    out = volume_render(sigma, values, t, deltas=deltas_from_t(t) * norm.unsqueeze(-1), background=background)
-    return {"color": out["color"], "depth": out["depth"] * norm, "opacity": out["opacity"]}
+    with the official code's rays (``planar``: unnormalised rays, depths along the optical axis)
+    and samples (``endpoints``: ``linspace(near, far, N)`` jittered between midpoints) as options;
+    the reference of :func:`render_rays`."""
+    return gc.render_radiance(field_fn, rays_o, rays_d, near, far, n_samples, n_importance, perturb=perturb,
+                              noise_std=noise_std, background=background, chunk=chunk, planar=planar,
+                              endpoints=endpoints)
 
 
 def _draw_randoms(B: int, R: int, n_samples: int, n_importance: int, perturb: bool, noise_std: float,
