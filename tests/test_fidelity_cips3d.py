@@ -233,3 +233,75 @@ def test_official_sampling_rays_and_depths_by_hand(monkeypatch):
     assert seen["bounds"] == pytest.approx((0.88 - h, 1.12 + h))
     mids = (0.88 - h) + (torch.arange(6) + 0.5) * (0.24 + 2 * h) / 6
     assert torch.allclose(mids, torch.linspace(0.88, 1.12, 6), atol=1e-6)
+
+
+def test_official_fine_depths_by_hand():
+    # one ray, coarse depths 1, 2, 3, 4 (spacing 1): sigma ln 2 at the second sample gives weights
+    # (0, 0.5, 0, ...); the official bins are the midpoints 1.5, 2.5, 3.5 with the inner weights
+    # (0.5, 0) + 1e-5, then sample_pdf's own + 1e-5: pdf (0.50002, 0.00002) / 0.50004
+    t = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]], dtype=torch.float64)
+    c1 = 0.50002 / 0.50004                          # the CDF at 2.5
+    for last in (0.0, 100.0):                       # the last weight is left out (and the first)
+        sigma = torch.tensor([[[0.0, math.log(2.0), 0.0, last]]], dtype=torch.float64)
+        u = torch.tensor([[[0.25, 0.6, 0.99999]]], dtype=torch.float64)
+        ref = torch.tensor([1.5 + 0.25 / c1, 1.5 + 0.6 / c1, 2.5 + (0.99999 - c1) / (1 - c1)], dtype=torch.float64)
+        got = cm.official_fine_depths(t, sigma, 3, u=u)
+        assert torch.allclose(got[0, 0], ref, atol=1e-9), (got, ref)
+    # without random levels: evenly spaced levels 0, 1/2, 1 over the same CDF
+    got = cm.official_fine_depths(t, sigma.clone().fill_(0).index_fill_(-1, torch.tensor([1]), math.log(2.0)), 3,
+                                  deterministic=True)
+    assert torch.allclose(got[0, 0], torch.tensor([1.5, 1.5 + 0.5 / c1, 3.5], dtype=torch.float64), atol=1e-9)
+
+
+def test_render_official_merges_fine_and_coarse_samples():
+    # a field whose density and feature are known functions of the depth along the ray (o = 0, d = z):
+    # the render equals the composite of the sorted union of the coarse depths (linspace + (u - 1/2) d)
+    # and the fine depths drawn from them
+    from aware3d.render.volume import volume_render
+
+    def field(p, dirs):
+        z = p[..., 2]
+        return 30 * torch.exp(-((z - 1.0) / 0.03) ** 2), torch.stack([z, z * z], -1)
+
+    o, d = torch.zeros(1, 2, 3), torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
+    N, h = 6, 0.5 * 0.24 / 5
+    uc, uf = torch.rand(1, 2, N), torch.rand(1, 2, N)
+    out = cm.render_official(field, o, d, 0.88 - h, 1.12 + h, N, N, perturb=True, u_coarse=uc, u_fine=uf)
+    tc = torch.linspace(0.88, 1.12, N) + (uc - 0.5) * 0.24 / 5
+    sc = field(tc.unsqueeze(-1) * d.unsqueeze(2), None)[0]
+    tf = cm.official_fine_depths(tc, sc, N, u=uf)
+    assert ((tf > 0.9) & (tf < 1.1)).float().mean() > 0.8       # the fine samples go to the density bump
+    t_all = torch.sort(torch.cat([tc, tf], -1), -1)[0]
+    s_all, v_all = field(t_all.unsqueeze(-1) * d.unsqueeze(2), None)
+    ref = volume_render(s_all, v_all, t_all)
+    assert torch.allclose(out["color"], ref["color"], atol=1e-5) and torch.allclose(out["depth"], ref["depth"], atol=1e-5)
+
+
+def test_fine_sampling_and_eval_jitter_keys():
+    for name in ("ffhq64", "celeba64", "ffhq128", "objects64"):
+        c = cm.make_config(name)
+        assert (c.fine_sampling, c.eval_jitter) == ("official", True)
+    assert (cm.make_config("cpu").fine_sampling, cm.make_config("cpu").eval_jitter) == ("v1", False)
+    old = cm.config_from_dict({"preset": "ffhq64", "resolution": 64, "nerf_res": 64, "sampling": "official"})
+    assert (old.fine_sampling, old.eval_jitter) == ("v1", False)       # saved runs: the earlier render
+    with pytest.raises(ValueError, match="eval_jitter"):
+        cm.Cips3DGenerator(cm.make_config("tiny", n_importance=4, eval_jitter=True))
+    with pytest.raises(ValueError, match="fine_sampling"):
+        cm.Cips3DGenerator(cm.make_config("tiny", fine_sampling="other"))
+
+
+def test_eval_jitter_renders_are_random_but_reproducible():
+    kw = {"arch": "official", "sampling": "official", "fine_sampling": "official", "n_importance": 6, "inr_blocks": 4}
+    torch.manual_seed(0)
+    m = cm.build(cm.make_config("tiny", eval_jitter=True, **kw))
+    G = m.generator.eval()
+    x = m.sample_inputs(2, torch.Generator().manual_seed(3), train=False)
+    with torch.no_grad():
+        a, b = G(x, return_aux=True), G(x, return_aux=True)
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["depth"], b["depth"])   # seeded per call
+        G.cfg = cm.replace_config(G.cfg, chunk=13)                                             # chunks: the same draws
+        c = G(x, return_aux=True)
+        assert torch.allclose(a["features"], c["features"], atol=1e-5)
+        G.cfg = cm.replace_config(G.cfg, eval_jitter=False)
+        plain = G(x, return_aux=True)
+    assert (a["depth"] - plain["depth"]).abs().max() > 1e-4                                 # jittered depths

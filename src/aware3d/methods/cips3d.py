@@ -4,7 +4,7 @@
     sample_inputs         z_shape, z_app, camera c2w (yaw / pitch prior), the rays that backprop
     camera_rays           one ray per NeRF pixel (render/cameras.image_rays)
     render_features       ShallowFeatureNerf volume-rendered with stratified + hierarchical
-                          samples (gan_common.render_radiance) -> feature map (B, F, r, r)
+                          samples (render_official / gan_common.render_radiance) -> feature map (B, F, r, r)
     aux RGB               linear + tanh on the NeRF features: the shallow branch's own image
     CIPSDecoder           per pixel (features bilinearly upsampled to S x S when r < S): ModFC
                           blocks conditioned on w(z_app), tRGB summed -> image (B, 3, S, S) in [-1, 1]
@@ -34,9 +34,15 @@ downsampling in the first conv of each block, no minibatch std; fade-in ``alpha`
 off) in :mod:`aware3d.nets.stylegan2_msd`; ``"dcgan"`` (the default) is :class:`Cips3DDiscriminator`.
 Sampling (``sampling``): ``"official"`` (the paper presets) casts the pixel rays as the official
 ``get_initial_rays_trig`` (linspace(-1, 1, r) x tan(fov / 2): the outer pixels' rays on the fov's
-edges) and draws depths linspace(near, far, n) + U(-d/2, d/2) in training (the official also jitters
-at inference; aware3d renders the unjittered linspace there); ``"v1"``: pixel centres and n equal
-bins of [near, far]. The hierarchical samples are aware3d's (:func:`gan_common.render_radiance`).
+edges) and draws depths linspace(near, far, n) + U(-d/2, d/2) in training (and, as the official,
+at inference too with ``eval_jitter``); ``"v1"``: pixel centres and n equal bins of [near, far].
+Hierarchical samples (``fine_sampling``): ``"official"`` (the paper presets) as the official
+``get_fine_points_and_direction`` (:func:`render_official`: inverse-CDF samples between the midpoints
+of the jittered coarse depths from their inner weights + 1e-5, the density noise drawn again for
+the composite); ``"v1"``: :func:`gan_common.render_radiance` (bins of the coarse samples).
+``eval_jitter`` (the paper presets): jittered coarse depths and random fine levels outside training
+too, as the official renders, from a generator seeded 0 at each call (a render is reproducible;
+the draws depend on the batch's size, not on ``chunk``); off: unjittered depths, evenly spaced levels.
 Partial gradient backpropagation: per image only ``grad_rays``
 randomly chosen NeRF rays are rendered with autograd, the others under ``no_grad`` (so the memory
 and time of the NeRF's backward scale with ``grad_rays``); the 2D decoder sees every pixel.
@@ -138,6 +144,13 @@ class Cips3DConfig(gc.RunSettings):
     #                                     pixels' rays on the fov's edges) and depths linspace(near, far, n)
     #                                     + U(-d/2, d/2) (d their spacing); "v1": rays through pixel centres
     #                                     of the fov, depths jittered in n equal bins of [near, far]
+    fine_sampling: str = "v1"           # "official": hierarchical depths (sample_pdf) between the midpoints of the
+    #                                     coarse depths from their inner weights + 1e-5, density noise drawn
+    #                                     afresh for the final composite (official get_fine_points_and_direction);
+    #                                     "v1": gan_common.render_radiance (the coarse bins, all weights)
+    eval_jitter: bool = False           # jittered coarse depths and random fine levels outside training too (the
+    #                                     official renders so), drawn from a generator seeded 0 at each call;
+    #                                     False: unjittered coarse depths, evenly spaced fine levels
     preset: str = "cpu"
     # render-time only
     mesh_extent: float = 0.15           # half side of the mesh export cube (world units)
@@ -180,7 +193,8 @@ for _name, _p in PRESETS.items():
 for _name in ("ffhq64", "ffhq128", "objects64"):
     PRESETS[_name]["grad_rays"] = 256 * 256
     # the official networks and critics; the official INR runs its 9 blocks at every image size
-    PRESETS[_name].update(arch="official", inr_blocks=9, d_arch="msd", d_fade_steps=0, sampling="official")
+    PRESETS[_name].update(arch="official", inr_blocks=9, d_arch="msd", d_fade_steps=0, sampling="official",
+                          fine_sampling="official", eval_jitter=True)
 DEFAULT_PRESET = "cpu"
 
 
@@ -233,6 +247,83 @@ def sample_inputs(cfg: Cips3DConfig, n: int, generator: torch.Generator | None =
 # Generator
 
 
+def official_fine_depths(t: torch.Tensor, sigma: torch.Tensor, n_fine: int, *, deterministic: bool = False,
+                         generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+    """The official hierarchical depths (``get_fine_points_and_direction``): ``n_fine`` inverse-CDF
+    samples (:func:`aware3d.render.samplers.sample_pdf`) over the bins between the midpoints of the
+    coarse depths t (B, R, N), weighted by the coarse weights of the raw densities ``sigma`` (B, R, N)
+    without the first and the last, + 1e-5. ``u`` (B, R, n_fine): the CDF levels (else drawn from
+    ``generator``; evenly spaced with ``deterministic``). Detached (B, R, n_fine)."""
+    from ..render.samplers import sample_pdf
+    from ..render.volume import render_weights
+
+    with torch.no_grad():
+        w = render_weights(sigma, t)[0]
+        mids = 0.5 * (t[..., 1:] + t[..., :-1])
+        return sample_pdf(mids, w[..., 1:-1] + 1e-5, n_fine, deterministic=deterministic, generator=generator, u=u)
+
+
+def render_official(field_fn, rays_o: torch.Tensor, rays_d: torch.Tensor, near, far, n_samples: int,
+                    n_importance: int, *, perturb: bool = False, noise_std: float = 0.0,
+                    generator: torch.Generator | None = None, chunk: int | None = None,
+                    u_coarse: torch.Tensor | None = None, u_fine: torch.Tensor | None = None) -> dict:
+    """The official CIPS-3D render of rays (B, R, 3) through ``field_fn(points (B, M, 3), dirs
+    (B, M, 3)) -> (sigma raw (B, M), features (B, M, C))`` (``GeneratorNerfINR.points_forward``).
+
+    ``n_samples`` coarse depths in equal bins of [near, far] (uniform in each with ``perturb``, else
+    the bin centres; with the bounds widened by half a spacing these are the official
+    linspace(near, far, n) + U(-d/2, d/2)); then :func:`official_fine_depths` from the coarse
+    densities + N(0, noise_std^2) (one draw), evaluated and merged with the coarse samples, sorted;
+    the composite adds a fresh N(0, noise_std^2) to every density (the official draws the density
+    noise again in its final ``fancy_integration``). The random draws, in the official order: the
+    jitter, the pdf noise, the CDF levels, the final noise (``generator`` for the uniform ones, the
+    global generator for the noise; ``u_coarse`` (B, R, n_samples) / ``u_fine`` (B, R, n_importance)
+    given instead). ``chunk`` bounds the rays per field call over the batch (inference); the
+    uniform draws of the whole batch come first then, so a render does not depend on ``chunk``.
+    Returns ``{"color" (B, R, C), "depth" (B, R) sum_i w_i t_i, "opacity" (B, R)}``."""
+    from ..render.samplers import points_along_rays, stratified_samples
+    from ..render.volume import volume_render
+
+    B, R = rays_o.shape[:2]
+    dt, dev = rays_o.dtype, rays_o.device
+    if chunk is not None and B * R > chunk and R > 1:
+        step = max(1, int(chunk) // B)
+        if perturb and u_coarse is None:
+            u_coarse = torch.rand((B, R, n_samples), dtype=dt, device=dev, generator=generator)
+        if perturb and n_importance > 0 and u_fine is None:
+            u_fine = torch.rand((B, R, n_importance), dtype=dt, device=dev, generator=generator)
+        parts = [render_official(field_fn, rays_o[:, a:a + step], rays_d[:, a:a + step], near, far, n_samples,
+                                 n_importance, perturb=perturb, noise_std=noise_std, generator=generator,
+                                 u_coarse=None if u_coarse is None else u_coarse[:, a:a + step],
+                                 u_fine=None if u_fine is None else u_fine[:, a:a + step])
+                 for a in range(0, R, step)]
+        return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
+
+    def evaluate(t):
+        N = t.shape[-1]
+        pts = points_along_rays(rays_o, rays_d, t).reshape(B, R * N, 3)
+        s, c = field_fn(pts, rays_d.unsqueeze(2).expand(B, R, N, 3).reshape(B, R * N, 3))
+        up = torch.promote_types(s.dtype, torch.float32)      # low-precision fields composite in float32
+        return s.to(up).reshape(B, R, N), c.to(up).reshape(B, R, N, -1)
+
+    def noisy(s):
+        return s + noise_std * torch.randn_like(s) if noise_std > 0 else s
+
+    t, _ = stratified_samples(near, far, n_samples, batch_shape=(B, R), perturb=perturb, dtype=dt, device=dev,
+                              generator=generator, u=u_coarse)
+    sigma, values = evaluate(t)
+    if n_importance > 0:
+        t_f = official_fine_depths(t, noisy(sigma), n_importance, deterministic=not perturb,
+                                   generator=generator, u=u_fine)
+        s_f, v_f = evaluate(t_f)
+        t, order = torch.sort(torch.cat([t_f, t], -1), -1)          # official: fine first, then sorted
+        sigma = torch.gather(torch.cat([s_f, sigma], -1), -1, order)
+        values = torch.cat([v_f, values], -2)
+        values = torch.gather(values, -2, order.unsqueeze(-1).expand(*order.shape, values.shape[-1]))
+    out = volume_render(noisy(sigma), values, t)
+    return {"color": out["color"], "depth": out["depth"], "opacity": out["opacity"]}
+
+
 def _gather_rays(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, R, ...) rows ``idx`` (B, K) -> (B, K, ...)."""
     view = idx.reshape(*idx.shape, *([1] * (x.dim() - 2))).expand(*idx.shape, *x.shape[2:])
@@ -272,6 +363,10 @@ class Cips3DGenerator(nn.Module):
             self.aux_to_rgb = nn.Linear(cfg.feat_dim, 3)
         else:
             raise ValueError(f"arch: expected official or v1, got {cfg.arch!r}")
+        if cfg.fine_sampling not in ("official", "v1"):
+            raise ValueError(f"fine_sampling: expected official or v1, got {cfg.fine_sampling!r}")
+        if cfg.eval_jitter and cfg.fine_sampling != "official" and cfg.n_importance > 0:
+            raise ValueError("eval_jitter: needs fine_sampling='official' with hierarchical samples (n_importance > 0)")
         self.density_noise = 0.0        # training regulariser, set per step by Cips3DMethod.set_step
 
     def camera_rays(self, c2w: torch.Tensor):
@@ -286,19 +381,32 @@ class Cips3DGenerator(nn.Module):
         o, d = image_rays(K.expand(c2w.shape[0], 3, 3), c2w, r, r)
         return o.reshape(c2w.shape[0], r * r, 3), d.reshape(c2w.shape[0], r * r, 3)
 
-    def render_rays(self, o: torch.Tensor, d: torch.Tensor, freqs, phases):
+    def render_rays(self, o: torch.Tensor, d: torch.Tensor, freqs, phases,
+                    generator: torch.Generator | None = None):
         """Volume-rendered features (B, K, F) and depth (B, K) of rays o, d (B, K, 3): stratified
-        samples (jittered in training) + ``n_importance`` hierarchical ones (pi-GAN's scheme)."""
+        samples (jittered in training, and outside it with ``eval_jitter``) + ``n_importance``
+        hierarchical ones (``fine_sampling``: the official scheme, :func:`render_official`, or
+        :func:`gan_common.render_radiance`'s). ``generator`` draws the jitter and fine levels of
+        :func:`render_official` (default the global one)."""
         c = self.cfg
         near, far = c.depth_range
         if c.sampling == "official" and c.n_samples > 1:
             # linspace(near, far, n) + U(-d/2, d/2) = n equal bins of [near - d/2, far + d/2]
             half = 0.5 * (far - near) / (c.n_samples - 1)
             near, far = near - half, far + half
-        out = gc.render_radiance(lambda p, dirs: self.nerf(p, dirs, freqs=freqs, phases=phases), o, d,
-                                 near, far, c.n_samples, c.n_importance,
-                                 perturb=self.training, noise_std=self.density_noise if self.training else 0.0,
-                                 chunk=None if torch.is_grad_enabled() else c.chunk)
+
+        def field(p, dirs):
+            return self.nerf(p, dirs, freqs=freqs, phases=phases)
+
+        noise = self.density_noise if self.training else 0.0
+        chunk = None if torch.is_grad_enabled() else c.chunk
+        if c.fine_sampling == "official" or c.eval_jitter:
+            out = render_official(field, o, d, near, far, c.n_samples, c.n_importance,
+                                  perturb=self.training or bool(c.eval_jitter), noise_std=noise,
+                                  generator=generator, chunk=chunk)
+        else:
+            out = gc.render_radiance(field, o, d, near, far, c.n_samples, c.n_importance,
+                                     perturb=self.training, noise_std=noise, chunk=chunk)
         return out["color"], out["depth"]
 
     def render_features(self, inputs: dict):
@@ -309,14 +417,17 @@ class Cips3DGenerator(nn.Module):
         freqs, phases = self.nerf.modulation(inputs["z_shape"])
         o, d = self.camera_rays(inputs["c2w"])
         B, R = o.shape[:2]
+        gen = None
+        if cfg.eval_jitter and not self.training:  # random samples, the same at every call (reproducible renders)
+            gen = torch.Generator(device=o.device).manual_seed(0)
         perm = inputs.get("ray_perm")
         if perm is None or not torch.is_grad_enabled():
-            feat, depth = self.render_rays(o, d, freqs, phases)
+            feat, depth = self.render_rays(o, d, freqs, phases, gen)
         else:
             g_idx, n_idx = perm[:, :cfg.grad_rays], perm[:, cfg.grad_rays:]
-            fg, dg = self.render_rays(_gather_rays(o, g_idx), _gather_rays(d, g_idx), freqs, phases)
+            fg, dg = self.render_rays(_gather_rays(o, g_idx), _gather_rays(d, g_idx), freqs, phases, gen)
             with torch.no_grad():
-                fn, dn = self.render_rays(_gather_rays(o, n_idx), _gather_rays(d, n_idx), freqs, phases)
+                fn, dn = self.render_rays(_gather_rays(o, n_idx), _gather_rays(d, n_idx), freqs, phases, gen)
             feat = _scatter_rays([(g_idx, fg), (n_idx, fn)], R)
             depth = _scatter_rays([(g_idx, dg.unsqueeze(-1)), (n_idx, dn.unsqueeze(-1))], R)[..., 0]
         return feat.reshape(B, r, r, -1).permute(0, 3, 1, 2), depth.reshape(B, r, r)
