@@ -355,9 +355,7 @@ def render_rays(field: GrafField, rays_o: torch.Tensor, rays_d: torch.Tensor, ne
         for a in range(0, R, step):
             nf = [v[:, a:a + step] if torch.is_tensor(v) and v.dim() == 2 else v for v in (near, far)]
             parts.append(render_rays(field, rays_o[:, a:a + step], rays_d[:, a:a + step], nf[0], nf[1],
-                                     z_shape, z_app, n_samples, n_importance, perturb=perturb,
-                                     noise_std=noise_std, background=background, planar=planar,
-                                     endpoints=endpoints, bf16=bf16))
+                                     z_shape, z_app, noise_std=noise_std, **kw))
         return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
     draws = _draw_randoms(B, R, n_samples, n_importance, perturb, noise_std, rays_o.dtype, rays_o.device)
     near = torch.as_tensor(near, dtype=rays_o.dtype, device=rays_o.device).expand(B, R)
