@@ -314,7 +314,7 @@ class GanEngine:
 
     # -- random draws: one global draw, each rank keeps its slice ----------------------------------
     def _slice(self, x: torch.Tensor) -> torch.Tensor:
-        return x[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
+        return self._slice_n(x, self.cfg.batch_size)
 
     def _slice_n(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """This rank's part of a global batch of ``n``."""
