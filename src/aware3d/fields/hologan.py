@@ -76,10 +76,11 @@ class AdaIN(nn.Module):
         return adain(x, 1.0 + g, b)
 
 
-def _same_crop(k: int, s: int) -> int:
-    """Leading crop of an unpadded transposed conv that gives TensorFlow's 'SAME' output (s * n):
-    the forward conv pads k - s in all, (k - s) // 2 before."""
-    return max(k - s, 0) // 2
+def _crop_same(y: torch.Tensor, x: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    """Crop the unpadded transposed conv y of x to TensorFlow's 'SAME' output (s * n per spatial
+    axis): the forward conv pads k - s in all, (k - s) // 2 before."""
+    a = max(k - s, 0) // 2
+    return y[(slice(None), slice(None)) + tuple(slice(a, a + s * n) for n in x.shape[2:])]
 
 
 class SameConvTranspose3d(nn.ConvTranspose3d):
@@ -92,10 +93,7 @@ class SameConvTranspose3d(nn.ConvTranspose3d):
         super().__init__(cin, cout, k, s, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        s, a = self.stride[0], _same_crop(self.kernel_size[0], self.stride[0])
-        n = [s * d for d in x.shape[2:]]
-        return y[:, :, a:a + n[0], a:a + n[1], a:a + n[2]]
+        return _crop_same(super().forward(x), x, self.kernel_size[0], self.stride[0])
 
 
 class SameConvTranspose2d(nn.ConvTranspose2d):
@@ -106,9 +104,7 @@ class SameConvTranspose2d(nn.ConvTranspose2d):
         super().__init__(cin, cout, k, s, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        a, s = _same_crop(self.kernel_size[0], self.stride[0]), self.stride[0]
-        return y[:, :, a:a + s * x.shape[2], a:a + s * x.shape[3]]
+        return _crop_same(super().forward(x), x, self.kernel_size[0], self.stride[0])
 
 
 class StyleMLP(nn.Module):
