@@ -209,11 +209,13 @@ def fit_video(path=None, model: str = "nerv", cam: bool = False, steps: int = 10
     batch = max(1, min(int(batch), N))
 
     @torch.no_grad()
-    def render_all(independent: bool = False) -> torch.Tensor:
+    def render_all(independent: bool = False):
+        """The final frames (N, H, W, 3); ``independent``: (final, the independent frames)."""
         net.eval()
         final, indep = render_aggregated(net, ts)
         net.train()
-        return (indep if independent else final).float().cpu().permute(0, 2, 3, 1)  # (N, H, W, 3)
+        final = final.float().cpu().permute(0, 2, 3, 1)
+        return (final, indep.float().cpu().permute(0, 2, 3, 1)) if independent else final
 
     buffer = None
     if cfg.agg:  # the official code fills the frame buffer once before training
@@ -263,11 +265,11 @@ def fit_video(path=None, model: str = "nerv", cam: bool = False, steps: int = 10
         if done:
             break
     bar.close()
-    recon = render_all()
+    recon, indep = render_all(independent=True)  # one pass: the final frames and, with agg, the independent ones
     per_frame = psnr_fn(recon, frames)
     psnr_indep = None
     if cfg.agg:
-        mse_indep = float((render_all(independent=True) - frames).square().mean())
+        mse_indep = float((indep - frames).square().mean())
         psnr_indep = float(-10 * math.log10(max(mse_indep, 1e-12)))
     mse_all = float((recon - frames).square().mean())
     levels = ms_ssim_levels(H, W)
