@@ -233,26 +233,27 @@ def render_scene_official(fg_fn, bg_fn, rays_o: torch.Tensor, rays_d: torch.Tens
     def z_of(s):
         return near * (1 - s) + far * s
 
+    last_opaque = bg_fn is None or n_bg <= 0
+
+    def composite(s, sigma):     # (z, weights, the transmittance left for the background)
+        z = z_of(s)
+        dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], 1e10 if last_opaque else 0.0)], -1)
+        return (z, *_weights_official(sigma, dists * norm, last_opaque))
+
     s = torch.linspace(0.0, 1.0, n_samples, **kw).expand(B, R, n_samples)
     if perturb:
         s = _interval_jitter(s)
     sigma, values = evaluate(fg_fn, points_along_rays(rays_o, rays_d, z_of(s)))
-    last_opaque = bg_fn is None or n_bg <= 0
-    z = z_of(s)
-    dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], 1e10 if last_opaque else 0.0)], -1)
-    w, T_bg = _weights_official(sigma, dists * norm, last_opaque)
+    z, w, T_bg = composite(s, sigma)
     if hierarchical:
         with torch.no_grad():
             s_f = _pdf_samples(0.5 * (s[..., 1:] + s[..., :-1]), w[..., 1:-1], n_samples, det=not perturb)
-        s_f = s_f.detach()
         sf, vf = evaluate(fg_fn, points_along_rays(rays_o, rays_d, z_of(s_f)))
         s, order = torch.sort(torch.cat([s_f, s], -1), -1)
         sigma = torch.gather(torch.cat([sf, sigma], -1), -1, order)
         v = torch.cat([vf, values], -2)
         values = torch.gather(v, -2, order.unsqueeze(-1).expand(*order.shape, v.shape[-1]))
-        z = z_of(s)
-        dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], 1e10 if last_opaque else 0.0)], -1)
-        w, T_bg = _weights_official(sigma, dists * norm, last_opaque)
+        z, w, T_bg = composite(s, sigma)
     color = (w.unsqueeze(-1) * values).sum(-2)
     s_vals, s_w = [values], [w]
     if not last_opaque:
