@@ -208,7 +208,8 @@ class RunSettings:
 
 _ENGINE_FIELDS = ("batch_size", "optimizer", "lr_g", "lr_d", "betas", "ema_beta", "r1_weight",
                   "r1_interval", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints",
-                  "seed", "device", "d_first", "grad_clip", "g_steps")
+                  "seed", "device", "d_first", "grad_clip", "g_steps", "lazy_correction", "pl_weight",
+                  "pl_interval", "pl_decay", "pl_batch_shrink")
 
 
 def gan_config_from(cfg, **kw):

@@ -512,12 +512,7 @@ class VolumeGANMethod:
                 engine.opt_d.state.clear()
 
     def gan_config(self, **kw):
-        """The engine settings, with the engine keys VolumeGAN adds (lazy correction, path length)."""
-        c = self.cfg
-        extra = {"lazy_correction": bool(c.lazy_correction), "pl_weight": float(c.pl_weight),
-                 "pl_interval": int(c.pl_interval), "pl_decay": float(c.pl_decay),
-                 "pl_batch_shrink": int(c.pl_batch_shrink)}
-        return gc.gan_config_from(self.cfg, **{**extra, **kw})
+        return gc.gan_config_from(self.cfg, **kw)
 
 
 def build(cfg: VolumeGANConfig, seed: int | None = None) -> VolumeGANMethod:
